@@ -1,0 +1,114 @@
+//! `kiln dockerfile check`: evaluate a Dockerfile and report the graph or the error.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use kiln_dockerfile::dockerignore::{self, Matcher};
+use kiln_dockerfile::{evaluate, Options, Platform, UnknownBases};
+use serde_json::json;
+
+use crate::args::CheckArgs;
+use crate::exit::{Exit, Failure};
+use crate::printer::Printer;
+
+pub fn run(args: CheckArgs, printer: &Printer) -> anyhow::Result<Exit> {
+    let file = args
+        .file
+        .clone()
+        .unwrap_or_else(|| args.context.join("Dockerfile"));
+    if !file.exists() {
+        return Err(Failure::usage(format!(
+            "{}: no such Dockerfile",
+            file.display()
+        )));
+    }
+    let text = fs_err::read_to_string(&file).context("reading the Dockerfile")?;
+    let opts = options(&args)?;
+    let shown = file.display().to_string();
+    let result = evaluate(&text, &opts, &UnknownBases);
+    let ignore = check_dockerignore(&args.context, &file)?;
+    match (result, ignore) {
+        (Ok(graph), Ok(_)) => {
+            if args.json {
+                printer.data(&serde_json::to_string_pretty(
+                    &json!({"file": shown, "valid": true, "graph": graph}),
+                )?);
+            } else {
+                printer.data(&graph.describe(&shown));
+            }
+            Ok(Exit::Success)
+        }
+        (Err(diag), _) => {
+            if args.json {
+                printer.data(&serde_json::to_string_pretty(
+                    &json!({"file": shown, "valid": false, "error": diag}),
+                )?);
+            } else {
+                printer.error(&format!("error: {}", diag.render(&shown, &text)));
+            }
+            Ok(Exit::Failure)
+        }
+        (Ok(_), Err((path, e))) => {
+            let msg = format!("{}:{}: {}", path.display(), e.line, e.message);
+            if args.json {
+                printer.data(&serde_json::to_string_pretty(&json!({"file": path, "valid": false, "error": {"kind": "dockerignore", "message": e.message, "span": {"line": e.line, "column": 1, "len": 1}}}))?);
+            } else {
+                printer.error(&format!("error: {msg}"));
+            }
+            Ok(Exit::Failure)
+        }
+    }
+}
+
+fn options(args: &CheckArgs) -> anyhow::Result<Options> {
+    let mut build_args = BTreeMap::new();
+    for a in &args.build_args {
+        match a.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                build_args.insert(k.to_string(), v.to_string());
+            }
+            Some(_) => {
+                return Err(Failure::usage(format!(
+                    "--build-arg {a:?}: the name is empty"
+                )))
+            }
+            None => {
+                // like docker: a bare name takes its value from the environment, if set
+                if let Ok(v) = std::env::var(a) {
+                    build_args.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    let platform = match &args.platform {
+        Some(p) => {
+            Some(Platform::parse(p).map_err(|e| Failure::usage(format!("--platform: {e}")))?)
+        }
+        None => None,
+    };
+    Ok(Options {
+        build_args,
+        target: args.target.clone(),
+        platform,
+        build_platform: None,
+    })
+}
+
+/// Finds the ignore file that applies and checks its patterns.
+fn check_dockerignore(
+    context: &Path,
+    dockerfile: &Path,
+) -> anyhow::Result<Result<(), (PathBuf, dockerignore::PatternError)>> {
+    let specific = PathBuf::from(format!("{}.dockerignore", dockerfile.display()));
+    let general = context.join(".dockerignore");
+    for path in [specific, general] {
+        if path.is_file() {
+            let text = fs_err::read_to_string(&path)?;
+            return Ok(Matcher::from_dockerignore(&text)
+                .map(|_| ())
+                .map_err(|e| (path, e)));
+        }
+    }
+    Ok(Ok(()))
+}

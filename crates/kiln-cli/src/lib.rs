@@ -1,0 +1,41 @@
+//! kiln's command-line interface: argument parsing, settings, one module per
+//! command, and the only place in kiln that prints.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
+mod args;
+mod commands;
+mod exit;
+mod printer;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use exit::{Exit, Failure};
+use printer::Printer;
+
+/// Runs kiln with `argv`, prints any error once, and returns the exit code.
+pub fn main(argv: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let printer = Printer::stdio();
+    let code = match args::Cli::try_parse_from(argv) {
+        Ok(cli) => match commands::run(cli, &printer) {
+            Ok(code) => code,
+            Err(err) => {
+                let code = exit::classify(&err);
+                printer.error(&format!("error: {err:#}"));
+                code
+            }
+        },
+        Err(e) => {
+            let code = if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Success
+            };
+            let _ = e.print();
+            code
+        }
+    };
+    ExitCode::from(code as u8)
+}

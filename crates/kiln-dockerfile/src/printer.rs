@@ -1,0 +1,451 @@
+//! An evaluated graph back to text: each step as an equivalent Dockerfile
+//! instruction whose variables are already expanded (and escaped so that
+//! reading it again yields the same values), and a readable summary.
+
+use std::fmt::Write;
+
+use crate::eval::{Base, BuildGraph, Stage};
+use crate::instructions::{CommandLine, InlineFile, Instruction, KeyValue};
+use crate::mount::{Mount, MountType, Sharing};
+
+/// Escapes `s` so that expanding it with `escape` gives `s` back.
+fn escaped(s: &str, escape: char) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c == escape || matches!(c, '$' | '\'' | '"') {
+            out.push(escape);
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A word for key=value forms: quoted when it has anything but plain characters.
+fn word(s: &str, escape: char) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:,@+%".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("\"{}\"", escaped(s, escape))
+    }
+}
+
+/// A flag value: read once by the flag splitter (quotes, backslashes), then expanded.
+fn flag(name: &str, value: &str, escape: char) -> String {
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:,=@+%".contains(c));
+    if plain {
+        return format!("--{name}={value}");
+    }
+    let inner: String = escaped(value, escape)
+        .chars()
+        .flat_map(|c| {
+            if c == '\\' || c == '"' {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    format!("--{name}=\"{inner}\"")
+}
+
+/// Nanoseconds as a Go duration string that reads back to the same value.
+fn duration(ns: u64) -> String {
+    match ns {
+        n if n % 1_000_000_000 == 0 => format!("{}s", n / 1_000_000_000),
+        n if n % 1_000_000 == 0 => format!("{}ms", n / 1_000_000),
+        n => format!("{n}ns"),
+    }
+}
+
+fn json(words: &[String]) -> String {
+    serde_json::to_string(words).unwrap_or_else(|_| "[]".into())
+}
+
+/// A JSON array whose strings expand to `words`.
+fn json_expanded(words: &[String], escape: char) -> String {
+    json(&words.iter().map(|w| escaped(w, escape)).collect::<Vec<_>>())
+}
+
+fn command(c: &CommandLine) -> String {
+    if c.shell_form {
+        c.args.join(" ")
+    } else {
+        json(&c.args)
+    }
+}
+
+fn heredoc_bodies(files: &[InlineFile]) -> String {
+    files
+        .iter()
+        .map(|f| format!("\n{}{}", f.content, f.name))
+        .collect()
+}
+
+fn csv_field(f: String) -> String {
+    if f.contains([',', '"']) {
+        format!("\"{}\"", f.replace('"', "\"\""))
+    } else {
+        f
+    }
+}
+
+fn mount_spec(m: &Mount) -> String {
+    let kind = match m.kind {
+        MountType::Bind => "bind",
+        MountType::Cache => "cache",
+        MountType::Tmpfs => "tmpfs",
+        MountType::Secret => "secret",
+        MountType::Ssh => "ssh",
+    };
+    let mut fields = vec![format!("type={kind}")];
+    let mut add = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            fields.push(csv_field(format!("{k}={v}")));
+        }
+    };
+    add("id", m.id.clone());
+    add("from", m.from.clone());
+    add("source", m.source.clone());
+    add("target", Some(m.target.clone()).filter(|t| !t.is_empty()));
+    add("env", m.env.clone());
+    add(
+        "sharing",
+        m.sharing.map(|s| match s {
+            Sharing::Shared => "shared".to_string(),
+            Sharing::Private => "private".to_string(),
+            Sharing::Locked => "locked".to_string(),
+        }),
+    );
+    add("size", m.size.map(|s| s.to_string()));
+    add("mode", m.mode.map(|s| format!("{s:o}")));
+    add("uid", m.uid.map(|s| s.to_string()));
+    add("gid", m.gid.map(|s| s.to_string()));
+    add("readonly", Some(m.readonly.to_string()));
+    if m.required {
+        add("required", Some("true".into()));
+    }
+    fields.join(",")
+}
+
+fn pairs(kw: &str, p: &[KeyValue], e: char) -> String {
+    let body: Vec<String> = p
+        .iter()
+        .map(|kv| format!("{}={}", word(&kv.key, e), word(&kv.value, e)))
+        .collect();
+    format!("{kw} {}", body.join(" "))
+}
+
+/// One evaluated instruction as Dockerfile text (heredoc bodies included).
+pub fn instruction(i: &Instruction, e: char) -> String {
+    match i {
+        Instruction::Run(r) => {
+            let mut s = String::from("RUN");
+            for m in &r.mounts {
+                s.push_str(&format!(" {}", flag("mount", &mount_spec(m), e)));
+            }
+            if r.network != Default::default() {
+                s.push_str(&format!(
+                    " --network={}",
+                    format!("{:?}", r.network).to_ascii_lowercase()
+                ));
+            }
+            if r.security != Default::default() {
+                s.push_str(&format!(
+                    " --security={}",
+                    format!("{:?}", r.security).to_ascii_lowercase()
+                ));
+            }
+            format!(
+                "{s} {}{}",
+                command(&r.command),
+                heredoc_bodies(&r.command.heredocs)
+            )
+        }
+        Instruction::Cmd(c) => format!("CMD {}", command(c)),
+        Instruction::Entrypoint(c) => format!("ENTRYPOINT {}", command(c)),
+        Instruction::Shell { shell } => format!("SHELL {}", json(shell)),
+        Instruction::Env { pairs: p } => pairs("ENV", p, e),
+        Instruction::Label { pairs: p } => pairs("LABEL", p, e),
+        Instruction::Maintainer { name } => format!("MAINTAINER {name}"),
+        Instruction::Expose { ports, .. } => {
+            let p: Vec<String> = ports
+                .iter()
+                .map(|p| format!("{}/{}", p.port, p.protocol))
+                .collect();
+            format!("EXPOSE {}", p.join(" "))
+        }
+        Instruction::Copy(c) => {
+            let mut s = String::from("COPY");
+            let opts = [("from", &c.from), ("chown", &c.chown), ("chmod", &c.chmod)];
+            for (k, v) in opts {
+                if let Some(v) = v {
+                    s.push_str(&format!(" {}", flag(k, v, e)));
+                }
+            }
+            copy_tail(
+                &mut s, c.link, c.parents, false, &c.exclude, &c.sources, &c.inline, &c.dest, e,
+            )
+        }
+        Instruction::Add(a) => {
+            let mut s = String::from("ADD");
+            for (k, v) in [
+                ("chown", &a.chown),
+                ("chmod", &a.chmod),
+                ("checksum", &a.checksum),
+            ] {
+                if let Some(v) = v {
+                    s.push_str(&format!(" {}", flag(k, v, e)));
+                }
+            }
+            if let Some(u) = a.unpack {
+                s.push_str(&format!(" --unpack={u}"));
+            }
+            copy_tail(
+                &mut s,
+                a.link,
+                false,
+                a.keep_git_dir,
+                &a.exclude,
+                &a.sources,
+                &a.inline,
+                &a.dest,
+                e,
+            )
+        }
+        Instruction::Volume { paths } => format!("VOLUME {}", json_expanded(paths, e)),
+        Instruction::User { user } => format!("USER {}", escaped(user, e)),
+        Instruction::Workdir { path } => format!("WORKDIR {}", escaped(path, e)),
+        Instruction::Arg { args } => {
+            let a: Vec<String> = args
+                .iter()
+                .map(|a| match &a.default {
+                    Some(v) => format!("{}={}", a.name, word(v, e)),
+                    None => a.name.clone(),
+                })
+                .collect();
+            format!("ARG {}", a.join(" "))
+        }
+        Instruction::Onbuild { trigger } => format!("ONBUILD {trigger}"),
+        Instruction::Stopsignal { signal } => format!("STOPSIGNAL {}", escaped(signal, e)),
+        Instruction::Healthcheck(h) => match &h.test {
+            None => "HEALTHCHECK NONE".into(),
+            Some(test) => {
+                let mut s = String::from("HEALTHCHECK");
+                for (k, v) in [
+                    ("interval", h.interval),
+                    ("timeout", h.timeout),
+                    ("start-period", h.start_period),
+                    ("start-interval", h.start_interval),
+                ] {
+                    if v > 0 {
+                        s.push_str(&format!(" --{k}={}", duration(v)));
+                    }
+                }
+                if h.retries > 0 {
+                    s.push_str(&format!(" --retries={}", h.retries));
+                }
+                format!("{s} CMD {}", command(test))
+            }
+        },
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn copy_tail(
+    s: &mut String,
+    link: bool,
+    parents: bool,
+    keep_git: bool,
+    exclude: &[String],
+    sources: &[String],
+    inline: &[InlineFile],
+    dest: &str,
+    e: char,
+) -> String {
+    for (on, name) in [
+        (link, "link"),
+        (parents, "parents"),
+        (keep_git, "keep-git-dir"),
+    ] {
+        if on {
+            s.push_str(&format!(" --{name}"));
+        }
+    }
+    for x in exclude {
+        s.push_str(&format!(" {}", flag("exclude", x, e)));
+    }
+    if inline.is_empty() {
+        let mut all = sources.to_vec();
+        all.push(dest.to_string());
+        return format!("{s} {}", json_expanded(&all, e));
+    }
+    // heredoc sources cannot be written in JSON form; delimiters are quoted
+    // because the content is already expanded
+    for src in sources {
+        s.push_str(&format!(" {}", escaped(src, e)));
+    }
+    for f in inline {
+        s.push_str(&format!(" <<\"{}\"", f.name));
+    }
+    format!("{s} {}{}", escaped(dest, e), heredoc_bodies(inline))
+}
+
+fn from_line(g: &BuildGraph, st: &Stage) -> String {
+    let mut s = String::from("FROM");
+    if let Some(p) = &st.platform {
+        s.push_str(&format!(" --platform={p}"));
+    }
+    let base = match &st.base {
+        Base::Scratch => "scratch".to_string(),
+        Base::Image { reference } => reference.clone(),
+        Base::Stage { index } => g.stages[*index]
+            .name
+            .clone()
+            .unwrap_or_else(|| index.to_string()),
+    };
+    s.push(' ');
+    s.push_str(&base);
+    if let Some(n) = &st.name {
+        s.push_str(&format!(" AS {n}"));
+    }
+    s
+}
+
+impl BuildGraph {
+    /// The graph as a Dockerfile with every value already expanded. Stages the
+    /// target does not need are written as their FROM line only.
+    pub fn to_dockerfile(&self) -> String {
+        let e = self.escape;
+        let mut out = String::new();
+        if let Some(s) = &self.syntax {
+            let _ = writeln!(out, "# syntax={s}");
+        }
+        if e != '\\' {
+            let _ = writeln!(out, "# escape={e}");
+        }
+        for a in &self.global_args {
+            let _ = match &a.value {
+                Some(v) => writeln!(out, "ARG {}={}", a.name, word(v, e)),
+                None => writeln!(out, "ARG {}", a.name),
+            };
+        }
+        for st in &self.stages {
+            let _ = writeln!(out, "{}", from_line(self, st));
+            for step in &st.steps {
+                let _ = writeln!(out, "{}", instruction(&step.instruction, e));
+            }
+        }
+        out
+    }
+
+    /// A readable report: stages, dependencies, build order, each evaluated
+    /// step with its line, the resulting config, and the warnings.
+    pub fn describe(&self, file: &str) -> String {
+        let mut out = String::new();
+        let target = &self.stages[self.target];
+        let _ = writeln!(
+            out,
+            "{file}: {} stage(s), target {} (line {}), platform {}",
+            self.stages.len(),
+            stage_label(target),
+            target.line,
+            self.platform
+        );
+        let order: Vec<String> = self
+            .order
+            .iter()
+            .map(|&i| stage_label(&self.stages[i]))
+            .collect();
+        let _ = writeln!(out, "build order: {}", order.join(" -> "));
+        if let Some(s) = &self.syntax {
+            let builtin = if crate::is_builtin_syntax(s) {
+                "built-in frontend"
+            } else {
+                "not built in: kiln uses its own frontend"
+            };
+            let _ = writeln!(out, "syntax: {s} ({builtin})");
+        }
+        for a in &self.global_args {
+            let _ = writeln!(
+                out,
+                "global ARG {}={}",
+                a.name,
+                a.value.as_deref().unwrap_or("<unset>")
+            );
+        }
+        for st in &self.stages {
+            self.describe_stage(&mut out, st);
+        }
+        for w in &self.warnings {
+            let _ = writeln!(
+                out,
+                "warning: {file}:{}:{}: {}: {}",
+                w.span.line,
+                w.span.column,
+                w.rule.name(),
+                w.message
+            );
+        }
+        out
+    }
+
+    fn describe_stage(&self, out: &mut String, st: &Stage) {
+        let _ = writeln!(
+            out,
+            "\nstage {} (line {}): {}",
+            stage_label(st),
+            st.line,
+            from_line(self, st)
+        );
+        if !st.needed {
+            let _ = writeln!(out, "  skipped: the target does not need it");
+            return;
+        }
+        let deps: Vec<String> = st
+            .depends_on
+            .iter()
+            .map(|&d| stage_label(&self.stages[d]))
+            .chain(st.images.iter().map(|i| format!("image {i}")))
+            .collect();
+        if !deps.is_empty() {
+            let _ = writeln!(out, "  uses: {}", deps.join(", "));
+        }
+        for step in &st.steps {
+            let text = instruction(&step.instruction, self.escape);
+            let mut lines = text.lines();
+            let _ = writeln!(out, "  {:>4}  {}", step.line, lines.next().unwrap_or(""));
+            for l in lines {
+                let _ = writeln!(out, "        {l}");
+            }
+        }
+        if let Some(c) = &st.config {
+            let env: Vec<String> = c.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(
+                out,
+                "  config: workdir={} user={} env=[{}]",
+                c.workdir,
+                if c.user.is_empty() { "<base>" } else { &c.user },
+                env.join(", ")
+            );
+            if let Some(ep) = &c.entrypoint {
+                let _ = writeln!(out, "  entrypoint: {}", json(ep));
+            }
+            if let Some(cmd) = &c.cmd {
+                let _ = writeln!(out, "  cmd: {}", json(cmd));
+            }
+        }
+    }
+}
+
+fn stage_label(st: &Stage) -> String {
+    match &st.name {
+        Some(n) => format!("{} {n:?}", st.index),
+        None => st.index.to_string(),
+    }
+}
