@@ -87,6 +87,10 @@ pub struct Step {
     /// For RUN: the environment the command sees (ENV and ARG values).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub build_env: Option<EnvList>,
+    /// True for a trigger the base registered with ONBUILD, run at the start
+    /// of this stage (`line` is then the stage's FROM).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub triggered: bool,
 }
 
 /// The image config a stage ends with, as far as the Dockerfile defines it.
@@ -256,7 +260,18 @@ impl<'a> Evaluator<'a> {
     fn expand_err(&self, node: &Node, word: &str, msg: String) -> Diagnostic {
         let needle = word.find('$').map(|i| &word[i..]).unwrap_or(word);
         let needle = needle.split_whitespace().next().unwrap_or(needle);
-        Diagnostic::new(ErrorKind::Expansion, locate(self.lines, node, needle), msg)
+        let d = Diagnostic::new(
+            ErrorKind::Expansion,
+            locate(self.lines, node, needle),
+            msg.clone(),
+        );
+        if msg.contains("looking for matching") {
+            d.with_hint("a quote is opened here and never closed")
+        } else if msg.contains("bad substitution") || msg.contains("unsupported modifier") {
+            d.with_hint("substitutions are ${VAR}, ${VAR:-default}, ${VAR:+alt}, ${VAR:?msg}, ${VAR#pat}, ${VAR%pat}, ${VAR/from/to}")
+        } else {
+            d
+        }
     }
 
     fn run(mut self) -> Result<BuildGraph, Diagnostic> {
@@ -574,6 +589,9 @@ impl<'a> Evaluator<'a> {
         for trigger in triggers {
             let (node, instr) = self.parse_trigger(&trigger, &from_node)?;
             self.step(&mut st, &node, instr, i, stages, global_args, global_env)?;
+            if let Some(last) = st.steps.last_mut() {
+                last.triggered = true;
+            }
         }
         for (node, instr) in &raw[i].steps {
             self.step(
@@ -835,6 +853,7 @@ impl<'a> Evaluator<'a> {
             end_line: node.end_line,
             instruction: instr,
             build_env,
+            triggered: false,
         });
         Ok(())
     }

@@ -105,6 +105,23 @@ impl CheckConfig {
         Ok(cfg)
     }
 
+    /// The directive's value that gives this configuration, if it differs
+    /// from the default.
+    pub fn directive(&self) -> Option<String> {
+        let mut skip = self.skip.clone();
+        if self.skip_all {
+            skip.push("all".into());
+        }
+        let mut parts = Vec::new();
+        if !skip.is_empty() {
+            parts.push(format!("skip={}", skip.join(",")));
+        }
+        if self.error {
+            parts.push("error=true".into());
+        }
+        (!parts.is_empty()).then(|| parts.join(";"))
+    }
+
     pub fn enabled(&self, rule: Rule) -> bool {
         !self.skip_all
             && !self

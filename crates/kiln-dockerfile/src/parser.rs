@@ -362,7 +362,17 @@ fn node_from_line(
             maybe_json(&args_text).map_err(|e| err(e.into()).with_hint(json_hint()))?
         }
         "arg" => words_args(parse_words(&args_text, escape)),
-        "env" | "label" => key_values(&args_text, &keyword, escape).map_err(err)?,
+        "env" | "label" => key_values(&args_text, &keyword, escape).map_err(|m| {
+            let hint = if m.contains("can't find =") {
+                format!(
+                    "write {} NAME=VALUE; quote a value that has spaces: NAME=\"a b\"",
+                    keyword.to_ascii_uppercase()
+                )
+            } else {
+                format!("write {} NAME=VALUE", keyword.to_ascii_uppercase())
+            };
+            err(m).with_hint(hint)
+        })?,
         "expose" | "from" => words_args(split_whitespace(&args_text)),
         "healthcheck" => health(&args_text).map_err(|e| err(e.into()).with_hint(json_hint()))?,
         "maintainer" | "stopsignal" | "user" | "workdir" => words_args(if args_text.is_empty() {

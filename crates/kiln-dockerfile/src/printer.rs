@@ -20,6 +20,30 @@ fn escaped(s: &str, escape: char) -> String {
     out
 }
 
+/// Escapes `s` for the inside of double quotes, where only `"`, `$` and the
+/// escape character can be escaped.
+fn dquoted(s: &str, escape: char) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        if c == escape || matches!(c, '$' | '"') {
+            out.push(escape);
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// The whole-line argument of USER, WORKDIR, STOPSIGNAL (an empty value
+/// must still be written).
+fn single(s: &str, escape: char) -> String {
+    if s.trim().is_empty() || s.trim() != s {
+        dquoted(s, escape)
+    } else {
+        escaped(s, escape)
+    }
+}
+
 /// A word for key=value forms: quoted when it has anything but plain characters.
 fn word(s: &str, escape: char) -> String {
     let plain = !s.is_empty()
@@ -28,7 +52,7 @@ fn word(s: &str, escape: char) -> String {
     if plain {
         s.to_string()
     } else {
-        format!("\"{}\"", escaped(s, escape))
+        dquoted(s, escape)
     }
 }
 
@@ -219,8 +243,8 @@ pub fn instruction(i: &Instruction, e: char) -> String {
             )
         }
         Instruction::Volume { paths } => format!("VOLUME {}", json_expanded(paths, e)),
-        Instruction::User { user } => format!("USER {}", escaped(user, e)),
-        Instruction::Workdir { path } => format!("WORKDIR {}", escaped(path, e)),
+        Instruction::User { user } => format!("USER {}", single(user, e)),
+        Instruction::Workdir { path } => format!("WORKDIR {}", single(path, e)),
         Instruction::Arg { args } => {
             let a: Vec<String> = args
                 .iter()
@@ -232,7 +256,7 @@ pub fn instruction(i: &Instruction, e: char) -> String {
             format!("ARG {}", a.join(" "))
         }
         Instruction::Onbuild { trigger } => format!("ONBUILD {trigger}"),
-        Instruction::Stopsignal { signal } => format!("STOPSIGNAL {}", escaped(signal, e)),
+        Instruction::Stopsignal { signal } => format!("STOPSIGNAL {}", single(signal, e)),
         Instruction::Healthcheck(h) => match &h.test {
             None => "HEALTHCHECK NONE".into(),
             Some(test) => {
@@ -329,6 +353,9 @@ impl BuildGraph {
         if e != '\\' {
             let _ = writeln!(out, "# escape={e}");
         }
+        if let Some(c) = self.check.directive() {
+            let _ = writeln!(out, "# check={c}");
+        }
         for a in &self.global_args {
             let _ = match &a.value {
                 Some(v) => writeln!(out, "ARG {}={}", a.name, word(v, e)),
@@ -337,7 +364,8 @@ impl BuildGraph {
         }
         for st in &self.stages {
             let _ = writeln!(out, "{}", from_line(self, st));
-            for step in &st.steps {
+            // ONBUILD triggers run again when the printed file is read
+            for step in st.steps.iter().filter(|s| !s.triggered) {
                 let _ = writeln!(out, "{}", instruction(&step.instruction, e));
             }
         }
@@ -419,7 +447,17 @@ impl BuildGraph {
         for step in &st.steps {
             let text = instruction(&step.instruction, self.escape);
             let mut lines = text.lines();
-            let _ = writeln!(out, "  {:>4}  {}", step.line, lines.next().unwrap_or(""));
+            let mark = if step.triggered {
+                "  (ONBUILD trigger)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "  {:>4}  {}{mark}",
+                step.line,
+                lines.next().unwrap_or("")
+            );
             for l in lines {
                 let _ = writeln!(out, "        {l}");
             }

@@ -1,0 +1,2 @@
+ARG X=a
+FROM alpine AS base-${X}

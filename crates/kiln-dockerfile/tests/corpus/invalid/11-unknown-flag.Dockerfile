@@ -1,0 +1,3 @@
+FROM alpine AS build
+FROM alpine
+COPY --fro=build /out/app /app

@@ -1,0 +1,3 @@
+# check=error=true
+FROM alpine
+MAINTAINER someone

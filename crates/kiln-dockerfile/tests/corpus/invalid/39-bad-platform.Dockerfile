@@ -1,0 +1,1 @@
+FROM --platform=linux/sparc99 alpine

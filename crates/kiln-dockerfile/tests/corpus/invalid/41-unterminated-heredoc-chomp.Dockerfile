@@ -1,0 +1,4 @@
+FROM alpine
+COPY <<-END /etc/x
+	content
+	EN

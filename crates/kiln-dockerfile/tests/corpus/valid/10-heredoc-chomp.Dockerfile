@@ -1,0 +1,5 @@
+FROM alpine
+RUN <<-EOT sh
+	echo indented
+	echo lines
+	EOT

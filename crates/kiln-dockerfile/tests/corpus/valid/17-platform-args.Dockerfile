@@ -1,0 +1,10 @@
+FROM --platform=$BUILDPLATFORM golang:1.22 AS build
+ARG TARGETOS
+ARG TARGETARCH
+ARG TARGETPLATFORM
+ARG BUILDPLATFORM
+RUN echo "building on $BUILDPLATFORM for $TARGETPLATFORM"
+RUN GOOS=$TARGETOS GOARCH=$TARGETARCH go build -o /out/app .
+
+FROM alpine
+COPY --from=build /out/app /app

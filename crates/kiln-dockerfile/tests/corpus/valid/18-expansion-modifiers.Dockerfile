@@ -1,0 +1,11 @@
+FROM alpine
+ARG FILE=/opt/pkg/app-1.2.3.tar.gz
+ENV BASE=${FILE##*/}
+ENV STEM=${BASE%%.*}
+ENV DIR=${FILE%/*}
+ENV NOPREFIX=${FILE#/opt/}
+ENV REPLACED=${FILE/pkg/packages}
+ENV ALLDOTS=${FILE//./_}
+ENV ALT=${FILE:+set}
+ENV DEF=${MISSING:-default}
+ENV EMPTYDEF=${MISSING-unset-default}

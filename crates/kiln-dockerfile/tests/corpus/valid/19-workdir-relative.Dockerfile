@@ -1,0 +1,5 @@
+FROM alpine
+WORKDIR /srv
+WORKDIR app
+WORKDIR ./sub/../final
+RUN pwd

@@ -1,0 +1,4 @@
+FROM nginx:alpine
+ARG PORT=8443
+EXPOSE 80 443/tcp 53/udp
+EXPOSE $PORT 9000-9002/tcp

@@ -1,0 +1,5 @@
+FROM postgres:16
+VOLUME /var/lib/postgresql/data
+VOLUME ["/data", "/logs"]
+ENV CACHE=/cache
+VOLUME $CACHE /other

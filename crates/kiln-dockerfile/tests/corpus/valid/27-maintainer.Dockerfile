@@ -1,0 +1,2 @@
+FROM debian:bookworm
+MAINTAINER Jane Doe <jane@example.com>

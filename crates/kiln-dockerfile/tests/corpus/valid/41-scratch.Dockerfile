@@ -1,0 +1,5 @@
+FROM busybox AS bb
+FROM scratch
+COPY --from=bb /bin/busybox /busybox
+ENTRYPOINT ["/busybox"]
+CMD ["sh"]

@@ -1,0 +1,4 @@
+FROM alpine
+ENV NOTHING="$1$@$*$#$?$$$!$0"
+ENV LITERAL_DOLLAR="cost: 5$"
+ENV ESCAPED=\$HOME

@@ -1,0 +1,11 @@
+FROM maven:3.9-eclipse-temurin-21 AS build
+WORKDIR /workspace
+COPY pom.xml .
+RUN --mount=type=cache,target=/root/.m2 mvn -B dependency:go-offline
+COPY src src
+RUN --mount=type=cache,target=/root/.m2 mvn -B package -DskipTests
+
+FROM eclipse-temurin:21-jre
+ARG JAR=/workspace/target/app.jar
+COPY --from=build ${JAR} /app.jar
+ENTRYPOINT ["java", "-jar", "/app.jar"]
