@@ -37,7 +37,8 @@ fn dquoted(s: &str, escape: char) -> String {
 /// The whole-line argument of USER, WORKDIR, STOPSIGNAL (an empty value
 /// must still be written).
 fn single(s: &str, escape: char) -> String {
-    if s.trim().is_empty() || s.trim() != s {
+    // leading `--` would be read as a flag
+    if s.trim().is_empty() || s.trim() != s || s.starts_with('-') {
         dquoted(s, escape)
     } else {
         escaped(s, escape)
@@ -101,6 +102,17 @@ fn command(c: &CommandLine) -> String {
         c.args.join(" ")
     } else {
         json(&c.args)
+    }
+}
+
+/// A command right after the instruction name, where a leading `--` would
+/// be read as a flag: `--` ends the flags first.
+fn command_after_keyword(c: &CommandLine) -> String {
+    let text = command(c);
+    if text.starts_with("--") {
+        format!("-- {text}")
+    } else {
+        text
     }
 }
 
@@ -187,12 +199,12 @@ pub fn instruction(i: &Instruction, e: char) -> String {
             }
             format!(
                 "{s} {}{}",
-                command(&r.command),
+                command_after_keyword(&r.command),
                 heredoc_bodies(&r.command.heredocs)
             )
         }
-        Instruction::Cmd(c) => format!("CMD {}", command(c)),
-        Instruction::Entrypoint(c) => format!("ENTRYPOINT {}", command(c)),
+        Instruction::Cmd(c) => format!("CMD {}", command_after_keyword(c)),
+        Instruction::Entrypoint(c) => format!("ENTRYPOINT {}", command_after_keyword(c)),
         Instruction::Shell { shell } => format!("SHELL {}", json(shell)),
         Instruction::Env { pairs: p } => pairs("ENV", p, e),
         Instruction::Label { pairs: p } => pairs("LABEL", p, e),
@@ -485,5 +497,46 @@ fn stage_label(st: &Stage) -> String {
     match &st.name {
         Some(n) => format!("{} {n:?}", st.index),
         None => st.index.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{evaluate, Options, UnknownBases};
+
+    /// Prints the evaluated file and checks that it evaluates to the same steps.
+    fn reprints(text: &str) -> String {
+        let g = evaluate(text, &Options::default(), &UnknownBases).unwrap();
+        let printed = g.to_dockerfile();
+        let again = evaluate(&printed, &Options::default(), &UnknownBases).unwrap();
+        let steps = |g: &crate::BuildGraph| {
+            g.stages
+                .iter()
+                .map(|s| {
+                    s.steps
+                        .iter()
+                        .map(|st| st.instruction.clone())
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(steps(&g), steps(&again), "printed:\n{printed}");
+        printed
+    }
+
+    #[test]
+    fn user_that_looks_like_a_flag_end() {
+        assert!(reprints("FROM a\nUSER \"--\"\n").contains("USER \"--\""));
+    }
+
+    #[test]
+    fn command_that_starts_with_dashes() {
+        assert!(reprints("FROM a\nRUN -- --x\n").contains("RUN -- --x"));
+    }
+
+    #[test]
+    fn values_with_quotes_dollars_and_spaces() {
+        let p = reprints("FROM a\nENV A=\"it's \\$HOME and \\\"q\\\"\"\nLABEL \"a b\"=c\n");
+        assert!(p.contains(r#"ENV A="it's \$HOME and \"q\"""#), "{p}");
     }
 }
