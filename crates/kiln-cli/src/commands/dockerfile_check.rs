@@ -17,6 +17,10 @@ pub fn run(args: CheckArgs, printer: &Printer) -> anyhow::Result<Exit> {
         .file
         .clone()
         .unwrap_or_else(|| args.context.join("Dockerfile"));
+    let file = file
+        .strip_prefix("./")
+        .map(Path::to_path_buf)
+        .unwrap_or(file);
     if !file.exists() {
         return Err(Failure::usage(format!(
             "{}: no such Dockerfile",
@@ -100,8 +104,9 @@ fn check_dockerignore(
     context: &Path,
     dockerfile: &Path,
 ) -> anyhow::Result<Result<(), (PathBuf, dockerignore::PatternError)>> {
-    let specific = PathBuf::from(format!("{}.dockerignore", dockerfile.display()));
-    let general = context.join(".dockerignore");
+    let names = dockerignore::candidate_files(&dockerfile.display().to_string());
+    let specific = PathBuf::from(&names[0]);
+    let general = context.join(&names[1]);
     for path in [specific, general] {
         if path.is_file() {
             let text = fs_err::read_to_string(&path)?;

@@ -1,0 +1,165 @@
+//! The `kiln` binary as a user runs it.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+
+fn kiln(dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("kiln").unwrap();
+    cmd.current_dir(dir).env_remove("HTTP_PROXY");
+    cmd
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+fn output(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn repo_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn bundled_example_is_valid() {
+    let (code, stdout, stderr) = output(kiln(&repo_root()).args([
+        "dockerfile",
+        "check",
+        "--platform",
+        "linux/amd64",
+        "examples/app",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    insta::assert_snapshot!(stdout);
+}
+
+#[test]
+fn json_output_of_a_valid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "Dockerfile",
+        "ARG V=1\nFROM alpine AS base\nARG V\nRUN echo $V\nFROM base AS app\nENV X=${V:-none}\n",
+    );
+    let (code, stdout, _) =
+        output(kiln(dir.path()).args(["dockerfile", "check", "--json", "--build-arg", "V=2"]));
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["valid"], true);
+    let stages = v["graph"]["stages"].as_array().unwrap();
+    assert_eq!(stages[1]["name"], "app");
+    assert_eq!(
+        stages[1]["base"],
+        serde_json::json!({"kind": "stage", "index": 0})
+    );
+    // V was declared in base, inherited by app; X sees the build arg
+    assert_eq!(stages[1]["config"]["env"][1], serde_json::json!(["X", "2"]));
+}
+
+#[test]
+fn invalid_file_exits_1_with_a_located_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "Dockerfile",
+        "FROM alpine AS build\nRUN make\nFROM alpine\nCOPY --fro=build /out /out\n",
+    );
+    let (code, stdout, stderr) = output(kiln(dir.path()).args(["dockerfile", "check"]));
+    assert_eq!(code, 1);
+    assert!(stdout.is_empty());
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn invalid_file_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "build.Dockerfile",
+        "FROM alpine\nENV A=\"${NEED:?set NEED}\"\n",
+    );
+    let (code, stdout, _) =
+        output(kiln(dir.path()).args(["dockerfile", "check", "--json", "-f", "build.Dockerfile"]));
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["error"]["kind"], "expansion");
+    assert_eq!(v["error"]["span"]["line"], 2);
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("NEED: set NEED"));
+}
+
+#[test]
+fn target_prunes_unneeded_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "Dockerfile",
+        "FROM alpine AS dev\nRUN true\nFROM alpine AS broken\nWORKDIR ${X:?never needed}\n",
+    );
+    let (code, stdout, _) =
+        output(kiln(dir.path()).args(["dockerfile", "check", "--target", "dev"]));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("skipped: the target does not need it"));
+    let (code, _, stderr) = output(kiln(dir.path()).args(["dockerfile", "check"]));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("X: never needed"), "{stderr}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = output(kiln(dir.path()).args(["dockerfile", "check"]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no such Dockerfile"), "{stderr}");
+    write(dir.path(), "Dockerfile", "FROM alpine\n");
+    let (code, _, stderr) =
+        output(kiln(dir.path()).args(["dockerfile", "check", "--platform", "linux/"]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--platform"), "{stderr}");
+    let (code, _, _) = output(kiln(dir.path()).args(["dockerfile", "check", "--no-such-flag"]));
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn dockerignore_is_checked_and_the_specific_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "Dockerfile", "FROM alpine\n");
+    write(dir.path(), ".dockerignore", "ok\n[broken\n");
+    let (code, _, stderr) = output(kiln(dir.path()).args(["dockerfile", "check"]));
+    assert_eq!(code, 1);
+    assert!(stderr.contains(".dockerignore:2:"), "{stderr}");
+    write(dir.path(), "Dockerfile.dockerignore", "*\n!src\n");
+    let (code, _, stderr) =
+        output(kiln(dir.path()).args(["dockerfile", "check", "-f", "Dockerfile"]));
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, _) = output(kiln(dir.path()).arg("--help"));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("dockerfile"));
+    let (code, stdout, _) = output(kiln(dir.path()).args(["dockerfile", "check", "--help"]));
+    assert_eq!(code, 0);
+    for flag in [
+        "--file",
+        "--build-arg",
+        "--target",
+        "--platform",
+        "--json",
+        "Exit status",
+    ] {
+        assert!(stdout.contains(flag), "{flag} missing from help");
+    }
+}
