@@ -799,10 +799,19 @@ impl<'a> Evaluator<'a> {
                 }
                 Instruction::Volume { paths }
             }
-            Instruction::User { user } => {
-                let user = x(&user)?;
-                st.config.user = user.clone();
-                Instruction::User { user }
+            Instruction::User { user, .. } => {
+                let full = x(&user)?;
+                st.config.user = full.clone();
+                match full.split_once(':') {
+                    Some((u, g)) => Instruction::User {
+                        user: u.to_string(),
+                        group: Some(g.to_string()),
+                    },
+                    None => Instruction::User {
+                        user: full,
+                        group: None,
+                    },
+                }
             }
             Instruction::Workdir { path } => {
                 let expanded = x(&path)?;

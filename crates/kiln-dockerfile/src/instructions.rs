@@ -190,8 +190,12 @@ pub enum Instruction {
     Volume {
         paths: Vec<String>,
     },
+    /// `USER user[:group]`; names are resolved against the image's
+    /// /etc/passwd and /etc/group when the build runs.
     User {
         user: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
     },
     Workdir {
         path: String,
@@ -439,6 +443,7 @@ pub fn parse_node(node: &Node, lines: &[&str]) -> Result<Parsed, Diagnostic> {
             Flags::parse(node, lines, &[])?;
             Instruction::User {
                 user: exactly_one(node)?,
+                group: None,
             }
         }
         "workdir" => {
@@ -1066,5 +1071,55 @@ mod tests {
         assert_eq!(parse_go_duration("1m30s"), Ok(90_000_000_000));
         assert_eq!(parse_go_duration("1.5s"), Ok(1_500_000_000));
         assert!(parse_go_duration("5").is_err());
+    }
+}
+
+#[cfg(test)]
+mod every_instruction {
+    use super::*;
+    use crate::parser::parse;
+
+    /// One line per instruction of the reference, and the variant it becomes.
+    #[test]
+    fn each_instruction_has_its_typed_form() {
+        let table: &[(&str, &str)] = &[
+            ("ADD --link src /dst", "ADD"),
+            ("ARG A B=1", "ARG"),
+            ("CMD [\"a\"]", "CMD"),
+            ("COPY --from=x a /b", "COPY"),
+            ("ENTRYPOINT exec app", "ENTRYPOINT"),
+            ("ENV A=1", "ENV"),
+            ("EXPOSE 80/udp", "EXPOSE"),
+            ("FROM a AS b", "FROM"),
+            ("HEALTHCHECK NONE", "HEALTHCHECK"),
+            ("LABEL a=b", "LABEL"),
+            ("MAINTAINER me", "MAINTAINER"),
+            ("ONBUILD RUN x", "ONBUILD"),
+            ("RUN --network=none x", "RUN"),
+            ("SHELL [\"sh\", \"-c\"]", "SHELL"),
+            ("STOPSIGNAL 9", "STOPSIGNAL"),
+            ("USER app:app", "USER"),
+            ("VOLUME /v", "VOLUME"),
+            ("WORKDIR /w", "WORKDIR"),
+        ];
+        assert_eq!(table.len(), INSTRUCTIONS.len());
+        for (line, want) in table {
+            let ast = parse(line).unwrap();
+            let lines = [*line];
+            let got = match parse_node(&ast.nodes[0], &lines).unwrap() {
+                Parsed::From(_) => "FROM".to_string(),
+                Parsed::Instruction(i) => serde_json::to_value(&i).unwrap()["instruction"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            };
+            assert_eq!(&got, want, "{line}");
+            // lowercase spelling is the same instruction
+            let lower = line.replacen(want, &want.to_ascii_lowercase(), 1);
+            assert!(
+                parse_node(&parse(&lower).unwrap().nodes[0], &[lower.as_str()]).is_ok(),
+                "{lower}"
+            );
+        }
     }
 }

@@ -255,7 +255,10 @@ pub fn instruction(i: &Instruction, e: char) -> String {
             )
         }
         Instruction::Volume { paths } => format!("VOLUME {}", json_expanded(paths, e)),
-        Instruction::User { user } => format!("USER {}", single(user, e)),
+        Instruction::User { user, group } => match group {
+            Some(g) => format!("USER {}", single(&format!("{user}:{g}"), e)),
+            None => format!("USER {}", single(user, e)),
+        },
         Instruction::Workdir { path } => format!("WORKDIR {}", single(path, e)),
         Instruction::Arg { args } => {
             let a: Vec<String> = args
