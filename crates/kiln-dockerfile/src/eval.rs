@@ -752,6 +752,19 @@ impl<'a> Evaluator<'a> {
                 c.dest = x(&c.dest)?;
                 c.inline = self.expand_inline(node, c.inline, &env)?;
                 self.check_sources(node, i, stages, c.from.clone(), "COPY --from")?;
+                if let Some(src) = c.sources.iter().find(|s| is_url(s) || is_git(s)) {
+                    let what = if is_git(src) {
+                        "a git repository"
+                    } else {
+                        "a URL"
+                    };
+                    return Err(Diagnostic::new(
+                        ErrorKind::Arguments,
+                        locate(self.lines, node, src),
+                        format!("source can't be {what} for COPY"),
+                    )
+                    .with_hint("use ADD to fetch remote sources"));
+                }
                 Instruction::Copy(c)
             }
             Instruction::Add(mut a) => {
@@ -762,6 +775,30 @@ impl<'a> Evaluator<'a> {
                 a.exclude = a.exclude.iter().map(|s| x(s)).collect::<Result<_, _>>()?;
                 a.dest = x(&a.dest)?;
                 a.inline = self.expand_inline(node, a.inline, &env)?;
+                if let Some(sum) = &a.checksum {
+                    let span = locate(self.lines, node, "--checksum");
+                    let bad = |m: &str| Err(Diagnostic::new(ErrorKind::Flag, span, m.to_string()));
+                    if a.sources.len() != 1 {
+                        return bad("checksum can't be specified for multiple sources");
+                    }
+                    if !is_url(&a.sources[0]) && !is_git(&a.sources[0]) {
+                        return bad("checksum can't be specified for non-HTTP(S) sources");
+                    }
+                    let valid = sum.split_once(':').is_some_and(|(algo, hex)| {
+                        matches!(algo, "sha256" | "sha384" | "sha512")
+                            && !hex.is_empty()
+                            && hex.chars().all(|c| c.is_ascii_hexdigit())
+                    }) || (is_git(&a.sources[0])
+                        && sum.chars().all(|c| c.is_ascii_hexdigit()));
+                    if !valid {
+                        return Err(Diagnostic::new(
+                            ErrorKind::Flag,
+                            span,
+                            format!("invalid checksum {sum:?}"),
+                        )
+                        .with_hint("write it as --checksum=sha256:<hex digest>"));
+                    }
+                }
                 Instruction::Add(a)
             }
             Instruction::Expose { specs, .. } => {
@@ -1151,6 +1188,20 @@ fn build_order(stages: &[Stage], target: usize) -> Vec<usize> {
     let mut out = Vec::new();
     visit(target, stages, &mut out);
     out
+}
+
+fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// Git sources as ADD accepts them: `git@host:repo`, `git://`, `ssh://`, or
+/// an http(s) URL of a `.git` repository with an optional `#ref`.
+fn is_git(s: &str) -> bool {
+    let base = s.split('#').next().unwrap_or(s);
+    s.starts_with("git@")
+        || s.starts_with("git://")
+        || s.starts_with("ssh://")
+        || (is_url(s) && base.ends_with(".git"))
 }
 
 fn join_workdir(current: &str, requested: &str) -> String {

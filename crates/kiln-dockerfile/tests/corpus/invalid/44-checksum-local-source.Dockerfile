@@ -1,0 +1,2 @@
+FROM alpine
+ADD --checksum=sha256:abc123 local.tar.gz /opt/
