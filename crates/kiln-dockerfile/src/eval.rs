@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::error::{suggest, Diagnostic, ErrorKind, Span};
 use crate::instructions::{
-    locate, parse_node, ArgDecl, From, InlineFile, Instruction, KeyValue, Parsed, Port,
+    locate, parse_node, ArgDecl, Files, From, InlineFile, Instruction, KeyValue, Parsed, Port,
 };
 use crate::lint::{CheckConfig, Rule, Warning};
 use crate::parser::{parse, Ast, Node};
@@ -745,59 +745,16 @@ impl<'a> Evaluator<'a> {
                 Instruction::Run(run)
             }
             Instruction::Copy(mut c) => {
-                c.chown = c.chown.map(|v| x(&v)).transpose()?;
-                c.chmod = c.chmod.map(|v| x(&v)).transpose()?;
-                c.sources = c.sources.iter().map(|s| x(s)).collect::<Result<_, _>>()?;
-                c.exclude = c.exclude.iter().map(|s| x(s)).collect::<Result<_, _>>()?;
-                c.dest = x(&c.dest)?;
-                c.inline = self.expand_inline(node, c.inline, &env)?;
+                c.files = self.expand_files(node, c.files, &env)?;
                 self.check_sources(node, i, stages, c.from.clone(), "COPY --from")?;
-                if let Some(src) = c.sources.iter().find(|s| is_url(s) || is_git(s)) {
-                    let what = if is_git(src) {
-                        "a git repository"
-                    } else {
-                        "a URL"
-                    };
-                    return Err(Diagnostic::new(
-                        ErrorKind::Arguments,
-                        locate(self.lines, node, src),
-                        format!("source can't be {what} for COPY"),
-                    )
-                    .with_hint("use ADD to fetch remote sources"));
-                }
+                self.check_copy_sources(node, &c.files)?;
                 Instruction::Copy(c)
             }
             Instruction::Add(mut a) => {
-                a.chown = a.chown.map(|v| x(&v)).transpose()?;
-                a.chmod = a.chmod.map(|v| x(&v)).transpose()?;
+                a.files = self.expand_files(node, a.files, &env)?;
                 a.checksum = a.checksum.map(|v| x(&v)).transpose()?;
-                a.sources = a.sources.iter().map(|s| x(s)).collect::<Result<_, _>>()?;
-                a.exclude = a.exclude.iter().map(|s| x(s)).collect::<Result<_, _>>()?;
-                a.dest = x(&a.dest)?;
-                a.inline = self.expand_inline(node, a.inline, &env)?;
                 if let Some(sum) = &a.checksum {
-                    let span = locate(self.lines, node, "--checksum");
-                    let bad = |m: &str| Err(Diagnostic::new(ErrorKind::Flag, span, m.to_string()));
-                    if a.sources.len() != 1 {
-                        return bad("checksum can't be specified for multiple sources");
-                    }
-                    if !is_url(&a.sources[0]) && !is_git(&a.sources[0]) {
-                        return bad("checksum can't be specified for non-HTTP(S) sources");
-                    }
-                    let valid = sum.split_once(':').is_some_and(|(algo, hex)| {
-                        matches!(algo, "sha256" | "sha384" | "sha512")
-                            && !hex.is_empty()
-                            && hex.chars().all(|c| c.is_ascii_hexdigit())
-                    }) || (is_git(&a.sources[0])
-                        && sum.chars().all(|c| c.is_ascii_hexdigit()));
-                    if !valid {
-                        return Err(Diagnostic::new(
-                            ErrorKind::Flag,
-                            span,
-                            format!("invalid checksum {sum:?}"),
-                        )
-                        .with_hint("write it as --checksum=sha256:<hex digest>"));
-                    }
+                    self.check_checksum(node, sum, &a.files.sources)?;
                 }
                 Instruction::Add(a)
             }
@@ -902,6 +859,58 @@ impl<'a> Evaluator<'a> {
             triggered: false,
         });
         Ok(())
+    }
+
+    /// Expands what COPY and ADD share; heredoc contents with the raw lexer.
+    fn expand_files(&self, node: &Node, mut f: Files, env: &EnvList) -> Result<Files, Diagnostic> {
+        let x = |w: &str| self.expand(node, w, env);
+        f.chown = f.chown.map(|v| x(&v)).transpose()?;
+        f.chmod = f.chmod.map(|v| x(&v)).transpose()?;
+        f.sources = f.sources.iter().map(|s| x(s)).collect::<Result<_, _>>()?;
+        f.exclude = f.exclude.iter().map(|s| x(s)).collect::<Result<_, _>>()?;
+        f.dest = x(&f.dest)?;
+        f.inline = self.expand_inline(node, f.inline, env)?;
+        Ok(f)
+    }
+
+    fn check_copy_sources(&self, node: &Node, f: &Files) -> Result<(), Diagnostic> {
+        let Some(src) = f.sources.iter().find(|s| is_url(s) || is_git(s)) else {
+            return Ok(());
+        };
+        let what = if is_git(src) {
+            "a git repository"
+        } else {
+            "a URL"
+        };
+        Err(Diagnostic::new(
+            ErrorKind::Arguments,
+            locate(self.lines, node, src),
+            format!("source can't be {what} for COPY"),
+        )
+        .with_hint("use ADD to fetch remote sources"))
+    }
+
+    /// BuildKit's rules for `ADD --checksum`: one remote source, a valid digest.
+    fn check_checksum(&self, node: &Node, sum: &str, sources: &[String]) -> Result<(), Diagnostic> {
+        let span = locate(self.lines, node, "--checksum");
+        let bad = |m: String| Err(Diagnostic::new(ErrorKind::Flag, span, m));
+        let [src] = sources else {
+            return bad("checksum can't be specified for multiple sources".into());
+        };
+        if !is_url(src) && !is_git(src) {
+            return bad("checksum can't be specified for non-HTTP(S) sources".into());
+        }
+        let hex = |h: &str| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit());
+        let digest = sum
+            .split_once(':')
+            .is_some_and(|(algo, h)| matches!(algo, "sha256" | "sha384" | "sha512") && hex(h));
+        if digest || (is_git(src) && hex(sum)) {
+            return Ok(());
+        }
+        Err(
+            Diagnostic::new(ErrorKind::Flag, span, format!("invalid checksum {sum:?}"))
+                .with_hint("write it as --checksum=sha256:<hex digest>"),
+        )
     }
 
     fn with_shell(&self, args: &[String], shell_form: bool, shell: &[String]) -> Vec<String> {
@@ -1482,7 +1491,9 @@ mod tests {
     #[test]
     fn heredoc_copy_expands_unless_quoted() {
         let g = eval("FROM a\nENV N=kiln\nCOPY <<A <<\"B\" /d/\n$N\nA\n$N\nB\n").unwrap();
-        let Instruction::Copy(c) = &g.stages[0].steps[1].instruction else {
+        let Instruction::Copy(crate::instructions::Copy { files: c, .. }) =
+            &g.stages[0].steps[1].instruction
+        else {
             panic!()
         };
         assert_eq!(c.inline[0].content, "kiln\n");

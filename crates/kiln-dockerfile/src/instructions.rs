@@ -103,10 +103,10 @@ pub struct Run {
     pub security: Security,
 }
 
+/// What COPY and ADD share: sources (paths, or heredocs written inline),
+/// the destination and the ownership and filtering flags.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Copy {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
+pub struct Files {
     pub sources: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub inline: Vec<InlineFile>,
@@ -116,29 +116,29 @@ pub struct Copy {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chmod: Option<String>,
     pub link: bool,
-    pub parents: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Copy {
+    /// A stage (name or index) or an image to copy from instead of the context.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(flatten)]
+    pub files: Files,
+    pub parents: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Add {
-    pub sources: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub inline: Vec<InlineFile>,
-    pub dest: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub chown: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub chmod: Option<String>,
+    #[serde(flatten)]
+    pub files: Files,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checksum: Option<String>,
     pub keep_git_dir: bool,
-    pub link: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unpack: Option<bool>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub exclude: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -664,13 +664,24 @@ fn parse_run(node: &Node, lines: &[&str]) -> Result<Instruction, Diagnostic> {
     }))
 }
 
-struct SourcesDest {
-    sources: Vec<String>,
-    inline: Vec<InlineFile>,
-    dest: String,
-}
+/// Flags COPY and ADD both take.
+const FILE_FLAGS: &[(&str, FlagType)] = &[
+    ("chown", FlagType::String),
+    ("chmod", FlagType::String),
+    ("link", FlagType::Bool),
+    ("exclude", FlagType::Strings),
+];
 
-fn sources_and_dest(node: &Node, instr: &str) -> Result<SourcesDest, Diagnostic> {
+/// Parses the flags (the shared ones plus `extra`) and the sources and
+/// destination of COPY or ADD.
+fn parse_files<'a>(
+    node: &'a Node,
+    lines: &'a [&'a str],
+    instr: &str,
+    extra: &[(&'static str, FlagType)],
+) -> Result<(Flags<'a>, Files), Diagnostic> {
+    let defs: Vec<(&'static str, FlagType)> = FILE_FLAGS.iter().chain(extra).copied().collect();
+    let flags = Flags::parse(node, lines, &defs)?;
     let words = node.words();
     if words.len() < 2 {
         return Err(args_err(node, format!("{instr} requires at least two arguments, but only one was provided. Destination could not be determined"))
@@ -684,99 +695,70 @@ fn sources_and_dest(node: &Node, instr: &str) -> Result<SourcesDest, Diagnostic>
             format!("{instr} cannot accept a heredoc as a destination"),
         ));
     }
-    let inline_all = inline_files(&node.heredocs);
+    let all_inline = inline_files(&node.heredocs);
     let mut sources = Vec::new();
     let mut inline = Vec::new();
     for src in srcs {
         match parse_heredoc(src) {
             Ok(Some(h)) => {
-                let mut f = inline_all
+                let content = all_inline
                     .iter()
                     .find(|f| f.name == h.name)
-                    .cloned()
-                    .unwrap_or(InlineFile {
-                        name: h.name.clone(),
-                        content: String::new(),
-                        expand: h.expand,
-                        fd: 0,
-                    });
-                f.expand = h.expand;
-                inline.push(f);
+                    .map(|f| f.content.clone());
+                inline.push(InlineFile {
+                    name: h.name,
+                    content: content.unwrap_or_default(),
+                    expand: h.expand,
+                    fd: 0,
+                });
             }
             _ => sources.push(src.clone()),
         }
     }
-    Ok(SourcesDest {
+    let files = Files {
         sources,
         inline,
         dest,
-    })
-}
-
-fn parse_copy(node: &Node, lines: &[&str]) -> Result<Instruction, Diagnostic> {
-    let flags = Flags::parse(
-        node,
-        lines,
-        &[
-            ("from", FlagType::String),
-            ("chown", FlagType::String),
-            ("chmod", FlagType::String),
-            ("link", FlagType::Bool),
-            ("parents", FlagType::Bool),
-            ("exclude", FlagType::Strings),
-        ],
-    )?;
-    let sd = sources_and_dest(node, "COPY")?;
-    let from = flags.string("from");
-    if let Some(f) = &from {
-        if f.contains('$') {
-            return Err(Diagnostic::new(
-                ErrorKind::Flag,
-                flags.span_of(f),
-                format!("COPY --from={f}: --from doesn't support variable expansion"),
-            )
-            .with_hint("define the stage with `FROM ${VAR} AS alias` and use --from=alias"));
-        }
-    }
-    Ok(Instruction::Copy(Copy {
-        from,
-        sources: sd.sources,
-        inline: sd.inline,
-        dest: sd.dest,
         chown: flags.string("chown"),
         chmod: flags.string("chmod"),
         link: flags.bool("link"),
-        parents: flags.bool("parents"),
         exclude: flags.strings("exclude"),
+    };
+    Ok((flags, files))
+}
+
+fn parse_copy(node: &Node, lines: &[&str]) -> Result<Instruction, Diagnostic> {
+    let extra = [("from", FlagType::String), ("parents", FlagType::Bool)];
+    let (flags, files) = parse_files(node, lines, "COPY", &extra)?;
+    let from = flags.string("from");
+    if let Some(f) = from.as_ref().filter(|f| f.contains('$')) {
+        return Err(Diagnostic::new(
+            ErrorKind::Flag,
+            flags.span_of(f),
+            format!("COPY --from={f}: --from doesn't support variable expansion"),
+        )
+        .with_hint("define the stage with `FROM ${VAR} AS alias` and use --from=alias"));
+    }
+    let parents = flags.bool("parents");
+    Ok(Instruction::Copy(Copy {
+        from,
+        files,
+        parents,
     }))
 }
 
 fn parse_add(node: &Node, lines: &[&str]) -> Result<Instruction, Diagnostic> {
-    let flags = Flags::parse(
-        node,
-        lines,
-        &[
-            ("chown", FlagType::String),
-            ("chmod", FlagType::String),
-            ("checksum", FlagType::String),
-            ("keep-git-dir", FlagType::Bool),
-            ("link", FlagType::Bool),
-            ("unpack", FlagType::Bool),
-            ("exclude", FlagType::Strings),
-        ],
-    )?;
-    let sd = sources_and_dest(node, "ADD")?;
+    let extra = [
+        ("checksum", FlagType::String),
+        ("keep-git-dir", FlagType::Bool),
+        ("unpack", FlagType::Bool),
+    ];
+    let (flags, files) = parse_files(node, lines, "ADD", &extra)?;
     Ok(Instruction::Add(Add {
-        sources: sd.sources,
-        inline: sd.inline,
-        dest: sd.dest,
-        chown: flags.string("chown"),
-        chmod: flags.string("chmod"),
+        files,
         checksum: flags.string("checksum"),
         keep_git_dir: flags.bool("keep-git-dir"),
-        link: flags.bool("link"),
         unpack: flags.opt_bool("unpack"),
-        exclude: flags.strings("exclude"),
     }))
 }
 
@@ -1014,10 +996,10 @@ mod tests {
         else {
             panic!()
         };
-        assert!(c.link);
-        assert_eq!(c.chmod.as_deref(), Some("644"));
-        assert_eq!(c.inline[0].content, "hi $USER\n");
-        assert_eq!(c.dest, "/etc/motd");
+        assert!(c.files.link);
+        assert_eq!(c.files.chmod.as_deref(), Some("644"));
+        assert_eq!(c.files.inline[0].content, "hi $USER\n");
+        assert_eq!(c.files.dest, "/etc/motd");
     }
 
     #[test]

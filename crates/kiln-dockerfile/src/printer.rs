@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use crate::eval::{Base, BuildGraph, Stage};
-use crate::instructions::{CommandLine, InlineFile, Instruction, KeyValue};
+use crate::instructions::{CommandLine, Files, InlineFile, Instruction, KeyValue};
 use crate::mount::{Mount, MountType, Sharing};
 
 /// Escapes `s` so that expanding it with `escape` gives `s` back.
@@ -218,41 +218,26 @@ pub fn instruction(i: &Instruction, e: char) -> String {
         }
         Instruction::Copy(c) => {
             let mut s = String::from("COPY");
-            let opts = [("from", &c.from), ("chown", &c.chown), ("chmod", &c.chmod)];
-            for (k, v) in opts {
-                if let Some(v) = v {
-                    s.push_str(&format!(" {}", flag(k, v, e)));
-                }
+            if let Some(from) = &c.from {
+                s.push_str(&format!(" {}", flag("from", from, e)));
             }
-            copy_tail(
-                &mut s, c.link, c.parents, false, &c.exclude, &c.sources, &c.inline, &c.dest, e,
-            )
+            if c.parents {
+                s.push_str(" --parents");
+            }
+            files(s, &c.files, e)
         }
         Instruction::Add(a) => {
             let mut s = String::from("ADD");
-            for (k, v) in [
-                ("chown", &a.chown),
-                ("chmod", &a.chmod),
-                ("checksum", &a.checksum),
-            ] {
-                if let Some(v) = v {
-                    s.push_str(&format!(" {}", flag(k, v, e)));
-                }
+            if let Some(sum) = &a.checksum {
+                s.push_str(&format!(" {}", flag("checksum", sum, e)));
+            }
+            if a.keep_git_dir {
+                s.push_str(" --keep-git-dir");
             }
             if let Some(u) = a.unpack {
                 s.push_str(&format!(" --unpack={u}"));
             }
-            copy_tail(
-                &mut s,
-                a.link,
-                false,
-                a.keep_git_dir,
-                &a.exclude,
-                &a.sources,
-                &a.inline,
-                &a.dest,
-                e,
-            )
+            files(s, &a.files, e)
         }
         Instruction::Volume { paths } => format!("VOLUME {}", json_expanded(paths, e)),
         Instruction::User { user, group } => match group {
@@ -295,44 +280,33 @@ pub fn instruction(i: &Instruction, e: char) -> String {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn copy_tail(
-    s: &mut String,
-    link: bool,
-    parents: bool,
-    keep_git: bool,
-    exclude: &[String],
-    sources: &[String],
-    inline: &[InlineFile],
-    dest: &str,
-    e: char,
-) -> String {
-    for (on, name) in [
-        (link, "link"),
-        (parents, "parents"),
-        (keep_git, "keep-git-dir"),
-    ] {
-        if on {
-            s.push_str(&format!(" --{name}"));
+/// The shared flags, sources and destination of COPY and ADD after `head`.
+fn files(mut s: String, f: &Files, e: char) -> String {
+    for (k, v) in [("chown", &f.chown), ("chmod", &f.chmod)] {
+        if let Some(v) = v {
+            s.push_str(&format!(" {}", flag(k, v, e)));
         }
     }
-    for x in exclude {
+    if f.link {
+        s.push_str(" --link");
+    }
+    for x in &f.exclude {
         s.push_str(&format!(" {}", flag("exclude", x, e)));
     }
-    if inline.is_empty() {
-        let mut all = sources.to_vec();
-        all.push(dest.to_string());
+    if f.inline.is_empty() {
+        let mut all = f.sources.clone();
+        all.push(f.dest.clone());
         return format!("{s} {}", json_expanded(&all, e));
     }
     // heredoc sources cannot be written in JSON form; delimiters are quoted
     // because the content is already expanded
-    for src in sources {
+    for src in &f.sources {
         s.push_str(&format!(" {}", escaped(src, e)));
     }
-    for f in inline {
-        s.push_str(&format!(" <<\"{}\"", f.name));
+    for i in &f.inline {
+        s.push_str(&format!(" <<\"{}\"", i.name));
     }
-    format!("{s} {}{}", escaped(dest, e), heredoc_bodies(inline))
+    format!("{s} {}{}", escaped(&f.dest, e), heredoc_bodies(&f.inline))
 }
 
 fn from_line(g: &BuildGraph, st: &Stage) -> String {
