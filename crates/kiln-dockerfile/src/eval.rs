@@ -161,6 +161,10 @@ pub struct BuildGraph {
     /// Stage indices in the order a build runs them (dependencies first).
     pub order: Vec<usize>,
     pub warnings: Vec<Warning>,
+    /// Build arguments no ARG of the needed stages declares (Docker warns
+    /// that they "were not consumed").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unused_build_args: Vec<String>,
 }
 
 /// Parses and evaluates a Dockerfile.
@@ -289,6 +293,7 @@ impl<'a> Evaluator<'a> {
                 self.evaluate_stage(i, &raw, &mut stages, &global_args, &global_env)?;
             }
         }
+        let unused_build_args = self.unused_build_args(&global_args, &stages);
         Ok(BuildGraph {
             syntax: None,
             escape: self.ast.escape,
@@ -300,7 +305,26 @@ impl<'a> Evaluator<'a> {
             target,
             order,
             warnings: std::mem::take(&mut self.warnings),
+            unused_build_args,
         })
+    }
+
+    fn unused_build_args(&self, global_args: &[GlobalArg], stages: &[Stage]) -> Vec<String> {
+        let platform_env = platform_args(&self.platform, &self.build_platform);
+        let declared = |name: &str| {
+            global_args.iter().any(|g| g.name == name)
+                || stages.iter().flat_map(|s| &s.steps).any(|step| {
+                    matches!(&step.instruction, Instruction::Arg { args } if args.iter().any(|a| a.name == name))
+                })
+        };
+        self.opts
+            .build_args
+            .keys()
+            .filter(|k| {
+                !declared(k) && !PROXY_ARGS.contains(&k.as_str()) && platform_env.get(k).is_none()
+            })
+            .cloned()
+            .collect()
     }
 
     /// Parses every node; ARGs before the first FROM are global.
@@ -1498,6 +1522,17 @@ mod tests {
         };
         assert_eq!(c.inline[0].content, "kiln\n");
         assert_eq!(c.inline[1].content, "$N\n");
+    }
+
+    #[test]
+    fn unused_build_args_are_reported() {
+        let g = eval_with(
+            "ARG G\nFROM a\nARG S\n",
+            &[("G", "1"), ("S", "2"), ("NOPE", "3"), ("HTTP_PROXY", "p")],
+            None,
+        )
+        .unwrap();
+        assert_eq!(g.unused_build_args, vec!["NOPE"]);
     }
 
     #[test]

@@ -399,6 +399,13 @@ impl BuildGraph {
         for st in &self.stages {
             self.describe_stage(&mut out, st);
         }
+        if !self.unused_build_args.is_empty() {
+            let _ = writeln!(
+                out,
+                "warning: build arguments not consumed by any ARG: {}",
+                self.unused_build_args.join(", ")
+            );
+        }
         for w in &self.warnings {
             let _ = writeln!(
                 out,
