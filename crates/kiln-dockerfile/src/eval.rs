@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::error::{suggest, Diagnostic, ErrorKind, Span};
 use crate::instructions::{
-    locate, parse_node, ArgDecl, Files, From, InlineFile, Instruction, KeyValue, Parsed, Port,
+    locate, parse_node, ArgDecl, Files, From, InlineFile, Instruction, KeyValue, Parsed, Port, Run,
 };
 use crate::lint::{CheckConfig, Rule, Warning};
 use crate::parser::{parse, Ast, Node};
@@ -609,24 +609,21 @@ impl<'a> Evaluator<'a> {
     ) -> Result<(), Diagnostic> {
         let mut st = self.initial_state(i, stages);
         let from_node = self.node_at(raw[i].from.span.line);
-        let triggers = std::mem::take(&mut st.config.onbuild);
-        for trigger in triggers {
+        let ctx = StageCtx {
+            index: i,
+            stages,
+            global_args,
+            global_env,
+        };
+        for trigger in std::mem::take(&mut st.config.onbuild) {
             let (node, instr) = self.parse_trigger(&trigger, &from_node)?;
-            self.step(&mut st, &node, instr, i, stages, global_args, global_env)?;
+            self.step(&mut st, &node, instr, &ctx)?;
             if let Some(last) = st.steps.last_mut() {
                 last.triggered = true;
             }
         }
         for (node, instr) in &raw[i].steps {
-            self.step(
-                &mut st,
-                node,
-                instr.clone(),
-                i,
-                stages,
-                global_args,
-                global_env,
-            )?;
+            self.step(&mut st, node, instr.clone(), &ctx)?;
         }
         self.lint_stage(&raw[i]);
         stages[i].steps = st.steps;
@@ -707,16 +704,13 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Evaluates one instruction against the stage state and records the step.
     fn step(
         &mut self,
         st: &mut StageState,
         node: &Node,
         instr: Instruction,
-        i: usize,
-        stages: &[Stage],
-        global_args: &[GlobalArg],
-        global_env: &EnvList,
+        ctx: &StageCtx,
     ) -> Result<(), Diagnostic> {
         let env = st.build.clone();
         let x = |w: &str| self.expand(node, w, &env);
@@ -738,39 +732,16 @@ impl<'a> Evaluator<'a> {
                 Instruction::Label { pairs }
             }
             Instruction::Arg { args } => Instruction::Arg {
-                args: self.stage_args(st, node, &args, global_args, global_env)?,
+                args: self.stage_args(st, node, &args, ctx)?,
             },
-            Instruction::Run(mut run) => {
-                for spec in std::mem::take(&mut run.mount_specs) {
-                    let mut expand = |w: &str| self.lex.process_word(w, &env).map(|e| e.result);
-                    let m = crate::mount::parse(&spec, &mut expand).map_err(|msg| {
-                        Diagnostic::new(
-                            ErrorKind::Flag,
-                            locate(self.lines, node, &spec),
-                            format!("--mount={spec}: {msg}"),
-                        )
-                    })?;
-                    run.mounts.push(m);
-                }
-                self.check_sources(
-                    node,
-                    i,
-                    stages,
-                    run.mounts.iter().filter_map(|m| m.from.clone()),
-                    "mount from",
-                )?;
-                let mut benv = st.build.clone();
-                for p in PROXY_ARGS {
-                    if let Some(v) = self.opts.build_args.get(*p) {
-                        benv.set(p, v);
-                    }
-                }
-                build_env = Some(benv);
+            Instruction::Run(run) => {
+                let run = self.eval_run(node, run, &env, ctx)?;
+                build_env = Some(self.run_env(st));
                 Instruction::Run(run)
             }
             Instruction::Copy(mut c) => {
                 c.files = self.expand_files(node, c.files, &env)?;
-                self.check_sources(node, i, stages, c.from.clone(), "COPY --from")?;
+                self.check_sources(node, ctx, c.from.clone(), "COPY --from")?;
                 self.check_copy_sources(node, &c.files)?;
                 Instruction::Copy(c)
             }
@@ -782,68 +753,18 @@ impl<'a> Evaluator<'a> {
                 }
                 Instruction::Add(a)
             }
-            Instruction::Expose { specs, .. } => {
-                let mut ports = Vec::new();
-                for spec in &specs {
-                    let words = self
-                        .lex
-                        .process_words(spec, &env)
-                        .map_err(|m| self.expand_err(node, spec, m))?;
-                    for w in words {
-                        ports.extend(self.parse_port(node, &w)?);
-                    }
-                }
-                for p in &ports {
-                    let key = format!("{}/{}", p.port, p.protocol);
-                    if !st.config.exposed_ports.contains(&key) {
-                        st.config.exposed_ports.push(key);
-                    }
-                }
-                Instruction::Expose { ports, specs }
-            }
-            Instruction::Volume { paths } => {
-                let paths: Vec<String> = paths.iter().map(|p| x(p)).collect::<Result<_, _>>()?;
-                if paths.iter().any(|p| p.trim().is_empty()) {
-                    return Err(Diagnostic::new(
-                        ErrorKind::Arguments,
-                        node.span(),
-                        "VOLUME specified can not be an empty string",
-                    ));
-                }
-                for p in &paths {
-                    if !st.config.volumes.contains(p) {
-                        st.config.volumes.push(p.clone());
-                    }
-                }
-                Instruction::Volume { paths }
-            }
+            Instruction::Expose { specs, .. } => self.eval_expose(st, node, specs, &env)?,
+            Instruction::Volume { paths } => self.eval_volume(st, node, &paths, &env)?,
             Instruction::User { user, .. } => {
                 let full = x(&user)?;
                 st.config.user = full.clone();
-                match full.split_once(':') {
-                    Some((u, g)) => Instruction::User {
-                        user: u.to_string(),
-                        group: Some(g.to_string()),
-                    },
-                    None => Instruction::User {
-                        user: full,
-                        group: None,
-                    },
-                }
+                let (user, group) = match full.split_once(':') {
+                    Some((u, g)) => (u.to_string(), Some(g.to_string())),
+                    None => (full, None),
+                };
+                Instruction::User { user, group }
             }
-            Instruction::Workdir { path } => {
-                let expanded = x(&path)?;
-                if !expanded.starts_with('/')
-                    && !st.workdir_set
-                    && matches!(stages[i].base, Base::Image { .. })
-                {
-                    self.warn(Rule::WorkdirRelativePath, node.span(), format!("Relative workdir {expanded:?} can have unexpected results if the base image changes"));
-                }
-                let path = join_workdir(&st.config.workdir, &expanded);
-                st.config.workdir = path.clone();
-                st.workdir_set = true;
-                Instruction::Workdir { path }
-            }
+            Instruction::Workdir { path } => self.eval_workdir(st, node, x(&path)?, ctx),
             Instruction::Stopsignal { signal } => {
                 let signal = x(&signal)?;
                 check_signal(&signal).map_err(|m| {
@@ -852,28 +773,7 @@ impl<'a> Evaluator<'a> {
                 st.config.stop_signal = signal.clone();
                 Instruction::Stopsignal { signal }
             }
-            Instruction::Shell { shell } => {
-                st.config.shell = shell.clone();
-                Instruction::Shell { shell }
-            }
-            Instruction::Cmd(c) => {
-                st.config.cmd = Some(self.with_shell(&c.args, c.shell_form, &st.config.shell));
-                st.cmd_set = true;
-                Instruction::Cmd(c)
-            }
-            Instruction::Entrypoint(c) => {
-                st.config.entrypoint =
-                    Some(self.with_shell(&c.args, c.shell_form, &st.config.shell));
-                if !st.cmd_set {
-                    st.config.cmd = None;
-                }
-                Instruction::Entrypoint(c)
-            }
-            Instruction::Onbuild { trigger } => {
-                st.config.onbuild.push(trigger.clone());
-                Instruction::Onbuild { trigger }
-            }
-            other => other,
+            other => apply_unexpanded(st, other),
         };
         st.steps.push(Step {
             line: node.start_line,
@@ -883,6 +783,108 @@ impl<'a> Evaluator<'a> {
             triggered: false,
         });
         Ok(())
+    }
+
+    /// Parses RUN's mounts with their values expanded and checks their sources.
+    fn eval_run(
+        &self,
+        node: &Node,
+        mut run: Run,
+        env: &EnvList,
+        ctx: &StageCtx,
+    ) -> Result<Run, Diagnostic> {
+        for spec in std::mem::take(&mut run.mount_specs) {
+            let mut expand = |w: &str| self.lex.process_word(w, env).map(|e| e.result);
+            let m = crate::mount::parse(&spec, &mut expand).map_err(|msg| {
+                Diagnostic::new(
+                    ErrorKind::Flag,
+                    locate(self.lines, node, &spec),
+                    format!("--mount={spec}: {msg}"),
+                )
+            })?;
+            run.mounts.push(m);
+        }
+        let froms = run.mounts.iter().filter_map(|m| m.from.clone());
+        self.check_sources(node, ctx, froms, "mount from")?;
+        Ok(run)
+    }
+
+    /// What a RUN sees: ENV and ARG values, plus proxy build args.
+    fn run_env(&self, st: &StageState) -> EnvList {
+        let mut env = st.build.clone();
+        for p in PROXY_ARGS {
+            if let Some(v) = self.opts.build_args.get(*p) {
+                env.set(p, v);
+            }
+        }
+        env
+    }
+
+    fn eval_expose(
+        &mut self,
+        st: &mut StageState,
+        node: &Node,
+        specs: Vec<String>,
+        env: &EnvList,
+    ) -> Result<Instruction, Diagnostic> {
+        let mut ports = Vec::new();
+        for spec in &specs {
+            let words = self
+                .lex
+                .process_words(spec, env)
+                .map_err(|m| self.expand_err(node, spec, m))?;
+            for w in words {
+                ports.extend(self.parse_port(node, &w)?);
+            }
+        }
+        for p in &ports {
+            push_unique(
+                &mut st.config.exposed_ports,
+                format!("{}/{}", p.port, p.protocol),
+            );
+        }
+        Ok(Instruction::Expose { ports, specs })
+    }
+
+    fn eval_volume(
+        &self,
+        st: &mut StageState,
+        node: &Node,
+        paths: &[String],
+        env: &EnvList,
+    ) -> Result<Instruction, Diagnostic> {
+        let paths: Vec<String> = paths
+            .iter()
+            .map(|p| self.expand(node, p, env))
+            .collect::<Result<_, _>>()?;
+        if paths.iter().any(|p| p.trim().is_empty()) {
+            return Err(Diagnostic::new(
+                ErrorKind::Arguments,
+                node.span(),
+                "VOLUME specified can not be an empty string",
+            ));
+        }
+        for p in &paths {
+            push_unique(&mut st.config.volumes, p.clone());
+        }
+        Ok(Instruction::Volume { paths })
+    }
+
+    fn eval_workdir(
+        &mut self,
+        st: &mut StageState,
+        node: &Node,
+        expanded: String,
+        ctx: &StageCtx,
+    ) -> Instruction {
+        let from_image = matches!(ctx.stages[ctx.index].base, Base::Image { .. });
+        if !expanded.starts_with('/') && !st.workdir_set && from_image {
+            self.warn(Rule::WorkdirRelativePath, node.span(), format!("Relative workdir {expanded:?} can have unexpected results if the base image changes"));
+        }
+        let path = join_workdir(&st.config.workdir, &expanded);
+        st.config.workdir = path.clone();
+        st.workdir_set = true;
+        Instruction::Workdir { path }
     }
 
     /// Expands what COPY and ADD share; heredoc contents with the raw lexer.
@@ -937,14 +939,6 @@ impl<'a> Evaluator<'a> {
         )
     }
 
-    fn with_shell(&self, args: &[String], shell_form: bool, shell: &[String]) -> Vec<String> {
-        if shell_form && !args.is_empty() {
-            shell.iter().cloned().chain(args.iter().cloned()).collect()
-        } else {
-            args.to_vec()
-        }
-    }
-
     fn expand_pairs(
         &self,
         node: &Node,
@@ -992,8 +986,7 @@ impl<'a> Evaluator<'a> {
         st: &mut StageState,
         node: &Node,
         args: &[ArgDecl],
-        global_args: &[GlobalArg],
-        global_env: &EnvList,
+        ctx: &StageCtx,
     ) -> Result<Vec<ArgDecl>, Diagnostic> {
         let mut out = Vec::new();
         for a in args {
@@ -1001,9 +994,9 @@ impl<'a> Evaluator<'a> {
             let value = match (from_build, &a.default) {
                 (Some(v), _) => Some(v.clone()),
                 (None, Some(d)) => Some(self.expand(node, d, &st.build)?),
-                (None, None) => match global_args.iter().rev().find(|g| g.name == a.name) {
+                (None, None) => match ctx.global_args.iter().rev().find(|g| g.name == a.name) {
                     Some(g) => g.value.clone(),
-                    None => global_env.get(&a.name),
+                    None => ctx.global_env.get(&a.name),
                 },
             };
             if let Some(v) = &value {
@@ -1020,11 +1013,11 @@ impl<'a> Evaluator<'a> {
     fn check_sources(
         &self,
         node: &Node,
-        i: usize,
-        stages: &[Stage],
+        ctx: &StageCtx,
         froms: impl IntoIterator<Item = String>,
         what: &str,
     ) -> Result<(), Diagnostic> {
+        let (i, stages) = (ctx.index, ctx.stages);
         for from in froms {
             let idx = match from.parse::<usize>() {
                 Ok(n) => Some(n),
@@ -1110,6 +1103,51 @@ struct StageState {
     steps: Vec<Step>,
     cmd_set: bool,
     workdir_set: bool,
+}
+
+/// Where a stage's evaluation is: which stage, and what it can refer to.
+struct StageCtx<'s> {
+    index: usize,
+    stages: &'s [Stage],
+    global_args: &'s [GlobalArg],
+    global_env: &'s EnvList,
+}
+
+/// Instructions whose arguments are left to the shell or taken literally:
+/// they only change the stage's config.
+fn apply_unexpanded(st: &mut StageState, instr: Instruction) -> Instruction {
+    match &instr {
+        Instruction::Shell { shell } => st.config.shell = shell.clone(),
+        Instruction::Cmd(c) => {
+            st.config.cmd = Some(with_shell(&c.args, c.shell_form, &st.config.shell));
+            st.cmd_set = true;
+        }
+        Instruction::Entrypoint(c) => {
+            st.config.entrypoint = Some(with_shell(&c.args, c.shell_form, &st.config.shell));
+            // an ENTRYPOINT resets a CMD inherited from the base, not one set in this stage
+            if !st.cmd_set {
+                st.config.cmd = None;
+            }
+        }
+        Instruction::Onbuild { trigger } => st.config.onbuild.push(trigger.clone()),
+        _ => {}
+    }
+    instr
+}
+
+/// The argv a shell-form command runs as.
+fn with_shell(args: &[String], shell_form: bool, shell: &[String]) -> Vec<String> {
+    if shell_form && !args.is_empty() {
+        shell.iter().chain(args).cloned().collect()
+    } else {
+        args.to_vec()
+    }
+}
+
+fn push_unique(list: &mut Vec<String>, item: String) {
+    if !list.contains(&item) {
+        list.push(item);
+    }
 }
 
 /// `COPY --from` and `RUN --mount from=` values of an instruction, with the
