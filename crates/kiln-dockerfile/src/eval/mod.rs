@@ -136,15 +136,22 @@ impl<'a> Evaluator<'a> {
     }
 
     fn expand_err(&self, node: &Node, word: &str, msg: String) -> Diagnostic {
-        let needle = word.find('$').map(|i| &word[i..]).unwrap_or(word);
+        // point at the unclosed quote, or else at the first substitution
+        let quote = match msg {
+            ref m if m.contains("double-quote") => word.find('"'),
+            ref m if m.contains("single-quote") => word.find('\''),
+            _ => None,
+        };
+        let start = quote.or_else(|| word.find('$')).unwrap_or(0);
+        let needle = &word[start..];
         let needle = needle.split_whitespace().next().unwrap_or(needle);
-        let d = Diagnostic::new(
-            ErrorKind::Expansion,
-            locate(self.lines, node, needle),
-            msg.clone(),
-        );
-        if msg.contains("looking for matching") {
-            d.with_hint("a quote is opened here and never closed")
+        let span = locate(self.lines, node, needle);
+        let d = Diagnostic::new(ErrorKind::Expansion, span, msg.clone());
+        if quote.is_some() {
+            d.with_hint(format!(
+                "the quote opened on line {}, column {} is never closed",
+                span.line, span.column
+            ))
         } else if msg.contains("bad substitution") || msg.contains("unsupported modifier") {
             d.with_hint("substitutions are ${VAR}, ${VAR:-default}, ${VAR:+alt}, ${VAR:?msg}, ${VAR#pat}, ${VAR%pat}, ${VAR/from/to}")
         } else {

@@ -1,0 +1,3 @@
+FROM alpine
+ARG NAME=kiln
+LABEL title=$NAME's\ image
