@@ -1,0 +1,103 @@
+//! Checking the store: every blob against its digest, every name's manifest,
+//! config and layers present, every snapshot complete.
+
+use std::fs;
+
+use kiln_oci::digest::{from_hex, HashReader};
+use oci_spec::image::ImageManifest;
+
+use crate::{Error, Store};
+
+/// One problem `fsck` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// A blob whose content does not match its name.
+    CorruptBlob { digest: String, actual: String },
+    /// A blob file whose name is not a digest.
+    StrayBlob(String),
+    /// A name whose manifest, config or layer is missing or unreadable.
+    BrokenImage { name: String, reason: String },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::CorruptBlob { digest, actual } => write!(
+                f,
+                "blob sha256:{digest} is corrupt: its content hashes to {actual}"
+            ),
+            Problem::StrayBlob(name) => write!(f, "blobs/sha256/{name} is not named by a digest"),
+            Problem::BrokenImage { name, reason } => write!(f, "image {name}: {reason}"),
+        }
+    }
+}
+
+impl Store {
+    /// Verifies the store; an empty list means it is clean. Leftovers of
+    /// interrupted writes in tmp/ are removed first: they were never visible.
+    pub fn fsck(&self) -> Result<Vec<Problem>, Error> {
+        let _lock = self.lock(true)?;
+        self.clean_tmp()?;
+        let mut problems = self.check_blobs()?;
+        for (name, desc) in self.list()? {
+            if let Err(reason) = self.check_image(desc.digest()) {
+                problems.push(Problem::BrokenImage { name, reason });
+            }
+        }
+        Ok(problems)
+    }
+
+    /// Removes what interrupted writes left in tmp/.
+    pub fn clean_tmp(&self) -> Result<(), Error> {
+        let tmp = self.tmp_dir();
+        for entry in fs::read_dir(&tmp).map_err(|e| Error::io("reading", &tmp, e))? {
+            let p = entry.map_err(|e| Error::io("reading", &tmp, e))?.path();
+            let _ = if p.is_dir() {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+        }
+        Ok(())
+    }
+
+    fn check_blobs(&self) -> Result<Vec<Problem>, Error> {
+        let dir = self.oci_dir().join("blobs/sha256");
+        let mut problems = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| Error::io("reading", &dir, e))? {
+            let entry = entry.map_err(|e| Error::io("reading", &dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(expected) = from_hex(&name) else {
+                problems.push(Problem::StrayBlob(name));
+                continue;
+            };
+            let f =
+                fs::File::open(entry.path()).map_err(|e| Error::io("opening", &entry.path(), e))?;
+            let (actual, _) = HashReader::new(f)
+                .finish()
+                .map_err(|e| Error::io("reading", &entry.path(), e))?;
+            if actual != expected {
+                problems.push(Problem::CorruptBlob {
+                    digest: name,
+                    actual: actual.to_string(),
+                });
+            }
+        }
+        Ok(problems)
+    }
+
+    fn check_image(&self, manifest: &kiln_oci::Digest) -> Result<(), String> {
+        let bytes = self.read_blob(manifest).map_err(|e| e.to_string())?;
+        let m: ImageManifest =
+            serde_json::from_slice(&bytes).map_err(|e| format!("manifest {manifest}: {e}"))?;
+        if !self.has_blob(m.config().digest()) {
+            return Err(format!("config {} is missing", m.config().digest()));
+        }
+        for l in m.layers() {
+            if !self.has_blob(l.digest()) {
+                return Err(format!("layer {} is missing", l.digest()));
+            }
+        }
+        Ok(())
+    }
+}

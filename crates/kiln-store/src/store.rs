@@ -1,0 +1,341 @@
+//! The store itself: blobs, images, snapshots, the step cache and the lock.
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use kiln_oci::digest::{from_hex, HashReader};
+use kiln_oci::Digest;
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
+use serde::{Deserialize, Serialize};
+
+use crate::refs::{self, normalize_name};
+use crate::{atomic, Error};
+
+/// An open store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// Holds the store's lock until dropped.
+pub struct StoreLock {
+    _file: File,
+}
+
+/// An image in the store, with its manifest and config read.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub name: String,
+    pub manifest_digest: Digest,
+    pub manifest_size: u64,
+    pub manifest: ImageManifest,
+    pub config: ImageConfiguration,
+}
+
+/// What the step cache remembers of a step: the layer it produced (if any)
+/// and the history line it added.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// `None` for a step that changes only the config.
+    pub layer: Option<CachedLayer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedLayer {
+    pub digest: String,
+    pub diff_id: String,
+    pub size: u64,
+    pub media_type: String,
+}
+
+impl Store {
+    /// Opens the store at `root`, creating its layout when missing.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, Error> {
+        let store = Store { root: root.into() };
+        for dir in [
+            store.blobs_dir(),
+            store.root.join("snapshots"),
+            store.root.join("cache"),
+            store.tmp_dir(),
+        ] {
+            fs::create_dir_all(&dir).map_err(|e| Error::io("creating store directory", &dir, e))?;
+        }
+        let layout = store.oci_dir().join("oci-layout");
+        if !layout.exists() {
+            atomic::write(
+                &store.tmp_dir(),
+                &layout,
+                br#"{"imageLayoutVersion":"1.0.0"}"#,
+            )?;
+        }
+        let index = store.oci_dir().join("index.json");
+        if !index.exists() {
+            atomic::write(
+                &store.tmp_dir(),
+                &index,
+                br#"{"schemaVersion":2,"manifests":[]}"#,
+            )?;
+        }
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The OCI image layout directory (usable as `oci:DIR:NAME` by skopeo).
+    pub fn oci_dir(&self) -> PathBuf {
+        self.root.join("oci")
+    }
+
+    fn blobs_dir(&self) -> PathBuf {
+        self.oci_dir().join("blobs/sha256")
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// A fresh path in the store's tmp dir, on the same filesystem as the store.
+    pub fn temp_path(&self, hint: &str) -> PathBuf {
+        atomic::temp_path(&self.tmp_dir(), hint)
+    }
+
+    /// Takes the store lock shared (builds) or exclusive (index changes, prune).
+    pub fn lock(&self, exclusive: bool) -> Result<StoreLock, Error> {
+        let path = self.root.join("lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("opening", &path, e))?;
+        let r = if exclusive {
+            file.lock()
+        } else {
+            file.lock_shared()
+        };
+        r.map_err(|e| Error::io("locking", &path, e))?;
+        Ok(StoreLock { _file: file })
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.blobs_dir().join(digest.digest())
+    }
+
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Moves a finished temp file into the store as the blob `digest`.
+    pub fn commit_blob(&self, temp: &Path, digest: &Digest) -> Result<(), Error> {
+        let to = self.blob_path(digest);
+        if to.exists() {
+            let _ = fs::remove_file(temp);
+            return Ok(());
+        }
+        atomic::commit(temp, &to)
+    }
+
+    /// Stores `bytes` as a blob and returns its digest.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest, Error> {
+        let digest = kiln_oci::digest::sha256(bytes);
+        let to = self.blob_path(&digest);
+        if !to.exists() {
+            atomic::write(&self.tmp_dir(), &to, bytes)?;
+        }
+        Ok(digest)
+    }
+
+    /// Stores what `reader` yields, checking it against `expected` when given.
+    pub fn put_blob_from(
+        &self,
+        reader: impl Read,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, u64), Error> {
+        let temp = self.temp_path("blob");
+        let mut out = File::create(&temp).map_err(|e| Error::io("creating", &temp, e))?;
+        let mut hashed = HashReader::new(reader);
+        std::io::copy(&mut hashed, &mut out).map_err(|e| Error::io("writing", &temp, e))?;
+        let (digest, size) = hashed
+            .finish()
+            .map_err(|e| Error::io("reading blob for", &temp, e))?;
+        if let Some(want) = expected.filter(|w| **w != digest) {
+            let _ = fs::remove_file(&temp);
+            return Err(Error::DigestMismatch {
+                expected: want.clone(),
+                actual: digest,
+            });
+        }
+        self.commit_blob(&temp, &digest)?;
+        Ok((digest, size))
+    }
+
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, Error> {
+        let p = self.blob_path(digest);
+        if !p.is_file() {
+            return Err(Error::MissingBlob(digest.clone()));
+        }
+        fs::read(&p).map_err(|e| Error::io("reading blob", &p, e))
+    }
+
+    pub fn open_blob(&self, digest: &Digest) -> Result<File, Error> {
+        let p = self.blob_path(digest);
+        File::open(&p).map_err(|_| Error::MissingBlob(digest.clone()))
+    }
+
+    fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        digest: &Digest,
+        what: &str,
+    ) -> Result<T, Error> {
+        let bytes = self.read_blob(digest)?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Json {
+            what: format!("parsing {what} {digest}"),
+            source: e,
+        })
+    }
+
+    pub fn index(&self) -> Result<ImageIndex, Error> {
+        let p = self.oci_dir().join("index.json");
+        let bytes = fs::read(&p).map_err(|e| Error::io("reading", &p, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Json {
+            what: format!("parsing {}", p.display()),
+            source: e,
+        })
+    }
+
+    fn write_index(&self, index: &ImageIndex) -> Result<(), Error> {
+        let bytes = serde_json::to_vec_pretty(index).map_err(|e| Error::Json {
+            what: "writing index.json".into(),
+            source: e,
+        })?;
+        atomic::write(&self.tmp_dir(), &self.oci_dir().join("index.json"), &bytes)
+    }
+
+    /// Points `name` at the manifest `desc` (which must already be stored).
+    pub fn tag(&self, name: &str, desc: &Descriptor) -> Result<String, Error> {
+        let name = normalize_name(name)?;
+        let _lock = self.lock(true)?;
+        let mut index = self.index()?;
+        refs::set(&mut index, &name, desc);
+        self.write_index(&index)?;
+        Ok(name)
+    }
+
+    /// Removes the name `name`; blobs stay until `prune`.
+    pub fn untag(&self, name: &str) -> Result<(), Error> {
+        let name = normalize_name(name)?;
+        let _lock = self.lock(true)?;
+        let mut index = self.index()?;
+        if !refs::remove(&mut index, &name) {
+            return Err(Error::NoSuchImage(name));
+        }
+        self.write_index(&index)
+    }
+
+    /// Every (name, manifest descriptor) in the store, sorted by name.
+    pub fn list(&self) -> Result<Vec<(String, Descriptor)>, Error> {
+        Ok(refs::all(&self.index()?))
+    }
+
+    /// Reads the image `name`, or one given by manifest digest (`sha256:…`).
+    pub fn image(&self, name: &str) -> Result<Image, Error> {
+        let (name, desc) = self.resolve(name)?;
+        let manifest: ImageManifest = self.read_json(desc.digest(), "manifest")?;
+        if manifest
+            .media_type()
+            .as_ref()
+            .is_some_and(|m| *m == MediaType::ImageIndex)
+        {
+            return Err(Error::Spec(format!(
+                "{name} is an image index, not an image"
+            )));
+        }
+        let config: ImageConfiguration = self.read_json(manifest.config().digest(), "config")?;
+        Ok(Image {
+            name,
+            manifest_digest: desc.digest().clone(),
+            manifest_size: desc.size(),
+            manifest,
+            config,
+        })
+    }
+
+    fn resolve(&self, name: &str) -> Result<(String, Descriptor), Error> {
+        let list = self.list()?;
+        let wanted = name.strip_prefix("sha256:").map(|_| name);
+        if let Some(d) = wanted {
+            if let Some((n, desc)) = list.iter().find(|(_, desc)| desc.digest().to_string() == d) {
+                return Ok((n.clone(), desc.clone()));
+            }
+            return Err(Error::NoSuchImage(name.to_string()));
+        }
+        let norm = normalize_name(name)?;
+        list.into_iter()
+            .find(|(n, _)| *n == norm)
+            .ok_or(Error::NoSuchImage(norm))
+    }
+
+    /// The directory of the snapshot for layer chain `chain`, if unpacked.
+    pub fn snapshot(&self, chain: &Digest) -> Option<PathBuf> {
+        let p = self.root.join("snapshots").join(chain.digest());
+        p.is_dir().then_some(p)
+    }
+
+    /// Makes `dir` (a finished overlay diff dir in tmp/) the snapshot of `chain`.
+    pub fn commit_snapshot(&self, dir: &Path, chain: &Digest) -> Result<PathBuf, Error> {
+        let to = self.root.join("snapshots").join(chain.digest());
+        if to.exists() {
+            let _ = fs::remove_dir_all(dir);
+            return Ok(to);
+        }
+        match fs::rename(dir, &to) {
+            Ok(()) => Ok(to),
+            // another build committed the same snapshot first
+            Err(_) if to.exists() => {
+                let _ = fs::remove_dir_all(dir);
+                Ok(to)
+            }
+            Err(e) => Err(Error::io("committing snapshot", &to, e)),
+        }
+    }
+
+    fn cache_path(&self, key: &str) -> PathBuf {
+        self.root.join("cache").join(format!(
+            "{}.json",
+            kiln_oci::digest::sha256(key.as_bytes()).digest()
+        ))
+    }
+
+    /// What a step with cache key `key` produced before, if its blobs are still here.
+    pub fn cache_get(&self, key: &str) -> Option<CacheEntry> {
+        let bytes = fs::read(self.cache_path(key)).ok()?;
+        let entry: CacheEntry = serde_json::from_slice(&bytes).ok()?;
+        match &entry.layer {
+            Some(l) => from_hex(l.digest.trim_start_matches("sha256:"))
+                .ok()
+                .filter(|d| self.has_blob(d))
+                .map(|_| entry),
+            None => Some(entry),
+        }
+    }
+
+    pub fn cache_put(&self, key: &str, entry: &CacheEntry) -> Result<(), Error> {
+        let bytes = serde_json::to_vec(entry).map_err(|e| Error::Json {
+            what: "writing cache entry".into(),
+            source: e,
+        })?;
+        atomic::write(&self.tmp_dir(), &self.cache_path(key), &bytes)
+    }
+}
+
+/// The chain ID of a layer stack: chain(1) = diff_id(1), chain(n) =
+/// sha256(chain(n-1) + " " + diff_id(n)) (OCI image spec, config.md).
+pub fn chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
+    match parent {
+        None => diff_id.clone(),
+        Some(p) => kiln_oci::digest::sha256(format!("{p} {diff_id}").as_bytes()),
+    }
+}

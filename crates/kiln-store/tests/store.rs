@@ -1,0 +1,54 @@
+//! The store on a real directory.
+
+use kiln_store::{Problem, Store};
+use oci_spec::image::{DescriptorBuilder, MediaType};
+
+#[test]
+fn blobs_names_and_fsck() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(dir.path().join("oci/oci-layout").is_file());
+    let d = store.put_blob(b"{}").unwrap();
+    assert_eq!(store.read_blob(&d).unwrap(), b"{}");
+    // a manifest that names a missing config is reported, not trusted
+    let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0},"layers":[]}"#;
+    let m = store.put_blob(manifest).unwrap();
+    let desc = DescriptorBuilder::default()
+        .media_type(MediaType::ImageManifest)
+        .digest(m.clone())
+        .size(manifest.len() as u64)
+        .build()
+        .unwrap();
+    assert_eq!(store.tag("app", &desc).unwrap(), "app:latest");
+    assert_eq!(store.list().unwrap().len(), 1);
+    let problems = store.fsck().unwrap();
+    assert!(
+        matches!(&problems[..], [Problem::BrokenImage { name, .. }] if name == "app:latest"),
+        "{problems:?}"
+    );
+    store.put_blob(b"").unwrap();
+    assert!(store.fsck().unwrap().is_empty());
+    // a blob whose content no longer matches its digest is found
+    std::fs::write(store.blob_path(&d), b"tampered").unwrap();
+    let problems = store.fsck().unwrap();
+    assert!(
+        matches!(&problems[..], [Problem::CorruptBlob { .. }]),
+        "{problems:?}"
+    );
+    store.untag("app:latest").unwrap();
+    assert!(store.list().unwrap().is_empty());
+}
+
+#[test]
+fn put_blob_from_checks_the_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let wrong = kiln_oci::digest::sha256(b"other");
+    assert!(store.put_blob_from(&b"content"[..], Some(&wrong)).is_err());
+    assert!(!store.has_blob(&wrong));
+    assert_eq!(
+        std::fs::read_dir(store.tmp_dir()).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
+}
