@@ -17,6 +17,13 @@ use printer::Printer;
 
 /// Runs kiln with `argv`, prints any error once, and returns the exit code.
 pub fn main(argv: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let argv: Vec<OsString> = argv.into_iter().collect();
+    // the step helpers: fresh single-threaded processes, never via clap
+    match (argv.get(1).and_then(|a| a.to_str()), argv.get(2)) {
+        (Some("__exec"), Some(spec)) => kiln_exec::exec_main(std::path::Path::new(spec)),
+        (Some("__exec-init"), Some(spec)) => kiln_exec::exec_init_main(std::path::Path::new(spec)),
+        _ => {}
+    }
     let printer = Printer::stdio();
     let code = match args::Cli::try_parse_from(argv) {
         Ok(cli) => match commands::run(cli, &printer) {

@@ -1,0 +1,331 @@
+//! The two helper processes. Both start as fresh, single-threaded processes
+//! (re-execs of kiln), so unsharing and mounting here is sound.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::symlink;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rustix::mount::{
+    mount, mount_bind, mount_change, mount_remount, unmount, MountFlags, MountPropagationFlags,
+    UnmountFlags,
+};
+use rustix::process::Signal;
+use rustix::thread::UnshareFlags;
+
+use crate::spec::{MountKind, Network, RunSpec};
+
+type R<T> = Result<T, String>;
+
+#[allow(unsafe_code)]
+fn unshare(flags: UnshareFlags) -> rustix::io::Result<()> {
+    debug_assert!(!flags.contains(UnshareFlags::FILES));
+    // SAFETY: the only hazard of unshare(2) that rustix marks unsafe is
+    // CLONE_FILES (threads seeing file descriptors from another table); the
+    // flags here never include it, and this helper is single-threaded.
+    unsafe { rustix::thread::unshare_unsafe(flags) }
+}
+
+fn read_spec(path: &Path) -> R<RunSpec> {
+    let bytes = fs::read(path).map_err(|e| format!("reading step spec {}: {e}", path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("parsing step spec {}: {e}", path.display()))
+}
+
+fn fail(msg: &str) -> ! {
+    let _ = writeln!(std::io::stderr(), "kiln: step setup failed: {msg}");
+    std::process::exit(125)
+}
+
+/// `kiln __exec SPEC`: unshares the namespaces and runs the init helper as
+/// PID 1 of the new PID namespace; exits with the step's exit code.
+pub fn exec_main(spec_path: &Path) -> ! {
+    let spec = read_spec(spec_path).unwrap_or_else(|e| fail(&e));
+    // the step must not outlive the build that started it
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+    let mut flags =
+        UnshareFlags::NEWNS | UnshareFlags::NEWPID | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC;
+    if spec.network == Network::None {
+        flags |= UnshareFlags::NEWNET;
+    }
+    unshare(flags).unwrap_or_else(|e| fail(&format!("unshare: {e}")));
+    let exe =
+        std::env::current_exe().unwrap_or_else(|e| fail(&format!("finding kiln itself: {e}")));
+    let status = Command::new(exe)
+        .arg("__exec-init")
+        .arg(spec_path)
+        .status()
+        .unwrap_or_else(|e| fail(&format!("starting the step's init: {e}")));
+    std::process::exit(crate::exit_code(status))
+}
+
+/// `kiln __exec-init SPEC`: PID 1 of the step. Builds the root, pivots
+/// into it and execs the command.
+pub fn exec_init_main(spec_path: &Path) -> ! {
+    let spec = read_spec(spec_path).unwrap_or_else(|e| fail(&e));
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+    let mut stubs = Vec::new();
+    if let Err(e) = setup(&spec, &mut stubs) {
+        fail(&e)
+    }
+    if spec.args.is_empty() {
+        fail("no command to run")
+    }
+    let mut cmd = command(&spec).unwrap_or_else(|e| fail(&e));
+    let err = cmd.exec();
+    let _ = writeln!(
+        std::io::stderr(),
+        "kiln: cannot run {:?}: {err}",
+        spec.args.first().map(String::as_str).unwrap_or("")
+    );
+    std::process::exit(if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    })
+}
+
+fn setup(spec: &RunSpec, stubs: &mut Vec<String>) -> R<()> {
+    mount_change(
+        "/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+    .map_err(|e| format!("making mounts private: {e}"))?;
+    mount_overlay(spec)?;
+    let root = &spec.rootfs;
+    mount_system(spec, root, stubs)?;
+    for m in &spec.mounts {
+        step_mount(root, m, stubs)?;
+    }
+    fs::write(&spec.stubs_file, stubs.join("\n"))
+        .map_err(|e| format!("writing {}: {e}", spec.stubs_file.display()))?;
+    rustix::system::sethostname(spec.hostname.as_bytes())
+        .map_err(|e| format!("sethostname: {e}"))?;
+    pivot(root)?;
+    let cwd = Path::new(&spec.cwd);
+    if !cwd.is_dir() {
+        // like runc, a missing working directory is created
+        fs::create_dir_all(cwd)
+            .map_err(|e| format!("creating working directory {}: {e}", spec.cwd))?;
+    }
+    std::env::set_current_dir(cwd).map_err(|e| format!("entering {}: {e}", spec.cwd))
+}
+
+fn mount_overlay(spec: &RunSpec) -> R<()> {
+    let lowers: Vec<PathBuf> = if spec.lowers.is_empty() {
+        vec![spec.empty.clone()]
+    } else {
+        spec.lowers.clone()
+    };
+    // the mount data is limited to a page: name lowers relative to their
+    // common directory when they share one
+    let common = lowers[0]
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| lowers.iter().all(|l| l.parent() == Some(p.as_path())));
+    let names: Vec<String> = match &common {
+        Some(dir) => {
+            std::env::set_current_dir(dir)
+                .map_err(|e| format!("entering {}: {e}", dir.display()))?;
+            lowers
+                .iter()
+                .map(|l| {
+                    l.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect()
+        }
+        None => lowers.iter().map(|l| l.display().to_string()).collect(),
+    };
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        names.join(":"),
+        spec.upper.display(),
+        spec.work.display()
+    );
+    let data = std::ffi::CString::new(data).map_err(|e| e.to_string())?;
+    mount(
+        "overlay",
+        &spec.rootfs,
+        "overlay",
+        MountFlags::empty(),
+        Some(data.as_c_str()),
+    )
+    .map_err(|e| format!("mounting the overlay root: {e}"))
+}
+
+/// Creates `rel` under `root` as a directory (or file) if missing, noting
+/// each created path so it can be removed from the layer afterwards.
+fn ensure(root: &Path, rel: &str, dir: bool, stubs: &mut Vec<String>) -> R<PathBuf> {
+    let rel = rel.trim_start_matches('/');
+    let mut cur = root.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        cur.push(part);
+        let last = i + 1 == parts.len();
+        if fs::symlink_metadata(&cur).is_ok() {
+            continue;
+        }
+        let created = if last && !dir {
+            fs::write(&cur, b"")
+        } else {
+            fs::create_dir(&cur)
+        };
+        created.map_err(|e| format!("creating mount point {}: {e}", cur.display()))?;
+        stubs.push(parts[..=i].join("/"));
+    }
+    Ok(cur)
+}
+
+fn mount_system(spec: &RunSpec, root: &Path, stubs: &mut Vec<String>) -> R<()> {
+    let proc_dir = ensure(root, "proc", true, stubs)?;
+    mount(
+        "proc",
+        &proc_dir,
+        "proc",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        None,
+    )
+    .map_err(|e| format!("mounting /proc: {e}"))?;
+    let sys = ensure(root, "sys", true, stubs)?;
+    if mount(
+        "sysfs",
+        &sys,
+        "sysfs",
+        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        None,
+    )
+    .is_err()
+    {
+        // without a network namespace of our own, sysfs may refuse; a read-only bind works
+        mount_bind("/sys", &sys).map_err(|e| format!("mounting /sys: {e}"))?;
+        let _ = mount_remount(&sys, MountFlags::BIND | MountFlags::RDONLY, "");
+    }
+    mount_dev(root, stubs)?;
+    let hosts = ensure(root, "etc/hosts", false, stubs)?;
+    bind_readonly(&spec.hosts_file, &hosts)?;
+    if let Some(resolv) = &spec.resolv_conf {
+        let target = ensure(root, "etc/resolv.conf", false, stubs)?;
+        bind_readonly(resolv, &target)?;
+    }
+    Ok(())
+}
+
+fn bind_readonly(source: &Path, target: &Path) -> R<()> {
+    mount_bind(source, target)
+        .map_err(|e| format!("binding {} to {}: {e}", source.display(), target.display()))?;
+    mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")
+        .map_err(|e| format!("making {} read-only: {e}", target.display()))
+}
+
+fn mount_dev(root: &Path, stubs: &mut Vec<String>) -> R<()> {
+    let dev = ensure(root, "dev", true, stubs)?;
+    let data = c"mode=755,size=65536k";
+    mount(
+        "tmpfs",
+        &dev,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        Some(data),
+    )
+    .map_err(|e| format!("mounting /dev: {e}"))?;
+    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = dev.join(name);
+        fs::write(&target, b"").map_err(|e| format!("creating /dev/{name}: {e}"))?;
+        mount_bind(Path::new("/dev").join(name), &target)
+            .map_err(|e| format!("binding /dev/{name}: {e}"))?;
+    }
+    let pts = dev.join("pts");
+    fs::create_dir(&pts).map_err(|e| format!("creating /dev/pts: {e}"))?;
+    mount(
+        "devpts",
+        &pts,
+        "devpts",
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        Some(c"newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(|e| format!("mounting /dev/pts: {e}"))?;
+    let shm = dev.join("shm");
+    fs::create_dir(&shm).map_err(|e| format!("creating /dev/shm: {e}"))?;
+    mount(
+        "shm",
+        &shm,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        Some(c"mode=1777,size=65536k"),
+    )
+    .map_err(|e| format!("mounting /dev/shm: {e}"))?;
+    let links = [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ];
+    for (name, target) in links {
+        symlink(target, dev.join(name)).map_err(|e| format!("creating /dev/{name}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn step_mount(root: &Path, m: &crate::spec::Mount, stubs: &mut Vec<String>) -> R<()> {
+    match &m.kind {
+        MountKind::Bind { source, readonly } => {
+            let is_dir = source.is_dir();
+            let target = ensure(root, &m.target, is_dir, stubs)?;
+            rustix::mount::mount_bind_recursive(source, &target)
+                .map_err(|e| format!("binding {} to {}: {e}", source.display(), m.target))?;
+            if *readonly {
+                mount_remount(&target, MountFlags::BIND | MountFlags::RDONLY, "")
+                    .map_err(|e| format!("making {} read-only: {e}", m.target))?;
+            }
+            Ok(())
+        }
+        MountKind::Tmpfs { size } => {
+            let target = ensure(root, &m.target, true, stubs)?;
+            let data =
+                std::ffi::CString::new(size.map(|s| format!("size={s}")).unwrap_or_default())
+                    .map_err(|e| e.to_string())?;
+            mount(
+                "tmpfs",
+                &target,
+                "tmpfs",
+                MountFlags::NOSUID | MountFlags::NODEV,
+                Some(data.as_c_str()),
+            )
+            .map_err(|e| format!("mounting tmpfs on {}: {e}", m.target))
+        }
+    }
+}
+
+fn pivot(root: &Path) -> R<()> {
+    std::env::set_current_dir(root).map_err(|e| format!("entering the root: {e}"))?;
+    // pivot_root(".", ".") stacks the old root on top of the new one; it is
+    // then detached, leaving only the new root
+    rustix::process::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    unmount(".", UnmountFlags::DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
+    std::env::set_current_dir("/").map_err(|e| format!("entering /: {e}"))
+}
+
+fn command(spec: &RunSpec) -> R<Command> {
+    // a single-threaded process, so the thread's credentials are the
+    // process's; std's Command::uid would drop the supplementary groups
+    let groups: Vec<rustix::process::Gid> = spec
+        .groups
+        .iter()
+        .map(|g| rustix::process::Gid::from_raw(*g))
+        .collect();
+    rustix::thread::set_thread_groups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+    rustix::thread::set_thread_gid(rustix::process::Gid::from_raw(spec.gid))
+        .map_err(|e| format!("setgid {}: {e}", spec.gid))?;
+    rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(spec.uid))
+        .map_err(|e| format!("setuid {}: {e}", spec.uid))?;
+    let mut cmd = Command::new(&spec.args[0]);
+    cmd.args(&spec.args[1..])
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)));
+    Ok(cmd)
+}
