@@ -3,6 +3,7 @@
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
 pub mod digest;
+pub mod image;
 pub mod layer;
 pub mod tree;
 pub mod unpack;

@@ -4,7 +4,9 @@
 use std::fs;
 
 use kiln_oci::digest::{from_hex, HashReader};
-use oci_spec::image::ImageManifest;
+use kiln_oci::image::Manifest;
+
+use crate::store::parse_digest;
 
 use crate::{Error, Store};
 
@@ -40,7 +42,10 @@ impl Store {
         self.clean_tmp()?;
         let mut problems = self.check_blobs()?;
         for (name, desc) in self.list()? {
-            if let Err(reason) = self.check_image(desc.digest()) {
+            let checked = parse_digest(&desc.digest)
+                .map_err(|e| e.to_string())
+                .and_then(|d| self.check_image(&d));
+            if let Err(reason) = checked {
                 problems.push(Problem::BrokenImage { name, reason });
             }
         }
@@ -88,14 +93,12 @@ impl Store {
 
     fn check_image(&self, manifest: &kiln_oci::Digest) -> Result<(), String> {
         let bytes = self.read_blob(manifest).map_err(|e| e.to_string())?;
-        let m: ImageManifest =
+        let m: Manifest =
             serde_json::from_slice(&bytes).map_err(|e| format!("manifest {manifest}: {e}"))?;
-        if !self.has_blob(m.config().digest()) {
-            return Err(format!("config {} is missing", m.config().digest()));
-        }
-        for l in m.layers() {
-            if !self.has_blob(l.digest()) {
-                return Err(format!("layer {} is missing", l.digest()));
+        for d in std::iter::once(&m.config).chain(&m.layers) {
+            let digest = parse_digest(&d.digest).map_err(|e| e.to_string())?;
+            if !self.has_blob(&digest) {
+                return Err(format!("blob {} of the manifest is missing", d.digest));
             }
         }
         Ok(())

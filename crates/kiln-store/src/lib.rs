@@ -23,7 +23,7 @@ mod store;
 
 pub use fsck::Problem;
 pub use refs::normalize_name;
-pub use store::{chain_id, CacheEntry, CachedLayer, Image, Store, StoreLock};
+pub use store::{chain_id, parse_digest, CacheEntry, CachedLayer, Image, Store, StoreLock};
 
 use std::path::PathBuf;
 

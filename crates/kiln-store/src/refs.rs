@@ -4,9 +4,7 @@
 //! `org.opencontainers.image.ref.name` set to the full name (`app:1.0`), so
 //! `skopeo inspect oci:STORE/oci:app:1.0` finds it.
 
-use std::collections::HashMap;
-
-use oci_spec::image::{Descriptor, ImageIndex};
+use kiln_oci::image::{Descriptor, Index};
 
 use crate::Error;
 
@@ -33,31 +31,28 @@ pub fn normalize_name(name: &str) -> Result<String, Error> {
 }
 
 fn name_of(d: &Descriptor) -> Option<&String> {
-    d.annotations().as_ref().and_then(|a| a.get(REF_ANNOTATION))
+    d.annotations.get(REF_ANNOTATION)
 }
 
-pub fn set(index: &mut ImageIndex, name: &str, desc: &Descriptor) {
+pub fn set(index: &mut Index, name: &str, desc: &Descriptor) {
     remove(index, name);
     let mut d = desc.clone();
-    let mut ann: HashMap<String, String> = d.annotations().clone().unwrap_or_default();
-    ann.insert(REF_ANNOTATION.to_string(), name.to_string());
-    d.set_annotations(Some(ann));
-    let mut list = index.manifests().clone();
-    list.push(d);
-    index.set_manifests(list);
+    d.annotations
+        .insert(REF_ANNOTATION.to_string(), name.to_string());
+    index.manifests.push(d);
 }
 
-pub fn remove(index: &mut ImageIndex, name: &str) -> bool {
-    let before = index.manifests().len();
-    let mut list = index.manifests().clone();
-    list.retain(|d| name_of(d).map(String::as_str) != Some(name));
-    index.set_manifests(list);
-    before != index.manifests().len()
+pub fn remove(index: &mut Index, name: &str) -> bool {
+    let before = index.manifests.len();
+    index
+        .manifests
+        .retain(|d| name_of(d).map(String::as_str) != Some(name));
+    before != index.manifests.len()
 }
 
-pub fn all(index: &ImageIndex) -> Vec<(String, Descriptor)> {
+pub fn all(index: &Index) -> Vec<(String, Descriptor)> {
     let mut out: Vec<_> = index
-        .manifests()
+        .manifests
         .iter()
         .filter_map(|d| name_of(d).map(|n| (n.clone(), d.clone())))
         .collect();

@@ -5,8 +5,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use kiln_oci::digest::{from_hex, HashReader};
+use kiln_oci::image::{Descriptor, ImageConfig, Index, Manifest, MEDIA_INDEX};
 use kiln_oci::Digest;
-use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use serde::{Deserialize, Serialize};
 
 use crate::refs::{self, normalize_name};
@@ -29,8 +29,8 @@ pub struct Image {
     pub name: String,
     pub manifest_digest: Digest,
     pub manifest_size: u64,
-    pub manifest: ImageManifest,
-    pub config: ImageConfiguration,
+    pub manifest: Manifest,
+    pub config: ImageConfig,
 }
 
 /// What the step cache remembers of a step: the layer it produced (if any)
@@ -197,7 +197,7 @@ impl Store {
         })
     }
 
-    pub fn index(&self) -> Result<ImageIndex, Error> {
+    pub fn index(&self) -> Result<Index, Error> {
         let p = self.oci_dir().join("index.json");
         let bytes = fs::read(&p).map_err(|e| Error::io("reading", &p, e))?;
         serde_json::from_slice(&bytes).map_err(|e| Error::Json {
@@ -206,7 +206,7 @@ impl Store {
         })
     }
 
-    fn write_index(&self, index: &ImageIndex) -> Result<(), Error> {
+    fn write_index(&self, index: &Index) -> Result<(), Error> {
         let bytes = serde_json::to_vec_pretty(index).map_err(|e| Error::Json {
             what: "writing index.json".into(),
             source: e,
@@ -243,21 +243,19 @@ impl Store {
     /// Reads the image `name`, or one given by manifest digest (`sha256:…`).
     pub fn image(&self, name: &str) -> Result<Image, Error> {
         let (name, desc) = self.resolve(name)?;
-        let manifest: ImageManifest = self.read_json(desc.digest(), "manifest")?;
-        if manifest
-            .media_type()
-            .as_ref()
-            .is_some_and(|m| *m == MediaType::ImageIndex)
-        {
+        if desc.media_type == MEDIA_INDEX {
             return Err(Error::Spec(format!(
                 "{name} is an image index, not an image"
             )));
         }
-        let config: ImageConfiguration = self.read_json(manifest.config().digest(), "config")?;
+        let digest = parse_digest(&desc.digest)?;
+        let manifest: Manifest = self.read_json(&digest, "manifest")?;
+        let config: ImageConfig =
+            self.read_json(&parse_digest(&manifest.config.digest)?, "config")?;
         Ok(Image {
             name,
-            manifest_digest: desc.digest().clone(),
-            manifest_size: desc.size(),
+            manifest_digest: digest,
+            manifest_size: desc.size,
             manifest,
             config,
         })
@@ -267,7 +265,7 @@ impl Store {
         let list = self.list()?;
         let wanted = name.strip_prefix("sha256:").map(|_| name);
         if let Some(d) = wanted {
-            if let Some((n, desc)) = list.iter().find(|(_, desc)| desc.digest().to_string() == d) {
+            if let Some((n, desc)) = list.iter().find(|(_, desc)| desc.digest == d) {
                 return Ok((n.clone(), desc.clone()));
             }
             return Err(Error::NoSuchImage(name.to_string()));
@@ -329,6 +327,16 @@ impl Store {
         })?;
         atomic::write(&self.tmp_dir(), &self.cache_path(key), &bytes)
     }
+}
+
+/// A `sha256:…` string as a digest.
+pub fn parse_digest(s: &str) -> Result<Digest, Error> {
+    let hex = s.strip_prefix("sha256:").ok_or_else(|| {
+        Error::Spec(format!(
+            "unsupported digest {s:?}: only sha256 is supported"
+        ))
+    })?;
+    Ok(from_hex(hex)?)
 }
 
 /// The chain ID of a layer stack: chain(1) = diff_id(1), chain(n) =

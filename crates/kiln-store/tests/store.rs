@@ -1,7 +1,7 @@
 //! The store on a real directory.
 
+use kiln_oci::image::{Descriptor, MEDIA_MANIFEST};
 use kiln_store::{Problem, Store};
-use oci_spec::image::{DescriptorBuilder, MediaType};
 
 #[test]
 fn blobs_names_and_fsck() {
@@ -13,12 +13,13 @@ fn blobs_names_and_fsck() {
     // a manifest that names a missing config is reported, not trusted
     let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0},"layers":[]}"#;
     let m = store.put_blob(manifest).unwrap();
-    let desc = DescriptorBuilder::default()
-        .media_type(MediaType::ImageManifest)
-        .digest(m.clone())
-        .size(manifest.len() as u64)
-        .build()
-        .unwrap();
+    let desc = Descriptor {
+        media_type: MEDIA_MANIFEST.into(),
+        digest: m.to_string(),
+        size: manifest.len() as u64,
+        annotations: Default::default(),
+        platform: None,
+    };
     assert_eq!(store.tag("app", &desc).unwrap(), "app:latest");
     assert_eq!(store.list().unwrap().len(), 1);
     let problems = store.fsck().unwrap();
