@@ -9,12 +9,38 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "kiln", version, about, long_about = None)]
 pub struct Cli {
+    /// The store directory [default: $KILN_STORE, /var/lib/kiln as root]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub store: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build an image from a Dockerfile, as root, with no daemon.
+    ///
+    /// Only the stages the target needs are built; unchanged steps are
+    /// reused from the cache. The image is stored in kiln's store under the
+    /// given names; --output also writes it elsewhere.
+    /// Exit status: 0 built, 1 the Dockerfile or a step failed, 2 bad command line.
+    Build(BuildArgs),
+    /// Run a command in a throwaway container of an image in the store.
+    ///
+    /// Prints the command's output and exits with its exit code.
+    Run(RunArgs),
+    /// List the images in the store.
+    Images(ImagesArgs),
+    /// Show an image's manifest and config as JSON.
+    Inspect(InspectArgs),
+    /// Remove image names from the store (blobs stay until `kiln prune`).
+    Rmi(RmiArgs),
+    /// Verify every blob against its digest and every image's references.
+    ///
+    /// Exit status: 0 the store is clean, 1 problems were found.
+    Fsck,
+    /// Write an image in the store to an archive.
+    Save(SaveArgs),
     /// Work with Dockerfiles without building them.
     #[command(subcommand)]
     Dockerfile(DockerfileCommand),
@@ -52,4 +78,80 @@ pub struct CheckArgs {
     /// The build context directory
     #[arg(default_value = ".", value_name = "CONTEXT")]
     pub context: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Name the image NAME[:TAG] (repeatable)
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    pub tags: Vec<String>,
+    /// The Dockerfile [default: CONTEXT/Dockerfile]
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Set a build argument (KEY=VALUE, or KEY to take it from the environment)
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// Build up to this stage
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+    /// Expose a secret to RUN --mount=type=secret: id=ID,src=PATH
+    #[arg(long = "secret", value_name = "id=ID,src=PATH")]
+    pub secrets: Vec<String>,
+    /// Run every step, ignoring the cache
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Also write the image: type=oci,dest=FILE | type=docker,dest=FILE |
+    /// type=oci-layout,dest=DIR | type=local,dest=DIR
+    #[arg(long = "output", short = 'o', value_name = "type=TYPE,dest=PATH")]
+    pub outputs: Vec<String>,
+    /// Clamp timestamps for reproducible digests [default: $SOURCE_DATE_EPOCH]
+    #[arg(long, value_name = "SECONDS")]
+    pub source_date_epoch: Option<u64>,
+    /// Layer compression: gzip or none
+    #[arg(long, default_value = "gzip", value_name = "ALGO")]
+    pub compression: String,
+    /// The build context directory
+    #[arg(default_value = ".", value_name = "CONTEXT")]
+    pub context: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The image (NAME[:TAG] or sha256:DIGEST)
+    pub image: String,
+    /// Run with no network
+    #[arg(long = "network", value_name = "MODE", default_value = "host")]
+    pub network: String,
+    /// The command, replacing the image's CMD
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    pub image: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    pub image: String,
+    /// oci or docker (loadable by `docker load`)
+    #[arg(long, default_value = "oci")]
+    pub format: String,
+    /// The archive to write
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
 }

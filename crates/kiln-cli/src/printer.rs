@@ -31,3 +31,50 @@ impl Printer {
         }
     }
 }
+
+/// Build progress as plain lines on stderr: one per step, RUN output
+/// indented under it.
+pub struct StepPrinter<'a> {
+    printer: &'a Printer,
+    count: usize,
+    passthrough: bool,
+}
+
+impl<'a> StepPrinter<'a> {
+    pub fn new(printer: &'a Printer) -> Self {
+        StepPrinter {
+            printer,
+            count: 0,
+            passthrough: false,
+        }
+    }
+
+    /// For `kiln run`: the command's output goes to stdout as it is.
+    pub fn passthrough(printer: &'a Printer) -> Self {
+        StepPrinter {
+            printer,
+            count: 0,
+            passthrough: true,
+        }
+    }
+}
+
+impl kiln_build::Progress for StepPrinter<'_> {
+    fn step(&mut self, stage: &str, line: usize, text: &str, cached: bool) {
+        self.count += 1;
+        let first = text.lines().next().unwrap_or("");
+        let mark = if cached { " CACHED" } else { "" };
+        self.printer.error(&format!(
+            "#{} [{stage}] line {line}: {first}{mark}",
+            self.count
+        ));
+    }
+
+    fn output(&mut self, line: &str) {
+        if self.passthrough {
+            self.printer.data(line);
+        } else {
+            self.printer.error(&format!("  | {line}"));
+        }
+    }
+}

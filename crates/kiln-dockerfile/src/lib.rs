@@ -31,6 +31,12 @@ pub use lint::{Rule, Warning};
 pub use parser::parse;
 pub use platform::Platform;
 
+/// One evaluated instruction as Dockerfile text, the form history entries
+/// and progress lines show.
+pub fn instruction_text(i: &Instruction, escape: char) -> String {
+    printer::instruction(i, escape)
+}
+
 /// Whether a `# syntax=` value names the frontend built into kiln (and BuildKit):
 /// `docker/dockerfile:1`, `:1.x`, `:1.x.y`, with or without `docker.io/`, and
 /// their `-labs` variants. kiln never fetches a frontend image.

@@ -39,6 +39,9 @@ pub struct Image {
 pub struct CacheEntry {
     /// `None` for a step that changes only the config.
     pub layer: Option<CachedLayer>,
+    /// When the step ran, reused so a cached rebuild gives the same image.
+    #[serde(default)]
+    pub created: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,13 +1,29 @@
 //! One module per command.
 
+mod build;
 mod dockerfile_check;
+pub mod store_cmds;
+
+use anyhow::Context as _;
 
 use crate::args::{Cli, Command, DockerfileCommand};
 use crate::exit::Exit;
 use crate::printer::Printer;
 
 pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
+    let store_dir = cli.store.clone().unwrap_or_else(kiln_store::default_root);
+    let open = || {
+        kiln_store::Store::open(&store_dir)
+            .with_context(|| format!("opening the store {}", store_dir.display()))
+    };
     match cli.command {
         Command::Dockerfile(DockerfileCommand::Check(args)) => dockerfile_check::run(args, printer),
+        Command::Build(args) => build::run(args, &open()?, printer),
+        Command::Run(args) => store_cmds::run(args, &open()?, printer),
+        Command::Images(args) => store_cmds::images(args, &open()?, printer),
+        Command::Inspect(args) => store_cmds::inspect(args, &open()?, printer),
+        Command::Rmi(args) => store_cmds::rmi(args, &open()?, printer),
+        Command::Fsck => store_cmds::fsck(&open()?, printer),
+        Command::Save(args) => store_cmds::save(args, &open()?, printer),
     }
 }

@@ -1,0 +1,265 @@
+//! The build context: which files COPY and ADD may read, after
+//! `.dockerignore`, and a content hash of them for the step cache.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+
+use kiln_dockerfile::dockerignore::{self, Matcher};
+use sha2_shim::Hasher;
+
+/// The context directory and its ignore rules.
+pub struct Context {
+    pub root: PathBuf,
+    matcher: Option<Matcher>,
+}
+
+impl Context {
+    /// Opens `root`, reading `<dockerfile>.dockerignore` or `.dockerignore`.
+    pub fn open(root: &Path, dockerfile: Option<&Path>) -> Result<Self, String> {
+        let names = dockerignore::candidate_files(
+            &dockerfile
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+        );
+        let candidates = [
+            dockerfile.map(|_| PathBuf::from(&names[0])),
+            Some(root.join(&names[1])),
+        ];
+        for path in candidates.into_iter().flatten() {
+            if path.is_file() {
+                let text = fs::read_to_string(&path)
+                    .map_err(|e| format!("reading {}: {e}", path.display()))?;
+                let m = Matcher::from_dockerignore(&text)
+                    .map_err(|e| format!("{}:{}: {}", path.display(), e.line, e.message))?;
+                return Ok(Context {
+                    root: root.to_path_buf(),
+                    matcher: Some(m),
+                });
+            }
+        }
+        Ok(Context {
+            root: root.to_path_buf(),
+            matcher: None,
+        })
+    }
+
+    pub fn excluded(&self, rel: &Path) -> bool {
+        let s = rel.to_string_lossy();
+        !s.is_empty() && self.matcher.as_ref().is_some_and(|m| m.excluded(&s))
+    }
+
+    /// The context paths a COPY source names: the path itself, or every
+    /// match of a wildcard pattern. Errors name what is wrong.
+    pub fn expand(&self, source: &str) -> Result<Vec<PathBuf>, String> {
+        let rel =
+            clean(source).ok_or_else(|| format!("{source:?} is outside the build context"))?;
+        if !has_wildcard(source) {
+            let full = self.root.join(&rel);
+            if fs::symlink_metadata(&full).is_err() || self.excluded(&rel) {
+                return Err(format!(
+                    "{source:?} not found in the build context (or excluded by .dockerignore)"
+                ));
+            }
+            return Ok(vec![rel]);
+        }
+        let mut found = Vec::new();
+        self.glob(
+            PathBuf::new(),
+            &rel.components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>(),
+            &mut found,
+        );
+        if found.is_empty() {
+            return Err(format!("no files in the build context match {source:?}"));
+        }
+        Ok(found)
+    }
+
+    fn glob(&self, prefix: PathBuf, parts: &[String], out: &mut Vec<PathBuf>) {
+        let Some((first, rest)) = parts.split_first() else {
+            out.push(prefix);
+            return;
+        };
+        let dir = self.root.join(&prefix);
+        let Ok(names) = kiln_oci::layer::sorted_names(&dir) else {
+            return;
+        };
+        for name in names {
+            let name = name.to_string_lossy().into_owned();
+            if !go_match(first, &name) {
+                continue;
+            }
+            let p = prefix.join(&name);
+            if self.excluded(&p) {
+                continue;
+            }
+            if rest.is_empty() || dir.join(&name).is_dir() {
+                self.glob(p, rest, out);
+            }
+        }
+    }
+
+    /// A digest of everything under the given context paths: names, types,
+    /// modes, contents and link targets (not times), for the step cache.
+    pub fn hash(&self, paths: &[PathBuf]) -> Result<String, String> {
+        let mut h = Hasher::default();
+        for p in paths {
+            self.hash_path(p, &mut h)?;
+        }
+        Ok(h.finish())
+    }
+
+    fn hash_path(&self, rel: &Path, h: &mut Hasher) -> Result<(), String> {
+        if self.excluded(rel) {
+            return Ok(());
+        }
+        let full = self.root.join(rel);
+        let meta =
+            fs::symlink_metadata(&full).map_err(|e| format!("reading {}: {e}", full.display()))?;
+        h.update(format!("{}\0{:o}\0", rel.display(), meta.mode()).as_bytes());
+        if meta.is_file() {
+            let bytes = fs::read(&full).map_err(|e| format!("reading {}: {e}", full.display()))?;
+            h.update(kiln_oci::digest::sha256(&bytes).to_string().as_bytes());
+        } else if meta.file_type().is_symlink() {
+            h.update(
+                fs::read_link(&full)
+                    .map_err(|e| e.to_string())?
+                    .to_string_lossy()
+                    .as_bytes(),
+            );
+        } else if meta.is_dir() {
+            for name in kiln_oci::layer::sorted_names(&full).map_err(|e| e.to_string())? {
+                self.hash_path(&rel.join(name), h)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A source path cleaned to components inside the context; `None` if it
+/// climbs out.
+pub fn clean(source: &str) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in Path::new(source.trim_start_matches('/')).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir if !out.pop() => return None,
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+pub fn has_wildcard(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// Go's `filepath.Match` for one path component.
+pub fn go_match(pattern: &str, name: &str) -> bool {
+    fn m(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len()).any(|i| m(&p[1..], &n[i..])),
+            Some('?') => !n.is_empty() && m(&p[1..], &n[1..]),
+            Some('[') => {
+                let Some(c) = n.first() else { return false };
+                let mut i = 1;
+                let negate = p.get(1) == Some(&'^');
+                if negate {
+                    i += 1;
+                }
+                let mut hit = false;
+                let mut first = true;
+                while i < p.len() && (first || p[i] != ']') {
+                    first = false;
+                    let lo = if p[i] == '\\' {
+                        i += 1;
+                        p.get(i).copied().unwrap_or('\\')
+                    } else {
+                        p[i]
+                    };
+                    i += 1;
+                    let hi = if p.get(i) == Some(&'-') && p.get(i + 1).is_some_and(|x| *x != ']') {
+                        i += 1;
+                        let h = if p[i] == '\\' {
+                            i += 1;
+                            p.get(i).copied().unwrap_or('\\')
+                        } else {
+                            p[i]
+                        };
+                        i += 1;
+                        h
+                    } else {
+                        lo
+                    };
+                    if lo <= *c && *c <= hi {
+                        hit = true;
+                    }
+                }
+                if i >= p.len() {
+                    return false; // unclosed class
+                }
+                hit != negate && m(&p[i + 1..], &n[1..])
+            }
+            Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && m(&p[2..], &n[1..]),
+            Some(c) => n.first() == Some(c) && m(&p[1..], &n[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    m(&p, &n)
+}
+
+/// A small incremental sha256 over strings, on kiln-oci's digest helpers.
+mod sha2_shim {
+    use std::io::Write;
+
+    use kiln_oci::digest::HashWriter;
+
+    pub struct Hasher(HashWriter<std::io::Sink>);
+
+    impl Default for Hasher {
+        fn default() -> Self {
+            Hasher(HashWriter::new(std::io::sink()))
+        }
+    }
+
+    impl Hasher {
+        pub fn update(&mut self, bytes: &[u8]) {
+            let _ = self.0.write_all(bytes);
+        }
+
+        pub fn finish(self) -> String {
+            self.0.finish().1.to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_patterns() {
+        for (p, n, want) in [
+            ("*.txt", "a.txt", true),
+            ("*.txt", "a.rs", false),
+            ("a?c", "abc", true),
+            ("[a-c]x", "bx", true),
+            ("[^a-c]x", "bx", false),
+            ("\\*", "*", true),
+            ("*", ".hidden", true),
+        ] {
+            assert_eq!(go_match(p, n), want, "{p} {n}");
+        }
+    }
+
+    #[test]
+    fn cleaning() {
+        assert_eq!(clean("/a/./b/../c"), Some(PathBuf::from("a/c")));
+        assert_eq!(clean("../x"), None);
+        assert_eq!(clean("."), Some(PathBuf::new()));
+    }
+}

@@ -1,0 +1,364 @@
+//! COPY and ADD: a layer written straight from the context (or another
+//! stage), following Docker's rules for where each source lands.
+
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use kiln_dockerfile::instructions::Files;
+use kiln_dockerfile::{Stage, Step};
+use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+
+use crate::context::{clean, go_match, has_wildcard};
+use crate::engine::{key_of, Builder};
+use crate::state::State;
+use crate::users::Ids;
+use crate::view::View;
+use crate::BuildError;
+
+/// Where a COPY reads from.
+enum Origin<'a> {
+    Context(&'a crate::context::Context),
+    View(View),
+}
+
+impl Origin<'_> {
+    /// The real file behind `rel` in this origin.
+    fn backing(&self, rel: &Path) -> Option<PathBuf> {
+        match self {
+            Origin::Context(c) => {
+                Some(c.root.join(rel)).filter(|p| fs::symlink_metadata(p).is_ok())
+            }
+            Origin::View(v) => v.resolve(rel, false).map(|(_, b)| b),
+        }
+    }
+
+    fn list(&self, rel: &Path) -> Vec<std::ffi::OsString> {
+        match self {
+            Origin::Context(c) => kiln_oci::layer::sorted_names(&c.root.join(rel))
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| !c.excluded(&rel.join(n)))
+                .collect(),
+            Origin::View(v) => v.list(rel),
+        }
+    }
+
+    fn expand(&self, source: &str) -> Result<Vec<PathBuf>, String> {
+        match self {
+            Origin::Context(c) => c.expand(source),
+            Origin::View(v) => {
+                let rel =
+                    clean(source).ok_or_else(|| format!("{source:?} climbs out of the root"))?;
+                if !has_wildcard(source) {
+                    return v
+                        .resolve(&rel, false)
+                        .map(|(p, _)| vec![p])
+                        .ok_or_else(|| format!("{source:?} not found in the source stage"));
+                }
+                let (dir, pat) = (
+                    rel.parent().unwrap_or(Path::new("")),
+                    rel.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+                let found: Vec<PathBuf> = v
+                    .list(dir)
+                    .into_iter()
+                    .filter(|n| go_match(&pat, &n.to_string_lossy()))
+                    .map(|n| dir.join(n))
+                    .collect();
+                if found.is_empty() {
+                    return Err(format!("no files in the source stage match {source:?}"));
+                }
+                Ok(found)
+            }
+        }
+    }
+}
+
+/// Creates the parent directories of `rel` in `tree`, with the metadata they
+/// have in `view` (or 0755 root:root when they are new).
+pub(crate) fn make_parents(
+    view: &View,
+    tree: &Path,
+    rel: &Path,
+    epoch: Option<u64>,
+) -> Result<(), BuildError> {
+    let mut cur = PathBuf::new();
+    let parents: Vec<_> = rel
+        .parent()
+        .map(|p| p.components().collect())
+        .unwrap_or_default();
+    fs::create_dir_all(tree)
+        .map_err(|e| BuildError::io(format!("creating {}", tree.display()), e))?;
+    for c in parents {
+        cur.push(c);
+        let at = tree.join(&cur);
+        if at.is_dir() {
+            continue;
+        }
+        fs::create_dir(&at).map_err(|e| BuildError::io(format!("creating {}", at.display()), e))?;
+        match view
+            .resolve(&cur, true)
+            .and_then(|(_, b)| fs::metadata(b).ok())
+            .filter(|m| m.is_dir())
+        {
+            Some(m) => set_meta(
+                &at,
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid(),
+                m.mtime().max(0) as u64,
+            )?,
+            None => set_meta(&at, 0o755, 0, 0, epoch.unwrap_or(0))?,
+        }
+    }
+    Ok(())
+}
+
+fn set_meta(p: &Path, mode: u32, uid: u32, gid: u32, mtime: u64) -> Result<(), BuildError> {
+    rustix::fs::chownat(
+        CWD,
+        p,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| BuildError::io(format!("setting owner of {}", p.display()), e.into()))?;
+    let is_link = fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        fs::set_permissions(p, fs::Permissions::from_mode(mode))
+            .map_err(|e| BuildError::io(format!("setting mode of {}", p.display()), e))?;
+    }
+    let t = Timespec {
+        tv_sec: mtime as i64,
+        tv_nsec: 0,
+    };
+    rustix::fs::utimensat(
+        CWD,
+        p,
+        &Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| BuildError::io(format!("setting times of {}", p.display()), e.into()))
+}
+
+struct Copier<'a> {
+    origin: &'a Origin<'a>,
+    owner: Option<Ids>,
+    chmod: Option<u32>,
+    epoch: Option<u64>,
+}
+
+impl Copier<'_> {
+    /// Copies `src` (a path in the origin) to `dst` (a path in the tree).
+    fn copy(&self, src_rel: &Path, dst: &Path) -> Result<(), BuildError> {
+        let Some(src) = self.origin.backing(src_rel) else {
+            return Ok(());
+        };
+        let meta = fs::symlink_metadata(&src)
+            .map_err(|e| BuildError::io(format!("reading {}", src.display()), e))?;
+        let (uid, gid) = match &self.owner {
+            Some(ids) => (ids.uid, ids.gid),
+            None if matches!(self.origin, Origin::Context(_)) => (0, 0),
+            None => (meta.uid(), meta.gid()),
+        };
+        let mtime = meta.mtime().max(0) as u64;
+        let mtime = self.epoch.map_or(mtime, |e| mtime.min(e));
+        if meta.file_type().is_symlink() {
+            let target = fs::read_link(&src)
+                .map_err(|e| BuildError::io(format!("reading link {}", src.display()), e))?;
+            let _ = fs::remove_file(dst);
+            symlink(&target, dst)
+                .map_err(|e| BuildError::io(format!("creating {}", dst.display()), e))?;
+            return set_meta(dst, 0o777, uid, gid, mtime);
+        }
+        if meta.is_dir() {
+            if !dst.is_dir() {
+                fs::create_dir(dst)
+                    .map_err(|e| BuildError::io(format!("creating {}", dst.display()), e))?;
+            }
+            for name in self.origin.list(src_rel) {
+                self.copy(&src_rel.join(&name), &dst.join(&name))?;
+            }
+            let mode = self.chmod.unwrap_or(meta.mode() & 0o7777);
+            return set_meta(dst, mode, uid, gid, mtime);
+        }
+        if meta.is_file() {
+            fs::copy(&src, dst).map_err(|e| {
+                BuildError::io(format!("copying {} to {}", src.display(), dst.display()), e)
+            })?;
+            let mode = self.chmod.unwrap_or(meta.mode() & 0o7777);
+            return set_meta(dst, mode, uid, gid, mtime);
+        }
+        Ok(()) // devices, fifos and sockets are not copied
+    }
+}
+
+/// True when `path` holds a tar archive (plain or gzip), which ADD unpacks.
+fn is_archive(path: &Path) -> bool {
+    let Ok(mut f) = fs::File::open(path) else {
+        return false;
+    };
+    let mut head = [0u8; 512];
+    let n = std::io::Read::read(&mut f, &mut head).unwrap_or(0);
+    if head[..n.min(2)] == [0x1f, 0x8b] {
+        return true;
+    }
+    n >= 262 && &head[257..262] == b"ustar"
+}
+
+impl Builder<'_> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn copy_step(
+        &mut self,
+        st: &mut State,
+        stage: &Stage,
+        step: &Step,
+        files: &Files,
+        from: Option<State>,
+        add: bool,
+        text: &str,
+    ) -> Result<(), BuildError> {
+        let file = self.file.clone();
+        let fail = |message: String| BuildError::Step {
+            file: file.clone(),
+            line: step.line,
+            instruction: text.to_string(),
+            message,
+        };
+        if let Some(url) = files.sources.iter().find(|s| {
+            s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")
+        }) {
+            return Err(fail(format!(
+                "ADD from {url}: remote sources are not supported yet"
+            )));
+        }
+        let origin = match &from {
+            Some(s) => Origin::View(s.view(self.store)?),
+            None => Origin::Context(&self.ctx),
+        };
+        let mut sources = Vec::new();
+        for s in &files.sources {
+            sources.extend(origin.expand(s).map_err(&fail)?);
+        }
+        let content = match (&from, &origin) {
+            (Some(s), _) => s.key.clone(),
+            (None, Origin::Context(c)) => c.hash(&sources).map_err(&fail)?,
+            _ => String::new(),
+        };
+        let json = serde_json::to_string(&step.instruction).unwrap_or_default();
+        let key = key_of(&[&st.key, &json, &content, &st.config.config.working_dir]);
+        st.key = key.clone();
+        let label = self.label(stage);
+        if let Some(made) = self.cached(st, &key)? {
+            self.steps_cached += 1;
+            self.progress.step(&label, step.line, text, true);
+            st.history(format!("{text} # kiln"), !made);
+            return Ok(());
+        }
+        self.progress.step(&label, step.line, text, false);
+        self.steps_run += 1;
+        let view = st.view(self.store)?;
+        let tree = self.store.temp_path("copy");
+        fs::create_dir(&tree)
+            .map_err(|e| BuildError::io(format!("creating {}", tree.display()), e))?;
+        let owner = files
+            .chown
+            .as_deref()
+            .map(|c| crate::users::resolve(&view, c))
+            .transpose()
+            .map_err(&fail)?;
+        let chmod = files
+            .chmod
+            .as_deref()
+            .map(|m| {
+                u32::from_str_radix(m, 8)
+                    .map_err(|_| fail(format!("invalid --chmod={m}: kiln supports octal modes")))
+            })
+            .transpose()?;
+        let dest_raw = if files.dest.starts_with('/') {
+            files.dest.clone()
+        } else {
+            format!(
+                "{}/{}",
+                st.config.config.working_dir.trim_end_matches('/'),
+                files.dest
+            )
+        };
+        let dest = clean(&dest_raw).unwrap_or_default();
+        let many =
+            sources.len() + files.inline.len() > 1 || files.sources.iter().any(|s| has_wildcard(s));
+        let dest_is_dir = files.dest.ends_with('/')
+            || files.dest == "."
+            || many
+            || view.resolve(&dest, true).is_some_and(|(_, b)| b.is_dir());
+        let copier = Copier {
+            origin: &origin,
+            owner,
+            chmod,
+            epoch: self.opts.source_date_epoch,
+        };
+        for src in &sources {
+            let backing = origin
+                .backing(src)
+                .ok_or_else(|| fail(format!("{} disappeared while copying", src.display())))?;
+            let is_dir = fs::symlink_metadata(&backing).is_ok_and(|m| m.is_dir());
+            if add && !is_dir && is_archive(&backing) {
+                make_parents(&view, &tree, &dest.join("x"), self.opts.source_date_epoch)?;
+                let f = fs::File::open(&backing)
+                    .map_err(|e| BuildError::io(format!("opening {}", backing.display()), e))?;
+                kiln_oci::unpack::unpack(f, &tree.join(&dest), kiln_oci::unpack::Target::Flat)
+                    .map_err(|e| fail(format!("unpacking {}: {e}", src.display())))?;
+                continue;
+            }
+            let target = if is_dir || !dest_is_dir {
+                dest.clone()
+            } else {
+                dest.join(src.file_name().unwrap_or_default())
+            };
+            let parents_of = if is_dir {
+                target.join("x")
+            } else {
+                target.clone()
+            };
+            make_parents(&view, &tree, &parents_of, self.opts.source_date_epoch)?;
+            if is_dir {
+                fs::create_dir_all(tree.join(&target))
+                    .map_err(|e| BuildError::io("creating the destination", e))?;
+                for name in origin.list(src) {
+                    copier.copy(&src.join(&name), &tree.join(&target).join(&name))?;
+                }
+            } else {
+                copier.copy(src, &tree.join(&target))?;
+            }
+        }
+        for f in &files.inline {
+            let target = if dest_is_dir {
+                dest.join(&f.name)
+            } else {
+                dest.clone()
+            };
+            make_parents(&view, &tree, &target, self.opts.source_date_epoch)?;
+            let path = tree.join(&target);
+            fs::write(&path, &f.content)
+                .map_err(|e| BuildError::io(format!("writing {}", path.display()), e))?;
+            let (uid, gid) = copier.owner.as_ref().map_or((0, 0), |i| (i.uid, i.gid));
+            set_meta(
+                &path,
+                chmod.unwrap_or(0o644),
+                uid,
+                gid,
+                self.opts.source_date_epoch.unwrap_or(0),
+            )?;
+        }
+        let made = self.commit_layer(st, &tree, &key)?;
+        st.history(format!("{text} # kiln"), !made);
+        Ok(())
+    }
+}

@@ -1,0 +1,468 @@
+//! The build: evaluate the Dockerfile, build the needed stages in order,
+//! write the image and name it.
+
+use std::path::Path;
+
+use kiln_dockerfile::instructions::{CommandLine, Healthcheck as HcStep};
+use kiln_dockerfile::{
+    evaluate, Base, BaseConfig, BaseImages, BuildGraph, Instruction, Options, Platform, Stage, Step,
+};
+use kiln_oci::image::{
+    rfc3339, Descriptor, Empty, Healthcheck, Manifest, MEDIA_CONFIG, MEDIA_MANIFEST,
+};
+use kiln_oci::layer::{write_layer, LayerOptions};
+use kiln_store::{CacheEntry, CachedLayer, Store};
+
+use crate::context::Context;
+use crate::source::ImageSource;
+use crate::state::State;
+use crate::{BuildError, BuildOptions, BuildResult, Progress};
+
+/// Lets the frontend see base image configs (env, workdir, ONBUILD…).
+struct Bases<'a> {
+    source: &'a dyn ImageSource,
+}
+
+impl BaseImages for Bases<'_> {
+    fn config(&self, reference: &str, _: &Platform) -> Option<BaseConfig> {
+        let img = self.source.resolve(reference).ok()?;
+        let c = img.config.config;
+        Some(BaseConfig {
+            env: c
+                .env
+                .iter()
+                .filter_map(|e| {
+                    e.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                })
+                .collect(),
+            workdir: c.working_dir,
+            user: c.user,
+            shell: c.shell,
+            onbuild: c.on_build,
+        })
+    }
+}
+
+pub(crate) struct Builder<'a> {
+    pub store: &'a Store,
+    pub source: &'a dyn ImageSource,
+    pub opts: &'a BuildOptions,
+    pub progress: &'a mut dyn Progress,
+    pub graph: &'a BuildGraph,
+    pub ctx: Context,
+    pub file: String,
+    pub created: String,
+    pub steps_run: usize,
+    pub steps_cached: usize,
+}
+
+/// Builds the image `opts` describes into `store` and names it.
+pub fn build(
+    store: &Store,
+    source: &dyn ImageSource,
+    opts: &BuildOptions,
+    progress: &mut dyn Progress,
+) -> Result<BuildResult, BuildError> {
+    let file = opts.dockerfile.display().to_string();
+    let text = std::fs::read_to_string(&opts.dockerfile)
+        .map_err(|e| BuildError::io(format!("reading {file}"), e))?;
+    let eval_opts = Options {
+        build_args: opts.build_args.clone(),
+        target: opts.target.clone(),
+        platform: None,
+        build_platform: None,
+    };
+    let graph =
+        evaluate(&text, &eval_opts, &Bases { source }).map_err(|d| BuildError::Dockerfile {
+            rendered: d.render(&file, &text),
+        })?;
+    for w in &graph.warnings {
+        progress.output(&format!(
+            "warning: {file}:{}: {}: {}",
+            w.span.line,
+            w.rule.name(),
+            w.message
+        ));
+    }
+    let ctx = Context::open(&opts.context, Some(&opts.dockerfile)).map_err(BuildError::Context)?;
+    // shared: other builds may run, prune may not; released before naming
+    let lock = store.lock(false)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let created = rfc3339(opts.source_date_epoch.unwrap_or(now));
+    let mut b = Builder {
+        store,
+        source,
+        opts,
+        progress,
+        graph: &graph,
+        ctx,
+        file,
+        created,
+        steps_run: 0,
+        steps_cached: 0,
+    };
+    let mut states: Vec<Option<State>> = vec![None; graph.stages.len()];
+    for &i in &graph.order {
+        let st = b.stage(&graph.stages[i], &states)?;
+        states[i] = Some(st);
+    }
+    let target = states[graph.target]
+        .take()
+        .expect("the target is in the build order");
+    let (digest, size) = b.write_image(&target)?;
+    drop(lock);
+    let desc = Descriptor {
+        media_type: MEDIA_MANIFEST.into(),
+        digest: digest.clone(),
+        size,
+        annotations: Default::default(),
+        platform: None,
+    };
+    let mut names = Vec::new();
+    for tag in &opts.tags {
+        names.push(store.tag(tag, &desc)?);
+    }
+    Ok(BuildResult {
+        manifest_digest: digest,
+        manifest_size: size,
+        names,
+        steps_run: b.steps_run,
+        steps_cached: b.steps_cached,
+    })
+}
+
+pub(crate) fn key_of(parts: &[&str]) -> String {
+    kiln_oci::digest::sha256(parts.join("\n").as_bytes()).to_string()
+}
+
+fn with_shell(c: &CommandLine, shell: &[String]) -> Vec<String> {
+    if c.shell_form && !c.args.is_empty() {
+        shell.iter().chain(&c.args).cloned().collect()
+    } else {
+        c.args.clone()
+    }
+}
+
+pub(crate) fn default_shell(st: &State) -> Vec<String> {
+    if st.config.config.shell.is_empty() {
+        vec!["/bin/sh".into(), "-c".into()]
+    } else {
+        st.config.config.shell.clone()
+    }
+}
+
+impl Builder<'_> {
+    pub fn label(&self, stage: &Stage) -> String {
+        stage
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", stage.index))
+    }
+
+    fn stage(&mut self, stage: &Stage, states: &[Option<State>]) -> Result<State, BuildError> {
+        let mut st = match &stage.base {
+            Base::Scratch => {
+                let p = stage.platform.as_ref().unwrap_or(&self.graph.platform);
+                State::scratch(&p.os, &p.architecture, &p.variant)
+            }
+            Base::Stage { index } => states[*index]
+                .clone()
+                .expect("dependencies are built first"),
+            Base::Image { reference } => {
+                let base = self
+                    .source
+                    .resolve(reference)
+                    .map_err(|m| BuildError::Base {
+                        reference: reference.clone(),
+                        message: m,
+                    })?;
+                State::from_base(&base)?
+            }
+        };
+        for step in &stage.steps {
+            self.step(&mut st, stage, step, states)?;
+        }
+        Ok(st)
+    }
+
+    fn step(
+        &mut self,
+        st: &mut State,
+        stage: &Stage,
+        step: &Step,
+        states: &[Option<State>],
+    ) -> Result<(), BuildError> {
+        let text = kiln_dockerfile::instruction_text(&step.instruction, self.graph.escape);
+        match &step.instruction {
+            Instruction::Run(run) => return self.run_step(st, stage, step, run, &text),
+            Instruction::Copy(c) => {
+                let from = c
+                    .from
+                    .as_ref()
+                    .map(|f| self.copy_source(f, states))
+                    .transpose()?;
+                return self.copy_step(st, stage, step, &c.files, from, false, &text);
+            }
+            Instruction::Add(a) => {
+                return self.copy_step(st, stage, step, &a.files, None, true, &text)
+            }
+            Instruction::Workdir { path } => {
+                return self.workdir_step(st, stage, step, path, &text)
+            }
+            _ => {}
+        }
+        self.progress
+            .step(&self.label(stage), step.line, &text, false);
+        apply_config(st, &step.instruction);
+        st.key = key_of(&[&st.key, &text]);
+        st.history(text, true);
+        Ok(())
+    }
+
+    /// Where `COPY --from` reads: a built stage, or an image.
+    fn copy_source(&self, from: &str, states: &[Option<State>]) -> Result<State, BuildError> {
+        let by_index = from.parse::<usize>().ok();
+        let stage = self.graph.stages.iter().rev().find(|s| {
+            Some(s.index) == by_index
+                || s.name.as_deref() == Some(from.to_ascii_lowercase().as_str())
+        });
+        if let Some(s) = stage {
+            return Ok(states[s.index]
+                .clone()
+                .expect("dependencies are built first"));
+        }
+        let base = self.source.resolve(from).map_err(|m| BuildError::Base {
+            reference: from.to_string(),
+            message: m,
+        })?;
+        State::from_base(&base)
+    }
+
+    /// Writes the layer in `dir` (an overlay diff dir) into the store,
+    /// makes `dir` its snapshot and records it in the cache under `key`.
+    pub fn commit_layer(&self, st: &mut State, dir: &Path, key: &str) -> Result<bool, BuildError> {
+        let empty = std::fs::read_dir(dir)
+            .map_err(|e| BuildError::io(format!("reading {}", dir.display()), e))?
+            .next()
+            .is_none();
+        if empty {
+            let _ = std::fs::remove_dir_all(dir);
+            st.created = self.created.clone();
+            let entry = CacheEntry {
+                layer: None,
+                created: Some(st.created.clone()),
+            };
+            self.store.cache_put(key, &entry)?;
+            return Ok(false);
+        }
+        let temp = self.store.temp_path("layer");
+        let file = std::fs::File::create(&temp)
+            .map_err(|e| BuildError::io(format!("creating {}", temp.display()), e))?;
+        let lopts = LayerOptions {
+            compression: self.opts.compression,
+            source_date_epoch: self.opts.source_date_epoch,
+        };
+        let info = write_layer(dir, std::io::BufWriter::new(file), &lopts)?;
+        self.store.commit_blob(&temp, &info.digest)?;
+        let media = self.opts.compression.media_type().to_string();
+        st.push_layer(
+            info.digest.clone(),
+            info.diff_id.clone(),
+            media.clone(),
+            info.size,
+        );
+        let chain = st.parent_chain().expect("a layer was just pushed").clone();
+        self.store.commit_snapshot(dir, &chain)?;
+        let layer = CachedLayer {
+            digest: info.digest.to_string(),
+            diff_id: info.diff_id.to_string(),
+            size: info.size,
+            media_type: media,
+        };
+        st.created = self.created.clone();
+        let entry = CacheEntry {
+            layer: Some(layer),
+            created: Some(st.created.clone()),
+        };
+        self.store.cache_put(key, &entry)?;
+        Ok(true)
+    }
+
+    /// Reuses a cached step result: `Some(true)` when it added a layer,
+    /// `Some(false)` when it had none, `None` when there is no result (or --no-cache).
+    pub fn cached(&self, st: &mut State, key: &str) -> Result<Option<bool>, BuildError> {
+        if self.opts.no_cache {
+            return Ok(None);
+        }
+        let Some(entry) = self.store.cache_get(key) else {
+            return Ok(None);
+        };
+        if let Some(c) = &entry.created {
+            st.created = c.clone();
+        }
+        let Some(l) = entry.layer else {
+            return Ok(Some(false));
+        };
+        let digest = kiln_store::parse_digest(&l.digest)?;
+        let diff_id = kiln_store::parse_digest(&l.diff_id)?;
+        st.push_layer(digest, diff_id, l.media_type, l.size);
+        Ok(Some(true))
+    }
+
+    fn workdir_step(
+        &mut self,
+        st: &mut State,
+        stage: &Stage,
+        step: &Step,
+        path: &str,
+        text: &str,
+    ) -> Result<(), BuildError> {
+        st.config.config.working_dir = path.to_string();
+        let key = key_of(&[&st.key, text]);
+        st.key = key.clone();
+        if let Some(made) = self.cached(st, &key)? {
+            self.progress
+                .step(&self.label(stage), step.line, text, true);
+            st.history(text.to_string(), !made);
+            return Ok(());
+        }
+        let view = st.view(self.store)?;
+        let exists = view
+            .resolve(Path::new(path.trim_start_matches('/')), true)
+            .is_some();
+        self.progress
+            .step(&self.label(stage), step.line, text, exists);
+        if exists {
+            self.store.cache_put(
+                &key,
+                &CacheEntry {
+                    layer: None,
+                    created: Some(st.created.clone()),
+                },
+            )?;
+            st.history(text.to_string(), true);
+            return Ok(());
+        }
+        // BuildKit creates a missing WORKDIR in its own layer
+        let tree = self.store.temp_path("workdir");
+        crate::copy::make_parents(
+            &view,
+            &tree,
+            Path::new(path.trim_start_matches('/')).join("x").as_path(),
+            self.opts.source_date_epoch,
+        )?;
+        let made = self.commit_layer(st, &tree, &key)?;
+        st.history(text.to_string(), !made);
+        Ok(())
+    }
+
+    fn write_image(&self, st: &State) -> Result<(String, u64), BuildError> {
+        let mut image_config = st.config.clone();
+        image_config.created = Some(st.created.clone());
+        let config = serde_json::to_vec(&image_config)
+            .map_err(|e| BuildError::Context(format!("writing the image config: {e}")))?;
+        let config_digest = self.store.put_blob(&config)?;
+        let layers = st
+            .layers
+            .iter()
+            .map(|l| Descriptor {
+                media_type: l.media_type.clone(),
+                digest: l.digest.to_string(),
+                size: l.size,
+                annotations: Default::default(),
+                platform: None,
+            })
+            .collect();
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(MEDIA_MANIFEST.into()),
+            config: Descriptor {
+                media_type: MEDIA_CONFIG.into(),
+                digest: config_digest.to_string(),
+                size: config.len() as u64,
+                annotations: Default::default(),
+                platform: None,
+            },
+            layers,
+            annotations: Default::default(),
+        };
+        let bytes = serde_json::to_vec(&manifest)
+            .map_err(|e| BuildError::Context(format!("writing the manifest: {e}")))?;
+        let digest = self.store.put_blob(&bytes)?;
+        Ok((digest.to_string(), bytes.len() as u64))
+    }
+}
+
+/// The effect of a config-only instruction on the image config.
+fn apply_config(st: &mut State, i: &Instruction) {
+    let shell = default_shell(st);
+    if let Instruction::Env { pairs } = i {
+        for p in pairs {
+            st.set_env(&p.key, &p.value);
+        }
+        return;
+    }
+    let c = &mut st.config.config;
+    match i {
+        Instruction::Label { pairs } => {
+            for p in pairs {
+                c.labels.insert(p.key.clone(), p.value.clone());
+            }
+        }
+        Instruction::User { user, group } => {
+            c.user = match group {
+                Some(g) => format!("{user}:{g}"),
+                None => user.clone(),
+            }
+        }
+        Instruction::Expose { ports, .. } => {
+            for p in ports {
+                c.exposed_ports
+                    .insert(format!("{}/{}", p.port, p.protocol), Empty {});
+            }
+        }
+        Instruction::Volume { paths } => {
+            for p in paths {
+                c.volumes.insert(p.clone(), Empty {});
+            }
+        }
+        Instruction::Cmd(cmd) => {
+            c.cmd = Some(with_shell(cmd, &shell));
+            st.cmd_set = true;
+        }
+        Instruction::Entrypoint(ep) => {
+            c.entrypoint = Some(with_shell(ep, &shell));
+            if !st.cmd_set {
+                c.cmd = None;
+            }
+        }
+        Instruction::Shell { shell } => c.shell = shell.clone(),
+        Instruction::Stopsignal { signal } => c.stop_signal = signal.clone(),
+        Instruction::Healthcheck(h) => c.healthcheck = Some(healthcheck(h, &shell)),
+        Instruction::Onbuild { trigger } => c.on_build.push(trigger.clone()),
+        Instruction::Maintainer { name } => st.config.author = Some(name.clone()),
+        _ => {}
+    }
+}
+
+fn healthcheck(h: &HcStep, _shell: &[String]) -> Healthcheck {
+    let test = match &h.test {
+        None => vec!["NONE".to_string()],
+        Some(t) if t.shell_form => vec!["CMD-SHELL".to_string(), t.args.join(" ")],
+        Some(t) => std::iter::once("CMD".to_string())
+            .chain(t.args.iter().cloned())
+            .collect(),
+    };
+    Healthcheck {
+        test,
+        interval: h.interval,
+        timeout: h.timeout,
+        start_period: h.start_period,
+        start_interval: h.start_interval,
+        retries: h.retries,
+    }
+}

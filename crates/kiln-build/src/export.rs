@@ -1,0 +1,143 @@
+//! Getting an image out of the store: `docker load` archives, OCI archives
+//! and layouts, and the flattened root filesystem.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use kiln_oci::image::{Descriptor, Index, MEDIA_MANIFEST};
+use kiln_oci::unpack::{unpack, Target};
+use kiln_store::{parse_digest, Image, Store};
+use serde_json::json;
+
+use crate::BuildError;
+
+fn blob_names(img: &Image) -> Vec<String> {
+    std::iter::once(img.manifest_digest.to_string())
+        .chain(std::iter::once(img.manifest.config.digest.clone()))
+        .chain(img.manifest.layers.iter().map(|l| l.digest.clone()))
+        .collect()
+}
+
+fn add_file(
+    tar: &mut tar::Builder<impl Write>,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), BuildError> {
+    let mut h = tar::Header::new_ustar();
+    h.set_size(bytes.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut h, name, bytes)
+        .map_err(|e| BuildError::io(format!("writing {name}"), e))
+}
+
+fn add_blob(
+    tar: &mut tar::Builder<impl Write>,
+    store: &Store,
+    digest: &str,
+) -> Result<(), BuildError> {
+    let d = parse_digest(digest)?;
+    let path = store.blob_path(&d);
+    let mut f =
+        File::open(&path).map_err(|e| BuildError::io(format!("opening {}", path.display()), e))?;
+    let name = format!("blobs/sha256/{}", d.digest());
+    tar.append_file(&name, &mut f)
+        .map_err(|e| BuildError::io(format!("writing {name}"), e))
+}
+
+fn index_for(img: &Image, name: &str) -> Index {
+    let mut d = Descriptor {
+        media_type: MEDIA_MANIFEST.into(),
+        digest: img.manifest_digest.to_string(),
+        size: img.manifest_size,
+        annotations: Default::default(),
+        platform: None,
+    };
+    d.annotations
+        .insert("org.opencontainers.image.ref.name".into(), name.to_string());
+    d.annotations
+        .insert("io.containerd.image.name".into(), name.to_string());
+    Index {
+        manifests: vec![d],
+        ..Index::default()
+    }
+}
+
+fn write_layout(
+    tar: &mut tar::Builder<impl Write>,
+    store: &Store,
+    img: &Image,
+    name: &str,
+) -> Result<(), BuildError> {
+    add_file(tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let index = serde_json::to_vec(&index_for(img, name))
+        .map_err(|e| BuildError::Context(e.to_string()))?;
+    add_file(tar, "index.json", &index)?;
+    for b in blob_names(img) {
+        add_blob(tar, store, &b)?;
+    }
+    Ok(())
+}
+
+/// An OCI archive (`--output type=oci`): the image layout as a tar.
+pub fn save_oci(store: &Store, img: &Image, out: impl Write) -> Result<(), BuildError> {
+    let mut tar = tar::Builder::new(out);
+    write_layout(&mut tar, store, img, &img.name)?;
+    tar.finish()
+        .map_err(|e| BuildError::io("finishing the archive", e))
+}
+
+/// A `docker load` archive: the OCI layout plus Docker's manifest.json.
+pub fn save_docker(
+    store: &Store,
+    img: &Image,
+    names: &[String],
+    out: impl Write,
+) -> Result<(), BuildError> {
+    let mut tar = tar::Builder::new(out);
+    write_layout(&mut tar, store, img, &img.name)?;
+    let path = |d: &str| format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
+    let manifest = json!([{
+        "Config": path(&img.manifest.config.digest),
+        "RepoTags": names.iter().map(|n| docker_name(n)).collect::<Vec<_>>(),
+        "Layers": img.manifest.layers.iter().map(|l| path(&l.digest)).collect::<Vec<_>>(),
+    }]);
+    add_file(&mut tar, "manifest.json", manifest.to_string().as_bytes())?;
+    tar.finish()
+        .map_err(|e| BuildError::io("finishing the archive", e))
+}
+
+/// Docker's RepoTags need a tag and no digest.
+fn docker_name(name: &str) -> String {
+    name.split('@').next().unwrap_or(name).to_string()
+}
+
+/// An OCI layout directory (`--output type=oci-layout`).
+pub fn save_layout_dir(store: &Store, img: &Image, dir: &Path) -> Result<(), BuildError> {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs)
+        .map_err(|e| BuildError::io(format!("creating {}", blobs.display()), e))?;
+    for b in blob_names(img) {
+        let d = parse_digest(&b)?;
+        fs::copy(store.blob_path(&d), blobs.join(d.digest()))
+            .map_err(|e| BuildError::io(format!("copying blob {b}"), e))?;
+    }
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .map_err(|e| BuildError::io("writing oci-layout", e))?;
+    let index = serde_json::to_vec(&index_for(img, &img.name))
+        .map_err(|e| BuildError::Context(e.to_string()))?;
+    fs::write(dir.join("index.json"), index).map_err(|e| BuildError::io("writing index.json", e))
+}
+
+/// The root filesystem, layers applied in order (`--output type=local`).
+pub fn save_rootfs(store: &Store, img: &Image, dir: &Path) -> Result<(), BuildError> {
+    fs::create_dir_all(dir)
+        .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
+    for l in &img.manifest.layers {
+        let blob = store.open_blob(&parse_digest(&l.digest)?)?;
+        unpack(blob, dir, Target::Flat)?;
+    }
+    Ok(())
+}

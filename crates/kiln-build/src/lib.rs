@@ -1,0 +1,113 @@
+//! kiln's build engine: an evaluated Dockerfile graph and a build context to
+//! an image in the store.
+//!
+//! Base images come through the [`ImageSource`] trait, so the engine never
+//! depends on a registry. Each RUN runs through `kiln-exec` on an overlay of
+//! the parent's snapshots; its upper dir becomes the layer. COPY and ADD
+//! layers are written straight from the context. Every layer-producing step
+//! has a cache key (parent, evaluated instruction, content of what it reads)
+//! and is skipped when the store already holds its result.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
+mod context;
+mod copy;
+mod engine;
+pub mod export;
+mod run;
+mod source;
+mod state;
+mod users;
+mod view;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use engine::build;
+pub use kiln_oci::layer::Compression;
+pub use run::{run_image, RunOptions};
+pub use source::{BaseImage, ImageSource, StoreSource};
+
+/// What `kiln build` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    pub dockerfile: PathBuf,
+    pub context: PathBuf,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub tags: Vec<String>,
+    pub no_cache: bool,
+    /// `--secret id=ID,src=PATH`: id → file.
+    pub secrets: BTreeMap<String, PathBuf>,
+    pub source_date_epoch: Option<u64>,
+    pub compression: Compression,
+    /// The kiln binary, re-executed to run steps in isolation.
+    pub kiln_exe: PathBuf,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    pub manifest_digest: String,
+    pub manifest_size: u64,
+    pub names: Vec<String>,
+    /// Layer steps that ran, and those reused from the cache.
+    pub steps_run: usize,
+    pub steps_cached: usize,
+}
+
+/// Where the engine reports what it does; the CLI prints it.
+pub trait Progress {
+    /// A step starts (`cached` when its result is reused).
+    fn step(&mut self, stage: &str, line: usize, text: &str, cached: bool);
+    /// A line a RUN printed.
+    fn output(&mut self, line: &str);
+}
+
+/// Progress that goes nowhere.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn step(&mut self, _: &str, _: usize, _: &str, _: bool) {}
+    fn output(&mut self, _: &str) {}
+}
+
+/// Why a build failed. Each names what it was doing and where.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The Dockerfile was rejected; `rendered` shows the line and a caret.
+    #[error("{rendered}")]
+    Dockerfile { rendered: String },
+    /// A step failed at `file:line`.
+    #[error("{file}:{line}: {instruction}: {message}")]
+    Step {
+        file: String,
+        line: usize,
+        instruction: String,
+        message: String,
+    },
+    #[error("base image {reference}: {message}")]
+    Base { reference: String, message: String },
+    #[error("{0}")]
+    Context(String),
+    #[error(transparent)]
+    Store(#[from] kiln_store::Error),
+    #[error(transparent)]
+    Oci(#[from] kiln_oci::Error),
+    #[error(transparent)]
+    Exec(#[from] kiln_exec::Error),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl BuildError {
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        BuildError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! `kiln build`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use kiln_build::{build, BuildOptions, Compression, StoreSource};
+use kiln_store::Store;
+
+use crate::args::BuildArgs;
+use crate::exit::{Exit, Failure};
+use crate::printer::{Printer, StepPrinter};
+
+pub fn run(args: BuildArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
+    let dockerfile = args
+        .file
+        .clone()
+        .unwrap_or_else(|| args.context.join("Dockerfile"));
+    let dockerfile = dockerfile
+        .strip_prefix("./")
+        .map(PathBuf::from)
+        .unwrap_or(dockerfile);
+    if !dockerfile.is_file() {
+        return Err(Failure::usage(format!(
+            "{}: no such Dockerfile",
+            dockerfile.display()
+        )));
+    }
+    if !args.context.is_dir() {
+        return Err(Failure::usage(format!(
+            "{}: the build context is not a directory",
+            args.context.display()
+        )));
+    }
+    let outputs = args
+        .outputs
+        .iter()
+        .map(|o| parse_output(o))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let opts = BuildOptions {
+        dockerfile,
+        context: args.context.clone(),
+        build_args: build_args(&args.build_args)?,
+        target: args.target.clone(),
+        tags: args.tags.clone(),
+        no_cache: args.no_cache,
+        secrets: secrets(&args.secrets)?,
+        source_date_epoch: args.source_date_epoch.or_else(|| {
+            std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        }),
+        compression: match args.compression.as_str() {
+            "gzip" => Compression::Gzip,
+            "none" | "uncompressed" => Compression::None,
+            other => {
+                return Err(Failure::usage(format!(
+                    "--compression {other:?}: kiln supports gzip and none"
+                )))
+            }
+        },
+        kiln_exe: std::env::current_exe().context("finding the kiln binary")?,
+    };
+    let mut progress = StepPrinter::new(printer);
+    let result = match build(store, &StoreSource { store }, &opts, &mut progress) {
+        Ok(r) => r,
+        Err(e) => {
+            printer.error(&format!("error: {e}"));
+            return Ok(Exit::Failure);
+        }
+    };
+    printer.error(&format!(
+        "built {} ({} steps run, {} cached)",
+        result.manifest_digest, result.steps_run, result.steps_cached
+    ));
+    for name in &result.names {
+        printer.error(&format!("named {name}"));
+    }
+    if !outputs.is_empty() {
+        let img = store.image(&result.manifest_digest).or_else(|_| {
+            // an untagged build: read it by digest through a temporary name
+            let name = format!("kiln-output@{}", result.manifest_digest);
+            store.image(&name)
+        });
+        let img = match img {
+            Ok(i) => i,
+            Err(_) => return Err(Failure::usage("--output needs the image named with -t")),
+        };
+        for (kind, dest) in outputs {
+            crate::commands::store_cmds::export(store, &img, &result.names, &kind, &dest)?;
+            printer.error(&format!("wrote {kind} output to {}", dest.display()));
+        }
+    }
+    printer.data(&result.manifest_digest);
+    Ok(Exit::Success)
+}
+
+fn parse_output(spec: &str) -> anyhow::Result<(String, PathBuf)> {
+    let mut kind = None;
+    let mut dest = None;
+    for field in spec.split(',') {
+        match field.split_once('=') {
+            Some(("type", t)) => kind = Some(t.to_string()),
+            Some(("dest", d)) => dest = Some(PathBuf::from(d)),
+            _ => {
+                return Err(Failure::usage(format!(
+                    "--output {spec:?}: expected type=TYPE,dest=PATH"
+                )))
+            }
+        }
+    }
+    match (kind, dest) {
+        (Some(k), Some(d)) if ["oci", "docker", "oci-layout", "local"].contains(&k.as_str()) => {
+            Ok((k, d))
+        }
+        (Some(k), Some(_)) => Err(Failure::usage(format!(
+            "--output type={k}: kiln writes oci, docker, oci-layout or local"
+        ))),
+        _ => Err(Failure::usage(format!(
+            "--output {spec:?}: both type= and dest= are needed"
+        ))),
+    }
+}
+
+pub fn build_args(list: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for a in list {
+        match a.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            Some(_) => {
+                return Err(Failure::usage(format!(
+                    "--build-arg {a:?}: the name is empty"
+                )))
+            }
+            None => {
+                if let Ok(v) = std::env::var(a) {
+                    out.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn secrets(list: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    for s in list {
+        let mut id = None;
+        let mut src = None;
+        for field in s.split(',') {
+            match field.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+                _ => {
+                    return Err(Failure::usage(format!(
+                        "--secret {s:?}: expected id=ID,src=PATH"
+                    )))
+                }
+            }
+        }
+        let (Some(id), Some(src)) = (id, src) else {
+            return Err(Failure::usage(format!(
+                "--secret {s:?}: both id= and src= are needed"
+            )));
+        };
+        if !src.is_file() {
+            return Err(Failure::usage(format!(
+                "--secret {s:?}: {} is not a file",
+                src.display()
+            )));
+        }
+        out.insert(id, src);
+    }
+    Ok(out)
+}
