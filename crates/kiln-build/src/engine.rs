@@ -325,6 +325,8 @@ impl Builder<'_> {
         let key = key_of(&[&st.key, text]);
         st.key = key.clone();
         if let Some(made) = self.cached(st, &key)? {
+            // a WORKDIR counts as a layer step only when it made a layer
+            self.steps_cached += usize::from(made);
             self.progress
                 .step(&self.label(stage), step.line, text, true);
             st.history(text.to_string(), !made);
@@ -348,6 +350,7 @@ impl Builder<'_> {
             return Ok(());
         }
         // BuildKit creates a missing WORKDIR in its own layer
+        self.steps_run += 1;
         let tree = self.store.temp_path("workdir");
         crate::copy::make_parents(
             &view,

@@ -131,7 +131,7 @@ fn exec(
     view: &View,
     dirs: &StepDirs,
     e: Exec,
-    on_line: &mut dyn FnMut(&str),
+    on_line: Option<&mut dyn FnMut(&str)>,
 ) -> Result<Result<kiln_exec::Outcome, String>, BuildError> {
     let ids = match users::resolve(view, e.user) {
         Ok(ids) => ids,
@@ -171,7 +171,15 @@ fn exec(
         mounts,
         stubs_file: dirs.base.join("stubs"),
     };
-    let outcome = kiln_exec::run(kiln, &spec, &dirs.base.join("spec.json"), on_line)?;
+    let spec_file = dirs.base.join("spec.json");
+    let outcome = match on_line {
+        Some(f) => kiln_exec::run(kiln, &spec, &spec_file, f)?,
+        // attached: the command's stdout and stderr are ours
+        None => kiln_exec::Outcome {
+            code: kiln_exec::run_attached(kiln, &spec, &spec_file)?,
+            tail: vec![],
+        },
+    };
     remove_stubs(&dirs.upper(), &dirs.base.join("stubs"));
     Ok(Ok(outcome))
 }
@@ -235,9 +243,8 @@ impl Builder<'_> {
             mounts,
         };
         let progress = &mut *self.progress;
-        let outcome = exec(&self.opts.kiln_exe, &view, &dirs, e, &mut |l| {
-            progress.output(l)
-        })?;
+        let mut on_line = |l: &str| progress.output(l);
+        let outcome = exec(&self.opts.kiln_exe, &view, &dirs, e, Some(&mut on_line))?;
         let file = self.file.clone();
         let fail = |message: String| BuildError::Step {
             file: file.clone(),
@@ -382,7 +389,8 @@ pub fn run_image(
         },
         mounts: vec![],
     };
-    match exec(&opts.kiln_exe, &view, &dirs, e, &mut |l| progress.output(l))? {
+    let _ = progress;
+    match exec(&opts.kiln_exe, &view, &dirs, e, None)? {
         Ok(o) => Ok(o.code),
         Err(m) => Err(BuildError::Context(m)),
     }

@@ -97,6 +97,25 @@ pub fn run(
     })
 }
 
+/// Runs `spec` with the command's stdout and stderr going straight to ours
+/// (for `kiln run`); returns its exit code.
+pub fn run_attached(kiln_exe: &Path, spec: &RunSpec, spec_file: &Path) -> Result<i32, Error> {
+    std::fs::write(spec_file, serde_json::to_vec(spec)?).map_err(|e| Error::Io {
+        what: format!("writing {}", spec_file.display()),
+        source: e,
+    })?;
+    let status = Command::new(kiln_exe)
+        .arg("__exec")
+        .arg(spec_file)
+        .status()
+        .map_err(|e| Error::Io {
+            what: format!("starting {}", kiln_exe.display()),
+            source: e,
+        })?;
+    let _ = std::fs::remove_file(spec_file);
+    Ok(exit_code(status))
+}
+
 /// The exit code of a status, 128 + the signal for a killed process.
 pub fn exit_code(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;

@@ -1,0 +1,417 @@
+//! `kiln build` and `kiln run` as a user runs them, as root, with real
+//! namespaces and overlay mounts, and the images checked by real tools
+//! (Docker engine, skopeo, umoci). Each test has its own store.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn kiln(store: &Path, args: &[&str]) -> Out {
+    kiln_env(store, args, &[])
+}
+
+fn kiln_env(store: &Path, args: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("SOURCE_DATE_EPOCH");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running kiln");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn ok(o: Out) -> Out {
+    assert_eq!(o.code, 0, "kiln failed:\n{}\n{}", o.stdout, o.stderr);
+    o
+}
+
+/// A context that builds a busybox base image FROM scratch: the shared
+/// small fixture of these tests (Debian's busybox-static).
+fn busybox_context(dir: &Path) -> PathBuf {
+    let ctx = dir.join("busybox");
+    let bin = ctx.join("rootfs/bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::copy("/bin/busybox", bin.join("busybox"))
+        .expect("busybox-static must be installed (.ci/run installs it)");
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+        }
+    }
+    fs::create_dir_all(ctx.join("rootfs/etc")).unwrap();
+    fs::create_dir_all(ctx.join("rootfs/tmp")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(ctx.join("rootfs/tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::write(
+        ctx.join("rootfs/etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(
+        ctx.join("rootfs/etc/group"),
+        "root:x:0:\napp:x:1000:\nextra:x:2000:app\n",
+    )
+    .unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY rootfs/ /\nENV PATH=/usr/sbin:/usr/bin:/sbin:/bin\nCMD [\"sh\"]\n",
+    )
+    .unwrap();
+    ctx
+}
+
+fn setup() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let ctx = busybox_context(dir.path());
+    ok(kiln(
+        &store,
+        &["build", "-t", "busybox:test", ctx.to_str().unwrap()],
+    ));
+    (dir, store)
+}
+
+fn app_context(dir: &Path, dockerfile: &str) -> PathBuf {
+    let ctx = dir.join("app");
+    fs::create_dir_all(ctx.join("src")).unwrap();
+    fs::write(ctx.join("greeting.txt"), "hello from the context\n").unwrap();
+    fs::write(ctx.join("src/a"), "a\n").unwrap();
+    fs::write(ctx.join("src/b"), "b\n").unwrap();
+    fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    ctx
+}
+
+const APP: &str = r#"FROM busybox:test AS base
+RUN echo built > /built && rm /bin/false && mkdir -p /data
+WORKDIR /app
+COPY greeting.txt .
+COPY --chown=app:app src/ ./src/
+USER app
+RUN id > /tmp/id && cat greeting.txt
+FROM base
+USER root
+COPY --from=base /tmp/id /id
+RUN <<EOF
+echo "heredoc in $(pwd)"
+EOF
+CMD ["cat", "/app/greeting.txt"]
+"#;
+
+#[test]
+fn build_and_run_an_image() {
+    let (dir, store) = setup();
+    let ctx = app_context(dir.path(), APP);
+    let b = ok(kiln(
+        &store,
+        &["build", "-t", "app:1", ctx.to_str().unwrap()],
+    ));
+    assert!(
+        b.stderr.contains("  | hello from the context"),
+        "RUN output is shown:\n{}",
+        b.stderr
+    );
+    assert!(b.stderr.contains("  | heredoc in /app"), "{}", b.stderr);
+    let r = ok(kiln(&store, &["run", "app:1"]));
+    assert_eq!(r.stdout, "hello from the context\n");
+    let r = kiln(
+        &store,
+        &[
+            "run",
+            "app:1",
+            "--",
+            "sh",
+            "-c",
+            "cat /id; ls /bin/false; stat -c '%U:%G' /app/src/a; hostname; echo $$; exit 7",
+        ],
+    );
+    assert_eq!(r.code, 7, "kiln run returns the command's exit code");
+    assert!(
+        r.stdout
+            .contains("uid=1000(app) gid=1000(app) groups=1000(app),2000(extra)"),
+        "USER resolved through passwd and group:\n{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("app:app"), "--chown:\n{}", r.stdout);
+    assert!(
+        r.stdout.contains("kiln\n1\n"),
+        "own UTS and PID namespaces:\n{}",
+        r.stdout
+    );
+    assert!(
+        r.stderr.contains("/bin/false: No such file"),
+        "the whiteout hides the deleted file:\n{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn nothing_changed_runs_nothing_and_one_change_reruns_only_what_follows() {
+    let (dir, store) = setup();
+    let ctx = app_context(dir.path(), APP);
+    let first = ok(kiln(
+        &store,
+        &["build", "-t", "app:1", ctx.to_str().unwrap()],
+    ));
+    let again = ok(kiln(
+        &store,
+        &["build", "-t", "app:1", ctx.to_str().unwrap()],
+    ));
+    assert!(again.stderr.contains("(0 steps run"), "{}", again.stderr);
+    assert_eq!(first.stdout, again.stdout, "the same image digest");
+    fs::write(ctx.join("src/b"), "changed\n").unwrap();
+    let changed = ok(kiln(
+        &store,
+        &["build", "-t", "app:1", ctx.to_str().unwrap()],
+    ));
+    // layer steps: RUN, WORKDIR, COPY, COPY src/, RUN | COPY --from, RUN;
+    // COPY src/ and everything after it rerun
+    assert!(
+        changed.stderr.contains("(4 steps run, 3 cached)"),
+        "{}",
+        changed.stderr
+    );
+    assert!(
+        changed
+            .stderr
+            .contains("line 4: COPY [\"greeting.txt\",\".\"] CACHED"),
+        "{}",
+        changed.stderr
+    );
+    let no_cache = ok(kiln(
+        &store,
+        &["build", "--no-cache", "-t", "app:1", ctx.to_str().unwrap()],
+    ));
+    assert!(
+        no_cache.stderr.contains("(7 steps run, 0 cached)"),
+        "{}",
+        no_cache.stderr
+    );
+}
+
+#[test]
+fn same_inputs_same_digest_in_two_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = busybox_context(dir.path());
+    let ctx = app_context(dir.path(), APP);
+    let mut digests = Vec::new();
+    for name in ["one", "two"] {
+        let store = dir.path().join(name);
+        let env = [("SOURCE_DATE_EPOCH", "1700000000")];
+        ok(kiln_env(
+            &store,
+            &["build", "-t", "busybox:test", base.to_str().unwrap()],
+            &env,
+        ));
+        digests.push(
+            ok(kiln_env(
+                &store,
+                &["build", "-t", "app:1", ctx.to_str().unwrap()],
+                &env,
+            ))
+            .stdout,
+        );
+    }
+    assert_eq!(digests[0], digests[1]);
+}
+
+#[test]
+fn a_failing_step_names_its_line_and_leaves_the_store_intact() {
+    let (dir, store) = setup();
+    let ctx = app_context(dir.path(), "FROM busybox:test\nRUN echo first\nRUN echo about to fail && echo on stderr >&2 && exit 3\nRUN echo never\n");
+    let r = kiln(
+        &store,
+        &["build", "-t", "busybox:test", ctx.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("Dockerfile:3: RUN echo about to fail"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("exited with code 3"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("| on stderr"),
+        "the last lines of output:\n{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("never"));
+    // the name still points at the earlier image, and the store is clean
+    ok(kiln(&store, &["run", "busybox:test", "--", "true"]));
+    let f = ok(kiln(&store, &["fsck"]));
+    assert!(f.stdout.is_empty(), "{}", f.stdout);
+}
+
+#[test]
+fn bad_sources_are_reported_with_their_line() {
+    let (dir, store) = setup();
+    for (df, want) in [
+        (
+            "FROM busybox:test\nCOPY missing.txt /\n",
+            "Dockerfile:2: COPY",
+        ),
+        (
+            "FROM busybox:test\nCOPY ../outside /\n",
+            "outside the build context",
+        ),
+        ("FROM no-such-image:1\n", "base image no-such-image:1"),
+    ] {
+        let ctx = app_context(dir.path(), df);
+        let r = kiln(&store, &["build", "-t", "x:1", ctx.to_str().unwrap()]);
+        assert_eq!(r.code, 1, "{df}");
+        assert!(r.stderr.contains(want), "{df}: {}", r.stderr);
+    }
+    assert!(
+        !kiln(&store, &["images"]).stdout.contains("x:1"),
+        "nothing was tagged"
+    );
+}
+
+#[test]
+fn secrets_and_cache_mounts() {
+    let (dir, store) = setup();
+    let secret = dir.path().join("token");
+    fs::write(&secret, "s3cret-value").unwrap();
+    let df = "FROM busybox:test\nRUN --mount=type=secret,id=tok cat /run/secrets/tok > /dev/null && echo saw $(wc -c < /run/secrets/tok) bytes\nRUN --mount=type=cache,target=/cache echo x >> /cache/log && wc -l < /cache/log\n";
+    let ctx = app_context(dir.path(), df);
+    let r = ok(kiln(
+        &store,
+        &[
+            "build",
+            "--secret",
+            &format!("id=tok,src={}", secret.display()),
+            "-t",
+            "s:1",
+            ctx.to_str().unwrap(),
+        ],
+    ));
+    assert!(r.stderr.contains("saw 12 bytes"), "{}", r.stderr);
+    let out = dir.path().join("rootfs");
+    ok(kiln(
+        &store,
+        &[
+            "build",
+            "--secret",
+            &format!("id=tok,src={}", secret.display()),
+            "-t",
+            "s:1",
+            "-o",
+            &format!("type=local,dest={}", out.display()),
+            ctx.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        !out.join("run/secrets").exists(),
+        "the secret mount point stays out of the layer"
+    );
+    assert!(
+        !out.join("cache").exists(),
+        "the cache mount point stays out of the layer"
+    );
+    let blobs = store.join("oci/blobs/sha256");
+    for entry in fs::read_dir(blobs).unwrap() {
+        let bytes = fs::read(entry.unwrap().path()).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("s3cret-value"), "the secret is in no blob");
+    }
+}
+
+#[test]
+fn images_load_into_docker_and_real_tools_read_them() {
+    let (dir, store) = setup();
+    let ctx = app_context(dir.path(), APP);
+    ok(kiln(
+        &store,
+        &["build", "-t", "kiln-test/app:docker", ctx.to_str().unwrap()],
+    ));
+    let archive = dir.path().join("app.tar");
+    ok(kiln(
+        &store,
+        &[
+            "save",
+            "kiln-test/app:docker",
+            "--format",
+            "docker",
+            "-o",
+            archive.to_str().unwrap(),
+        ],
+    ));
+    let load = Command::new("docker")
+        .args(["load", "-i"])
+        .arg(&archive)
+        .output()
+        .expect("docker (the engine is started by scripts/test)");
+    assert!(
+        load.status.success(),
+        "docker load: {}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let run = Command::new("docker")
+        .args(["run", "--rm", "--network", "host", "kiln-test/app:docker"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "hello from the context\n",
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let _ = Command::new("docker")
+        .args(["rmi", "kiln-test/app:docker"])
+        .output();
+
+    let inspect = Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci:{}/oci:kiln-test/app:docker", store.display()))
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 8);
+
+    let layout = dir.path().join("layout");
+    ok(kiln(
+        &store,
+        &[
+            "build",
+            "-t",
+            "app",
+            "-o",
+            &format!("type=oci-layout,dest={}", layout.display()),
+            ctx.to_str().unwrap(),
+        ],
+    ));
+    let bundle = dir.path().join("bundle");
+    let umoci = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:app:latest", layout.display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        umoci.status.success(),
+        "umoci: {}",
+        String::from_utf8_lossy(&umoci.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(bundle.join("rootfs/app/greeting.txt")).unwrap(),
+        "hello from the context\n"
+    );
+}
