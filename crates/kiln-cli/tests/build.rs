@@ -415,3 +415,95 @@ fn images_load_into_docker_and_real_tools_read_them() {
         "hello from the context\n"
     );
 }
+
+#[test]
+fn a_killed_build_leaves_a_usable_store() {
+    let (dir, store) = setup();
+    let df = "FROM busybox:test\nRUN echo one > /one && sleep 0.3\nCOPY greeting.txt /\nRUN echo two > /two && sleep 0.3\nRUN echo three > /three\n";
+    let ctx = app_context(dir.path(), df);
+    for delay_ms in [50u64, 250, 450, 700, 900] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--store")
+            .arg(&store)
+            .args([
+                "build",
+                "--no-cache",
+                "-t",
+                "killed:1",
+                ctx.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let f = kiln(&store, &["fsck"]);
+        assert_eq!(
+            f.code, 0,
+            "after a kill at {delay_ms} ms the store is clean:\n{}{}",
+            f.stdout, f.stderr
+        );
+    }
+    // no step of a killed build outlives it
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    let mine = store.display().to_string();
+    let left: Vec<_> = String::from_utf8_lossy(&ps.stdout)
+        .lines()
+        .filter(|l| l.contains("__exec") && l.contains(&mine))
+        .map(str::to_string)
+        .collect();
+    assert!(left.is_empty(), "step helpers left running: {left:?}");
+    ok(kiln(
+        &store,
+        &["build", "-t", "killed:1", ctx.to_str().unwrap()],
+    ));
+    let r = ok(kiln(
+        &store,
+        &["run", "killed:1", "--", "cat", "/one", "/two", "/three"],
+    ));
+    assert_eq!(r.stdout, "one\ntwo\nthree\n");
+}
+
+#[test]
+fn two_builds_into_one_store_at_once() {
+    let (dir, store) = setup();
+    let mut children = Vec::new();
+    for n in 0..2 {
+        let ctx = dir.path().join(format!("c{n}"));
+        fs::create_dir_all(&ctx).unwrap();
+        fs::write(
+            ctx.join("Dockerfile"),
+            format!("FROM busybox:test\nRUN echo shared > /shared\nRUN echo {n} > /n\n"),
+        )
+        .unwrap();
+        children.push(
+            Command::new(env!("CARGO_BIN_EXE_kiln"))
+                .arg("--store")
+                .arg(&store)
+                .args(["build", "-t", &format!("par:{n}"), ctx.to_str().unwrap()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for (n, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "build {n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for n in 0..2 {
+        let r = ok(kiln(
+            &store,
+            &["run", &format!("par:{n}"), "--", "cat", "/shared", "/n"],
+        ));
+        assert_eq!(r.stdout, format!("shared\n{n}\n"));
+    }
+    assert_eq!(kiln(&store, &["fsck"]).code, 0);
+}

@@ -323,6 +323,9 @@ fn command(spec: &RunSpec) -> R<Command> {
         .map_err(|e| format!("setgid {}: {e}", spec.gid))?;
     rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(spec.uid))
         .map_err(|e| format!("setuid {}: {e}", spec.uid))?;
+    // changing credentials clears the parent-death signal: set it again so
+    // the step still dies with the build
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
     let mut cmd = Command::new(&spec.args[0]);
     cmd.args(&spec.args[1..])
         .env_clear()
