@@ -35,6 +35,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Remove image names from the store (blobs stay until `kiln prune`).
     Rmi(RmiArgs),
+    /// Remove blobs, snapshots and cache entries that no image name reaches.
+    Prune,
     /// Verify every blob against its digest and every image's references.
     ///
     /// Exit status: 0 the store is clean, 1 problems were found.

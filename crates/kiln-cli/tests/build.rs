@@ -507,3 +507,33 @@ fn two_builds_into_one_store_at_once() {
     }
     assert_eq!(kiln(&store, &["fsck"]).code, 0);
 }
+
+#[test]
+fn prune_keeps_what_names_reach() {
+    let (dir, store) = setup();
+    let ctx = app_context(dir.path(), APP);
+    ok(kiln(
+        &store,
+        &["build", "-t", "app:1", ctx.to_str().unwrap()],
+    ));
+    let blobs = || {
+        fs::read_dir(store.join("oci/blobs/sha256"))
+            .unwrap()
+            .count()
+    };
+    let before = blobs();
+    ok(kiln(&store, &["rmi", "app:1"]));
+    let p = ok(kiln(&store, &["prune"]));
+    assert!(p.stderr.contains("removed"), "{}", p.stderr);
+    assert!(blobs() < before);
+    ok(kiln(&store, &["run", "busybox:test", "--", "true"]));
+    assert_eq!(kiln(&store, &["fsck"]).code, 0);
+    ok(kiln(
+        &store,
+        &["build", "-t", "app:1", ctx.to_str().unwrap()],
+    ));
+    assert_eq!(
+        ok(kiln(&store, &["run", "app:1"])).stdout,
+        "hello from the context\n"
+    );
+}

@@ -18,10 +18,12 @@
 
 mod atomic;
 mod fsck;
+mod prune;
 mod refs;
 mod store;
 
 pub use fsck::Problem;
+pub use prune::PruneReport;
 pub use refs::normalize_name;
 pub use store::{chain_id, parse_digest, CacheEntry, CachedLayer, Image, Store, StoreLock};
 

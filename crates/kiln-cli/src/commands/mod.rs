@@ -24,6 +24,7 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
         Command::Inspect(args) => store_cmds::inspect(args, &open()?, printer),
         Command::Rmi(args) => store_cmds::rmi(args, &open()?, printer),
         Command::Fsck => store_cmds::fsck(&open()?, printer),
+        Command::Prune => store_cmds::prune(&open()?, printer),
         Command::Save(args) => store_cmds::save(args, &open()?, printer),
     }
 }

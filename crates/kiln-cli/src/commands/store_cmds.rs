@@ -83,6 +83,15 @@ pub fn fsck(store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
     Ok(Exit::Failure)
 }
 
+pub fn prune(store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
+    let r = store.prune()?;
+    printer.error(&format!(
+        "removed {} blob(s) ({} bytes), {} snapshot(s), {} cache entr(ies)",
+        r.blobs, r.bytes, r.snapshots, r.cache_entries
+    ));
+    Ok(Exit::Success)
+}
+
 pub fn save(args: SaveArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
     let img = store.image(&args.image)?;
     let kind = match args.format.as_str() {

@@ -1,0 +1,100 @@
+//! Removing what no image name reaches: blobs, snapshots and step-cache
+//! entries. Cache mounts (`RUN --mount=type=cache`) are kept: they are
+//! meant to persist.
+
+use std::collections::HashSet;
+use std::fs;
+
+use kiln_oci::image::{ImageConfig, Manifest};
+
+use crate::store::{chain_id, parse_digest};
+use crate::{CacheEntry, Error, Store};
+
+/// What `prune` removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub blobs: usize,
+    pub bytes: u64,
+    pub snapshots: usize,
+    pub cache_entries: usize,
+}
+
+impl Store {
+    /// Removes every blob, snapshot and cache entry no name reaches.
+    /// Waits for running builds (they hold the lock shared).
+    pub fn prune(&self) -> Result<PruneReport, Error> {
+        let _lock = self.lock(true)?;
+        self.clean_tmp()?;
+        let mut blobs = HashSet::new();
+        let mut chains = HashSet::new();
+        for (_, desc) in self.list()? {
+            let m_digest = parse_digest(&desc.digest)?;
+            blobs.insert(m_digest.digest().to_string());
+            let Ok(bytes) = self.read_blob(&m_digest) else {
+                continue;
+            };
+            let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) else {
+                continue;
+            };
+            for d in std::iter::once(&m.config).chain(&m.layers) {
+                blobs.insert(d.digest.trim_start_matches("sha256:").to_string());
+            }
+            let Ok(cfg_bytes) = self.read_blob(&parse_digest(&m.config.digest)?) else {
+                continue;
+            };
+            let Ok(cfg) = serde_json::from_slice::<ImageConfig>(&cfg_bytes) else {
+                continue;
+            };
+            let mut parent = None;
+            for diff in &cfg.rootfs.diff_ids {
+                let c = chain_id(parent.as_ref(), &parse_digest(diff)?);
+                chains.insert(c.digest().to_string());
+                parent = Some(c);
+            }
+        }
+        let mut report = PruneReport::default();
+        let blob_dir = self.oci_dir().join("blobs/sha256");
+        for entry in fs::read_dir(&blob_dir)
+            .map_err(|e| Error::io("reading", &blob_dir, e))?
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !blobs.contains(&name) {
+                report.bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                fs::remove_file(entry.path())
+                    .map_err(|e| Error::io("removing", &entry.path(), e))?;
+                report.blobs += 1;
+            }
+        }
+        let snaps = self.root().join("snapshots");
+        for entry in fs::read_dir(&snaps)
+            .map_err(|e| Error::io("reading", &snaps, e))?
+            .flatten()
+        {
+            if !chains.contains(&entry.file_name().to_string_lossy().into_owned()) {
+                fs::remove_dir_all(entry.path())
+                    .map_err(|e| Error::io("removing", &entry.path(), e))?;
+                report.snapshots += 1;
+            }
+        }
+        let cache = self.root().join("cache");
+        for entry in fs::read_dir(&cache)
+            .map_err(|e| Error::io("reading", &cache, e))?
+            .flatten()
+        {
+            let keep = fs::read(entry.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<CacheEntry>(&b).ok())
+                .is_some_and(|c| {
+                    c.layer
+                        .is_none_or(|l| blobs.contains(l.digest.trim_start_matches("sha256:")))
+                });
+            if !keep {
+                fs::remove_file(entry.path())
+                    .map_err(|e| Error::io("removing", &entry.path(), e))?;
+                report.cache_entries += 1;
+            }
+        }
+        Ok(report)
+    }
+}
