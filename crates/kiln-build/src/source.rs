@@ -28,7 +28,19 @@ pub struct StoreSource<'a> {
 impl ImageSource for StoreSource<'_> {
     fn resolve(&self, reference: &str) -> Result<BaseImage, String> {
         if let Some(rest) = reference.strip_prefix("oci-layout:") {
-            return import_layout(self.store, reference, rest);
+            let (dir, tag) = split_tag(rest);
+            return import_layout(self.store, reference, Path::new(dir), tag);
+        }
+        if let Some(rest) = reference.strip_prefix("oci-archive:") {
+            let (file, tag) = split_tag(rest);
+            let dir = extract(self.store, Path::new(file))?;
+            let result = import_layout(self.store, reference, dir.path(), tag);
+            return result;
+        }
+        if let Some(rest) = reference.strip_prefix("docker-archive:") {
+            let (file, tag) = split_tag(rest);
+            let dir = extract(self.store, Path::new(file))?;
+            return import_docker(self.store, reference, dir.path(), tag);
         }
         let img = self.store.image(reference).map_err(|e| {
             format!("{e}; kiln has no registry client yet: load it with `kiln build` or use FROM oci-layout:DIR[:TAG]")
@@ -47,14 +59,145 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
     serde_json::from_slice(&bytes).map_err(|e| format!("parsing {}: {e}", path.display()))
 }
 
+/// `PATH[:TAG]`: the path is the longest prefix that exists; what follows
+/// the next colon names the image (and may itself contain colons).
+fn split_tag(spec: &str) -> (&str, Option<&str>) {
+    if Path::new(spec).exists() {
+        return (spec, None);
+    }
+    let mut best = (spec, None);
+    for (i, _) in spec.match_indices(':') {
+        if Path::new(&spec[..i]).exists() {
+            best = (&spec[..i], Some(&spec[i + 1..]));
+        }
+    }
+    best
+}
+
+/// A temporary directory in the store, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Unpacks an archive file into a temporary directory; the tar reader keeps
+/// every entry inside it.
+fn extract(store: &Store, file: &Path) -> Result<TempDir, String> {
+    let dir = TempDir(store.temp_path("archive"));
+    std::fs::create_dir(dir.path())
+        .map_err(|e| format!("creating {}: {e}", dir.path().display()))?;
+    let f = std::fs::File::open(file).map_err(|e| format!("opening {}: {e}", file.display()))?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(f));
+    for entry in archive
+        .entries()
+        .map_err(|e| format!("reading {}: {e}", file.display()))?
+    {
+        let mut entry = entry.map_err(|e| format!("reading {}: {e}", file.display()))?;
+        if !entry
+            .unpack_in(dir.path())
+            .map_err(|e| format!("unpacking {}: {e}", file.display()))?
+        {
+            return Err(format!(
+                "{}: entry {:?} would land outside the archive",
+                file.display(),
+                entry.path().unwrap_or_default()
+            ));
+        }
+    }
+    Ok(dir)
+}
+
+/// Imports the image of a `docker save` archive: manifest.json names the
+/// config and the layer tars.
+fn import_docker(
+    store: &Store,
+    reference: &str,
+    dir: &Path,
+    tag: Option<&str>,
+) -> Result<BaseImage, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Entry {
+        config: String,
+        #[serde(default)]
+        repo_tags: Vec<String>,
+        layers: Vec<String>,
+    }
+    let entries: Vec<Entry> = read_json(&dir.join("manifest.json"))?;
+    let entry = entries
+        .iter()
+        .find(|e| {
+            tag.is_none_or(|t| {
+                e.repo_tags
+                    .iter()
+                    .any(|r| r == t || r.ends_with(&format!(":{t}")))
+            })
+        })
+        .ok_or_else(|| {
+            format!(
+                "{}: no image{} in manifest.json",
+                dir.display(),
+                tag.map(|t| format!(" named {t:?}")).unwrap_or_default()
+            )
+        })?;
+    let inside = |p: &str| {
+        crate::context::clean(p)
+            .map(|c| dir.join(c))
+            .ok_or_else(|| format!("manifest.json names {p:?}, outside the archive"))
+    };
+    let config_bytes =
+        std::fs::read(inside(&entry.config)?).map_err(|e| format!("reading the config: {e}"))?;
+    let config: ImageConfig =
+        serde_json::from_slice(&config_bytes).map_err(|e| format!("parsing the config: {e}"))?;
+    let config_digest = store.put_blob(&config_bytes).map_err(|e| e.to_string())?;
+    let mut layers = Vec::new();
+    for l in &entry.layers {
+        let path = inside(l)?;
+        let f = std::fs::File::open(&path).map_err(|e| format!("opening layer {l}: {e}"))?;
+        let (digest, size) = store.put_blob_from(f, None).map_err(|e| e.to_string())?;
+        let mut head = [0u8; 2];
+        let gz = std::fs::File::open(&path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+            .is_ok()
+            && head == [0x1f, 0x8b];
+        let media_type = if gz {
+            kiln_oci::image::MEDIA_LAYER_GZIP
+        } else {
+            kiln_oci::image::MEDIA_LAYER
+        };
+        layers.push(Descriptor {
+            media_type: media_type.into(),
+            digest: digest.to_string(),
+            size,
+            annotations: Default::default(),
+            platform: None,
+        });
+    }
+    Ok(BaseImage {
+        reference: reference.to_string(),
+        manifest_digest: format!("docker-archive-config:{config_digest}"),
+        config,
+        layers,
+    })
+}
+
 /// Copies an image out of an OCI layout directory into the store, checking
 /// every blob against its digest.
-fn import_layout(store: &Store, reference: &str, spec: &str) -> Result<BaseImage, String> {
-    let (dir, tag) = match spec.rsplit_once(':') {
-        Some((d, t)) if !t.contains('/') && !d.is_empty() => (d, Some(t)),
-        _ => (spec, None),
-    };
-    let dir = Path::new(dir);
+fn import_layout(
+    store: &Store,
+    reference: &str,
+    dir: &Path,
+    tag: Option<&str>,
+) -> Result<BaseImage, String> {
     let index: Index = read_json(&dir.join("index.json"))?;
     let wanted = index
         .manifests

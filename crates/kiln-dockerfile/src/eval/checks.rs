@@ -61,7 +61,18 @@ pub(super) fn check_signal(s: &str) -> Result<(), String> {
 }
 
 /// The checks Docker's reference grammar makes on an image name.
+/// Transports kiln reads base images from besides registries and its store
+/// (a kiln extension, named as skopeo names them).
+pub const LOCAL_TRANSPORTS: &[&str] = &["oci-layout:", "oci-archive:", "docker-archive:"];
+
 pub(super) fn check_reference(r: &str) -> Result<(), String> {
+    if let Some(t) = LOCAL_TRANSPORTS.iter().find(|t| r.starts_with(**t)) {
+        return if r.len() > t.len() {
+            Ok(())
+        } else {
+            Err(format!("{t} needs a path"))
+        };
+    }
     let (name, digest) = match r.split_once('@') {
         Some((n, d)) => (n, Some(d)),
         None => (r, None),
