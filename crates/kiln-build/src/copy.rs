@@ -86,6 +86,17 @@ pub(crate) fn make_parents(
     rel: &Path,
     epoch: Option<u64>,
 ) -> Result<(), BuildError> {
+    make_parents_owned(view, tree, rel, epoch, (0, 0))
+}
+
+/// Like [`make_parents`], new directories owned by `owner` (uid, gid).
+pub(crate) fn make_parents_owned(
+    view: &View,
+    tree: &Path,
+    rel: &Path,
+    epoch: Option<u64>,
+    owner: (u32, u32),
+) -> Result<(), BuildError> {
     let mut cur = PathBuf::new();
     let parents: Vec<_> = rel
         .parent()
@@ -112,7 +123,7 @@ pub(crate) fn make_parents(
                 m.gid(),
                 m.mtime().max(0) as u64,
             )?,
-            None => set_meta(&at, 0o755, 0, 0, epoch.unwrap_or(0))?,
+            None => set_meta(&at, 0o755, owner.0, owner.1, epoch.unwrap_or(0))?,
         }
     }
     Ok(())
@@ -298,6 +309,8 @@ impl Builder<'_> {
             || files.dest == "."
             || many
             || view.resolve(&dest, true).is_some_and(|(_, b)| b.is_dir());
+        // new directories belong to --chown's user too (Docker's documented rule)
+        let new_dirs = owner.as_ref().map_or((0, 0), |i| (i.uid, i.gid));
         let copier = Copier {
             origin: &origin,
             owner,
@@ -310,7 +323,13 @@ impl Builder<'_> {
                 .ok_or_else(|| fail(format!("{} disappeared while copying", src.display())))?;
             let is_dir = fs::symlink_metadata(&backing).is_ok_and(|m| m.is_dir());
             if add && !is_dir && is_archive(&backing) {
-                make_parents(&view, &tree, &dest.join("x"), self.opts.source_date_epoch)?;
+                make_parents_owned(
+                    &view,
+                    &tree,
+                    &dest.join("x"),
+                    self.opts.source_date_epoch,
+                    new_dirs,
+                )?;
                 let f = fs::File::open(&backing)
                     .map_err(|e| BuildError::io(format!("opening {}", backing.display()), e))?;
                 kiln_oci::unpack::unpack(f, &tree.join(&dest), kiln_oci::unpack::Target::Flat)
@@ -327,7 +346,13 @@ impl Builder<'_> {
             } else {
                 target.clone()
             };
-            make_parents(&view, &tree, &parents_of, self.opts.source_date_epoch)?;
+            make_parents_owned(
+                &view,
+                &tree,
+                &parents_of,
+                self.opts.source_date_epoch,
+                new_dirs,
+            )?;
             if is_dir {
                 fs::create_dir_all(tree.join(&target))
                     .map_err(|e| BuildError::io("creating the destination", e))?;
@@ -344,7 +369,7 @@ impl Builder<'_> {
             } else {
                 dest.clone()
             };
-            make_parents(&view, &tree, &target, self.opts.source_date_epoch)?;
+            make_parents_owned(&view, &tree, &target, self.opts.source_date_epoch, new_dirs)?;
             let path = tree.join(&target);
             fs::write(&path, &f.content)
                 .map_err(|e| BuildError::io(format!("writing {}", path.display()), e))?;

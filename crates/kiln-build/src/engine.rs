@@ -352,11 +352,20 @@ impl Builder<'_> {
         // BuildKit creates a missing WORKDIR in its own layer
         self.steps_run += 1;
         let tree = self.store.temp_path("workdir");
-        crate::copy::make_parents(
+        // BuildKit creates it as the current USER
+        let ids =
+            crate::users::resolve(&view, &st.config.config.user).map_err(|m| BuildError::Step {
+                file: self.file.clone(),
+                line: step.line,
+                instruction: text.to_string(),
+                message: m,
+            })?;
+        crate::copy::make_parents_owned(
             &view,
             &tree,
             Path::new(path.trim_start_matches('/')).join("x").as_path(),
             self.opts.source_date_epoch,
+            (ids.uid, ids.gid),
         )?;
         let made = self.commit_layer(st, &tree, &key)?;
         st.history(text.to_string(), !made);

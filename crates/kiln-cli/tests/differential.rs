@@ -1,0 +1,267 @@
+//! Differential test: for the same Dockerfile and context, the root
+//! filesystem kiln builds equals the one buildah builds — paths, types,
+//! modes, owners, link targets, contents and xattrs (timestamps aside).
+//! Both images are unpacked by the same third tool (umoci) before comparing.
+//! Runs as root; needs buildah, umoci and busybox-static (.ci/run installs them).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn run(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn kiln(store: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.arg("--store").arg(store).env_remove("SOURCE_DATE_EPOCH");
+    c
+}
+
+/// The shared fixture: a busybox base built by kiln, saved as an OCI archive
+/// both tools read with `FROM oci-archive:…`.
+fn base(dir: &Path, store: &Path) -> PathBuf {
+    let ctx = dir.join("base");
+    let bin = ctx.join("rootfs/bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static must be installed");
+    let list = run(Command::new("/bin/busybox").arg("--list"), "busybox --list");
+    for applet in list.lines().filter(|a| *a != "busybox") {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    for d in ["etc", "tmp", "home/app", "srv/old"] {
+        fs::create_dir_all(ctx.join("rootfs").join(d)).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(ctx.join("rootfs/tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::write(
+        ctx.join("rootfs/etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(ctx.join("rootfs/etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
+    fs::write(ctx.join("rootfs/srv/old/one"), "1").unwrap();
+    fs::write(ctx.join("rootfs/srv/old/two"), "2").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\n",
+    )
+    .unwrap();
+    run(
+        kiln(store).args(["build", "-t", "diffbase:1"]).arg(&ctx),
+        "kiln build base",
+    );
+    let archive = dir.join("base.tar");
+    run(
+        kiln(store)
+            .args(["save", "diffbase:1", "--format", "oci", "-o"])
+            .arg(&archive),
+        "kiln save",
+    );
+    archive
+}
+
+/// The context every case builds from.
+fn context(dir: &Path, name: &str, dockerfile: &str) -> PathBuf {
+    let ctx = dir.join("cases").join(name);
+    fs::create_dir_all(ctx.join("src/sub")).unwrap();
+    fs::write(ctx.join("src/a.txt"), "a\n").unwrap();
+    fs::write(ctx.join("src/b.md"), "b\n").unwrap();
+    fs::write(ctx.join("src/sub/c.txt"), "c\n").unwrap();
+    fs::write(ctx.join("script.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(ctx.join("script.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(ctx.join("secret-input"), "ignored by .dockerignore\n").unwrap();
+    fs::write(ctx.join(".dockerignore"), "secret-input\n**/*.md\n").unwrap();
+    let tar_src = ctx.join("tarsrc");
+    fs::create_dir_all(tar_src.join("t")).unwrap();
+    fs::write(tar_src.join("t/inside"), "from the archive\n").unwrap();
+    run(
+        Command::new("tar")
+            .arg("-czf")
+            .arg(ctx.join("bundle.tar.gz"))
+            .arg("-C")
+            .arg(&tar_src)
+            .arg("t"),
+        "tar",
+    );
+    fs::remove_dir_all(&tar_src).unwrap();
+    fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    ctx
+}
+
+fn unpack(layout: &Path, tag: &str, into: &Path) -> Vec<String> {
+    run(
+        Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:{tag}", layout.display()))
+            .arg(into),
+        "umoci unpack",
+    );
+    let mut lines = kiln_oci::tree::dump(&into.join("rootfs")).unwrap();
+    lines.remove(0); // the root's own entry depends on the unpacker
+    lines
+}
+
+/// Files that legitimately differ: the mount points buildah leaves in the
+/// image (its chroot isolation's, and the targets of RUN --mount, which
+/// BuildKit and kiln remove after the step; the cache-mount case creates
+/// /var/cache/thing in an image that has no /var).
+const BUILDAH_ONLY: &[&str] = &[
+    "/etc/hosts ",
+    "/etc/resolv.conf ",
+    "/etc/hostname ",
+    "/run ",
+    "/proc ",
+    "/sys ",
+    "/dev ",
+    "/run/secrets ",
+    "/var ",
+    "/var/cache ",
+];
+
+fn filter(lines: Vec<String>) -> Vec<String> {
+    lines
+        .into_iter()
+        .filter(|l| !BUILDAH_ONLY.iter().any(|p| l.starts_with(p)))
+        .collect()
+}
+
+const CASES: &[(&str, &str)] = &[
+    ("run-files", "RUN mkdir -p /data/deep && echo hello > /data/deep/f && touch /data/empty\n"),
+    ("whiteout", "RUN rm /srv/old/one\n"),
+    ("whiteout-later-step", "RUN echo x > /gone\nRUN rm /gone\n"),
+    ("opaque-dir", "RUN rm -rf /srv/old && mkdir /srv/old && echo new > /srv/old/new\n"),
+    ("hard-links", "RUN echo shared > /h1 && ln /h1 /h2\n"),
+    ("setuid-modes", "RUN echo x > /suid && chmod 4755 /suid && mkdir /sticky && chmod 1777 /sticky && echo y > /g && chmod 2750 /g\n"),
+    ("user-workdir-env", "ENV APP_HOME=/home/app/work\nUSER app\nWORKDIR $APP_HOME\nRUN echo $APP_HOME > made-by-app && id -u >> made-by-app\n"),
+    ("symlinks", "RUN ln -s /etc/passwd /link-abs && ln -s ../etc /srv/link-rel && ln -s missing /dangling\n"),
+    ("copy-file-and-dir", "COPY src/a.txt /opt/\nCOPY src/ /opt/src/\nCOPY script.sh /usr/local/bin/run\n"),
+    ("copy-wildcard", "COPY src/*.txt /wild/\n"),
+    ("copy-chown-chmod", "COPY --chown=app:app src/a.txt /home/app/a\nCOPY --chmod=600 src/sub/c.txt /c\nCOPY --chown=1000:1000 src/sub /owned/\n"),
+    ("dockerignore", "COPY . /ctx/\n"),
+    ("multi-stage", "FROM oci-archive:BASE AS build\nRUN mkdir /out && echo built > /out/artifact && chmod 640 /out/artifact\nFROM oci-archive:BASE\nCOPY --from=build /out/artifact /artifact\nCOPY --from=build /out /out-dir\n"),
+    ("add-archive", "ADD bundle.tar.gz /unpacked/\nADD src/a.txt /added\n"),
+    ("cache-and-secret-mounts", "RUN --mount=type=cache,target=/var/cache/thing echo cached > /var/cache/thing/x && echo done > /after-cache\nRUN --mount=type=secret,id=tok cat /run/secrets/tok | wc -c > /secret-size\n"),
+    ("arg-and-env-paths", "ARG DIR=/argdir\nENV FILE=name.txt\nRUN mkdir -p $DIR && echo v > $DIR/$FILE\n"),
+];
+
+#[test]
+fn kiln_and_buildah_build_the_same_root_filesystems() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let base = base(dir.path(), &store);
+    let broot = dir.path().join("buildah");
+    let secret = dir.path().join("token");
+    fs::write(&secret, "twelve bytes").unwrap();
+    let secret_arg = format!("id=tok,src={}", secret.display());
+    let mut failures = Vec::new();
+    let mut trees = std::collections::BTreeMap::new();
+    for (name, body) in CASES {
+        let dockerfile = if body.starts_with("FROM") {
+            body.replace("BASE", &base.display().to_string())
+        } else {
+            format!("FROM oci-archive:{}\n{body}", base.display())
+        };
+        let ctx = context(dir.path(), name, &dockerfile);
+        let klayout = dir.path().join("out-kiln").join(name);
+        run(
+            kiln(&store)
+                .args([
+                    "build",
+                    "--secret",
+                    &secret_arg,
+                    "-t",
+                    &format!("case:{name}"),
+                    "-o",
+                ])
+                .arg(format!("type=oci-layout,dest={}", klayout.display()))
+                .arg(&ctx),
+            &format!("kiln build {name}"),
+        );
+        let blayout = dir.path().join("out-buildah").join(name);
+        fs::create_dir_all(blayout.parent().unwrap()).unwrap();
+        let buildah = |args: &[&str]| {
+            let mut c = Command::new("buildah");
+            c.arg("--root")
+                .arg(broot.join("root"))
+                .arg("--runroot")
+                .arg(broot.join("run"))
+                .args(["--storage-driver", "vfs"])
+                .args(args);
+            c
+        };
+        run(
+            &mut buildah(&[
+                "bud",
+                "--isolation",
+                "chroot",
+                "--secret",
+                &secret_arg,
+                "-t",
+                &format!("case-{name}"),
+                ctx.to_str().unwrap(),
+            ]),
+            &format!("buildah bud {name}"),
+        );
+        run(
+            &mut buildah(&[
+                "push",
+                &format!("case-{name}"),
+                &format!("oci:{}:case", blayout.display()),
+            ]),
+            "buildah push",
+        );
+        let k = filter(unpack(
+            &klayout,
+            &format!("case:{name}"),
+            &dir.path().join("unpack-kiln").join(name),
+        ));
+        let b = filter(unpack(
+            &blayout,
+            "case",
+            &dir.path().join("unpack-buildah").join(name),
+        ));
+        trees.insert(*name, k.clone());
+        if k != b {
+            let only_k: Vec<_> = k.iter().filter(|l| !b.contains(l)).collect();
+            let only_b: Vec<_> = b.iter().filter(|l| !k.contains(l)).collect();
+            failures.push(format!(
+                "case {name}:\n  only kiln:    {only_k:#?}\n  only buildah: {only_b:#?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(CASES.len() >= 15);
+    // the comparison is not vacuous: the trees hold what the cases made
+    let has = |case: &str, prefix: &str, needle: &str| {
+        trees[case]
+            .iter()
+            .any(|l| l.starts_with(prefix) && l.contains(needle))
+    };
+    assert!(has("hard-links", "/h1 file", "links=2"));
+    assert!(has("setuid-modes", "/suid file 4755", ""));
+    assert!(!has("whiteout", "/srv/old/one ", ""));
+    assert!(has("opaque-dir", "/srv/old/new file", "") && !has("opaque-dir", "/srv/old/two ", ""));
+    assert!(has(
+        "copy-chown-chmod",
+        "/home/app/a file 0644 1000:1000",
+        ""
+    ));
+    assert!(
+        !has("dockerignore", "/ctx/secret-input", "") && !has("dockerignore", "/ctx/src/b.md", "")
+    );
+    assert!(has("add-archive", "/unpacked/t/inside file", ""));
+    assert!(has(
+        "user-workdir-env",
+        "/home/app/work/made-by-app file 0644 1000:1000",
+        ""
+    ));
+}
