@@ -79,18 +79,8 @@ impl Origin<'_> {
 }
 
 /// Creates the parent directories of `rel` in `tree`, with the metadata they
-/// have in `view` (or 0755 root:root when they are new).
+/// have in `view`; directories that are new get mode 0755 and `owner`.
 pub(crate) fn make_parents(
-    view: &View,
-    tree: &Path,
-    rel: &Path,
-    epoch: Option<u64>,
-) -> Result<(), BuildError> {
-    make_parents_owned(view, tree, rel, epoch, (0, 0))
-}
-
-/// Like [`make_parents`], new directories owned by `owner` (uid, gid).
-pub(crate) fn make_parents_owned(
     view: &View,
     tree: &Path,
     rel: &Path,
@@ -323,7 +313,7 @@ impl Builder<'_> {
                 .ok_or_else(|| fail(format!("{} disappeared while copying", src.display())))?;
             let is_dir = fs::symlink_metadata(&backing).is_ok_and(|m| m.is_dir());
             if add && !is_dir && is_archive(&backing) {
-                make_parents_owned(
+                make_parents(
                     &view,
                     &tree,
                     &dest.join("x"),
@@ -346,7 +336,7 @@ impl Builder<'_> {
             } else {
                 target.clone()
             };
-            make_parents_owned(
+            make_parents(
                 &view,
                 &tree,
                 &parents_of,
@@ -369,7 +359,7 @@ impl Builder<'_> {
             } else {
                 dest.clone()
             };
-            make_parents_owned(&view, &tree, &target, self.opts.source_date_epoch, new_dirs)?;
+            make_parents(&view, &tree, &target, self.opts.source_date_epoch, new_dirs)?;
             let path = tree.join(&target);
             fs::write(&path, &f.content)
                 .map_err(|e| BuildError::io(format!("writing {}", path.display()), e))?;

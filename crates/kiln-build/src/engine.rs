@@ -360,7 +360,7 @@ impl Builder<'_> {
                 instruction: text.to_string(),
                 message: m,
             })?;
-        crate::copy::make_parents_owned(
+        crate::copy::make_parents(
             &view,
             &tree,
             Path::new(path.trim_start_matches('/')).join("x").as_path(),
