@@ -265,3 +265,108 @@ fn kiln_and_buildah_build_the_same_root_filesystems() {
         ""
     ));
 }
+
+/// What apt and dpkg write that depends on when and how they ran: logs,
+/// caches and backup files. Everything else must match.
+const APT_NOISE: &[&str] = &[
+    "/var/log/",
+    "/var/cache/apt/",
+    "/var/cache/debconf/",
+    "/var/cache/ldconfig/",
+    "/var/lib/apt/",
+    "/var/lib/dpkg/status-old ",
+    "/var/lib/dpkg/diversions-old ",
+    "/var/lib/dpkg/statoverride-old ",
+    "/etc/ld.so.cache ",
+];
+
+#[test]
+fn apt_get_on_a_debian_base_matches_buildah() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    // a real Debian base, made by mmdebstrap and imported by kiln itself
+    let ctx = dir.path().join("debian");
+    fs::create_dir_all(&ctx).unwrap();
+    run(
+        Command::new("mmdebstrap")
+            .args(["--variant=minbase", "--quiet", "bookworm"])
+            .arg(ctx.join("rootfs.tar")),
+        "mmdebstrap",
+    );
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nADD rootfs.tar /\n").unwrap();
+    run(
+        kiln(&store).args(["build", "-t", "debian:test"]).arg(&ctx),
+        "kiln build debian base",
+    );
+    let base = dir.path().join("debian.tar");
+    run(
+        kiln(&store)
+            .args(["save", "debian:test", "--format", "oci", "-o"])
+            .arg(&base),
+        "kiln save",
+    );
+    fs::remove_file(ctx.join("rootfs.tar")).unwrap();
+
+    let app = dir.path().join("app");
+    fs::create_dir_all(&app).unwrap();
+    let df = format!("FROM oci-archive:{}\nRUN apt-get update && apt-get install -y --no-install-recommends hello && rm -rf /var/lib/apt/lists/*\n", base.display());
+    fs::write(app.join("Dockerfile"), df).unwrap();
+    let klayout = dir.path().join("kiln-out");
+    run(
+        kiln(&store)
+            .args(["build", "-t", "hello:deb", "-o"])
+            .arg(format!("type=oci-layout,dest={}", klayout.display()))
+            .arg(&app),
+        "kiln build apt",
+    );
+    let broot = dir.path().join("buildah");
+    let buildah = |args: &[&str]| {
+        let mut c = Command::new("buildah");
+        c.arg("--root")
+            .arg(broot.join("root"))
+            .arg("--runroot")
+            .arg(broot.join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args);
+        c
+    };
+    run(
+        &mut buildah(&[
+            "bud",
+            "--isolation",
+            "chroot",
+            "-t",
+            "hello-deb",
+            app.to_str().unwrap(),
+        ]),
+        "buildah bud apt",
+    );
+    let blayout = dir.path().join("buildah-out");
+    run(
+        &mut buildah(&[
+            "push",
+            "hello-deb",
+            &format!("oci:{}:case", blayout.display()),
+        ]),
+        "buildah push",
+    );
+    let noise = |lines: Vec<String>| -> Vec<String> {
+        filter(lines)
+            .into_iter()
+            .filter(|l| !APT_NOISE.iter().any(|p| l.starts_with(p)))
+            .collect()
+    };
+    let k = noise(unpack(&klayout, "hello:deb", &dir.path().join("uk")));
+    let b = noise(unpack(&blayout, "case", &dir.path().join("ub")));
+    let only_k: Vec<_> = k.iter().filter(|l| !b.contains(l)).collect();
+    let only_b: Vec<_> = b.iter().filter(|l| !k.contains(l)).collect();
+    assert!(
+        only_k.is_empty() && only_b.is_empty(),
+        "only kiln: {only_k:#?}\nonly buildah: {only_b:#?}"
+    );
+    assert!(
+        k.iter()
+            .any(|l| l.starts_with("/usr/bin/hello file 0755 0:0")),
+        "hello was installed"
+    );
+}
