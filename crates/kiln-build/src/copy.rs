@@ -233,19 +233,42 @@ impl Builder<'_> {
             instruction: text.to_string(),
             message,
         };
-        if let Some(url) = files.sources.iter().find(|s| {
-            s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")
-        }) {
+        if let Some(git) = files
+            .sources
+            .iter()
+            .find(|s| s.starts_with("git@") || s.starts_with("git://") || s.ends_with(".git"))
+        {
             return Err(fail(format!(
-                "ADD from {url}: remote sources are not supported yet"
+                "ADD from the git repository {git}: git sources are not supported yet"
             )));
+        }
+        let (urls, locals): (Vec<&String>, Vec<&String>) = files
+            .sources
+            .iter()
+            .partition(|s| add && crate::fetch::is_url(s));
+        let checksum = match &step.instruction {
+            kiln_dockerfile::Instruction::Add(a) => a.checksum.clone(),
+            _ => None,
+        };
+        // with --checksum the content is known without downloading it
+        let mut fetched = Vec::new();
+        let mut url_key = String::new();
+        for url in &urls {
+            match &checksum {
+                Some(sum) => url_key.push_str(sum),
+                None => {
+                    let f = crate::fetch::fetch(self.store, url, None).map_err(&fail)?;
+                    url_key.push_str(&f.digest);
+                    fetched.push(f);
+                }
+            }
         }
         let origin = match &from {
             Some(s) => Origin::View(s.view(self.store)?),
             None => Origin::Context(&self.ctx),
         };
         let mut sources = Vec::new();
-        for s in &files.sources {
+        for s in &locals {
             sources.extend(origin.expand(s).map_err(&fail)?);
         }
         let content = match (&from, &origin) {
@@ -254,7 +277,13 @@ impl Builder<'_> {
             _ => String::new(),
         };
         let json = serde_json::to_string(&step.instruction).unwrap_or_default();
-        let key = key_of(&[&st.key, &json, &content, &st.config.config.working_dir]);
+        let key = key_of(&[
+            &st.key,
+            &json,
+            &content,
+            &url_key,
+            &st.config.config.working_dir,
+        ]);
         st.key = key.clone();
         let label = self.label(stage);
         if let Some(made) = self.cached(st, &key)? {
@@ -293,8 +322,8 @@ impl Builder<'_> {
             )
         };
         let dest = clean(&dest_raw).unwrap_or_default();
-        let many =
-            sources.len() + files.inline.len() > 1 || files.sources.iter().any(|s| has_wildcard(s));
+        let many = sources.len() + urls.len() + files.inline.len() > 1
+            || locals.iter().any(|s| has_wildcard(s));
         let dest_is_dir = files.dest.ends_with('/')
             || files.dest == "."
             || many
@@ -352,6 +381,32 @@ impl Builder<'_> {
             } else {
                 copier.copy(src, &tree.join(&target))?;
             }
+        }
+        if fetched.is_empty() {
+            for url in &urls {
+                fetched.push(
+                    crate::fetch::fetch(self.store, url, checksum.as_deref()).map_err(&fail)?,
+                );
+            }
+        }
+        for f in &fetched {
+            // like Docker: a remote file is not unpacked and gets mode 0600
+            let target = if dest_is_dir {
+                dest.join(&f.name)
+            } else {
+                dest.clone()
+            };
+            make_parents(&view, &tree, &target, self.opts.source_date_epoch, new_dirs)?;
+            let path = tree.join(&target);
+            fs::copy(&f.path, &path)
+                .map_err(|e| BuildError::io(format!("writing {}", path.display()), e))?;
+            set_meta(
+                &path,
+                chmod.unwrap_or(0o600),
+                new_dirs.0,
+                new_dirs.1,
+                self.opts.source_date_epoch.unwrap_or(0),
+            )?;
         }
         for f in &files.inline {
             let target = if dest_is_dir {

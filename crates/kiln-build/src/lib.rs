@@ -13,6 +13,7 @@ mod context;
 mod copy;
 mod engine;
 pub mod export;
+mod fetch;
 mod run;
 mod source;
 mod state;

@@ -661,3 +661,94 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .unwrap()
         .to_string()
 }
+
+/// A throwaway HTTP server on loopback serving `dir`.
+struct Http {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Http {
+    fn serve(dir: &Path) -> Http {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Http { child, port }
+    }
+}
+
+impl Drop for Http {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn add_from_a_url_checks_the_checksum() {
+    let (dir, store) = setup();
+    let www = dir.path().join("www");
+    fs::create_dir_all(&www).unwrap();
+    fs::write(www.join("tool.txt"), "downloaded content\n").unwrap();
+    let sum = format!("sha256:{}", sha256_hex(b"downloaded content\n"));
+    let http = Http::serve(&www);
+    let url = format!("http://127.0.0.1:{}/tool.txt", http.port);
+    let ctx = app_context(
+        dir.path(),
+        &format!("FROM busybox:test\nADD --checksum={sum} {url} /opt/\nADD {url} /plain\n"),
+    );
+    ok(kiln(
+        &store,
+        &["build", "-t", "fetched:1", ctx.to_str().unwrap()],
+    ));
+    let r = ok(kiln(
+        &store,
+        &[
+            "run",
+            "fetched:1",
+            "--",
+            "sh",
+            "-c",
+            "cat /opt/tool.txt; stat -c %a /opt/tool.txt /plain",
+        ],
+    ));
+    assert_eq!(r.stdout, "downloaded content\n600\n600\n");
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let ctx = app_context(
+        dir.path(),
+        &format!("FROM busybox:test\nADD --checksum={wrong} {url} /opt/\n"),
+    );
+    let r = kiln(
+        &store,
+        &["build", "-t", "fetched:bad", ctx.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("Dockerfile:2: ADD") && r.stderr.contains("checksum mismatch"),
+        "{}",
+        r.stderr
+    );
+    assert!(!kiln(&store, &["images"]).stdout.contains("fetched:bad"));
+}
