@@ -198,7 +198,7 @@ impl Builder<'_> {
     ) -> Result<(), BuildError> {
         let text = kiln_dockerfile::instruction_text(&step.instruction, self.graph.escape);
         match &step.instruction {
-            Instruction::Run(run) => return self.run_step(st, stage, step, run, &text),
+            Instruction::Run(run) => return self.run_step(st, stage, step, run, &text, states),
             Instruction::Copy(c) => {
                 let from = c
                     .from
@@ -224,7 +224,11 @@ impl Builder<'_> {
     }
 
     /// Where `COPY --from` reads: a built stage, or an image.
-    fn copy_source(&self, from: &str, states: &[Option<State>]) -> Result<State, BuildError> {
+    pub(crate) fn copy_source(
+        &self,
+        from: &str,
+        states: &[Option<State>],
+    ) -> Result<State, BuildError> {
         let by_index = from.parse::<usize>().ok();
         let stage = self.graph.stages.iter().rev().find(|s| {
             Some(s.index) == by_index

@@ -192,6 +192,7 @@ impl Builder<'_> {
         step: &Step,
         run: &Run,
         text: &str,
+        states: &[Option<State>],
     ) -> Result<(), BuildError> {
         let env: Vec<(String, String)> = step
             .build_env
@@ -209,6 +210,13 @@ impl Builder<'_> {
             .collect::<Vec<_>>()
             .join("\0");
         let json = serde_json::to_string(&step.instruction).unwrap_or_default();
+        // a bind mount from another stage or image reads its content
+        let mut from_keys = String::new();
+        for m in run.mounts.iter().filter(|m| m.kind == MountType::Bind) {
+            if let Some(from) = &m.from {
+                from_keys.push_str(&self.copy_source(from, states)?.key);
+            }
+        }
         let key = key_of(&[
             &st.key,
             &json,
@@ -216,6 +224,7 @@ impl Builder<'_> {
             &st.config.config.working_dir,
             &st.config.config.user,
             &shell.join("\0"),
+            &from_keys,
         ]);
         st.key = key.clone();
         let label = self.label(stage);
@@ -229,7 +238,7 @@ impl Builder<'_> {
         self.steps_run += 1;
         let view = st.view(self.store)?;
         let dirs = StepDirs::new(self.store)?;
-        let mounts = self.step_mounts(run, step, text)?;
+        let mounts = self.step_mounts(run, step, text, states, &dirs.base)?;
         let e = Exec {
             args: argv(&run.command, &shell, &dirs)?,
             env,
@@ -270,7 +279,14 @@ impl Builder<'_> {
     }
 
     /// The `--mount`s of a RUN as bind and tmpfs mounts of the helper.
-    fn step_mounts(&self, run: &Run, step: &Step, text: &str) -> Result<Vec<Mount>, BuildError> {
+    fn step_mounts(
+        &self,
+        run: &Run,
+        step: &Step,
+        text: &str,
+        states: &[Option<State>],
+        staging: &Path,
+    ) -> Result<Vec<Mount>, BuildError> {
         let file = self.file.clone();
         let fail = |message: String| BuildError::Step {
             file: file.clone(),
@@ -312,10 +328,17 @@ impl Builder<'_> {
                         None => continue,
                     }
                 }
-                MountType::Bind => {
-                    if m.from.is_some() {
-                        return Err(fail("RUN --mount=type=bind,from=… is not supported yet; COPY --from the stage instead".into()));
+                MountType::Bind if m.from.is_some() => {
+                    let from = m.from.as_deref().unwrap_or_default();
+                    let source_state = self.copy_source(from, states)?;
+                    MountKind::Layers {
+                        lowers: source_state.snapshots(self.store)?,
+                        source: m.source.clone().unwrap_or_else(|| "/".into()),
+                        readonly: m.readonly,
+                        staging: staging.join(format!("mount-{}", out.len())),
                     }
+                }
+                MountType::Bind => {
                     let src = crate::context::clean(m.source.as_deref().unwrap_or("")).ok_or_else(
                         || fail("the bind source is outside the build context".into()),
                     )?;

@@ -752,3 +752,35 @@ fn add_from_a_url_checks_the_checksum() {
     );
     assert!(!kiln(&store, &["images"]).stdout.contains("fetched:bad"));
 }
+
+#[test]
+fn run_mount_bind_from_another_stage() {
+    let (dir, store) = setup();
+    let df = "FROM busybox:test AS tools\nRUN mkdir -p /opt/tools && echo 'echo tool ran' > /opt/tools/tool.sh\nFROM busybox:test\nRUN --mount=type=bind,from=tools,source=/opt/tools,target=/mnt/tools sh /mnt/tools/tool.sh > /result && (touch /mnt/tools/x 2>/dev/null && echo writable || echo read-only) >> /result\n";
+    let ctx = app_context(dir.path(), df);
+    ok(kiln(
+        &store,
+        &["build", "-t", "bound:1", ctx.to_str().unwrap()],
+    ));
+    let r = ok(kiln(
+        &store,
+        &[
+            "run",
+            "bound:1",
+            "--",
+            "sh",
+            "-c",
+            "cat /result; ls /mnt 2>&1 || true",
+        ],
+    ));
+    assert!(
+        r.stdout.starts_with("tool ran\nread-only\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        !r.stdout.contains("tools"),
+        "the mount point stays out of the layer: {}",
+        r.stdout
+    );
+}

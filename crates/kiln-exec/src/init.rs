@@ -298,7 +298,63 @@ fn step_mount(root: &Path, m: &crate::spec::Mount, stubs: &mut Vec<String>) -> R
             )
             .map_err(|e| format!("mounting tmpfs on {}: {e}", m.target))
         }
+        MountKind::Layers {
+            lowers,
+            source,
+            readonly,
+            staging,
+        } => layers_mount(root, &m.target, lowers, source, *readonly, staging, stubs),
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn layers_mount(
+    root: &Path,
+    target: &str,
+    lowers: &[PathBuf],
+    source: &str,
+    readonly: bool,
+    staging: &Path,
+    stubs: &mut Vec<String>,
+) -> R<()> {
+    let (mnt, upper, work, empty) = (
+        staging.join("m"),
+        staging.join("u"),
+        staging.join("w"),
+        staging.join("e"),
+    );
+    for d in [&mnt, &upper, &work, &empty] {
+        fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+    }
+    let mut names: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
+    if names.is_empty() {
+        names.push(empty.display().to_string());
+    }
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        names.join(":"),
+        upper.display(),
+        work.display()
+    );
+    let data = std::ffi::CString::new(data).map_err(|e| e.to_string())?;
+    mount(
+        "overlay",
+        &mnt,
+        "overlay",
+        MountFlags::empty(),
+        Some(data.as_c_str()),
+    )
+    .map_err(|e| format!("mounting the layers for {target}: {e}"))?;
+    let src = mnt.join(source.trim_start_matches('/'));
+    let is_dir = src.is_dir();
+    let at = ensure(root, target, is_dir, stubs)?;
+    rustix::mount::mount_bind_recursive(&src, &at)
+        .map_err(|e| format!("binding {source} to {target}: {e}"))?;
+    if readonly {
+        mount_remount(&at, MountFlags::BIND | MountFlags::RDONLY, "")
+            .map_err(|e| format!("making {target} read-only: {e}"))?;
+    }
+    Ok(())
 }
 
 fn pivot(root: &Path) -> R<()> {

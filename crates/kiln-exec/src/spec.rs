@@ -19,6 +19,15 @@ pub enum MountKind {
     Bind { source: PathBuf, readonly: bool },
     /// A fresh tmpfs; `size` in bytes.
     Tmpfs { size: Option<u64> },
+    /// Another stage's or image's layers, overlaid read-write with the
+    /// writes discarded; `source` is the path inside them to bind.
+    Layers {
+        lowers: Vec<PathBuf>,
+        source: String,
+        readonly: bool,
+        /// A directory outside the root for the overlay's mount, upper and work dirs.
+        staging: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
