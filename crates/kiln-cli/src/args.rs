@@ -109,7 +109,7 @@ pub struct BuildArgs {
     /// Clamp timestamps for reproducible digests [default: $SOURCE_DATE_EPOCH]
     #[arg(long, value_name = "SECONDS")]
     pub source_date_epoch: Option<u64>,
-    /// Layer compression: gzip or none
+    /// Layer compression: gzip, zstd (both cores) or none
     #[arg(long, default_value = "gzip", value_name = "ALGO")]
     pub compression: String,
     /// The build context directory

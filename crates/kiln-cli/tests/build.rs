@@ -784,3 +784,32 @@ fn run_mount_bind_from_another_stage() {
         r.stdout
     );
 }
+
+#[test]
+fn zstd_compressed_images() {
+    let (dir, store) = setup();
+    let ctx = app_context(dir.path(), "FROM busybox:test\nRUN echo zstd > /z\n");
+    ok(kiln(
+        &store,
+        &[
+            "build",
+            "--compression",
+            "zstd",
+            "-t",
+            "z:1",
+            ctx.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(
+        ok(kiln(&store, &["run", "z:1", "--", "cat", "/z"])).stdout,
+        "zstd\n"
+    );
+    let inspect = ok(kiln(&store, &["inspect", "z:1"]));
+    assert!(
+        inspect
+            .stdout
+            .contains("application/vnd.oci.image.layer.v1.tar+zstd"),
+        "{}",
+        inspect.stdout
+    );
+}

@@ -32,6 +32,8 @@ pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 pub enum Compression {
     #[default]
     Gzip,
+    /// zstd level 3, on both cores.
+    Zstd,
     None,
 }
 
@@ -39,6 +41,7 @@ impl Compression {
     pub fn media_type(self) -> oci_spec::image::MediaType {
         match self {
             Compression::Gzip => oci_spec::image::MediaType::ImageLayerGzip,
+            Compression::Zstd => oci_spec::image::MediaType::ImageLayerZstd,
             Compression::None => oci_spec::image::MediaType::ImageLayer,
         }
     }
@@ -69,6 +72,25 @@ pub fn write_layer<W: Write>(root: &Path, out: W, opts: &LayerOptions) -> Result
             let gz = GzEncoder::new(blob, flate2::Compression::new(6));
             let (gz, diff_id) = write_tar(root, gz, opts)?;
             let blob = gz
+                .finish()
+                .map_err(|e| Error::io("compressing the layer", e))?;
+            let (_, digest, size) = blob.finish();
+            Ok(LayerInfo {
+                digest,
+                size,
+                diff_id,
+            })
+        }
+        Compression::Zstd => {
+            let mut enc = zstd::stream::write::Encoder::new(blob, 3)
+                .map_err(|e| Error::io("starting zstd", e))?;
+            let threads = std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1);
+            enc.multithread(threads)
+                .map_err(|e| Error::io("starting zstd workers", e))?;
+            let (enc, diff_id) = write_tar(root, enc, opts)?;
+            let blob = enc
                 .finish()
                 .map_err(|e| Error::io("compressing the layer", e))?;
             let (_, digest, size) = blob.finish();

@@ -43,6 +43,11 @@ pub fn unpack<R: Read>(blob: R, dest: &Path, target: Target) -> Result<Digest, E
         .map_err(|e| Error::io("reading the layer", e))?;
     let plain: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
         Box::new(GzDecoder::new(buffered))
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(
+            zstd::stream::read::Decoder::with_buffer(buffered)
+                .map_err(|e| Error::io("starting zstd", e))?,
+        )
     } else {
         Box::new(buffered)
     };

@@ -193,3 +193,32 @@ fn symlinks_inside_the_root_are_followed_in_a_flat_tree() {
     unpack(&tar[..], root.path(), Target::Flat).unwrap();
     assert!(root.path().join("usr/lib/libx.so").is_file());
 }
+
+#[test]
+fn zstd_layers_round_trip() {
+    let src = tempfile::tempdir().unwrap();
+    sample(src.path());
+    let opts = LayerOptions {
+        compression: Compression::Zstd,
+        source_date_epoch: Some(1),
+    };
+    let (bytes, info) = layer_bytes(src.path(), &opts);
+    assert_eq!(&bytes[..4], &[0x28, 0xb5, 0x2f, 0xfd], "a zstd frame");
+    let (_, gz) = layer_bytes(
+        src.path(),
+        &LayerOptions {
+            compression: Compression::Gzip,
+            source_date_epoch: Some(1),
+        },
+    );
+    assert_eq!(info.diff_id, gz.diff_id, "the same tar inside");
+    let dst = tempfile::tempdir().unwrap();
+    assert_eq!(
+        unpack(&bytes[..], dst.path(), Target::OverlayDiff).unwrap(),
+        info.diff_id
+    );
+    assert_eq!(
+        tree::dump(src.path()).unwrap()[1..],
+        tree::dump(dst.path()).unwrap()[1..]
+    );
+}

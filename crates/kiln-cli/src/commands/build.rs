@@ -52,10 +52,11 @@ pub fn run(args: BuildArgs, store: &Store, printer: &Printer) -> anyhow::Result<
         }),
         compression: match args.compression.as_str() {
             "gzip" => Compression::Gzip,
+            "zstd" => Compression::Zstd,
             "none" | "uncompressed" => Compression::None,
             other => {
                 return Err(Failure::usage(format!(
-                    "--compression {other:?}: kiln supports gzip and none"
+                    "--compression {other:?}: kiln supports gzip, zstd and none"
                 )))
             }
         },
