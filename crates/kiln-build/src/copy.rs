@@ -4,6 +4,7 @@
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
 use kiln_dockerfile::instructions::Files;
 use kiln_dockerfile::{Stage, Step};
@@ -214,10 +215,10 @@ fn is_archive(path: &Path) -> bool {
     n >= 262 && &head[257..262] == b"ustar"
 }
 
-impl Builder<'_> {
+impl Builder<'_, '_> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn copy_step(
-        &mut self,
+        &self,
         st: &mut State,
         stage: &Stage,
         step: &Step,
@@ -287,13 +288,13 @@ impl Builder<'_> {
         st.key = key.clone();
         let label = self.label(stage);
         if let Some(made) = self.cached(st, &key)? {
-            self.steps_cached += 1;
-            self.progress.step(&label, step.line, text, true);
+            self.steps_cached.fetch_add(1, Ordering::Relaxed);
+            self.progress().step(&label, step.line, text, true);
             st.history(format!("{text} # kiln"), !made);
             return Ok(());
         }
-        self.progress.step(&label, step.line, text, false);
-        self.steps_run += 1;
+        self.progress().step(&label, step.line, text, false);
+        self.steps_run.fetch_add(1, Ordering::Relaxed);
         let view = st.view(self.store)?;
         let tree = self.store.temp_path("copy");
         fs::create_dir(&tree)

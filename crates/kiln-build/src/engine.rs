@@ -2,6 +2,8 @@
 //! write the image and name it.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use kiln_dockerfile::instructions::{CommandLine, Healthcheck as HcStep};
 use kiln_dockerfile::{
@@ -44,25 +46,25 @@ impl BaseImages for Bases<'_> {
     }
 }
 
-pub(crate) struct Builder<'a> {
+pub(crate) struct Builder<'a, 'p> {
     pub store: &'a Store,
-    pub source: &'a dyn ImageSource,
+    pub source: &'a (dyn ImageSource + Sync),
     pub opts: &'a BuildOptions,
-    pub progress: &'a mut dyn Progress,
+    pub progress: &'a Mutex<&'p mut (dyn Progress + Send)>,
     pub graph: &'a BuildGraph,
     pub ctx: Context,
     pub file: String,
     pub created: String,
-    pub steps_run: usize,
-    pub steps_cached: usize,
+    pub steps_run: AtomicUsize,
+    pub steps_cached: AtomicUsize,
 }
 
 /// Builds the image `opts` describes into `store` and names it.
 pub fn build(
     store: &Store,
-    source: &dyn ImageSource,
+    source: &(dyn ImageSource + Sync),
     opts: &BuildOptions,
-    progress: &mut dyn Progress,
+    progress: &mut (dyn Progress + Send),
 ) -> Result<BuildResult, BuildError> {
     let file = opts.dockerfile.display().to_string();
     let text = std::fs::read_to_string(&opts.dockerfile)
@@ -78,12 +80,15 @@ pub fn build(
             rendered: d.render(&file, &text),
         })?;
     for w in &graph.warnings {
-        progress.output(&format!(
-            "warning: {file}:{}: {}: {}",
-            w.span.line,
-            w.rule.name(),
-            w.message
-        ));
+        progress.output(
+            "",
+            &format!(
+                "warning: {file}:{}: {}: {}",
+                w.span.line,
+                w.rule.name(),
+                w.message
+            ),
+        );
     }
     let ctx = Context::open(&opts.context, Some(&opts.dockerfile)).map_err(BuildError::Context)?;
     // shared: other builds may run, prune may not; released before naming
@@ -92,26 +97,22 @@ pub fn build(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let created = rfc3339(opts.source_date_epoch.unwrap_or(now));
-    let mut b = Builder {
+    let progress = Mutex::new(progress);
+    let b = Builder {
         store,
         source,
         opts,
-        progress,
+        progress: &progress,
         graph: &graph,
         ctx,
         file,
-        created,
-        steps_run: 0,
-        steps_cached: 0,
+        created: rfc3339(opts.source_date_epoch.unwrap_or(now)),
+        steps_run: AtomicUsize::new(0),
+        steps_cached: AtomicUsize::new(0),
     };
-    let mut states: Vec<Option<State>> = vec![None; graph.stages.len()];
-    for &i in &graph.order {
-        let st = b.stage(&graph.stages[i], &states)?;
-        states[i] = Some(st);
-    }
+    let states = b.stages()?;
     let target = states[graph.target]
-        .take()
+        .clone()
         .expect("the target is in the build order");
     let (digest, size) = b.write_image(&target)?;
     drop(lock);
@@ -130,9 +131,72 @@ pub fn build(
         manifest_digest: digest,
         manifest_size: size,
         names,
-        steps_run: b.steps_run,
-        steps_cached: b.steps_cached,
+        steps_run: b.steps_run.load(Ordering::Relaxed),
+        steps_cached: b.steps_cached.load(Ordering::Relaxed),
     })
+}
+
+/// The stages a stage needs built first: its base stage and what it copies
+/// or mounts from.
+fn needs(stage: &Stage) -> Vec<usize> {
+    let mut deps = stage.depends_on.clone();
+    if let Base::Stage { index } = stage.base {
+        deps.push(index);
+    }
+    deps
+}
+
+impl<'p> Builder<'_, 'p> {
+    /// Builds the needed stages in waves: every stage whose dependencies are
+    /// built runs at once, each on its own thread.
+    fn stages(&self) -> Result<Vec<Option<State>>, BuildError> {
+        let mut states: Vec<Option<State>> = vec![None; self.graph.stages.len()];
+        let mut left: Vec<usize> = self.graph.order.clone();
+        while !left.is_empty() {
+            let (ready, rest): (Vec<usize>, Vec<usize>) = left.iter().partition(|&&i| {
+                needs(&self.graph.stages[i])
+                    .iter()
+                    .all(|d| states[*d].is_some())
+            });
+            if ready.is_empty() {
+                return Err(BuildError::Context("the stage graph has a cycle".into()));
+            }
+            let built: Vec<(usize, Result<State, BuildError>)> = std::thread::scope(|scope| {
+                let handles: Vec<_> = ready
+                    .iter()
+                    .map(|&i| {
+                        let states = &states;
+                        (
+                            i,
+                            scope.spawn(move || self.stage(&self.graph.stages[i], states)),
+                        )
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|(i, h)| {
+                        (
+                            i,
+                            h.join().unwrap_or_else(|_| {
+                                Err(BuildError::Context(
+                                    "a stage's build thread panicked".into(),
+                                ))
+                            }),
+                        )
+                    })
+                    .collect()
+            });
+            for (i, result) in built {
+                states[i] = Some(result?);
+            }
+            left = rest;
+        }
+        Ok(states)
+    }
+
+    pub(crate) fn progress(&self) -> std::sync::MutexGuard<'_, &'p mut (dyn Progress + Send)> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 pub(crate) fn key_of(parts: &[&str]) -> String {
@@ -155,7 +219,7 @@ pub(crate) fn default_shell(st: &State) -> Vec<String> {
     }
 }
 
-impl Builder<'_> {
+impl Builder<'_, '_> {
     pub fn label(&self, stage: &Stage) -> String {
         stage
             .name
@@ -163,7 +227,7 @@ impl Builder<'_> {
             .unwrap_or_else(|| format!("stage-{}", stage.index))
     }
 
-    fn stage(&mut self, stage: &Stage, states: &[Option<State>]) -> Result<State, BuildError> {
+    fn stage(&self, stage: &Stage, states: &[Option<State>]) -> Result<State, BuildError> {
         let mut st = match &stage.base {
             Base::Scratch => {
                 let p = stage.platform.as_ref().unwrap_or(&self.graph.platform);
@@ -190,7 +254,7 @@ impl Builder<'_> {
     }
 
     fn step(
-        &mut self,
+        &self,
         st: &mut State,
         stage: &Stage,
         step: &Step,
@@ -215,7 +279,7 @@ impl Builder<'_> {
             }
             _ => {}
         }
-        self.progress
+        self.progress()
             .step(&self.label(stage), step.line, &text, false);
         apply_config(st, &step.instruction);
         st.key = key_of(&[&st.key, &text]);
@@ -318,7 +382,7 @@ impl Builder<'_> {
     }
 
     fn workdir_step(
-        &mut self,
+        &self,
         st: &mut State,
         stage: &Stage,
         step: &Step,
@@ -330,8 +394,9 @@ impl Builder<'_> {
         st.key = key.clone();
         if let Some(made) = self.cached(st, &key)? {
             // a WORKDIR counts as a layer step only when it made a layer
-            self.steps_cached += usize::from(made);
-            self.progress
+            self.steps_cached
+                .fetch_add(usize::from(made), Ordering::Relaxed);
+            self.progress()
                 .step(&self.label(stage), step.line, text, true);
             st.history(text.to_string(), !made);
             return Ok(());
@@ -340,7 +405,7 @@ impl Builder<'_> {
         let exists = view
             .resolve(Path::new(path.trim_start_matches('/')), true)
             .is_some();
-        self.progress
+        self.progress()
             .step(&self.label(stage), step.line, text, exists);
         if exists {
             self.store.cache_put(
@@ -354,7 +419,7 @@ impl Builder<'_> {
             return Ok(());
         }
         // BuildKit creates a missing WORKDIR in its own layer
-        self.steps_run += 1;
+        self.steps_run.fetch_add(1, Ordering::Relaxed);
         let tree = self.store.temp_path("workdir");
         // BuildKit creates it as the current USER
         let ids =

@@ -60,8 +60,8 @@ pub struct BuildResult {
 pub trait Progress {
     /// A step starts (`cached` when its result is reused).
     fn step(&mut self, stage: &str, line: usize, text: &str, cached: bool);
-    /// A line a RUN printed.
-    fn output(&mut self, line: &str);
+    /// A line a RUN of stage `stage` printed.
+    fn output(&mut self, stage: &str, line: &str);
 }
 
 /// Progress that goes nowhere.
@@ -69,7 +69,7 @@ pub struct Quiet;
 
 impl Progress for Quiet {
     fn step(&mut self, _: &str, _: usize, _: &str, _: bool) {}
-    fn output(&mut self, _: &str) {}
+    fn output(&mut self, _: &str, _: &str) {}
 }
 
 /// Why a build failed. Each names what it was doing and where.

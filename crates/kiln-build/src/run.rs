@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
 use kiln_dockerfile::instructions::{CommandLine, Network as StepNetwork, Run};
 use kiln_dockerfile::mount::MountType;
@@ -184,9 +185,9 @@ fn exec(
     Ok(Ok(outcome))
 }
 
-impl Builder<'_> {
+impl Builder<'_, '_> {
     pub(crate) fn run_step(
-        &mut self,
+        &self,
         st: &mut State,
         stage: &Stage,
         step: &Step,
@@ -229,13 +230,13 @@ impl Builder<'_> {
         st.key = key.clone();
         let label = self.label(stage);
         if let Some(made) = self.cached(st, &key)? {
-            self.steps_cached += 1;
-            self.progress.step(&label, step.line, text, true);
+            self.steps_cached.fetch_add(1, Ordering::Relaxed);
+            self.progress().step(&label, step.line, text, true);
             st.history(format!("{text} # kiln"), !made);
             return Ok(());
         }
-        self.progress.step(&label, step.line, text, false);
-        self.steps_run += 1;
+        self.progress().step(&label, step.line, text, false);
+        self.steps_run.fetch_add(1, Ordering::Relaxed);
         let view = st.view(self.store)?;
         let dirs = StepDirs::new(self.store)?;
         let mounts = self.step_mounts(run, step, text, states, &dirs.base)?;
@@ -251,8 +252,7 @@ impl Builder<'_> {
             },
             mounts,
         };
-        let progress = &mut *self.progress;
-        let mut on_line = |l: &str| progress.output(l);
+        let mut on_line = |l: &str| self.progress().output(&label, l);
         let outcome = exec(&self.opts.kiln_exe, &view, &dirs, e, Some(&mut on_line))?;
         let file = self.file.clone();
         let fail = |message: String| BuildError::Step {

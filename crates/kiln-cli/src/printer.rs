@@ -70,11 +70,14 @@ impl kiln_build::Progress for StepPrinter<'_> {
         ));
     }
 
-    fn output(&mut self, line: &str) {
+    fn output(&mut self, stage: &str, line: &str) {
         if self.passthrough {
             self.printer.data(line);
+        } else if stage.is_empty() {
+            self.printer.error(line);
         } else {
-            self.printer.error(&format!("  | {line}"));
+            // stages build concurrently: each output line says whose it is
+            self.printer.error(&format!("  {stage} | {line}"));
         }
     }
 }

@@ -120,11 +120,15 @@ fn build_and_run_an_image() {
         &["build", "-t", "app:1", ctx.to_str().unwrap()],
     ));
     assert!(
-        b.stderr.contains("  | hello from the context"),
+        b.stderr.contains("  base | hello from the context"),
         "RUN output is shown:\n{}",
         b.stderr
     );
-    assert!(b.stderr.contains("  | heredoc in /app"), "{}", b.stderr);
+    assert!(
+        b.stderr.contains("  stage-1 | heredoc in /app"),
+        "{}",
+        b.stderr
+    );
     let r = ok(kiln(&store, &["run", "app:1"]));
     assert_eq!(r.stdout, "hello from the context\n");
     let r = kiln(
@@ -811,5 +815,29 @@ fn zstd_compressed_images() {
             .contains("application/vnd.oci.image.layer.v1.tar+zstd"),
         "{}",
         inspect.stdout
+    );
+}
+
+#[test]
+fn independent_stages_build_at_the_same_time() {
+    let (dir, store) = setup();
+    // each stage waits for the other's marker in a shared cache mount: built
+    // one after the other, the first would give up after five seconds
+    let wait = |me: &str, other: &str| {
+        format!("RUN --mount=type=cache,id=rendezvous,target=/sync touch /sync/{me} && for i in $(seq 50); do [ -e /sync/{other} ] && echo met > /{me} && exit 0; sleep 0.1; done; exit 1\n")
+    };
+    let df = format!(
+        "FROM busybox:test AS a\n{}FROM busybox:test AS b\n{}FROM busybox:test\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n",
+        wait("a", "b"),
+        wait("b", "a")
+    );
+    let ctx = app_context(dir.path(), &df);
+    ok(kiln(
+        &store,
+        &["build", "-t", "waves:1", ctx.to_str().unwrap()],
+    ));
+    assert_eq!(
+        ok(kiln(&store, &["run", "waves:1", "--", "cat", "/a", "/b"])).stdout,
+        "met\nmet\n"
     );
 }
