@@ -239,7 +239,8 @@ impl Builder<'_, '_> {
         self.steps_run.fetch_add(1, Ordering::Relaxed);
         let view = st.view(self.store)?;
         let dirs = StepDirs::new(self.store)?;
-        let mounts = self.step_mounts(run, step, text, states, &dirs.base)?;
+        // held until the step ends: cache mounts with sharing=locked|private
+        let (mounts, _locks) = self.step_mounts(run, step, text, states, &dirs.base)?;
         let e = Exec {
             args: argv(&run.command, &shell, &dirs)?,
             env,
@@ -278,6 +279,48 @@ impl Builder<'_, '_> {
         Ok(())
     }
 
+    /// The directory a cache mount uses, by its sharing mode: `shared` uses
+    /// it as is, `locked` waits for other users, `private` takes a fresh
+    /// directory when another step holds it.
+    fn cache_sharing(
+        &self,
+        m: &kiln_dockerfile::mount::Mount,
+        dir: PathBuf,
+        staging: &Path,
+        locks: &mut Vec<fs::File>,
+    ) -> Result<PathBuf, BuildError> {
+        use kiln_dockerfile::mount::Sharing;
+        let sharing = m.sharing.unwrap_or(Sharing::Shared);
+        if sharing == Sharing::Shared {
+            return Ok(dir);
+        }
+        let lock_path = dir.with_extension("lock");
+        let file = fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| BuildError::io(format!("opening {}", lock_path.display()), e))?;
+        if sharing == Sharing::Locked {
+            file.lock()
+                .map_err(|e| BuildError::io(format!("locking {}", lock_path.display()), e))?;
+            locks.push(file);
+            return Ok(dir);
+        }
+        match file.try_lock() {
+            Ok(()) => {
+                locks.push(file);
+                Ok(dir)
+            }
+            Err(_) => {
+                let private = staging.join(format!("private-cache-{}", locks.len()));
+                fs::create_dir_all(&private)
+                    .map_err(|e| BuildError::io(format!("creating {}", private.display()), e))?;
+                Ok(private)
+            }
+        }
+    }
+
     /// The `--mount`s of a RUN as bind and tmpfs mounts of the helper.
     fn step_mounts(
         &self,
@@ -286,7 +329,8 @@ impl Builder<'_, '_> {
         text: &str,
         states: &[Option<State>],
         staging: &Path,
-    ) -> Result<Vec<Mount>, BuildError> {
+    ) -> Result<(Vec<Mount>, Vec<fs::File>), BuildError> {
+        let mut locks = Vec::new();
         let file = self.file.clone();
         let fail = |message: String| BuildError::Step {
             file: file.clone(),
@@ -308,8 +352,9 @@ impl Builder<'_, '_> {
                     fs::create_dir_all(&dir).map_err(|e| {
                         BuildError::io(format!("creating cache mount {}", dir.display()), e)
                     })?;
+                    let source = self.cache_sharing(m, dir, staging, &mut locks)?;
                     MountKind::Bind {
-                        source: dir,
+                        source,
                         readonly: m.readonly,
                     }
                 }
@@ -356,7 +401,7 @@ impl Builder<'_, '_> {
                 kind,
             });
         }
-        Ok(out)
+        Ok((out, locks))
     }
 }
 

@@ -841,3 +841,58 @@ fn independent_stages_build_at_the_same_time() {
         "met\nmet\n"
     );
 }
+
+#[test]
+fn locked_cache_mounts_are_used_one_step_at_a_time() {
+    let (dir, store) = setup();
+    let step = |me: &str| {
+        format!("RUN --mount=type=cache,id=serial,target=/c,sharing=locked echo start {me} >> /c/log && sleep 0.5 && echo end {me} >> /c/log && cp /c/log /log-{me}\n")
+    };
+    let df = format!("FROM busybox:test AS a\n{}FROM busybox:test AS b\n{}FROM busybox:test\nCOPY --from=a /log-a /\nCOPY --from=b /log-b /\n", step("a"), step("b"));
+    let ctx = app_context(dir.path(), &df);
+    ok(kiln(
+        &store,
+        &["build", "-t", "locked:1", ctx.to_str().unwrap()],
+    ));
+    let r = ok(kiln(
+        &store,
+        &[
+            "run",
+            "locked:1",
+            "--",
+            "sh",
+            "-c",
+            "cat /log-a /log-b | sort -u | wc -l; cat /log-a; echo; cat /log-b",
+        ],
+    ));
+    // whichever ran second saw the first's complete start/end pair before its own
+    let second = r.stdout.contains("\nstart a\nend a\nstart b\nend b\n")
+        || r.stdout.contains("\nstart b\nend b\nstart a\nend a\n");
+    assert!(second, "the steps overlapped:\n{}", r.stdout);
+}
+
+#[test]
+fn network_none_has_only_loopback() {
+    let (dir, store) = setup();
+    let df = "FROM busybox:test\nRUN --network=none cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' > /ifaces\nRUN cat /proc/net/dev | tail -n +3 | wc -l > /host-count\n";
+    let ctx = app_context(dir.path(), df);
+    ok(kiln(
+        &store,
+        &["build", "-t", "net:1", ctx.to_str().unwrap()],
+    ));
+    let r = ok(kiln(
+        &store,
+        &[
+            "run",
+            "net:1",
+            "--",
+            "sh",
+            "-c",
+            "cat /ifaces; cat /host-count",
+        ],
+    ));
+    let mut lines = r.stdout.lines();
+    assert_eq!(lines.next(), Some("lo"));
+    let host: usize = lines.last().unwrap().trim().parse().unwrap();
+    assert!(host >= 1, "the default network is the host's");
+}
