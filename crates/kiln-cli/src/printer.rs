@@ -32,20 +32,40 @@ impl Printer {
     }
 }
 
-/// Build progress as plain lines on stderr: one per step, RUN output
-/// indented under it.
+/// Build progress on stderr: a spinner per running step on a terminal,
+/// plain lines otherwise (and with NO_COLOR or TERM=dumb); RUN output is
+/// shown under its stage either way.
 pub struct StepPrinter<'a> {
     printer: &'a Printer,
     count: usize,
     passthrough: bool,
+    bars: Option<Bars>,
+}
+
+struct Bars {
+    multi: indicatif::MultiProgress,
+    /// The running step of each stage.
+    running: std::collections::BTreeMap<String, indicatif::ProgressBar>,
+}
+
+fn fancy() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none()
+        && std::env::var("TERM").map_or(true, |t| t != "dumb")
 }
 
 impl<'a> StepPrinter<'a> {
     pub fn new(printer: &'a Printer) -> Self {
+        let bars = fancy().then(|| Bars {
+            multi: indicatif::MultiProgress::new(),
+            running: Default::default(),
+        });
         StepPrinter {
             printer,
             count: 0,
             passthrough: false,
+            bars,
         }
     }
 
@@ -55,6 +75,42 @@ impl<'a> StepPrinter<'a> {
             printer,
             count: 0,
             passthrough: true,
+            bars: None,
+        }
+    }
+
+    fn line(&self, text: &str) {
+        match &self.bars {
+            Some(b) => {
+                let _ = b.multi.println(text);
+            }
+            None => self.printer.error(text),
+        }
+    }
+}
+
+impl Bars {
+    /// A finished step leaves a plain line; only running steps spin.
+    fn finish(&mut self, stage: &str) {
+        if let Some(bar) = self.running.remove(stage) {
+            let _ = self.multi.println(format!(
+                "{} {}",
+                bar.message(),
+                indicatif::HumanDuration(bar.elapsed())
+            ));
+            bar.finish_and_clear();
+            self.multi.remove(&bar);
+        }
+    }
+}
+
+impl Drop for StepPrinter<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = &mut self.bars {
+            let stages: Vec<String> = b.running.keys().cloned().collect();
+            for stage in stages {
+                b.finish(&stage);
+            }
         }
     }
 }
@@ -64,20 +120,34 @@ impl kiln_build::Progress for StepPrinter<'_> {
         self.count += 1;
         let first = text.lines().next().unwrap_or("");
         let mark = if cached { " CACHED" } else { "" };
-        self.printer.error(&format!(
-            "#{} [{stage}] line {line}: {first}{mark}",
-            self.count
-        ));
+        let msg = format!("#{} [{stage}] line {line}: {first}{mark}", self.count);
+        let Some(b) = &mut self.bars else {
+            self.printer.error(&msg);
+            return;
+        };
+        b.finish(stage);
+        if cached {
+            let _ = b.multi.println(msg);
+            return;
+        }
+        let bar = b.multi.add(indicatif::ProgressBar::new_spinner());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_message(msg);
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        b.running.insert(stage.to_string(), bar);
     }
 
     fn output(&mut self, stage: &str, line: &str) {
         if self.passthrough {
             self.printer.data(line);
         } else if stage.is_empty() {
-            self.printer.error(line);
+            self.line(line);
         } else {
             // stages build concurrently: each output line says whose it is
-            self.printer.error(&format!("  {stage} | {line}"));
+            self.line(&format!("  {stage} | {line}"));
         }
     }
 }

@@ -63,7 +63,9 @@ pub fn run(args: BuildArgs, store: &Store, printer: &Printer) -> anyhow::Result<
         kiln_exe: std::env::current_exe().context("finding the kiln binary")?,
     };
     let mut progress = StepPrinter::new(printer);
-    let result = match build(store, &StoreSource { store }, &opts, &mut progress) {
+    let result = build(store, &StoreSource { store }, &opts, &mut progress);
+    drop(progress); // finishes the spinners before anything else is printed
+    let result = match result {
         Ok(r) => r,
         Err(e) => {
             printer.error(&format!("error: {e}"));
