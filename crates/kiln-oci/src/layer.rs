@@ -13,7 +13,6 @@ use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use flate2::write::GzEncoder;
 use oci_spec::image::Digest;
 
 use crate::digest::HashWriter;
@@ -69,7 +68,8 @@ pub fn write_layer<W: Write>(root: &Path, out: W, opts: &LayerOptions) -> Result
     let blob = HashWriter::new(out);
     match opts.compression {
         Compression::Gzip => {
-            let gz = GzEncoder::new(blob, flate2::Compression::new(6));
+            // gzip level 6, on every core (see pgzip)
+            let gz = crate::pgzip::ParallelGz::new(blob, 6);
             let (gz, diff_id) = write_tar(root, gz, opts)?;
             let blob = gz
                 .finish()

@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use oci_spec::image::Digest;
 use rustix::fs::{AtFlags, FileType, Mode as FsMode, Timespec, Timestamps, CWD};
 
@@ -42,7 +42,7 @@ pub fn unpack<R: Read>(blob: R, dest: &Path, target: Target) -> Result<Digest, E
         .fill_buf()
         .map_err(|e| Error::io("reading the layer", e))?;
     let plain: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
-        Box::new(GzDecoder::new(buffered))
+        Box::new(MultiGzDecoder::new(buffered))
     } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         Box::new(
             zstd::stream::read::Decoder::with_buffer(buffered)
