@@ -237,14 +237,18 @@ impl Builder<'_, '_> {
                 .clone()
                 .expect("dependencies are built first"),
             Base::Image { reference } => {
-                let base = self
-                    .source
-                    .resolve(reference)
-                    .map_err(|m| BuildError::Base {
-                        reference: reference.clone(),
-                        message: m,
-                    })?;
-                State::from_base(&base)?
+                // a base that cannot be read is an error of its FROM line
+                let from_err = |message: String| BuildError::Step {
+                    file: self.file.clone(),
+                    line: stage.line,
+                    instruction: format!("FROM {reference}"),
+                    message,
+                };
+                let base = self.source.resolve(reference).map_err(from_err)?;
+                let st = State::from_base(&base).map_err(|e| from_err(e.to_string()))?;
+                st.snapshots(self.store)
+                    .map_err(|e| from_err(e.to_string()))?;
+                st
             }
         };
         for step in &stage.steps {

@@ -170,10 +170,16 @@ fn nothing_changed_runs_nothing_and_one_change_reruns_only_what_follows() {
         &store,
         &["build", "-t", "app:1", ctx.to_str().unwrap()],
     ));
+    let before = files_and_times(&store);
     let again = ok(kiln(
         &store,
         &["build", "-t", "app:1", ctx.to_str().unwrap()],
     ));
+    assert_eq!(
+        before,
+        files_and_times(&store),
+        "a rebuild with nothing changed writes nothing"
+    );
     assert!(again.stderr.contains("(0 steps run"), "{}", again.stderr);
     assert_eq!(first.stdout, again.stdout, "the same image digest");
     fs::write(ctx.join("src/b"), "changed\n").unwrap();
@@ -271,7 +277,10 @@ fn bad_sources_are_reported_with_their_line() {
             "FROM busybox:test\nCOPY ../outside /\n",
             "outside the build context",
         ),
-        ("FROM no-such-image:1\n", "base image no-such-image:1"),
+        (
+            "FROM no-such-image:1\n",
+            "Dockerfile:1: FROM no-such-image:1",
+        ),
     ] {
         let ctx = app_context(dir.path(), df);
         let r = kiln(&store, &["build", "-t", "x:1", ctx.to_str().unwrap()]);
@@ -641,7 +650,24 @@ fn bases_from_archives_and_layouts_and_hostile_ones_rejected() {
     let r = kiln(&store, &["build", "-t", "evil:1", ctx.to_str().unwrap()]);
     assert_eq!(r.code, 1);
     assert!(
-        r.stderr.contains("layer entry \"../escape\""),
+        r.stderr.contains("Dockerfile:1: FROM docker-archive:")
+            && r.stderr.contains("layer entry \"../escape\""),
+        "{}",
+        r.stderr
+    );
+
+    // a truncated archive is an error of the FROM line too
+    let bytes = fs::read(&oci).unwrap();
+    let cut = dir.path().join("truncated.tar");
+    fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let ctx = app_context(
+        dir.path(),
+        &format!("FROM oci-archive:{}\nRUN true\n", cut.display()),
+    );
+    let r = kiln(&store, &["build", "-t", "cut:1", ctx.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("Dockerfile:1: FROM oci-archive:"),
         "{}",
         r.stderr
     );
@@ -895,4 +921,22 @@ fn network_none_has_only_loopback() {
     assert_eq!(lines.next(), Some("lo"));
     let host: usize = lines.last().unwrap().trim().parse().unwrap();
     assert!(host >= 1, "the default network is the host's");
+}
+
+/// Every file of a tree with its size and modification time.
+fn files_and_times(root: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for e in fs::read_dir(&dir).unwrap().flatten() {
+            let m = fs::symlink_metadata(e.path()).unwrap();
+            if m.is_dir() {
+                todo.push(e.path());
+            } else {
+                out.push((e.path(), m.len(), m.modified().unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
 }

@@ -222,6 +222,10 @@ impl Store {
         let name = normalize_name(name)?;
         let _lock = self.lock(true)?;
         let mut index = self.index()?;
+        let current = refs::all(&index).into_iter().find(|(n, _)| *n == name);
+        if current.is_some_and(|(_, d)| d.digest == desc.digest) {
+            return Ok(name); // already so: nothing to write
+        }
         refs::set(&mut index, &name, desc);
         self.write_index(&index)?;
         Ok(name)
