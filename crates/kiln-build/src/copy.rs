@@ -4,7 +4,6 @@
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 
 use kiln_dockerfile::instructions::Files;
 use kiln_dockerfile::{Stage, Step};
@@ -286,15 +285,9 @@ impl Builder<'_, '_> {
             &st.config.config.working_dir,
         ]);
         st.key = key.clone();
-        let label = self.label(stage);
-        if let Some(made) = self.cached(st, &key)? {
-            self.steps_cached.fetch_add(1, Ordering::Relaxed);
-            self.progress().step(&label, step.line, text, true);
-            st.history(format!("{text} # kiln"), !made);
+        if self.begin(st, stage, step, text, &key)? {
             return Ok(());
         }
-        self.progress().step(&label, step.line, text, false);
-        self.steps_run.fetch_add(1, Ordering::Relaxed);
         let view = st.view(self.store)?;
         let tree = self.store.temp_path("copy");
         fs::create_dir(&tree)

@@ -364,6 +364,28 @@ impl Builder<'_, '_> {
         Ok(true)
     }
 
+    /// Starts a layer step: reuses its cached result when there is one
+    /// (returns true: the step is done), else counts and announces it.
+    pub fn begin(
+        &self,
+        st: &mut State,
+        stage: &Stage,
+        step: &Step,
+        text: &str,
+        key: &str,
+    ) -> Result<bool, BuildError> {
+        let label = self.label(stage);
+        if let Some(made) = self.cached(st, key)? {
+            self.steps_cached.fetch_add(1, Ordering::Relaxed);
+            self.progress().step(&label, step.line, text, true);
+            st.history(format!("{text} # kiln"), !made);
+            return Ok(true);
+        }
+        self.progress().step(&label, step.line, text, false);
+        self.steps_run.fetch_add(1, Ordering::Relaxed);
+        Ok(false)
+    }
+
     /// Reuses a cached step result: `Some(true)` when it added a layer,
     /// `Some(false)` when it had none, `None` when there is no result (or --no-cache).
     pub fn cached(&self, st: &mut State, key: &str) -> Result<Option<bool>, BuildError> {

@@ -3,7 +3,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 
 use kiln_dockerfile::instructions::{CommandLine, Network as StepNetwork, Run};
 use kiln_dockerfile::mount::MountType;
@@ -228,15 +227,9 @@ impl Builder<'_, '_> {
             &from_keys,
         ]);
         st.key = key.clone();
-        let label = self.label(stage);
-        if let Some(made) = self.cached(st, &key)? {
-            self.steps_cached.fetch_add(1, Ordering::Relaxed);
-            self.progress().step(&label, step.line, text, true);
-            st.history(format!("{text} # kiln"), !made);
+        if self.begin(st, stage, step, text, &key)? {
             return Ok(());
         }
-        self.progress().step(&label, step.line, text, false);
-        self.steps_run.fetch_add(1, Ordering::Relaxed);
         let view = st.view(self.store)?;
         let dirs = StepDirs::new(self.store)?;
         // held until the step ends: cache mounts with sharing=locked|private
@@ -253,6 +246,7 @@ impl Builder<'_, '_> {
             },
             mounts,
         };
+        let label = self.label(stage);
         let mut on_line = |l: &str| self.progress().output(&label, l);
         let outcome = exec(&self.opts.kiln_exe, &view, &dirs, e, Some(&mut on_line))?;
         let file = self.file.clone();

@@ -79,14 +79,7 @@ impl View {
     /// and returns the clean path and its backing file.
     pub fn resolve(&self, rel: &Path, follow_last: bool) -> Option<(PathBuf, PathBuf)> {
         let mut cur = PathBuf::new();
-        let mut queue: Vec<std::ffi::OsString> = rel
-            .components()
-            .filter_map(|c| match c {
-                Component::Normal(n) => Some(n.to_os_string()),
-                Component::ParentDir => Some("..".into()),
-                _ => None,
-            })
-            .collect();
+        let mut queue = kiln_oci::unpack::link_components(rel);
         queue.reverse();
         let mut hops = 0;
         while let Some(name) = queue.pop() {
@@ -107,14 +100,7 @@ impl View {
                 if target.is_absolute() {
                     cur = PathBuf::new();
                 }
-                let parts: Vec<std::ffi::OsString> = target
-                    .components()
-                    .filter_map(|c| match c {
-                        Component::Normal(n) => Some(n.to_os_string()),
-                        Component::ParentDir => Some("..".into()),
-                        _ => None,
-                    })
-                    .collect();
+                let parts = kiln_oci::unpack::link_components(&target);
                 queue.extend(parts.into_iter().rev());
                 continue;
             }

@@ -97,6 +97,18 @@ fn context(dir: &Path, name: &str, dockerfile: &str) -> PathBuf {
     ctx
 }
 
+/// buildah with its own storage under `root` (vfs driver, as root).
+fn buildah(root: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new("buildah");
+    c.arg("--root")
+        .arg(root.join("root"))
+        .arg("--runroot")
+        .arg(root.join("run"))
+        .args(["--storage-driver", "vfs"])
+        .args(args);
+    c
+}
+
 fn unpack(layout: &Path, tag: &str, into: &Path) -> Vec<String> {
     run(
         Command::new("umoci")
@@ -188,35 +200,31 @@ fn kiln_and_buildah_build_the_same_root_filesystems() {
         );
         let blayout = dir.path().join("out-buildah").join(name);
         fs::create_dir_all(blayout.parent().unwrap()).unwrap();
-        let buildah = |args: &[&str]| {
-            let mut c = Command::new("buildah");
-            c.arg("--root")
-                .arg(broot.join("root"))
-                .arg("--runroot")
-                .arg(broot.join("run"))
-                .args(["--storage-driver", "vfs"])
-                .args(args);
-            c
-        };
         run(
-            &mut buildah(&[
-                "bud",
-                "--isolation",
-                "chroot",
-                "--secret",
-                &secret_arg,
-                "-t",
-                &format!("case-{name}"),
-                ctx.to_str().unwrap(),
-            ]),
+            &mut buildah(
+                &broot,
+                &[
+                    "bud",
+                    "--isolation",
+                    "chroot",
+                    "--secret",
+                    &secret_arg,
+                    "-t",
+                    &format!("case-{name}"),
+                    ctx.to_str().unwrap(),
+                ],
+            ),
             &format!("buildah bud {name}"),
         );
         run(
-            &mut buildah(&[
-                "push",
-                &format!("case-{name}"),
-                &format!("oci:{}:case", blayout.display()),
-            ]),
+            &mut buildah(
+                &broot,
+                &[
+                    "push",
+                    &format!("case-{name}"),
+                    &format!("oci:{}:case", blayout.display()),
+                ],
+            ),
             "buildah push",
         );
         let k = filter(unpack(
@@ -320,34 +328,30 @@ fn apt_get_on_a_debian_base_matches_buildah() {
         "kiln build apt",
     );
     let broot = dir.path().join("buildah");
-    let buildah = |args: &[&str]| {
-        let mut c = Command::new("buildah");
-        c.arg("--root")
-            .arg(broot.join("root"))
-            .arg("--runroot")
-            .arg(broot.join("run"))
-            .args(["--storage-driver", "vfs"])
-            .args(args);
-        c
-    };
     run(
-        &mut buildah(&[
-            "bud",
-            "--isolation",
-            "chroot",
-            "-t",
-            "hello-deb",
-            app.to_str().unwrap(),
-        ]),
+        &mut buildah(
+            &broot,
+            &[
+                "bud",
+                "--isolation",
+                "chroot",
+                "-t",
+                "hello-deb",
+                app.to_str().unwrap(),
+            ],
+        ),
         "buildah bud apt",
     );
     let blayout = dir.path().join("buildah-out");
     run(
-        &mut buildah(&[
-            "push",
-            "hello-deb",
-            &format!("oci:{}:case", blayout.display()),
-        ]),
+        &mut buildah(
+            &broot,
+            &[
+                "push",
+                "hello-deb",
+                &format!("oci:{}:case", blayout.display()),
+            ],
+        ),
         "buildah push",
     );
     let noise = |lines: Vec<String>| -> Vec<String> {

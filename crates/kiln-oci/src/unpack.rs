@@ -166,14 +166,7 @@ impl Unpacker {
                     }
                     // the target's components are resolved one by one, so
                     // symlinks and `..` inside it are checked the same way
-                    let parts: Vec<std::ffi::OsString> = link
-                        .components()
-                        .filter_map(|c| match c {
-                            Component::Normal(n) => Some(n.to_os_string()),
-                            Component::ParentDir => Some("..".into()),
-                            _ => None,
-                        })
-                        .collect();
+                    let parts = link_components(&link);
                     queue.extend(parts.into_iter().rev());
                 }
                 Ok(_) => {
@@ -370,6 +363,19 @@ fn set_mtime(path: &Path, secs: u64) -> Result<(), Error> {
     };
     rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)
         .map_err(|e| Error::path("setting times of", path, e.into()))
+}
+
+/// A symlink target as path components, `..` kept, so it can be resolved
+/// component by component inside a root.
+pub fn link_components(target: &Path) -> Vec<std::ffi::OsString> {
+    target
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Whether `meta` is an overlay whiteout (a 0:0 character device).

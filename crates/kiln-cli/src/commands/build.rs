@@ -12,20 +12,7 @@ use crate::exit::{Exit, Failure};
 use crate::printer::{Printer, StepPrinter};
 
 pub fn run(args: BuildArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
-    let dockerfile = args
-        .file
-        .clone()
-        .unwrap_or_else(|| args.context.join("Dockerfile"));
-    let dockerfile = dockerfile
-        .strip_prefix("./")
-        .map(PathBuf::from)
-        .unwrap_or(dockerfile);
-    if !dockerfile.is_file() {
-        return Err(Failure::usage(format!(
-            "{}: no such Dockerfile",
-            dockerfile.display()
-        )));
-    }
+    let dockerfile = super::dockerfile_path(args.file.clone(), &args.context)?;
     if !args.context.is_dir() {
         return Err(Failure::usage(format!(
             "{}: the build context is not a directory",

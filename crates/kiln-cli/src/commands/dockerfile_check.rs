@@ -13,20 +13,7 @@ use crate::exit::{Exit, Failure};
 use crate::printer::Printer;
 
 pub fn run(args: CheckArgs, printer: &Printer) -> anyhow::Result<Exit> {
-    let file = args
-        .file
-        .clone()
-        .unwrap_or_else(|| args.context.join("Dockerfile"));
-    let file = file
-        .strip_prefix("./")
-        .map(Path::to_path_buf)
-        .unwrap_or(file);
-    if !file.exists() {
-        return Err(Failure::usage(format!(
-            "{}: no such Dockerfile",
-            file.display()
-        )));
-    }
+    let file = super::dockerfile_path(args.file.clone(), &args.context)?;
     let text = fs_err::read_to_string(&file).context("reading the Dockerfile")?;
     let opts = options(&args)?;
     let shown = file.display().to_string();

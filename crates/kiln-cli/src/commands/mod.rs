@@ -28,3 +28,23 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
         Command::Save(args) => store_cmds::save(args, &open()?, printer),
     }
 }
+
+/// `-f FILE`, or `CONTEXT/Dockerfile`, shown without a leading `./`; a
+/// missing file is a usage error.
+fn dockerfile_path(
+    file: Option<std::path::PathBuf>,
+    context: &std::path::Path,
+) -> anyhow::Result<std::path::PathBuf> {
+    let path = file.unwrap_or_else(|| context.join("Dockerfile"));
+    let path = path
+        .strip_prefix("./")
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or(path);
+    if !path.is_file() {
+        return Err(crate::exit::Failure::usage(format!(
+            "{}: no such Dockerfile",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
