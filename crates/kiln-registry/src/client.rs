@@ -1,0 +1,443 @@
+//! The distribution API over HTTP: manifests and blobs, with Basic and
+//! Bearer auth, retries with backoff (5xx, 429 with Retry-After, dropped
+//! connections, timeouts) and streaming bodies.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine;
+
+use crate::auth::{self, Credentials};
+use crate::{Error, Reference};
+
+/// Accept header for manifests: OCI and Docker, images and indexes.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Registries reached over plain HTTP besides loopback ones.
+    pub insecure_registries: Vec<String>,
+    /// Extra attempts after a failure that may pass (5xx, 429, dropped connection).
+    pub retries: u32,
+    /// The first backoff; each retry doubles it.
+    pub backoff: Duration,
+}
+
+impl ClientOptions {
+    pub fn new() -> Self {
+        ClientOptions {
+            insecure_registries: vec![],
+            retries: 5,
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Something to send: nothing, bytes, or a stream that can be reopened for a retry.
+pub enum Body<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    Stream {
+        len: u64,
+        open: &'a dyn Fn() -> std::io::Result<Box<dyn Read + Send>>,
+    },
+}
+
+/// Where a cross-repository mount left things.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    /// The registry linked the blob: nothing to upload.
+    Mounted,
+    /// The registry declined (202) and opened an upload session instead.
+    Upload(String),
+}
+
+pub struct Client {
+    agent: ureq::Agent,
+    opts: ClientOptions,
+    /// Bearer tokens by registry and scope.
+    tokens: Mutex<HashMap<String, String>>,
+    creds: Mutex<HashMap<String, Option<Credentials>>>,
+}
+
+fn status_err(method: &str, url: &str, code: u16, resp: ureq::Response) -> Error {
+    let body = resp.into_string().unwrap_or_default();
+    let body: String = body.chars().take(300).collect();
+    Error::Status {
+        method: method.to_string(),
+        url: url.to_string(),
+        code,
+        body,
+    }
+}
+
+impl Client {
+    pub fn new(opts: ClientOptions) -> Self {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(15))
+            .timeout_read(Duration::from_secs(60))
+            .redirects(5)
+            .build();
+        Client {
+            agent,
+            opts,
+            tokens: Mutex::new(HashMap::new()),
+            creds: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `https://host/v2/repo`, or `http://` for loopback and insecure registries.
+    pub fn base(&self, r: &Reference) -> String {
+        let plain = r.is_loopback()
+            || self
+                .opts
+                .insecure_registries
+                .iter()
+                .any(|i| *i == r.registry);
+        let host = if r.registry == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            r.registry.as_str()
+        };
+        format!(
+            "{}://{host}/v2/{}",
+            if plain { "http" } else { "https" },
+            r.repository
+        )
+    }
+
+    fn credentials(&self, registry: &str) -> Result<Option<Credentials>, Error> {
+        let mut cache = self.creds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache.get(registry) {
+            return Ok(c.clone());
+        }
+        let c = auth::lookup(registry)?;
+        cache.insert(registry.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn basic(creds: &Credentials) -> String {
+        let raw = format!("{}:{}", creds.username, creds.password.expose());
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+
+    /// Answers a 401 challenge: a Bearer token for the scope, or Basic credentials.
+    fn authorize(&self, r: &Reference, challenge: &str, scope: &str) -> Result<String, Error> {
+        let (scheme, params) = auth::parse_challenge(challenge);
+        let creds = self.credentials(&r.registry)?;
+        if scheme == "basic" {
+            return creds.map(|c| Self::basic(&c)).ok_or_else(|| {
+                Error::Auth(format!(
+                    "{} needs credentials: run `kiln login {}`",
+                    r.registry, r.registry
+                ))
+            });
+        }
+        let realm = params.get("realm").ok_or_else(|| {
+            Error::Auth(format!(
+                "{} sent a Bearer challenge without a realm",
+                r.registry
+            ))
+        })?;
+        let scope = params
+            .get("scope")
+            .cloned()
+            .unwrap_or_else(|| scope.to_string());
+        let key = format!("{}|{scope}", r.registry);
+        if let Some(t) = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(format!("Bearer {t}"));
+        }
+        let mut req = self.agent.get(realm).query("scope", &scope);
+        if let Some(service) = params.get("service") {
+            req = req.query("service", service);
+        }
+        if let Some(c) = &creds {
+            req = req.set("Authorization", &Self::basic(c));
+        }
+        let resp = match req.call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(code, _)) => {
+                return Err(Error::Auth(format!(
+                    "the token service of {} refused ({code}); check `kiln login {}`",
+                    r.registry, r.registry
+                )))
+            }
+            Err(e) => {
+                return Err(Error::Auth(format!(
+                    "reaching the token service of {}: {}",
+                    r.registry,
+                    transport(&e)
+                )))
+            }
+        };
+        let v: serde_json::Value = serde_json::from_reader(resp.into_reader()).map_err(|e| {
+            Error::Auth(format!(
+                "the token service of {} sent no JSON: {e}",
+                r.registry
+            ))
+        })?;
+        let token = v["token"]
+            .as_str()
+            .or(v["access_token"].as_str())
+            .ok_or_else(|| {
+                Error::Auth(format!("the token service of {} sent no token", r.registry))
+            })?
+            .to_string();
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, token.clone());
+        Ok(format!("Bearer {token}"))
+    }
+
+    fn backoff(&self, attempt: u32, retry_after: Option<&str>) -> Duration {
+        let base = self.opts.backoff.saturating_mul(1 << attempt.min(6));
+        match retry_after.and_then(|v| v.trim().parse::<u64>().ok()) {
+            Some(secs) => Duration::from_secs(secs.min(60)).max(base),
+            None => base,
+        }
+    }
+
+    /// Sends a request with auth and retries. `scope` is the token scope
+    /// (`repository:NAME:pull` or `…:pull,push`). A 404 is returned as
+    /// `Ok(None)`; other failures after the retries are errors.
+    pub fn send(
+        &self,
+        r: &Reference,
+        scope: &str,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &Body,
+    ) -> Result<Option<ureq::Response>, Error> {
+        let mut authz: Option<String> = None;
+        let mut attempt = 0;
+        let mut challenged = false;
+        loop {
+            let mut req = self.agent.request(method, url);
+            for (k, v) in headers {
+                req = req.set(k, v);
+            }
+            if let Some(a) = &authz {
+                req = req.set("Authorization", a);
+            }
+            let result = match body {
+                Body::Empty => req.call(),
+                Body::Bytes(b) => req.send_bytes(b),
+                Body::Stream { len, open } => {
+                    let reader = open().map_err(|e| Error::Io {
+                        what: format!("reading what to send to {url}"),
+                        source: e,
+                    })?;
+                    req.set("Content-Length", &len.to_string()).send(reader)
+                }
+            };
+            match result {
+                Ok(resp) => return Ok(Some(resp)),
+                Err(ureq::Error::Status(404, _)) => return Ok(None),
+                Err(ureq::Error::Status(401, resp)) if !challenged => {
+                    challenged = true;
+                    let challenge = resp
+                        .header("WWW-Authenticate")
+                        .unwrap_or("Basic")
+                        .to_string();
+                    authz = Some(self.authorize(r, &challenge, scope)?);
+                }
+                Err(ureq::Error::Status(code, resp))
+                    if (code == 429 || code >= 500) && attempt < self.opts.retries =>
+                {
+                    let wait = self.backoff(attempt, resp.header("Retry-After"));
+                    attempt += 1;
+                    std::thread::sleep(wait);
+                }
+                Err(ureq::Error::Status(code, resp)) => {
+                    return Err(status_err(method, url, code, resp))
+                }
+                Err(e) if attempt < self.opts.retries => {
+                    let _ = e;
+                    std::thread::sleep(self.backoff(attempt, None));
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(Error::Transport {
+                        method: method.to_string(),
+                        url: url.to_string(),
+                        message: transport(&e),
+                    })
+                }
+            }
+        }
+    }
+
+    /// The manifest (or index) `r` names: its bytes and media type.
+    pub fn get_manifest(&self, r: &Reference) -> Result<(Vec<u8>, String), Error> {
+        self.get_manifest_at(r, r.reference())
+    }
+
+    pub fn get_manifest_at(
+        &self,
+        r: &Reference,
+        reference: &str,
+    ) -> Result<(Vec<u8>, String), Error> {
+        let url = format!("{}/manifests/{reference}", self.base(r));
+        let scope = format!("repository:{}:pull", r.repository);
+        let resp = self
+            .send(
+                r,
+                &scope,
+                "GET",
+                &url,
+                &[("Accept", MANIFEST_ACCEPT)],
+                &Body::Empty,
+            )?
+            .ok_or_else(|| Error::NotFound(format!("{}:{reference}", r.name())))?;
+        let media = resp.content_type().to_string();
+        let mut bytes = Vec::new();
+        resp.into_reader()
+            .take(16 << 20)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::Io {
+                what: format!("reading {url}"),
+                source: e,
+            })?;
+        Ok((bytes, media))
+    }
+
+    /// A stream of the blob `digest` of `r`'s repository.
+    pub fn get_blob(&self, r: &Reference, digest: &str) -> Result<Box<dyn Read + Send>, Error> {
+        let url = format!("{}/blobs/{digest}", self.base(r));
+        let scope = format!("repository:{}:pull", r.repository);
+        let resp = self
+            .send(r, &scope, "GET", &url, &[], &Body::Empty)?
+            .ok_or_else(|| Error::NotFound(format!("blob {digest} in {}", r.name())))?;
+        Ok(Box::new(resp.into_reader()))
+    }
+
+    pub fn has_blob(&self, r: &Reference, digest: &str) -> Result<bool, Error> {
+        let url = format!("{}/blobs/{digest}", self.base(r));
+        let scope = format!("repository:{}:pull,push", r.repository);
+        Ok(self
+            .send(r, &scope, "HEAD", &url, &[], &Body::Empty)?
+            .is_some())
+    }
+
+    /// Asks the registry to link `digest` from repository `from` into `r`'s.
+    pub fn mount_blob(&self, r: &Reference, digest: &str, from: &str) -> Result<Mount, Error> {
+        let url = format!("{}/blobs/uploads/?mount={digest}&from={from}", self.base(r));
+        let scope = format!("repository:{}:pull,push", r.repository);
+        let resp = self
+            .send(r, &scope, "POST", &url, &[], &Body::Empty)?
+            .ok_or_else(|| Error::NotFound(format!("upload endpoint of {}", r.name())))?;
+        if resp.status() == 201 {
+            return Ok(Mount::Mounted);
+        }
+        let location = resp.header("Location").ok_or_else(|| {
+            Error::Protocol(format!(
+                "{} answered a mount without a Location",
+                r.registry
+            ))
+        })?;
+        Ok(Mount::Upload(self.absolute(r, location)))
+    }
+
+    fn absolute(&self, r: &Reference, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            return location.to_string();
+        }
+        let base = self.base(r);
+        let origin = base.split("/v2/").next().unwrap_or(&base);
+        format!("{origin}{location}")
+    }
+
+    /// Uploads a blob in one PUT, streamed from `open()` with bounded memory.
+    /// `session` is an upload location a declined mount already opened.
+    pub fn upload_blob(
+        &self,
+        r: &Reference,
+        digest: &str,
+        len: u64,
+        open: &dyn Fn() -> std::io::Result<Box<dyn Read + Send>>,
+        session: Option<String>,
+    ) -> Result<(), Error> {
+        let scope = format!("repository:{}:pull,push", r.repository);
+        let location = match session {
+            Some(l) => l,
+            None => {
+                let url = format!("{}/blobs/uploads/", self.base(r));
+                let resp = self
+                    .send(r, &scope, "POST", &url, &[], &Body::Empty)?
+                    .ok_or_else(|| Error::NotFound(format!("upload endpoint of {}", r.name())))?;
+                let loc = resp.header("Location").ok_or_else(|| {
+                    Error::Protocol(format!(
+                        "{} opened an upload without a Location",
+                        r.registry
+                    ))
+                })?;
+                self.absolute(r, loc)
+            }
+        };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let url = format!("{location}{sep}digest={digest}");
+        let headers = [("Content-Type", "application/octet-stream")];
+        self.send(
+            r,
+            &scope,
+            "PUT",
+            &url,
+            &headers,
+            &Body::Stream { len, open },
+        )?
+        .ok_or_else(|| Error::NotFound(format!("upload session of {}", r.name())))?;
+        Ok(())
+    }
+
+    /// Puts a manifest under `reference` (a tag or its digest).
+    pub fn put_manifest(
+        &self,
+        r: &Reference,
+        reference: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<(), Error> {
+        let url = format!("{}/manifests/{reference}", self.base(r));
+        let scope = format!("repository:{}:pull,push", r.repository);
+        self.send(
+            r,
+            &scope,
+            "PUT",
+            &url,
+            &[("Content-Type", media_type)],
+            &Body::Bytes(bytes),
+        )?
+        .ok_or_else(|| Error::NotFound(format!("manifest endpoint of {}", r.name())))?;
+        Ok(())
+    }
+
+    /// Checks the registry answers the API with the credentials it has (for `kiln login`).
+    pub fn ping(&self, r: &Reference) -> Result<(), Error> {
+        let base = self.base(r);
+        let url = format!(
+            "{}/",
+            base.split("/v2/").next().unwrap_or(&base).to_string() + "/v2"
+        );
+        self.send(r, "registry:catalog:*", "GET", &url, &[], &Body::Empty)?;
+        Ok(())
+    }
+}
+
+fn transport(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Transport(t) => t.to_string(),
+        ureq::Error::Status(code, _) => format!("HTTP {code}"),
+    }
+}
