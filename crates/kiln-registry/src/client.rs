@@ -90,12 +90,7 @@ impl Client {
 
     /// `https://host/v2/repo`, or `http://` for loopback and insecure registries.
     pub fn base(&self, r: &Reference) -> String {
-        let plain = r.is_loopback()
-            || self
-                .opts
-                .insecure_registries
-                .iter()
-                .any(|i| *i == r.registry);
+        let plain = r.is_loopback() || self.opts.insecure_registries.contains(&r.registry);
         let host = if r.registry == "docker.io" {
             "registry-1.docker.io"
         } else {
