@@ -12,6 +12,9 @@ pub struct Cli {
     /// The store directory [default: $KILN_STORE, /var/lib/kiln as root]
     #[arg(long, global = true, value_name = "DIR")]
     pub store: Option<PathBuf>,
+    /// Reach this registry over plain HTTP (loopback registries always are)
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -43,6 +46,20 @@ pub enum Command {
     Fsck,
     /// Write an image in the store to an archive.
     Save(SaveArgs),
+    /// Fetch an image from a registry into the store.
+    ///
+    /// Short names resolve as Docker's do (debian:bookworm is
+    /// docker.io/library/debian:bookworm); an index yields the image for the
+    /// host's platform (or --platform). Prints the manifest digest.
+    Pull(PullArgs),
+    /// Publish an image of the store to a registry.
+    ///
+    /// Blobs the registry has are skipped, blobs it has in another
+    /// repository are mounted, the rest stream from disk; the manifest goes
+    /// last. Prints the manifest digest.
+    Push(PushArgs),
+    /// Store credentials for a registry in ~/.docker/config.json, as docker login does.
+    Login(LoginArgs),
     /// Work with Dockerfiles without building them.
     #[command(subcommand)]
     Dockerfile(DockerfileCommand),
@@ -112,9 +129,47 @@ pub struct BuildArgs {
     /// Layer compression: gzip, zstd (both cores) or none
     #[arg(long, default_value = "gzip", value_name = "ALGO")]
     pub compression: String,
+    /// Push every -t name that names a registry once built
+    #[arg(long)]
+    pub push: bool,
+    /// Write the image's manifest digest to this file
+    #[arg(long, value_name = "FILE")]
+    pub digest_file: Option<PathBuf>,
     /// The build context directory
     #[arg(default_value = ".", value_name = "CONTEXT")]
     pub context: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// REGISTRY/REPOSITORY[:TAG|@DIGEST]
+    pub reference: String,
+    /// The platform to take from a multi-platform image [default: the host's]
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The image in the store
+    pub image: String,
+    /// Where to push (REGISTRY/REPOSITORY[:TAG]); several push the same image
+    /// under each [default: the image's name]
+    pub targets: Vec<String>,
+    /// Write the pushed manifest digest to this file
+    #[arg(long, value_name = "FILE")]
+    pub digest_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The registry, such as registry.example.com or localhost:5000
+    pub registry: String,
+    #[arg(short, long)]
+    pub username: String,
+    /// Read the password from standard input (it is never taken as an argument)
+    #[arg(long)]
+    pub password_stdin: bool,
 }
 
 #[derive(Debug, Args)]

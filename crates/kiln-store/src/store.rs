@@ -307,6 +307,36 @@ impl Store {
         }
     }
 
+    /// Remembers that `location` (`registry/repository`) holds blob `digest`,
+    /// so a later push to the same registry can mount it instead of uploading.
+    pub fn note_source(&self, digest: &Digest, location: &str) -> Result<(), Error> {
+        let mut known = self.sources(digest);
+        if known.iter().any(|k| k == location) {
+            return Ok(());
+        }
+        known.push(location.to_string());
+        let dir = self.root.join("sources");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+        atomic::write(
+            &self.tmp_dir(),
+            &dir.join(digest.digest()),
+            known.join("\n").as_bytes(),
+        )
+    }
+
+    /// Where blob `digest` is known to be (`registry/repository` each).
+    pub fn sources(&self, digest: &Digest) -> Vec<String> {
+        let p = self.root.join("sources").join(digest.digest());
+        fs::read_to_string(p)
+            .map(|s| {
+                s.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn cache_path(&self, key: &str) -> PathBuf {
         self.root.join("cache").join(format!(
             "{}.json",

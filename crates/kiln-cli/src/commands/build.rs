@@ -4,14 +4,19 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use kiln_build::{build, BuildOptions, Compression, StoreSource};
+use kiln_build::{build, BuildOptions, Compression};
 use kiln_store::Store;
 
 use crate::args::BuildArgs;
 use crate::exit::{Exit, Failure};
 use crate::printer::{Printer, StepPrinter};
 
-pub fn run(args: BuildArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
+pub fn run(
+    args: BuildArgs,
+    store: &Store,
+    client: &kiln_registry::Client,
+    printer: &Printer,
+) -> anyhow::Result<Exit> {
     let dockerfile = super::dockerfile_path(args.file.clone(), &args.context)?;
     if !args.context.is_dir() {
         return Err(Failure::usage(format!(
@@ -50,7 +55,14 @@ pub fn run(args: BuildArgs, store: &Store, printer: &Printer) -> anyhow::Result<
         kiln_exe: std::env::current_exe().context("finding the kiln binary")?,
     };
     let mut progress = StepPrinter::new(printer);
-    let result = build(store, &StoreSource { store }, &opts, &mut progress);
+    let log = |l: &str| printer.error(l);
+    let source = kiln_factory::RegistrySource {
+        store,
+        client,
+        platform: kiln_dockerfile::Platform::host(),
+        log: &log,
+    };
+    let result = build(store, &source, &opts, &mut progress);
     drop(progress); // finishes the spinners before anything else is printed
     let result = match result {
         Ok(r) => r,
@@ -80,6 +92,15 @@ pub fn run(args: BuildArgs, store: &Store, printer: &Printer) -> anyhow::Result<
             crate::commands::store_cmds::export(store, &img, &result.names, &kind, &dest)?;
             printer.error(&format!("wrote {kind} output to {}", dest.display()));
         }
+    }
+    if args.push {
+        for name in &result.names {
+            super::registry::push_image(store, client, printer, name, &[])?;
+        }
+    }
+    if let Some(f) = &args.digest_file {
+        std::fs::write(f, format!("{}\n", result.manifest_digest))
+            .with_context(|| format!("writing {}", f.display()))?;
     }
     printer.data(&result.manifest_digest);
     Ok(Exit::Success)

@@ -2,6 +2,7 @@
 
 mod build;
 mod dockerfile_check;
+mod registry;
 pub mod store_cmds;
 
 use anyhow::Context as _;
@@ -18,7 +19,12 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
     };
     match cli.command {
         Command::Dockerfile(DockerfileCommand::Check(args)) => dockerfile_check::run(args, printer),
-        Command::Build(args) => build::run(args, &open()?, printer),
+        Command::Build(args) => build::run(
+            args,
+            &open()?,
+            &registry::client(&cli.insecure_registries),
+            printer,
+        ),
         Command::Run(args) => store_cmds::run(args, &open()?, printer),
         Command::Images(args) => store_cmds::images(args, &open()?, printer),
         Command::Inspect(args) => store_cmds::inspect(args, &open()?, printer),
@@ -26,6 +32,21 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
         Command::Fsck => store_cmds::fsck(&open()?, printer),
         Command::Prune => store_cmds::prune(&open()?, printer),
         Command::Save(args) => store_cmds::save(args, &open()?, printer),
+        Command::Pull(args) => registry::pull(
+            args,
+            &open()?,
+            &registry::client(&cli.insecure_registries),
+            printer,
+        ),
+        Command::Push(args) => registry::push(
+            args,
+            &open()?,
+            &registry::client(&cli.insecure_registries),
+            printer,
+        ),
+        Command::Login(args) => {
+            registry::login(args, &registry::client(&cli.insecure_registries), printer)
+        }
     }
 }
 

@@ -1,0 +1,120 @@
+//! `kiln pull`, `kiln push`, `kiln login`.
+
+use std::io::Read;
+
+use anyhow::Context as _;
+use kiln_dockerfile::Platform;
+use kiln_factory::transfer;
+use kiln_registry::{Client, ClientOptions, Credentials, Reference, Secret};
+use kiln_store::Store;
+
+use crate::args::{LoginArgs, PullArgs, PushArgs};
+use crate::exit::{Exit, Failure};
+use crate::printer::Printer;
+
+pub fn client(insecure: &[String]) -> Client {
+    Client::new(ClientOptions {
+        insecure_registries: insecure.to_vec(),
+        ..ClientOptions::new()
+    })
+}
+
+pub fn pull(
+    args: PullArgs,
+    store: &Store,
+    client: &Client,
+    printer: &Printer,
+) -> anyhow::Result<Exit> {
+    let r = Reference::parse(&args.reference).map_err(|e| Failure::usage(e.to_string()))?;
+    let platform = match &args.platform {
+        Some(p) => Platform::parse(p).map_err(|e| Failure::usage(format!("--platform: {e}")))?,
+        None => Platform::host(),
+    };
+    let log = |l: &str| printer.error(l);
+    let pulled = transfer::pull(client, store, &r, &platform, &log)
+        .with_context(|| format!("pulling {r}"))?;
+    printer.error(&format!(
+        "pulled {} as {} ({} blobs fetched)",
+        pulled.digest, pulled.name, pulled.blobs_fetched
+    ));
+    printer.data(&pulled.digest);
+    Ok(Exit::Success)
+}
+
+/// Pushes `image` to each target (the first with its tag, the rest too).
+pub fn push_image(
+    store: &Store,
+    client: &Client,
+    printer: &Printer,
+    image: &str,
+    targets: &[String],
+) -> anyhow::Result<String> {
+    let targets: Vec<Reference> = if targets.is_empty() {
+        vec![image.to_string()]
+    } else {
+        targets.to_vec()
+    }
+    .iter()
+    .map(|t| Reference::parse(t).map_err(|e| Failure::usage(e.to_string())))
+    .collect::<anyhow::Result<_>>()?;
+    let log = |l: &str| printer.error(l);
+    let mut digest = String::new();
+    for t in &targets {
+        let pushed = transfer::push(client, store, image, t, &[], &log)
+            .with_context(|| format!("pushing {image} to {t}"))?;
+        printer.error(&format!(
+            "{t}: {} uploaded, {} mounted, {} already there",
+            pushed.uploaded, pushed.mounted, pushed.skipped
+        ));
+        digest = pushed.digest;
+    }
+    Ok(digest)
+}
+
+pub fn push(
+    args: PushArgs,
+    store: &Store,
+    client: &Client,
+    printer: &Printer,
+) -> anyhow::Result<Exit> {
+    let digest = push_image(store, client, printer, &args.image, &args.targets)?;
+    if let Some(f) = &args.digest_file {
+        std::fs::write(f, format!("{digest}\n"))
+            .with_context(|| format!("writing {}", f.display()))?;
+    }
+    printer.data(&digest);
+    Ok(Exit::Success)
+}
+
+pub fn login(args: LoginArgs, client: &Client, printer: &Printer) -> anyhow::Result<Exit> {
+    if !args.password_stdin {
+        return Err(Failure::usage(
+            "give the password on standard input with --password-stdin",
+        ));
+    }
+    let mut password = String::new();
+    std::io::stdin()
+        .read_to_string(&mut password)
+        .context("reading the password")?;
+    let password = password.trim_end_matches(['\n', '\r']).to_string();
+    let creds = Credentials {
+        username: args.username.clone(),
+        password: Secret::new(password),
+    };
+    let path = kiln_registry::auth::store(&args.registry, &creds)?;
+    // check them against the registry now, as docker login does
+    let probe = Reference::parse(&format!("{}/kiln-login-check", args.registry))
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    if let Err(e) = client.ping(&probe) {
+        printer.error(&format!(
+            "warning: {} did not accept a request with these credentials: {e}",
+            args.registry
+        ));
+        return Ok(Exit::Failure);
+    }
+    printer.error(&format!(
+        "login succeeded; credentials saved in {}",
+        path.display()
+    ));
+    Ok(Exit::Success)
+}

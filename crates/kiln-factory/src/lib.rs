@@ -1,0 +1,57 @@
+//! The factory layer. Today: moving images between the store and
+//! registries ([`transfer`]) and resolving build bases from the store or,
+//! on demand, a registry ([`RegistrySource`]). The factory proper (kiln.toml,
+//! staleness, bake) grows here.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
+pub mod transfer;
+
+use kiln_build::{BaseImage, ImageSource, StoreSource};
+use kiln_dockerfile::Platform;
+use kiln_registry::{Client, Reference};
+use kiln_store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Registry(#[from] kiln_registry::Error),
+    #[error(transparent)]
+    Store(#[from] kiln_store::Error),
+    #[error("{0}")]
+    Transfer(String),
+}
+
+/// Bases for builds: local transports and store names first, then the
+/// registry the reference names, pulled into the store on demand.
+pub struct RegistrySource<'a> {
+    pub store: &'a Store,
+    pub client: &'a Client,
+    pub platform: Platform,
+    pub log: &'a (dyn Fn(&str) + Sync),
+}
+
+impl ImageSource for RegistrySource<'_> {
+    fn resolve(&self, reference: &str) -> Result<BaseImage, String> {
+        let local = StoreSource { store: self.store };
+        let Ok(r) = Reference::parse(reference) else {
+            return local.resolve(reference);
+        };
+        if reference.contains(':')
+            && reference
+                .split(':')
+                .next()
+                .is_some_and(|t| ["oci-layout", "oci-archive", "docker-archive"].contains(&t))
+        {
+            return local.resolve(reference);
+        }
+        if let Ok(img) = local.resolve(reference) {
+            return Ok(img);
+        }
+        if let Ok(img) = local.resolve(&r.to_string()) {
+            return Ok(img);
+        }
+        let pulled = transfer::pull(self.client, self.store, &r, &self.platform, self.log)
+            .map_err(|e| format!("pulling {r}: {e}"))?;
+        local.resolve(&pulled.name)
+    }
+}

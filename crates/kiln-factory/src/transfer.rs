@@ -1,0 +1,304 @@
+//! Moving images between the store and registries.
+//!
+//! Pull: the manifest (or the index entry for the platform), then every
+//! missing blob in parallel, each verified against its digest while it
+//! streams into the store; the image is named only once all of it is there.
+//! Push: blobs the registry has are skipped (HEAD), blobs known in another
+//! repository of the same registry are mounted, the rest stream from disk;
+//! the manifest goes last, once per tag.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kiln_dockerfile::Platform;
+use kiln_oci::image::{Descriptor, Index, Manifest, MEDIA_INDEX};
+use kiln_registry::{Client, Mount, Reference};
+use kiln_store::{parse_digest, Store};
+
+use crate::Error;
+
+const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// An image pulled into the store.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The name it has in the store (the full reference).
+    pub name: String,
+    pub digest: String,
+    pub blobs_fetched: usize,
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Default)]
+pub struct Pushed {
+    pub digest: String,
+    pub uploaded: usize,
+    pub mounted: usize,
+    pub skipped: usize,
+}
+
+fn is_index(bytes: &[u8], media: &str) -> bool {
+    if media.starts_with(MEDIA_INDEX) || media.starts_with(DOCKER_LIST) {
+        return true;
+    }
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .is_ok_and(|v| v.get("manifests").is_some() && v.get("layers").is_none())
+}
+
+fn check(bytes: &[u8], want: &str, what: &str) -> Result<(), Error> {
+    let got = kiln_oci::digest::sha256(bytes).to_string();
+    if got != want {
+        return Err(Error::Transfer(format!(
+            "{what}: digest mismatch: expected {want}, got {got}; nothing was stored"
+        )));
+    }
+    Ok(())
+}
+
+/// The index entry for `platform`.
+fn choose(index: &Index, platform: &Platform, r: &Reference) -> Result<Descriptor, Error> {
+    let found = index.manifests.iter().find(|d| {
+        d.platform.as_ref().is_some_and(|p| {
+            p.os == platform.os
+                && p.architecture == platform.architecture
+                && (platform.variant.is_empty()
+                    || p.variant.as_deref().unwrap_or("") == platform.variant)
+        })
+    });
+    found.cloned().ok_or_else(|| {
+        let have: Vec<String> = index
+            .manifests
+            .iter()
+            .filter_map(|d| d.platform.as_ref())
+            .map(|p| format!("{}/{}", p.os, p.architecture))
+            .collect();
+        Error::Transfer(format!(
+            "{r} has no image for {platform} (it has {})",
+            have.join(", ")
+        ))
+    })
+}
+
+/// Pulls `r` for `platform` into the store and names it with the full reference.
+pub fn pull(
+    client: &Client,
+    store: &Store,
+    r: &Reference,
+    platform: &Platform,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Pulled, Error> {
+    let (mut bytes, mut media) = client.get_manifest(r)?;
+    let mut digest = kiln_oci::digest::sha256(&bytes).to_string();
+    if let Some(pinned) = &r.digest {
+        check(&bytes, pinned, &r.to_string())?;
+    }
+    if is_index(&bytes, &media) {
+        let index: Index = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Transfer(format!("{r}: the index is not valid JSON: {e}")))?;
+        let entry = choose(&index, platform, r)?;
+        log(&format!(
+            "{r}: index, taking {} for {platform}",
+            entry.digest
+        ));
+        let (b, m) = client.get_manifest_at(r, &entry.digest)?;
+        check(&b, &entry.digest, &format!("{r} ({platform})"))?;
+        (bytes, media, digest) = (b, m, entry.digest.clone());
+    }
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Transfer(format!("{r}: the manifest is not valid JSON: {e}")))?;
+    let blobs: Vec<Descriptor> = std::iter::once(manifest.config.clone())
+        .chain(manifest.layers.iter().cloned())
+        .collect();
+    let fetched = fetch_blobs(client, store, r, &blobs, log)?;
+    let stored = store.put_blob(&bytes)?;
+    check(&bytes, &stored.to_string(), "the stored manifest")?;
+    let media_type = manifest.media_type.clone().unwrap_or(if media.is_empty() {
+        kiln_oci::image::MEDIA_MANIFEST.into()
+    } else {
+        std::mem::take(&mut media)
+    });
+    let desc = Descriptor {
+        media_type,
+        digest: digest.clone(),
+        size: bytes.len() as u64,
+        annotations: Default::default(),
+        platform: None,
+    };
+    let name = store.tag(&r.to_string(), &desc)?;
+    for b in &blobs {
+        store.note_source(&parse_digest(&b.digest)?, &r.name())?;
+    }
+    Ok(Pulled {
+        name,
+        digest,
+        blobs_fetched: fetched,
+    })
+}
+
+/// Downloads the blobs the store lacks, a few at a time.
+fn fetch_blobs(
+    client: &Client,
+    store: &Store,
+    r: &Reference,
+    blobs: &[Descriptor],
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<usize, Error> {
+    let missing: Vec<&Descriptor> = blobs
+        .iter()
+        .filter(|b| {
+            parse_digest(&b.digest)
+                .map(|d| !store.has_blob(&d))
+                .unwrap_or(true)
+        })
+        .collect();
+    let next = AtomicUsize::new(0);
+    let worker = || -> Result<(), Error> {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(b) = missing.get(i) else {
+                return Ok(());
+            };
+            let digest = parse_digest(&b.digest)?;
+            log(&format!("{r}: fetching {} ({} bytes)", b.digest, b.size));
+            let reader = client.get_blob(r, &b.digest)?;
+            // verified while it streams: a mismatch stores nothing
+            store
+                .put_blob_from(reader.take(b.size.saturating_add(1)), Some(&digest))
+                .map_err(|e| Error::Transfer(format!("{r}: blob {}: {e}", b.digest)))?;
+        }
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3).map(|_| s.spawn(&worker)).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Transfer("a download thread panicked".into())))
+            })
+            .collect::<Result<Vec<()>, Error>>()
+    })?;
+    Ok(missing.len())
+}
+
+/// Pushes the store's image `name` to `target` (its tag), then to each of
+/// `more_tags`; returns the manifest digest.
+pub fn push(
+    client: &Client,
+    store: &Store,
+    name: &str,
+    target: &Reference,
+    more_tags: &[String],
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Pushed, Error> {
+    let img = store.image(name)?;
+    let bytes = store.read_blob(&img.manifest_digest)?;
+    let media = img
+        .manifest
+        .media_type
+        .clone()
+        .unwrap_or_else(|| kiln_oci::image::MEDIA_MANIFEST.into());
+    let blobs: Vec<Descriptor> = img
+        .manifest
+        .layers
+        .iter()
+        .cloned()
+        .chain(std::iter::once(img.manifest.config.clone()))
+        .collect();
+    let (uploaded, mounted, skipped) = (
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    );
+    let next = AtomicUsize::new(0);
+    let worker = || -> Result<(), Error> {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(b) = blobs.get(i) else { return Ok(()) };
+            match push_blob(client, store, target, b, log)? {
+                BlobOutcome::Present => skipped.fetch_add(1, Ordering::Relaxed),
+                BlobOutcome::Mounted => mounted.fetch_add(1, Ordering::Relaxed),
+                BlobOutcome::Uploaded => uploaded.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3).map(|_| s.spawn(&worker)).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Transfer("an upload thread panicked".into())))
+            })
+            .collect::<Result<Vec<()>, Error>>()
+    })?;
+    // the manifest goes last, when every blob it names is there
+    let tag = target.tag.clone().unwrap_or_else(|| "latest".into());
+    for t in std::iter::once(&tag).chain(more_tags) {
+        client.put_manifest(target, t, &bytes, &media)?;
+        log(&format!(
+            "{}: pushed {}",
+            target.with_tag(t),
+            img.manifest_digest
+        ));
+    }
+    Ok(Pushed {
+        digest: img.manifest_digest.to_string(),
+        uploaded: uploaded.into_inner(),
+        mounted: mounted.into_inner(),
+        skipped: skipped.into_inner(),
+    })
+}
+
+enum BlobOutcome {
+    Present,
+    Mounted,
+    Uploaded,
+}
+
+fn push_blob(
+    client: &Client,
+    store: &Store,
+    target: &Reference,
+    b: &Descriptor,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<BlobOutcome, Error> {
+    let digest = parse_digest(&b.digest)?;
+    if client.has_blob(target, &b.digest)? {
+        return Ok(BlobOutcome::Present);
+    }
+    let mut session = None;
+    let prefix = format!("{}/", target.registry);
+    for source in store.sources(&digest) {
+        let Some(repo) = source.strip_prefix(&prefix) else {
+            continue;
+        };
+        if repo == target.repository {
+            continue;
+        }
+        match client.mount_blob(target, &b.digest, repo)? {
+            Mount::Mounted => {
+                log(&format!("{target}: mounted {} from {repo}", b.digest));
+                store.note_source(&digest, &target.name())?;
+                return Ok(BlobOutcome::Mounted);
+            }
+            // declined: upload into the session the registry opened
+            Mount::Upload(location) => {
+                session = Some(location);
+                break;
+            }
+        }
+    }
+    let path = store.blob_path(&digest);
+    let open = || -> std::io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(std::io::BufReader::new(std::fs::File::open(
+            &path,
+        )?)))
+    };
+    log(&format!(
+        "{target}: uploading {} ({} bytes)",
+        b.digest, b.size
+    ));
+    client.upload_blob(target, &b.digest, b.size, &open, session)?;
+    store.note_source(&digest, &target.name())?;
+    Ok(BlobOutcome::Uploaded)
+}
