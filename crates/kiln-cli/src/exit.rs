@@ -30,6 +30,15 @@ impl Failure {
         }
         .into()
     }
+
+    /// The operation was refused or failed outside kiln (a registry, a missing image).
+    pub fn failed(message: impl Into<String>) -> anyhow::Error {
+        Failure {
+            exit: Exit::Failure,
+            message: message.into(),
+        }
+        .into()
+    }
 }
 
 pub(crate) fn classify(err: &anyhow::Error) -> Exit {

@@ -32,7 +32,7 @@ pub fn pull(
     };
     let log = |l: &str| printer.error(l);
     let pulled = transfer::pull(client, store, &r, &platform, &log)
-        .with_context(|| format!("pulling {r}"))?;
+        .map_err(|e| Failure::failed(format!("pulling {r}: {e}")))?;
     printer.error(&format!(
         "pulled {} as {} ({} blobs fetched)",
         pulled.digest, pulled.name, pulled.blobs_fetched
@@ -61,7 +61,7 @@ pub fn push_image(
     let mut digest = String::new();
     for t in &targets {
         let pushed = transfer::push(client, store, image, t, &[], &log)
-            .with_context(|| format!("pushing {image} to {t}"))?;
+            .map_err(|e| Failure::failed(format!("pushing {image} to {t}: {e}")))?;
         printer.error(&format!(
             "{t}: {} uploaded, {} mounted, {} already there",
             pushed.uploaded, pushed.mounted, pushed.skipped

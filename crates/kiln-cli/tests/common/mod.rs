@@ -1,0 +1,111 @@
+//! Helpers shared by the tests that drive the real kiln binary as root.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn kiln(store: &Path, args: &[&str]) -> Out {
+    kiln_env(store, args, &[])
+}
+
+pub fn kiln_env(store: &Path, args: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("SOURCE_DATE_EPOCH");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running kiln");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn ok(o: Out) -> Out {
+    assert_eq!(o.code, 0, "kiln failed:\n{}\n{}", o.stdout, o.stderr);
+    o
+}
+
+/// A context that builds a busybox base image FROM scratch: the shared
+/// small fixture of these tests (Debian's busybox-static).
+pub fn busybox_context(dir: &Path) -> PathBuf {
+    let ctx = dir.join("busybox");
+    let bin = ctx.join("rootfs/bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::copy("/bin/busybox", bin.join("busybox"))
+        .expect("busybox-static must be installed (.ci/run installs it)");
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+        }
+    }
+    fs::create_dir_all(ctx.join("rootfs/etc")).unwrap();
+    fs::create_dir_all(ctx.join("rootfs/tmp")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(ctx.join("rootfs/tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::write(
+        ctx.join("rootfs/etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(
+        ctx.join("rootfs/etc/group"),
+        "root:x:0:\napp:x:1000:\nextra:x:2000:app\n",
+    )
+    .unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY rootfs/ /\nENV PATH=/usr/sbin:/usr/bin:/sbin:/bin\nCMD [\"sh\"]\n",
+    )
+    .unwrap();
+    ctx
+}
+
+pub fn setup() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let ctx = busybox_context(dir.path());
+    ok(kiln(
+        &store,
+        &["build", "-t", "busybox:test", ctx.to_str().unwrap()],
+    ));
+    (dir, store)
+}
+
+pub fn app_context(dir: &Path, dockerfile: &str) -> PathBuf {
+    let ctx = dir.join("app");
+    fs::create_dir_all(ctx.join("src")).unwrap();
+    fs::write(ctx.join("greeting.txt"), "hello from the context\n").unwrap();
+    fs::write(ctx.join("src/a"), "a\n").unwrap();
+    fs::write(ctx.join("src/b"), "b\n").unwrap();
+    fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    ctx
+}
+
+pub const APP: &str = r#"FROM busybox:test AS base
+RUN echo built > /built && rm /bin/false && mkdir -p /data
+WORKDIR /app
+COPY greeting.txt .
+COPY --chown=app:app src/ ./src/
+USER app
+RUN id > /tmp/id && cat greeting.txt
+FROM base
+USER root
+COPY --from=base /tmp/id /id
+RUN <<EOF
+echo "heredoc in $(pwd)"
+EOF
+CMD ["cat", "/app/greeting.txt"]
+"#;

@@ -1,0 +1,230 @@
+//! Pull and push against the real `docker-registry` from Debian, started by
+//! the test on a loopback port, with skopeo and the Docker engine as the
+//! real clients on the other side.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+mod common;
+use common::*;
+
+/// A docker-registry on 127.0.0.1, plain HTTP, storage in a temp dir.
+struct Registry {
+    child: Child,
+    addr: String,
+}
+
+impl Registry {
+    fn start(dir: &Path) -> Registry {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.join("registry.yml");
+        fs::write(
+            &config,
+            format!("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n", dir.join("registry-data").display()),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry must be installed (.ci/run installs it)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Registry { child, addr }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn skopeo(args: &[&str]) -> String {
+    let out = Command::new("skopeo").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn round_trips_with_skopeo_and_docker() {
+    let (dir, store) = setup();
+    let reg = Registry::start(dir.path());
+    let ctx = app_context(dir.path(), APP);
+    let built = ok(kiln(
+        &store,
+        &["build", "-t", "app:1", ctx.to_str().unwrap()],
+    ))
+    .stdout;
+
+    // kiln pushes; skopeo reads and copies what it pushed
+    let target = format!("{}/team/app:1", reg.addr);
+    let digest_file = dir.path().join("digest");
+    let pushed = ok(kiln(
+        &store,
+        &[
+            "push",
+            "app:1",
+            &target,
+            "--digest-file",
+            digest_file.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(pushed.stdout, built, "the pushed digest is the built one");
+    assert_eq!(fs::read_to_string(&digest_file).unwrap(), built);
+    let inspect: serde_json::Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{target}"),
+    ]))
+    .unwrap();
+    assert_eq!(inspect["Digest"], built.trim());
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{target}"),
+        &format!("docker://{}/copied/app:1", reg.addr),
+    ]);
+
+    // pushing again sends nothing; to another repository, blobs are mounted
+    let again = ok(kiln(&store, &["push", "app:1", &target]));
+    assert!(
+        again
+            .stderr
+            .contains("0 uploaded, 0 mounted, 9 already there"),
+        "{}",
+        again.stderr
+    );
+    let other = ok(kiln(
+        &store,
+        &["push", "app:1", &format!("{}/other/app:2", reg.addr)],
+    ));
+    assert!(
+        other.stderr.contains("0 uploaded, 9 mounted"),
+        "{}",
+        other.stderr
+    );
+
+    // skopeo pushes a base; kiln pulls it on demand for FROM, builds, pushes
+    // the result, and Docker pulls and runs it
+    let base_archive = dir.path().join("base.tar");
+    ok(kiln(
+        &store,
+        &[
+            "save",
+            "busybox:test",
+            "--format",
+            "oci",
+            "-o",
+            base_archive.to_str().unwrap(),
+        ],
+    ));
+    let base_ref = format!("{}/skopeo/busybox:1", reg.addr);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci-archive:{}", base_archive.display()),
+        &format!("docker://{base_ref}"),
+    ]);
+    let fresh = dir.path().join("fresh-store");
+    let app2 = dir.path().join("app2");
+    fs::create_dir_all(&app2).unwrap();
+    fs::write(
+        app2.join("Dockerfile"),
+        format!(
+            "FROM {base_ref}\nRUN echo built on a pulled base > /msg\nCMD [\"cat\", \"/msg\"]\n"
+        ),
+    )
+    .unwrap();
+    let final_ref = format!("{}/kiln/app2:1", reg.addr);
+    let b = ok(kiln(
+        &fresh,
+        &["build", "--push", "-t", &final_ref, app2.to_str().unwrap()],
+    ));
+    assert!(
+        b.stderr.contains(&format!("{base_ref}: fetching")),
+        "the base was pulled:\n{}",
+        b.stderr
+    );
+    assert!(
+        b.stderr.contains("1 mounted"),
+        "the base layer is mounted, not uploaded:\n{}",
+        b.stderr
+    );
+    let pull = Command::new("docker")
+        .args(["pull", &final_ref])
+        .output()
+        .expect("docker (started by scripts/test)");
+    assert!(
+        pull.status.success(),
+        "docker pull: {}",
+        String::from_utf8_lossy(&pull.stderr)
+    );
+    let run = Command::new("docker")
+        .args(["run", "--rm", "--network", "host", &final_ref])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "built on a pulled base\n",
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let _ = Command::new("docker").args(["rmi", &final_ref]).output();
+
+    // kiln pull of what skopeo copied, by tag and by digest
+    let pulled = ok(kiln(
+        &fresh,
+        &["pull", &format!("{}/copied/app:1", reg.addr)],
+    ));
+    assert_eq!(pulled.stdout, built);
+    let by_digest = ok(kiln(
+        &fresh,
+        &["pull", &format!("{}/copied/app@{}", reg.addr, built.trim())],
+    ));
+    assert_eq!(by_digest.stdout, built);
+    assert_eq!(kiln(&fresh, &["fsck"]).code, 0);
+}
+
+#[test]
+fn missing_images_and_bad_references_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let reg = Registry::start(dir.path());
+    let r = kiln(&store, &["pull", &format!("{}/nothing/here:1", reg.addr)]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("not found"), "{}", r.stderr);
+    let r = kiln(&store, &["pull", "Not/A/Valid:ref"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let zero = "0".repeat(64);
+    let r = kiln(
+        &store,
+        &["pull", &format!("{}/nothing/here@sha256:{zero}", reg.addr)],
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        fs::read_dir(store.join("oci/blobs/sha256"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0,
+        "nothing stored"
+    );
+}
