@@ -15,6 +15,9 @@ pub struct Cli {
     /// Reach this registry over plain HTTP (loopback registries always are)
     #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+    /// Trust this CA certificate (PEM) for registries, besides the system's
+    #[arg(long = "ca-cert", global = true, value_name = "FILE")]
+    pub ca_certs: Vec<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

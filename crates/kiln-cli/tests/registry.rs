@@ -228,3 +228,185 @@ fn missing_images_and_bad_references_fail_clearly() {
         "nothing stored"
     );
 }
+
+fn sh(cmd: &str, dir: &Path) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA and a server certificate for 127.0.0.1, made with openssl.
+fn certificates(dir: &Path) {
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=kiln-test-ca 2>/dev/null", dir);
+    sh("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null", dir);
+    fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    sh("openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile ext.cnf 2>/dev/null", dir);
+}
+
+#[test]
+fn basic_auth_over_tls_with_a_private_ca() {
+    let (dir, store) = setup();
+    let d = dir.path();
+    certificates(d);
+    sh("htpasswd -Bbn kilnuser 'pa55-w0rd-secret' > htpasswd", d);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let config = format!(
+        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\n  tls:\n    certificate: {d}/server.crt\n    key: {d}/server.key\nauth:\n  htpasswd:\n    realm: kiln-test\n    path: {d}/htpasswd\n",
+        root = d.join("tls-data").display(),
+        d = d.display()
+    );
+    fs::write(d.join("tls.yml"), config).unwrap();
+    let mut registry = Command::new("docker-registry")
+        .arg("serve")
+        .arg(d.join("tls.yml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let docker_config = d.join("docker-config");
+    let env = [("DOCKER_CONFIG", docker_config.to_str().unwrap())];
+    let ca = d.join("ca.crt");
+    let target = format!("{addr}/secure/app:1");
+
+    // the CA is not trusted without --ca-cert
+    let r = kiln_env(&store, &["push", "busybox:test", &target], &env);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    // trusted, but no credentials yet
+    let r = kiln_env(
+        &store,
+        &[
+            "--ca-cert",
+            ca.to_str().unwrap(),
+            "push",
+            "busybox:test",
+            &target,
+        ],
+        &env,
+    );
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("kiln login"), "{}", r.stderr);
+
+    let mut login = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["--store"])
+        .arg(&store)
+        .args([
+            "--ca-cert",
+            ca.to_str().unwrap(),
+            "login",
+            &addr,
+            "-u",
+            "kilnuser",
+            "--password-stdin",
+        ])
+        .env("DOCKER_CONFIG", &docker_config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    login
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"pa55-w0rd-secret\n")
+        .unwrap();
+    let out = login.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(docker_config.join("config.json"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+
+    let pushed = ok(kiln_env(
+        &store,
+        &[
+            "--ca-cert",
+            ca.to_str().unwrap(),
+            "push",
+            "busybox:test",
+            &target,
+        ],
+        &env,
+    ));
+    // skopeo's --cert-dir takes *.crt as CAs and *.key as client keys
+    let certs = d.join("skopeo-certs");
+    fs::create_dir_all(&certs).unwrap();
+    fs::copy(&ca, certs.join("ca.crt")).unwrap();
+    let inspect = Command::new("skopeo")
+        .args(["inspect", "--cert-dir"])
+        .arg(&certs)
+        .args([
+            "--creds",
+            "kilnuser:pa55-w0rd-secret",
+            &format!("docker://{target}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v["Digest"], pushed.stdout.trim());
+    let pulled = ok(kiln_env(
+        &d.join("other-store"),
+        &["--ca-cert", ca.to_str().unwrap(), "pull", &target],
+        &env,
+    ));
+    assert_eq!(pulled.stdout, pushed.stdout);
+    // the password is in no output and nowhere in either store
+    for text in [
+        &pushed.stderr,
+        &pulled.stderr,
+        &String::from_utf8_lossy(&out.stderr).into_owned(),
+    ] {
+        assert!(!text.contains("pa55-w0rd-secret"));
+    }
+    let grep = Command::new("grep")
+        .args(["-r", "-l", "pa55-w0rd-secret"])
+        .arg(&store)
+        .arg(d.join("other-store"))
+        .output()
+        .unwrap();
+    assert!(
+        grep.stdout.is_empty(),
+        "found in {}",
+        String::from_utf8_lossy(&grep.stdout)
+    );
+    let _ = registry.kill();
+    let _ = registry.wait();
+}

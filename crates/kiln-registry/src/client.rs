@@ -23,6 +23,8 @@ pub struct ClientOptions {
     pub retries: u32,
     /// The first backoff; each retry doubles it.
     pub backoff: Duration,
+    /// CA certificates (PEM files) trusted besides the system's.
+    pub ca_certs: Vec<std::path::PathBuf>,
 }
 
 impl ClientOptions {
@@ -31,6 +33,7 @@ impl ClientOptions {
             insecure_registries: vec![],
             retries: 5,
             backoff: Duration::from_millis(200),
+            ca_certs: vec![],
         }
     }
 }
@@ -60,6 +63,8 @@ pub struct Client {
     /// Bearer tokens by registry and scope.
     tokens: Mutex<HashMap<String, String>>,
     creds: Mutex<HashMap<String, Option<Credentials>>>,
+    /// For registries allowed plain HTTP: whether they answered over HTTPS.
+    schemes: Mutex<HashMap<String, &'static str>>,
 }
 
 fn status_err(method: &str, url: &str, code: u16, resp: ureq::Response) -> Error {
@@ -74,33 +79,59 @@ fn status_err(method: &str, url: &str, code: u16, resp: ureq::Response) -> Error
 }
 
 impl Client {
-    pub fn new(opts: ClientOptions) -> Self {
+    pub fn new(opts: ClientOptions) -> Result<Self, Error> {
         let agent = ureq::AgentBuilder::new()
+            .tls_config(std::sync::Arc::new(tls_config(&opts.ca_certs)?))
             .timeout_connect(Duration::from_secs(15))
             .timeout_read(Duration::from_secs(60))
             .redirects(5)
             .build();
-        Client {
+        Ok(Client {
             agent,
             opts,
             tokens: Mutex::new(HashMap::new()),
             creds: Mutex::new(HashMap::new()),
-        }
+            schemes: Mutex::new(HashMap::new()),
+        })
     }
 
-    /// `https://host/v2/repo`, or `http://` for loopback and insecure registries.
+    /// `https://host/v2/repo`. A registry allowed plain HTTP (loopback, or
+    /// named with --insecure-registry) is tried over HTTPS first, as Docker
+    /// does, and reached over HTTP when it does not speak TLS.
     pub fn base(&self, r: &Reference) -> String {
-        let plain = r.is_loopback() || self.opts.insecure_registries.contains(&r.registry);
         let host = if r.registry == "docker.io" {
             "registry-1.docker.io"
         } else {
             r.registry.as_str()
         };
-        format!(
-            "{}://{host}/v2/{}",
-            if plain { "http" } else { "https" },
-            r.repository
-        )
+        let plain_ok = r.is_loopback() || self.opts.insecure_registries.contains(&r.registry);
+        let scheme = if plain_ok { self.scheme(host) } else { "https" };
+        format!("{scheme}://{host}/v2/{}", r.repository)
+    }
+
+    fn scheme(&self, host: &str) -> &'static str {
+        if let Some(s) = self
+            .schemes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(host)
+        {
+            return s;
+        }
+        let tls = match self
+            .agent
+            .get(&format!("https://{host}/v2/"))
+            .timeout(Duration::from_secs(5))
+            .call()
+        {
+            Ok(_) | Err(ureq::Error::Status(..)) => "https",
+            Err(_) => "http",
+        };
+        self.schemes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(host.to_string(), tls);
+        tls
     }
 
     fn credentials(&self, registry: &str) -> Result<Option<Credentials>, Error> {
@@ -435,4 +466,47 @@ fn transport(e: &ureq::Error) -> String {
         ureq::Error::Transport(t) => t.to_string(),
         ureq::Error::Status(code, _) => format!("HTTP {code}"),
     }
+}
+
+/// TLS that verifies servers against the system roots plus `extra` CA files.
+fn tls_config(extra: &[std::path::PathBuf]) -> Result<rustls::ClientConfig, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Ok(native) = rustls_native_certs::load_native_certs() {
+        for cert in native {
+            let _ = roots.add(cert);
+        }
+    }
+    for path in extra {
+        use rustls_pki_types::pem::PemObject;
+        let certs =
+            rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| Error::Io {
+                what: format!("reading CA certificate {}", path.display()),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        let mut n = 0;
+        for cert in certs {
+            let cert = cert.map_err(|e| Error::Io {
+                what: format!("reading CA certificate {}", path.display()),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            roots.add(cert).map_err(|e| Error::Io {
+                what: format!("adding CA certificate {}", path.display()),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(Error::Io {
+                what: format!("reading CA certificate {}", path.display()),
+                source: std::io::Error::other("no PEM certificate in it"),
+            });
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Protocol(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
 }

@@ -22,7 +22,7 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
         Command::Build(args) => build::run(
             args,
             &open()?,
-            &registry::client(&cli.insecure_registries),
+            &registry::client(&cli.insecure_registries, &cli.ca_certs)?,
             printer,
         ),
         Command::Run(args) => store_cmds::run(args, &open()?, printer),
@@ -35,18 +35,20 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
         Command::Pull(args) => registry::pull(
             args,
             &open()?,
-            &registry::client(&cli.insecure_registries),
+            &registry::client(&cli.insecure_registries, &cli.ca_certs)?,
             printer,
         ),
         Command::Push(args) => registry::push(
             args,
             &open()?,
-            &registry::client(&cli.insecure_registries),
+            &registry::client(&cli.insecure_registries, &cli.ca_certs)?,
             printer,
         ),
-        Command::Login(args) => {
-            registry::login(args, &registry::client(&cli.insecure_registries), printer)
-        }
+        Command::Login(args) => registry::login(
+            args,
+            &registry::client(&cli.insecure_registries, &cli.ca_certs)?,
+            printer,
+        ),
     }
 }
 

@@ -12,11 +12,13 @@ use crate::args::{LoginArgs, PullArgs, PushArgs};
 use crate::exit::{Exit, Failure};
 use crate::printer::Printer;
 
-pub fn client(insecure: &[String]) -> Client {
-    Client::new(ClientOptions {
+pub fn client(insecure: &[String], ca_certs: &[std::path::PathBuf]) -> anyhow::Result<Client> {
+    let opts = ClientOptions {
         insecure_registries: insecure.to_vec(),
+        ca_certs: ca_certs.to_vec(),
         ..ClientOptions::new()
-    })
+    };
+    Client::new(opts).map_err(|e| Failure::usage(e.to_string()))
 }
 
 pub fn pull(
