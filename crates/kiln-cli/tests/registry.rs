@@ -410,3 +410,162 @@ fn basic_auth_over_tls_with_a_private_ca() {
     let _ = registry.kill();
     let _ = registry.wait();
 }
+
+use common::proxy::{Fault, Proxy, Rule};
+
+#[test]
+fn faults_are_retried_and_the_registry_keeps_only_whole_blobs() {
+    let (dir, store) = setup();
+    let reg = Registry::start(dir.path());
+    let ctx = app_context(dir.path(), APP);
+    let built = ok(kiln(
+        &store,
+        &["build", "-t", "app:1", ctx.to_str().unwrap()],
+    ))
+    .stdout;
+    let proxy = Proxy::start(
+        &reg.addr,
+        vec![
+            Rule {
+                method: "PUT",
+                path_part: "/blobs/uploads/",
+                fault: Fault::Status(500),
+                times: 2,
+            },
+            Rule {
+                method: "HEAD",
+                path_part: "/blobs/",
+                fault: Fault::Status(429),
+                times: 1,
+            },
+            Rule {
+                method: "PUT",
+                path_part: "/manifests/",
+                fault: Fault::Status(503),
+                times: 1,
+            },
+        ],
+    );
+    let via = format!("{}/faults/app:1", proxy.addr);
+    let pushed = ok(kiln(&store, &["push", "app:1", &via]));
+    assert_eq!(pushed.stdout, built);
+
+    proxy.set_rules(vec![
+        Rule {
+            method: "GET",
+            path_part: "/manifests/",
+            fault: Fault::Status(429),
+            times: 1,
+        },
+        Rule {
+            method: "GET",
+            path_part: "/blobs/",
+            fault: Fault::CutBody,
+            times: 2,
+        },
+        Rule {
+            method: "GET",
+            path_part: "/blobs/",
+            fault: Fault::Slow,
+            times: 1,
+        },
+        Rule {
+            method: "GET",
+            path_part: "/blobs/",
+            fault: Fault::Status(502),
+            times: 1,
+        },
+    ]);
+    let fresh = dir.path().join("fresh");
+    let pulled = ok(kiln(&fresh, &["pull", &via]));
+    assert_eq!(pulled.stdout, built);
+    assert!(
+        pulled.stderr.contains("broke off"),
+        "a cut body was fetched again:\n{}",
+        pulled.stderr
+    );
+    assert_eq!(kiln(&fresh, &["fsck"]).code, 0);
+    // the registry itself holds complete, verified blobs
+    let check = dir.path().join("direct");
+    assert_eq!(
+        ok(kiln(
+            &check,
+            &["pull", &format!("{}/faults/app:1", reg.addr)]
+        ))
+        .stdout,
+        built
+    );
+    let copy = Command::new("skopeo")
+        .args([
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{}/faults/app:1", reg.addr),
+            &format!("dir:{}", dir.path().join("skopeo-dir").display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        copy.status.success(),
+        "skopeo verifies every blob: {}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+}
+
+#[test]
+fn an_interrupted_push_sends_only_what_is_missing() {
+    let (dir, store) = setup();
+    let reg = Registry::start(dir.path());
+    let ctx = app_context(dir.path(), APP);
+    ok(kiln(
+        &store,
+        &["build", "-t", "app:1", ctx.to_str().unwrap()],
+    ));
+    let proxy = Proxy::start(
+        &reg.addr,
+        vec![Rule {
+            method: "PUT",
+            path_part: "/blobs/uploads/",
+            fault: Fault::Delay(400),
+            times: 100,
+        }],
+    );
+    let via = format!("{}/resume/app:1", proxy.addr);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--store")
+        .arg(&store)
+        .args(["push", "app:1", &via])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if proxy.count("PUT", "/blobs/uploads/") >= 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    child.kill().unwrap(); // SIGKILL mid-push
+    child.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(600)); // the proxy finishes forwarding
+    let first = proxy.count("PUT", "/blobs/uploads/");
+    assert!(
+        (1..9).contains(&first),
+        "the push was interrupted part way ({first} of 9 uploads)"
+    );
+    proxy.set_rules(vec![]);
+    ok(kiln(&store, &["push", "app:1", &via]));
+    assert_eq!(
+        proxy.count("PUT", "/blobs/uploads/"),
+        9,
+        "each of the 9 blobs was uploaded exactly once"
+    );
+    let inspect = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{}/resume/app:1", reg.addr),
+        ])
+        .output()
+        .unwrap();
+    assert!(inspect.status.success());
+}

@@ -159,11 +159,7 @@ fn fetch_blobs(
             };
             let digest = parse_digest(&b.digest)?;
             log(&format!("{r}: fetching {} ({} bytes)", b.digest, b.size));
-            let reader = client.get_blob(r, &b.digest)?;
-            // verified while it streams: a mismatch stores nothing
-            store
-                .put_blob_from(reader.take(b.size.saturating_add(1)), Some(&digest))
-                .map_err(|e| Error::Transfer(format!("{r}: blob {}: {e}", b.digest)))?;
+            fetch_one(client, store, r, b, &digest, log)?;
         }
     };
     std::thread::scope(|s| {
@@ -177,6 +173,40 @@ fn fetch_blobs(
             .collect::<Result<Vec<()>, Error>>()
     })?;
     Ok(missing.len())
+}
+
+/// Downloads one blob; a body that breaks off (a dropped connection, a
+/// timeout) is fetched again from the start, a few times.
+fn fetch_one(
+    client: &Client,
+    store: &Store,
+    r: &Reference,
+    b: &Descriptor,
+    digest: &kiln_oci::Digest,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<(), Error> {
+    let mut attempt = 0;
+    loop {
+        let reader = client.get_blob(r, &b.digest)?;
+        // verified while it streams: a short or wrong body stores nothing
+        match store.put_blob_from(reader.take(b.size.saturating_add(1)), Some(digest)) {
+            Ok(_) => return Ok(()),
+            Err(kiln_store::Error::DigestMismatch { expected, actual }) if attempt >= 4 => {
+                return Err(Error::Transfer(format!("{r}: blob {expected}: the registry sent content with digest {actual}; nothing was stored")));
+            }
+            Err(e) if attempt >= 4 => {
+                return Err(Error::Transfer(format!("{r}: blob {}: {e}", b.digest)))
+            }
+            Err(e) => {
+                log(&format!(
+                    "{r}: blob {} broke off ({e}); fetching it again",
+                    b.digest
+                ));
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(200 << attempt));
+            }
+        }
+    }
 }
 
 /// Pushes the store's image `name` to `target` (its tag), then to each of

@@ -1,6 +1,8 @@
 //! Helpers shared by the tests that drive the real kiln binary as root.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
