@@ -44,5 +44,18 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> ExitCode {
             code
         }
     };
+    if std::env::var_os("KILN_STATS").is_some() {
+        report_peak_memory(&printer);
+    }
     ExitCode::from(code as u8)
+}
+
+/// With KILN_STATS set, kiln reports its own peak resident memory (the
+/// kernel's VmHWM) on exit; tests use it to hold kiln to a memory bound.
+fn report_peak_memory(printer: &Printer) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) {
+        let kib = line.split_whitespace().nth(1).unwrap_or("0");
+        printer.error(&format!("kiln: peak memory {kib} KiB"));
+    }
 }

@@ -569,3 +569,36 @@ fn an_interrupted_push_sends_only_what_is_missing() {
         .unwrap();
     assert!(inspect.status.success());
 }
+
+fn peak_kib(stderr: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("kiln: peak memory"))
+        .expect("KILN_STATS report");
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_one_gib_image_moves_in_bounded_memory() {
+    let (dir, store) = setup();
+    let reg = Registry::start(dir.path());
+    // 1 GiB of incompressible data in one layer
+    let ctx = app_context(
+        dir.path(),
+        "FROM busybox:test\nRUN head -c 1073741824 /dev/urandom > /big\n",
+    );
+    ok(kiln(
+        &store,
+        &["build", "-t", "big:1", ctx.to_str().unwrap()],
+    ));
+    let target = format!("{}/big/image:1", reg.addr);
+    let stats = [("KILN_STATS", "1")];
+    let push = ok(kiln_env(&store, &["push", "big:1", &target], &stats));
+    let fresh = dir.path().join("fresh");
+    let pull = ok(kiln_env(&fresh, &["pull", &target], &stats));
+    assert_eq!(push.stdout, pull.stdout);
+    for (what, out) in [("push", &push), ("pull", &pull)] {
+        let kib = peak_kib(&out.stderr);
+        assert!(kib < 200 * 1024, "{what} peaked at {kib} KiB");
+    }
+}
