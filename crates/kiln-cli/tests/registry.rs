@@ -602,3 +602,216 @@ fn a_one_gib_image_moves_in_bounded_memory() {
         assert!(kib < 200 * 1024, "{what} peaked at {kib} KiB");
     }
 }
+
+/// A token issuer for the registry's token auth, in the test harness: it
+/// checks Basic credentials and answers `GET /token?service=…&scope=…` with
+/// a JWT (RS256, signed by openssl, the certificate in its `x5c` header)
+/// granting what the scope asks. It counts the tokens it issues.
+struct TokenIssuer {
+    addr: String,
+    issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Standard base64 with padding (openssl).
+fn b64std(bytes: &[u8]) -> String {
+    let out = Command::new("openssl")
+        .args(["base64", "-A"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(bytes)?;
+            c.wait_with_output()
+        });
+    String::from_utf8(out.unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// base64url without padding, as JWTs use.
+fn b64url(bytes: &[u8]) -> String {
+    b64std(bytes)
+        .trim_end_matches('=')
+        .replace('+', "-")
+        .replace('/', "_")
+}
+
+fn sign(key: &Path, data: &[u8]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(data)?;
+            c.wait_with_output()
+        });
+    out.unwrap().stdout
+}
+
+impl TokenIssuer {
+    fn start(dir: &Path, user: &'static str, password: &'static str) -> TokenIssuer {
+        use std::io::{BufRead, BufReader, Write};
+        sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout token.key -out token.crt -days 2 -subj /CN=kiln-token-issuer 2>/dev/null", dir);
+        sh(
+            "openssl x509 -in token.crt -outform der -out token.der",
+            dir,
+        );
+        let x5c = {
+            let der = fs::read(dir.join("token.der")).unwrap();
+            b64std(&der)
+        };
+        let key = dir.join("token.key");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = issued.clone();
+        let expected = format!("Basic {}", b64std(format!("{user}:{password}").as_bytes()));
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut request = String::new();
+                reader.read_line(&mut request).unwrap_or(0);
+                let mut authorized = false;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line
+                        .strip_prefix("Authorization: ")
+                        .or_else(|| line.strip_prefix("authorization: "))
+                    {
+                        authorized = v.trim() == expected;
+                    }
+                }
+                let mut conn = conn;
+                if !authorized {
+                    let _ = conn.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    continue;
+                }
+                let query = request
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("")
+                    .split('?')
+                    .nth(1)
+                    .unwrap_or("")
+                    .to_string();
+                let param = |k: &str| {
+                    query
+                        .split('&')
+                        .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                        .map(|v| {
+                            v.replace("%3A", ":")
+                                .replace("%2F", "/")
+                                .replace("%2C", ",")
+                        })
+                        .unwrap_or_default()
+                };
+                let (service, scope) = (param("service"), param("scope"));
+                let access: Vec<serde_json::Value> = scope
+                    .split(' ')
+                    .filter_map(|s| {
+                        let mut p = s.splitn(3, ':');
+                        let (kind, name, actions) = (p.next()?, p.next()?, p.next()?);
+                        Some(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+                    })
+                    .collect();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [x5c]});
+                let claims = serde_json::json!({"iss": "kiln-test-issuer", "sub": user, "aud": service, "exp": now + 600, "nbf": now - 10, "iat": now, "jti": format!("t{now}"), "access": access});
+                let signing_input = format!(
+                    "{}.{}",
+                    b64url(header.to_string().as_bytes()),
+                    b64url(claims.to_string().as_bytes())
+                );
+                let jwt = format!(
+                    "{signing_input}.{}",
+                    b64url(&sign(&key, signing_input.as_bytes()))
+                );
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let body = serde_json::json!({"token": jwt}).to_string();
+                let _ = conn.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes());
+            }
+        });
+        TokenIssuer { addr, issued }
+    }
+}
+
+#[test]
+fn bearer_token_auth_through_a_token_issuer() {
+    let (dir, store) = setup();
+    let d = dir.path();
+    let issuer = TokenIssuer::start(d, "tokenuser", "token-pass-word");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let config = format!(
+        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\nauth:\n  token:\n    realm: http://{realm}/token\n    service: kiln-test-registry\n    issuer: kiln-test-issuer\n    rootcertbundle: {cert}\n",
+        root = d.join("token-data").display(),
+        realm = issuer.addr,
+        cert = d.join("token.crt").display()
+    );
+    fs::write(d.join("token.yml"), config).unwrap();
+    let mut registry = Command::new("docker-registry")
+        .arg("serve")
+        .arg(d.join("token.yml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let docker_config = d.join("docker-config");
+    fs::create_dir_all(&docker_config).unwrap();
+    let auth = b64std(b"tokenuser:token-pass-word");
+    fs::write(
+        docker_config.join("config.json"),
+        format!(r#"{{"auths":{{"{addr}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    let env = [("DOCKER_CONFIG", docker_config.to_str().unwrap())];
+    let target = format!("{addr}/tokens/busybox:1");
+    let pushed = ok(kiln_env(&store, &["push", "busybox:test", &target], &env));
+    // one token for the push scope, reused for every request of the push
+    assert_eq!(
+        issuer.issued.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "tokens are cached per scope"
+    );
+    let pulled = ok(kiln_env(&d.join("fresh"), &["pull", &target], &env));
+    assert_eq!(pulled.stdout, pushed.stdout);
+    // wrong credentials are refused by the issuer, with a clear error
+    fs::write(
+        docker_config.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{addr}":{{"auth":"{}"}}}}}}"#,
+            b64std(b"tokenuser:wrong")
+        ),
+    )
+    .unwrap();
+    let r = kiln_env(&d.join("other"), &["pull", &target], &env);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("token service") && r.stderr.contains("refused"),
+        "{}",
+        r.stderr
+    );
+    let _ = registry.kill();
+    let _ = registry.wait();
+}

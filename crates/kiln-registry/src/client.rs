@@ -170,17 +170,17 @@ impl Client {
                 r.registry
             ))
         })?;
-        let scope = params
-            .get("scope")
-            .cloned()
-            .unwrap_or_else(|| scope.to_string());
+        // ask for what the whole operation needs (pull,push for a push), not
+        // just what this request's challenge names, so one token serves it
+        let scope = if scope.is_empty() {
+            params.get("scope").cloned().unwrap_or_default()
+        } else {
+            scope.to_string()
+        };
         let key = format!("{}|{scope}", r.registry);
-        if let Some(t) = self
-            .tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
+        // one token fetch at a time: parallel blob requests share its result
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = tokens.get(&key) {
             return Ok(format!("Bearer {t}"));
         }
         let mut req = self.agent.get(realm).query("scope", &scope);
@@ -219,10 +219,7 @@ impl Client {
                 Error::Auth(format!("the token service of {} sent no token", r.registry))
             })?
             .to_string();
-        self.tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, token.clone());
+        tokens.insert(key, token.clone());
         Ok(format!("Bearer {token}"))
     }
 
@@ -246,7 +243,13 @@ impl Client {
         headers: &[(&str, &str)],
         body: &Body,
     ) -> Result<Option<ureq::Response>, Error> {
-        let mut authz: Option<String> = None;
+        // a token this operation's scope already has is sent from the start
+        let mut authz: Option<String> = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&format!("{}|{scope}", r.registry))
+            .map(|t| format!("Bearer {t}"));
         let mut attempt = 0;
         let mut challenged = false;
         loop {
