@@ -57,6 +57,7 @@ pub(crate) struct Builder<'a, 'p> {
     pub created: String,
     pub steps_run: AtomicUsize,
     pub steps_cached: AtomicUsize,
+    pub bases: Mutex<Vec<(String, String)>>,
 }
 
 /// Builds the image `opts` describes into `store` and names it.
@@ -109,6 +110,7 @@ pub fn build(
         created: rfc3339(opts.source_date_epoch.unwrap_or(now)),
         steps_run: AtomicUsize::new(0),
         steps_cached: AtomicUsize::new(0),
+        bases: Mutex::new(Vec::new()),
     };
     let states = b.stages()?;
     let target = states[graph.target]
@@ -133,6 +135,12 @@ pub fn build(
         names,
         steps_run: b.steps_run.load(Ordering::Relaxed),
         steps_cached: b.steps_cached.load(Ordering::Relaxed),
+        bases: {
+            let mut bases = b.bases.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            bases.sort();
+            bases.dedup();
+            bases
+        },
     })
 }
 
@@ -245,6 +253,10 @@ impl Builder<'_, '_> {
                     message,
                 };
                 let base = self.source.resolve(reference).map_err(from_err)?;
+                self.bases
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((reference.clone(), base.manifest_digest.clone()));
                 let st = State::from_base(&base).map_err(|e| from_err(e.to_string()))?;
                 st.snapshots(self.store)
                     .map_err(|e| from_err(e.to_string()))?;

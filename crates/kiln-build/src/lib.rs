@@ -54,6 +54,9 @@ pub struct BuildResult {
     /// Layer steps that ran, and those reused from the cache.
     pub steps_run: usize,
     pub steps_cached: usize,
+    /// Each image base as written and the manifest digest it resolved to,
+    /// so the build can be pinned.
+    pub bases: Vec<(String, String)>,
 }
 
 /// Where the engine reports what it does; the CLI prints it.

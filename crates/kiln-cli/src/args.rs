@@ -162,6 +162,9 @@ pub struct PushArgs {
     /// Write the pushed manifest digest to this file
     #[arg(long, value_name = "FILE")]
     pub digest_file: Option<PathBuf>,
+    /// Manifest media types: oci, or docker (v2 schema 2) for old registries
+    #[arg(long, default_value = "oci")]
+    pub format: String,
 }
 
 #[derive(Debug, Args)]

@@ -815,3 +815,73 @@ fn bearer_token_auth_through_a_token_issuer() {
     let _ = registry.kill();
     let _ = registry.wait();
 }
+
+#[test]
+fn docker_media_types_and_a_declined_mount() {
+    let (dir, store) = setup();
+    let reg = Registry::start(dir.path());
+    // push with Docker v2 schema 2 media types, for old registries
+    let docker_ref = format!("{}/old/busybox:1", reg.addr);
+    ok(kiln(
+        &store,
+        &["push", "--format", "docker", "busybox:test", &docker_ref],
+    ));
+    let raw: serde_json::Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{docker_ref}"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        raw["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        raw["layers"][0]["mediaType"],
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    );
+    // a Docker-format image (written by skopeo) is pulled and built on
+    let v2s2 = format!("{}/skopeo/v2s2:1", reg.addr);
+    skopeo(&[
+        "copy",
+        "--format",
+        "v2s2",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{docker_ref}"),
+        &format!("docker://{v2s2}"),
+    ]);
+    let fresh = dir.path().join("fresh");
+    let app = dir.path().join("on-v2s2");
+    fs::create_dir_all(&app).unwrap();
+    fs::write(
+        app.join("Dockerfile"),
+        format!("FROM {v2s2}\nRUN echo ok > /ok\n"),
+    )
+    .unwrap();
+    ok(kiln(
+        &fresh,
+        &["build", "-t", "on-v2s2:1", app.to_str().unwrap()],
+    ));
+    assert_eq!(
+        ok(kiln(&fresh, &["run", "on-v2s2:1", "--", "cat", "/ok"])).stdout,
+        "ok\n"
+    );
+
+    // the store believes every blob is in a repository that lacks them: the
+    // registry answers each mount with 202 and kiln uploads instead
+    let sources = store.join("sources");
+    for entry in fs::read_dir(&sources).unwrap().flatten() {
+        fs::write(entry.path(), format!("{}/nowhere/repo\n", reg.addr)).unwrap();
+    }
+    let r = ok(kiln(
+        &store,
+        &[
+            "push",
+            "busybox:test",
+            &format!("{}/fallback/busybox:1", reg.addr),
+        ],
+    ));
+    assert!(r.stderr.contains("2 uploaded, 0 mounted"), "{}", r.stderr);
+}

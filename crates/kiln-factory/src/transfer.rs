@@ -217,15 +217,21 @@ pub fn push(
     name: &str,
     target: &Reference,
     more_tags: &[String],
+    docker_media_types: bool,
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<Pushed, Error> {
     let img = store.image(name)?;
-    let bytes = store.read_blob(&img.manifest_digest)?;
-    let media = img
-        .manifest
-        .media_type
-        .clone()
-        .unwrap_or_else(|| kiln_oci::image::MEDIA_MANIFEST.into());
+    let (bytes, media) = if docker_media_types {
+        as_docker_manifest(&img.manifest)?
+    } else {
+        let media = img
+            .manifest
+            .media_type
+            .clone()
+            .unwrap_or_else(|| kiln_oci::image::MEDIA_MANIFEST.into());
+        (store.read_blob(&img.manifest_digest)?, media)
+    };
+    let manifest_digest = kiln_oci::digest::sha256(&bytes).to_string();
     let blobs: Vec<Descriptor> = img
         .manifest
         .layers
@@ -264,18 +270,36 @@ pub fn push(
     let tag = target.tag.clone().unwrap_or_else(|| "latest".into());
     for t in std::iter::once(&tag).chain(more_tags) {
         client.put_manifest(target, t, &bytes, &media)?;
-        log(&format!(
-            "{}: pushed {}",
-            target.with_tag(t),
-            img.manifest_digest
-        ));
+        log(&format!("{}: pushed {manifest_digest}", target.with_tag(t)));
     }
     Ok(Pushed {
-        digest: img.manifest_digest.to_string(),
+        digest: manifest_digest,
         uploaded: uploaded.into_inner(),
         mounted: mounted.into_inner(),
         skipped: skipped.into_inner(),
     })
+}
+
+/// The manifest with Docker v2 schema 2 media types, for registries that
+/// predate OCI. The blobs stay as they are; only gzip layers can be named so.
+fn as_docker_manifest(m: &Manifest) -> Result<(Vec<u8>, String), Error> {
+    let mut d = m.clone();
+    d.media_type = Some(kiln_oci::image::DOCKER_MANIFEST.into());
+    d.config.media_type = "application/vnd.docker.container.image.v1+json".into();
+    for l in &mut d.layers {
+        l.media_type = match l.media_type.as_str() {
+            kiln_oci::image::MEDIA_LAYER_GZIP | kiln_oci::image::DOCKER_LAYER_GZIP => {
+                kiln_oci::image::DOCKER_LAYER_GZIP.into()
+            }
+            other => {
+                return Err(Error::Transfer(format!(
+                    "a {other} layer has no Docker media type; build with gzip layers"
+                )))
+            }
+        };
+    }
+    let bytes = serde_json::to_vec(&d).map_err(|e| Error::Transfer(e.to_string()))?;
+    Ok((bytes, kiln_oci::image::DOCKER_MANIFEST.into()))
 }
 
 enum BlobOutcome {

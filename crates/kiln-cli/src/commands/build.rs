@@ -75,6 +75,9 @@ pub fn run(
         "built {} ({} steps run, {} cached)",
         result.manifest_digest, result.steps_run, result.steps_cached
     ));
+    for (reference, digest) in &result.bases {
+        printer.error(&format!("base {reference} is {digest}"));
+    }
     for name in &result.names {
         printer.error(&format!("named {name}"));
     }
@@ -95,7 +98,7 @@ pub fn run(
     }
     if args.push {
         for name in &result.names {
-            super::registry::push_image(store, client, printer, name, &[])?;
+            super::registry::push_image(store, client, printer, name, &[], false)?;
         }
     }
     if let Some(f) = &args.digest_file {

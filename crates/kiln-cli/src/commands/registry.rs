@@ -50,6 +50,7 @@ pub fn push_image(
     printer: &Printer,
     image: &str,
     targets: &[String],
+    docker_media_types: bool,
 ) -> anyhow::Result<String> {
     let targets: Vec<Reference> = if targets.is_empty() {
         vec![image.to_string()]
@@ -62,7 +63,7 @@ pub fn push_image(
     let log = |l: &str| printer.error(l);
     let mut digest = String::new();
     for t in &targets {
-        let pushed = transfer::push(client, store, image, t, &[], &log)
+        let pushed = transfer::push(client, store, image, t, &[], docker_media_types, &log)
             .map_err(|e| Failure::failed(format!("pushing {image} to {t}: {e}")))?;
         printer.error(&format!(
             "{t}: {} uploaded, {} mounted, {} already there",
@@ -79,7 +80,16 @@ pub fn push(
     client: &Client,
     printer: &Printer,
 ) -> anyhow::Result<Exit> {
-    let digest = push_image(store, client, printer, &args.image, &args.targets)?;
+    let docker = match args.format.as_str() {
+        "oci" => false,
+        "docker" => true,
+        other => {
+            return Err(Failure::usage(format!(
+                "--format {other:?}: use oci or docker"
+            )))
+        }
+    };
+    let digest = push_image(store, client, printer, &args.image, &args.targets, docker)?;
     if let Some(f) = &args.digest_file {
         std::fs::write(f, format!("{digest}\n"))
             .with_context(|| format!("writing {}", f.display()))?;
