@@ -885,3 +885,30 @@ fn docker_media_types_and_a_declined_mount() {
     ));
     assert!(r.stderr.contains("2 uploaded, 0 mounted"), "{}", r.stderr);
 }
+
+#[test]
+fn a_registry_that_refuses_large_bodies_gets_chunks() {
+    let (dir, store) = setup();
+    let reg = Registry::start(dir.path());
+    // every monolithic upload is refused as too large
+    let proxy = Proxy::start(
+        &reg.addr,
+        vec![Rule {
+            method: "PUT",
+            path_part: "digest=",
+            fault: Fault::Status(413),
+            times: 2,
+        }],
+    );
+    let via = format!("{}/chunked/busybox:1", proxy.addr);
+    let pushed = ok(kiln(&store, &["push", "busybox:test", &via]));
+    assert!(
+        proxy.count("PATCH", "/blobs/uploads/") >= 2,
+        "the blobs went up in PATCHes"
+    );
+    let pulled = ok(kiln(
+        &dir.path().join("fresh"),
+        &["pull", &format!("{}/chunked/busybox:1", reg.addr)],
+    ));
+    assert_eq!(pulled.stdout, pushed.stdout);
+}

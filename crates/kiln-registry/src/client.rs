@@ -401,32 +401,98 @@ impl Client {
         let scope = format!("repository:{}:pull,push", r.repository);
         let location = match session {
             Some(l) => l,
-            None => {
-                let url = format!("{}/blobs/uploads/", self.base(r));
-                let resp = self
-                    .send(r, &scope, "POST", &url, &[], &Body::Empty)?
-                    .ok_or_else(|| Error::NotFound(format!("upload endpoint of {}", r.name())))?;
-                let loc = resp.header("Location").ok_or_else(|| {
-                    Error::Protocol(format!(
-                        "{} opened an upload without a Location",
-                        r.registry
-                    ))
-                })?;
-                self.absolute(r, loc)
-            }
+            None => self.open_upload(r, &scope)?,
         };
         let sep = if location.contains('?') { '&' } else { '?' };
         let url = format!("{location}{sep}digest={digest}");
         let headers = [("Content-Type", "application/octet-stream")];
-        self.send(
+        match self.send(
             r,
             &scope,
             "PUT",
             &url,
             &headers,
             &Body::Stream { len, open },
-        )?
-        .ok_or_else(|| Error::NotFound(format!("upload session of {}", r.name())))?;
+        ) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(Error::NotFound(format!("upload session of {}", r.name()))),
+            // the registry takes no body this large in one request: send it in chunks
+            Err(Error::Status { code: 413, .. }) => self.upload_chunked(r, &scope, digest, open),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_upload(&self, r: &Reference, scope: &str) -> Result<String, Error> {
+        let url = format!("{}/blobs/uploads/", self.base(r));
+        let resp = self
+            .send(r, scope, "POST", &url, &[], &Body::Empty)?
+            .ok_or_else(|| Error::NotFound(format!("upload endpoint of {}", r.name())))?;
+        let loc = resp.header("Location").ok_or_else(|| {
+            Error::Protocol(format!(
+                "{} opened an upload without a Location",
+                r.registry
+            ))
+        })?;
+        Ok(self.absolute(r, loc))
+    }
+
+    /// The chunked upload of the distribution spec: PATCHes of at most
+    /// `CHUNK` bytes with Content-Range, then a PUT with the digest. Memory
+    /// holds one chunk at a time.
+    fn upload_chunked(
+        &self,
+        r: &Reference,
+        scope: &str,
+        digest: &str,
+        open: &dyn Fn() -> std::io::Result<Box<dyn Read + Send>>,
+    ) -> Result<(), Error> {
+        const CHUNK: usize = 16 << 20;
+        let mut location = self.open_upload(r, scope)?;
+        let mut reader = open().map_err(|e| Error::Io {
+            what: "reading the blob to upload".into(),
+            source: e,
+        })?;
+        let mut offset: u64 = 0;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let mut filled = 0;
+            while filled < CHUNK {
+                let n = reader.read(&mut buf[filled..]).map_err(|e| Error::Io {
+                    what: "reading the blob to upload".into(),
+                    source: e,
+                })?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                break;
+            }
+            let range = format!("{offset}-{}", offset + filled as u64 - 1);
+            let headers = [
+                ("Content-Type", "application/octet-stream"),
+                ("Content-Range", range.as_str()),
+            ];
+            let resp = self
+                .send(
+                    r,
+                    scope,
+                    "PATCH",
+                    &location,
+                    &headers,
+                    &Body::Bytes(&buf[..filled]),
+                )?
+                .ok_or_else(|| Error::NotFound(format!("upload session of {}", r.name())))?;
+            if let Some(next) = resp.header("Location") {
+                location = self.absolute(r, next);
+            }
+            offset += filled as u64;
+        }
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let url = format!("{location}{sep}digest={digest}");
+        self.send(r, scope, "PUT", &url, &[], &Body::Empty)?
+            .ok_or_else(|| Error::NotFound(format!("upload session of {}", r.name())))?;
         Ok(())
     }
 
