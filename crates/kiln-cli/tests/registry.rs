@@ -912,3 +912,194 @@ fn a_registry_that_refuses_large_bodies_gets_chunks() {
     ));
     assert_eq!(pulled.stdout, pushed.stdout);
 }
+
+#[test]
+fn corrupt_blobs_are_refused_and_nothing_is_stored() {
+    let (dir, store) = setup();
+    let reg = Registry::start(dir.path());
+    ok(kiln(
+        &store,
+        &[
+            "push",
+            "busybox:test",
+            &format!("{}/corrupt/busybox:1", reg.addr),
+        ],
+    ));
+    let proxy = Proxy::start(
+        &reg.addr,
+        vec![Rule {
+            method: "GET",
+            path_part: "/blobs/",
+            fault: Fault::Corrupt,
+            times: 1000,
+        }],
+    );
+    let fresh = dir.path().join("fresh");
+    let r = kiln(
+        &fresh,
+        &["pull", &format!("{}/corrupt/busybox:1", proxy.addr)],
+    );
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("nothing was stored"), "{}", r.stderr);
+    let blobs = fs::read_dir(fresh.join("oci/blobs/sha256"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(blobs, 0, "no blob of a corrupt pull is kept");
+    assert!(!ok(kiln(&fresh, &["images"])).stdout.contains("corrupt"));
+}
+
+#[test]
+fn credentials_from_a_docker_credential_helper() {
+    let (dir, store) = setup();
+    let d = dir.path();
+    sh("htpasswd -Bbn helperuser helper-secret > htpasswd", d);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let config = format!(
+        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\nauth:\n  htpasswd:\n    realm: kiln-test\n    path: {}/htpasswd\n",
+        d.join("helper-data").display(),
+        d.display()
+    );
+    fs::write(d.join("helper.yml"), config).unwrap();
+    let mut registry = Command::new("docker-registry")
+        .arg("serve")
+        .arg(d.join("helper.yml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // a credential helper, as docker-credential-pass or -ecr-login are
+    let bin = d.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-kilntest");
+    fs::write(&helper, "#!/bin/sh\nread server\necho \"$server\" >> \"$(dirname \"$0\")/asked\"\necho '{\"ServerURL\":\"'$server'\",\"Username\":\"helperuser\",\"Secret\":\"helper-secret\"}'\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&helper, fs::Permissions::from_mode(0o755)).unwrap();
+    let docker_config = d.join("docker-config");
+    fs::create_dir_all(&docker_config).unwrap();
+    fs::write(
+        docker_config.join("config.json"),
+        format!(r#"{{"credHelpers":{{"{addr}":"kilntest"}}}}"#),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let env = [
+        ("DOCKER_CONFIG", docker_config.to_str().unwrap()),
+        ("PATH", path.as_str()),
+    ];
+    ok(kiln_env(
+        &store,
+        &["push", "busybox:test", &format!("{addr}/helped/busybox:1")],
+        &env,
+    ));
+    assert_eq!(
+        fs::read_to_string(bin.join("asked")).unwrap().trim(),
+        addr,
+        "the helper was asked for this registry"
+    );
+    // and credsStore, the default helper
+    fs::write(
+        docker_config.join("config.json"),
+        r#"{"credsStore":"kilntest"}"#,
+    )
+    .unwrap();
+    ok(kiln_env(
+        &d.join("fresh"),
+        &["pull", &format!("{addr}/helped/busybox:1")],
+        &env,
+    ));
+    let _ = registry.kill();
+    let _ = registry.wait();
+}
+
+#[test]
+fn an_index_yields_the_image_for_the_platform() {
+    let (dir, store) = setup();
+    let reg = Registry::start(dir.path());
+    let repo = format!("{}/multi/busybox", reg.addr);
+    let digest = ok(kiln(
+        &store,
+        &["push", "busybox:test", &format!("{repo}:amd64")],
+    ))
+    .stdout
+    .trim()
+    .to_string();
+    let size = fs::metadata(
+        store
+            .join("oci/blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+    .unwrap()
+    .len();
+    // an index naming the image for amd64 and, falsely, for arm64 too
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size, "platform": {"architecture": "arm64", "os": "linux"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size, "platform": {"architecture": "amd64", "os": "linux"}}
+        ]
+    });
+    let put = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.index.v1+json",
+            "--data-binary",
+        ])
+        .arg(index.to_string())
+        .arg(format!(
+            "http://{repo_url}/manifests/multi",
+            repo_url = repo.replacen('/', "/v2/", 1)
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        put.status.success(),
+        "putting the index: {}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let fresh = dir.path().join("fresh");
+    let r = ok(kiln(
+        &fresh,
+        &[
+            "pull",
+            "--platform",
+            "linux/amd64",
+            &format!("{repo}:multi"),
+        ],
+    ));
+    assert_eq!(r.stdout.trim(), digest, "the amd64 entry's manifest");
+    assert!(r.stderr.contains("index, taking"), "{}", r.stderr);
+    let r = kiln(
+        &fresh,
+        &[
+            "pull",
+            "--platform",
+            "linux/s390x",
+            &format!("{repo}:multi"),
+        ],
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("has no image for linux/s390x"),
+        "{}",
+        r.stderr
+    );
+}

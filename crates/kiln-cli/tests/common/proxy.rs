@@ -20,6 +20,8 @@ pub enum Fault {
     Slow,
     /// Wait this many milliseconds, then forward.
     Delay(u64),
+    /// Forward, flipping one byte of the response body.
+    Corrupt,
 }
 
 #[derive(Clone, Debug)]
@@ -166,6 +168,11 @@ fn serve(mut client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io
             client.flush()?;
             let _ = client.shutdown(std::net::Shutdown::Both);
             Ok(())
+        }
+        Some(Fault::Corrupt) if answer.len() > split => {
+            let mut bad = answer.clone();
+            bad[split] ^= 0xff;
+            client.write_all(&bad)
         }
         Some(Fault::Slow) => {
             client.write_all(&answer[..split])?;
