@@ -617,12 +617,7 @@ impl Http {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_for_port(&format!("127.0.0.1:{port}"));
         Http { child, port }
     }
 }

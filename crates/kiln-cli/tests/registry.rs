@@ -17,18 +17,21 @@ struct Registry {
 
 impl Registry {
     fn start(dir: &Path) -> Registry {
+        Self::start_with(dir, "plain", "", "")
+    }
+
+    /// A registry with `http_extra` (indented under `http:`) and `auth`
+    /// (a top-level YAML block) added to its config.
+    fn start_with(dir: &Path, name: &str, http_extra: &str, auth: &str) -> Registry {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let addr = format!("127.0.0.1:{port}");
-        let config = dir.join("registry.yml");
-        fs::write(
-            &config,
-            format!("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n", dir.join("registry-data").display()),
-        )
-        .unwrap();
+        let config = dir.join(format!("{name}.yml"));
+        let data = dir.join(format!("{name}-data"));
+        fs::write(&config, format!("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{http_extra}{auth}", data.display())).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -36,12 +39,7 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .expect("docker-registry must be installed (.ci/run installs it)");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(&addr).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_for_port(&addr);
         Registry { child, addr }
     }
 }
@@ -261,31 +259,19 @@ fn basic_auth_over_tls_with_a_private_ca() {
     let d = dir.path();
     certificates(d);
     sh("htpasswd -Bbn kilnuser 'pa55-w0rd-secret' > htpasswd", d);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let config = format!(
-        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\n  tls:\n    certificate: {d}/server.crt\n    key: {d}/server.key\nauth:\n  htpasswd:\n    realm: kiln-test\n    path: {d}/htpasswd\n",
-        root = d.join("tls-data").display(),
-        d = d.display()
+    let registry = Registry::start_with(
+        d,
+        "tls",
+        &format!(
+            "  tls:\n    certificate: {d}/server.crt\n    key: {d}/server.key\n",
+            d = d.display()
+        ),
+        &format!(
+            "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}/htpasswd\n",
+            d.display()
+        ),
     );
-    fs::write(d.join("tls.yml"), config).unwrap();
-    let mut registry = Command::new("docker-registry")
-        .arg("serve")
-        .arg(d.join("tls.yml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(&addr).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let addr = registry.addr.clone();
     let docker_config = d.join("docker-config");
     let env = [("DOCKER_CONFIG", docker_config.to_str().unwrap())];
     let ca = d.join("ca.crt");
@@ -407,8 +393,7 @@ fn basic_auth_over_tls_with_a_private_ca() {
         "found in {}",
         String::from_utf8_lossy(&grep.stdout)
     );
-    let _ = registry.kill();
-    let _ = registry.wait();
+    drop(registry);
 }
 
 use common::proxy::{Fault, Proxy, Rule};
@@ -751,32 +736,8 @@ fn bearer_token_auth_through_a_token_issuer() {
     let (dir, store) = setup();
     let d = dir.path();
     let issuer = TokenIssuer::start(d, "tokenuser", "token-pass-word");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let config = format!(
-        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\nauth:\n  token:\n    realm: http://{realm}/token\n    service: kiln-test-registry\n    issuer: kiln-test-issuer\n    rootcertbundle: {cert}\n",
-        root = d.join("token-data").display(),
-        realm = issuer.addr,
-        cert = d.join("token.crt").display()
-    );
-    fs::write(d.join("token.yml"), config).unwrap();
-    let mut registry = Command::new("docker-registry")
-        .arg("serve")
-        .arg(d.join("token.yml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(&addr).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let registry = Registry::start_with(d, "token", "", &format!("auth:\n  token:\n    realm: http://{}/token\n    service: kiln-test-registry\n    issuer: kiln-test-issuer\n    rootcertbundle: {}\n", issuer.addr, d.join("token.crt").display()));
+    let addr = registry.addr.clone();
     let docker_config = d.join("docker-config");
     fs::create_dir_all(&docker_config).unwrap();
     let auth = b64std(b"tokenuser:token-pass-word");
@@ -812,8 +773,7 @@ fn bearer_token_auth_through_a_token_issuer() {
         "{}",
         r.stderr
     );
-    let _ = registry.kill();
-    let _ = registry.wait();
+    drop(registry);
 }
 
 #[test]
@@ -953,31 +913,16 @@ fn credentials_from_a_docker_credential_helper() {
     let (dir, store) = setup();
     let d = dir.path();
     sh("htpasswd -Bbn helperuser helper-secret > htpasswd", d);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let config = format!(
-        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\nauth:\n  htpasswd:\n    realm: kiln-test\n    path: {}/htpasswd\n",
-        d.join("helper-data").display(),
-        d.display()
+    let registry = Registry::start_with(
+        d,
+        "helper",
+        "",
+        &format!(
+            "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}/htpasswd\n",
+            d.display()
+        ),
     );
-    fs::write(d.join("helper.yml"), config).unwrap();
-    let mut registry = Command::new("docker-registry")
-        .arg("serve")
-        .arg(d.join("helper.yml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(&addr).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let addr = registry.addr.clone();
     // a credential helper, as docker-credential-pass or -ecr-login are
     let bin = d.join("bin");
     fs::create_dir_all(&bin).unwrap();
@@ -1022,8 +967,7 @@ fn credentials_from_a_docker_credential_helper() {
         &["pull", &format!("{addr}/helped/busybox:1")],
         &env,
     ));
-    let _ = registry.kill();
-    let _ = registry.wait();
+    drop(registry);
 }
 
 #[test]

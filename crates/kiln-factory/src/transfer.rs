@@ -162,17 +162,26 @@ fn fetch_blobs(
             fetch_one(client, store, r, b, &digest, log)?;
         }
     };
+    in_parallel(3, worker)?;
+    Ok(missing.len())
+}
+
+/// Runs `worker` on `n` threads until each returns; the first error wins.
+fn in_parallel(
+    n: usize,
+    worker: impl Fn() -> Result<(), Error> + Send + Sync + Copy,
+) -> Result<(), Error> {
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..3).map(|_| s.spawn(worker)).collect();
+        let handles: Vec<_> = (0..n).map(|_| s.spawn(worker)).collect();
         handles
             .into_iter()
             .map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err(Error::Transfer("a download thread panicked".into())))
+                    .unwrap_or_else(|_| Err(Error::Transfer("a transfer thread panicked".into())))
             })
             .collect::<Result<Vec<()>, Error>>()
     })?;
-    Ok(missing.len())
+    Ok(())
 }
 
 /// Downloads one blob; a body that breaks off (a dropped connection, a
@@ -256,16 +265,7 @@ pub fn push(
             };
         }
     };
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..3).map(|_| s.spawn(worker)).collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Transfer("an upload thread panicked".into())))
-            })
-            .collect::<Result<Vec<()>, Error>>()
-    })?;
+    in_parallel(3, worker)?;
     // the manifest goes last, when every blob it names is there
     let tag = target.tag.clone().unwrap_or_else(|| "latest".into());
     for t in std::iter::once(&tag).chain(more_tags) {

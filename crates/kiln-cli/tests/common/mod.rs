@@ -111,3 +111,13 @@ echo "heredoc in $(pwd)"
 EOF
 CMD ["cat", "/app/greeting.txt"]
 "#;
+
+/// Waits until something listens on `addr` (a few seconds at most).
+pub fn wait_for_port(addr: &str) {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
