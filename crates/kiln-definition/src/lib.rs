@@ -1,0 +1,496 @@
+//! kiln.toml: a factory's definition.
+//!
+//! [`load`] reads one or more factory files (or directories of them),
+//! parses each strictly (unknown keys are errors), checks what serde cannot
+//! (format version, cron expressions, time zones, version schemes, publish
+//! targets, references between images) and returns a [`Factory`]: every
+//! image by name, with paths made absolute. Every error names the file,
+//! line and column. [`schema`] is the JSON Schema of the file format,
+//! generated from the same types.
+//!
+//! This crate reads files and the environment (for `${VAR}` in publish
+//! targets) and nothing else; Dockerfiles are read by the factory.
+
+mod error;
+pub mod model;
+mod schedule;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+pub use error::Error;
+pub use model::{MmdebstrapDef, TestDef, FORMAT};
+pub use schedule::Schedule;
+
+/// Every image of the factory files baked together.
+#[derive(Debug)]
+pub struct Factory {
+    pub files: Vec<SourceFile>,
+    pub images: BTreeMap<String, Image>,
+}
+
+/// A factory file as read.
+#[derive(Debug)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// One image, resolved.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub name: String,
+    /// Index into [`Factory::files`] of the file declaring it.
+    pub file: usize,
+    /// Span of its name in that file.
+    pub span: Range<usize>,
+    pub recipe: Recipe,
+    pub version: VersionScheme,
+    pub tags: Vec<String>,
+    pub publish: Vec<Publish>,
+    /// Test commands as argv vectors.
+    pub tests: Vec<Vec<String>>,
+    pub schedule: Option<Schedule>,
+}
+
+/// How an image is made.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Recipe {
+    Dockerfile {
+        context: PathBuf,
+        dockerfile: PathBuf,
+        args: BTreeMap<String, String>,
+        target: Option<String>,
+        secrets: BTreeMap<String, PathBuf>,
+        /// FROM reference as written → factory image name.
+        bases: BTreeMap<String, String>,
+    },
+    Mmdebstrap(MmdebstrapDef),
+}
+
+/// How an image's version tag is chosen.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionScheme {
+    /// `YYYYMMDD.N`, N counting that image's bakes of the day from 1.
+    Date,
+    /// The short commit of the git repository holding the definition.
+    Git,
+    /// The first line of this file.
+    File(PathBuf),
+}
+
+/// Where a tested image goes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Publish {
+    /// A registry repository (`docker://HOST/REPO`), without tag.
+    Registry(String),
+    /// An OCI archive file.
+    OciArchive(PathBuf),
+    /// kiln's local store (names `NAME:VERSION` and the moving tags).
+    Store,
+}
+
+impl Factory {
+    /// An error pointing at `span` of file `file`.
+    pub fn error_at(&self, file: usize, span: Range<usize>, message: impl Into<String>) -> Error {
+        let f = &self.files[file];
+        Error::at(&f.path, &f.text, span, message)
+    }
+
+    /// An error pointing at image `name`'s declaration.
+    pub fn error_at_image(&self, name: &str, message: impl Into<String>) -> Error {
+        let img = &self.images[name];
+        self.error_at(img.file, img.span.clone(), message)
+    }
+}
+
+impl Image {
+    /// A canonical text of everything in the definition that shapes the
+    /// image (not where it is published or how it is versioned), so that a
+    /// change to it makes the image stale.
+    pub fn definition_text(&self) -> String {
+        serde_json::json!({
+            "recipe": self.recipe,
+            "tests": self.tests,
+        })
+        .to_string()
+    }
+}
+
+/// The JSON Schema of kiln.toml.
+pub fn schema() -> String {
+    let schema = schemars::schema_for!(model::FileDef);
+    serde_json::to_string_pretty(&schema).expect("a schema serialises") + "\n"
+}
+
+/// Reads the factory files at `paths`. A directory stands for every
+/// `kiln.toml` and `*.kiln.toml` directly in it.
+pub fn load(paths: &[PathBuf]) -> Result<Factory, Error> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let entries = std::fs::read_dir(path)
+                .map_err(|e| Error::file(path, format!("cannot read directory: {e}")))?;
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n == "kiln.toml" || n.ends_with(".kiln.toml"))
+                })
+                .collect();
+            if found.is_empty() {
+                return Err(
+                    Error::file(path, "no kiln.toml or *.kiln.toml in this directory")
+                        .with_hint("name a factory file, or create kiln.toml here"),
+                );
+            }
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let mut factory = Factory {
+        files: Vec::new(),
+        images: BTreeMap::new(),
+    };
+    for path in files {
+        let path = std::path::absolute(&path).unwrap_or(path);
+        if factory.files.iter().any(|f| f.path == path) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::file(&path, format!("cannot read: {e}")))?;
+        factory.files.push(SourceFile { path, text });
+        let index = factory.files.len() - 1;
+        read_file(&mut factory, index)?;
+    }
+    check_references(&factory)?;
+    Ok(factory)
+}
+
+fn read_file(factory: &mut Factory, index: usize) -> Result<(), Error> {
+    let (path, text) = (
+        factory.files[index].path.clone(),
+        factory.files[index].text.clone(),
+    );
+    let (path, text) = (path.as_path(), text.as_str());
+    let err = |span: Range<usize>, msg: String| Error::at(path, text, span, msg);
+    let def: model::FileDef = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        let msg = e.message().trim().to_string();
+        let hint = if msg.contains("unknown field") {
+            Some("see `kiln schema` for every key kiln.toml accepts")
+        } else if msg.contains("missing field `kiln`") {
+            Some("start the file with `kiln = 1`, the format version")
+        } else {
+            None
+        };
+        let e = err(span, msg);
+        match hint {
+            Some(h) => e.with_hint(h),
+            None => e,
+        }
+    })?;
+    if *def.kiln.get_ref() != FORMAT {
+        return Err(err(
+            def.kiln.span(),
+            format!("format version {} is not known", def.kiln.get_ref()),
+        )
+        .with_hint(format!("this kiln reads `kiln = {FORMAT}`")));
+    }
+    let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let factory_tz = def
+        .factory
+        .timezone
+        .as_ref()
+        .map(|tz| (tz.get_ref().clone(), tz.span()));
+    let factory_schedule = match &def.factory.schedule {
+        Some(s) => Some(parse_schedule(path, text, s, factory_tz.clone())?),
+        None => None,
+    };
+    if factory_schedule.is_none() {
+        if let Some((tz, span)) = &factory_tz {
+            schedule::parse_tz(tz).map_err(|m| err(span.clone(), m))?;
+        }
+    }
+    let registry = match &def.factory.registry {
+        Some(r) => Some(interpolate(r.get_ref()).map_err(|m| err(r.span(), m))?),
+        None => None,
+    };
+    let mut images = Vec::new();
+    for (name, img) in def.image {
+        let span = name.span();
+        let name = name.into_inner();
+        if !valid_name(&name) {
+            return Err(err(span, format!("image name {name:?} is not valid"))
+                .with_hint("use lowercase letters, digits and `.`, `_`, `-`, starting with a letter or digit"));
+        }
+        let recipe = match img.mmdebstrap {
+            Some(m) => {
+                if img.context.is_some()
+                    || img.dockerfile.is_some()
+                    || img.target.is_some()
+                    || !img.bases.is_empty()
+                {
+                    return Err(err(
+                        span,
+                        format!("image {name:?} has both `mmdebstrap` and Dockerfile settings"),
+                    )
+                    .with_hint(
+                        "a bootstrapped image has no context, dockerfile, target or bases",
+                    ));
+                }
+                Recipe::Mmdebstrap(m)
+            }
+            None => {
+                let context = dir.join(img.context.unwrap_or_else(|| PathBuf::from(".")));
+                let dockerfile = context.join(
+                    img.dockerfile
+                        .unwrap_or_else(|| PathBuf::from("Dockerfile")),
+                );
+                Recipe::Dockerfile {
+                    context,
+                    dockerfile,
+                    args: img.args,
+                    target: img.target,
+                    secrets: img
+                        .secrets
+                        .into_iter()
+                        .map(|(k, v)| (k, dir.join(v)))
+                        .collect(),
+                    bases: img
+                        .bases
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into_inner()))
+                        .collect(),
+                }
+            }
+        };
+        let version = match &img.version {
+            None => VersionScheme::Date,
+            Some(v) => match v.get_ref().as_str() {
+                "date" => VersionScheme::Date,
+                "git" => VersionScheme::Git,
+                s => match s.strip_prefix("file:") {
+                    Some(f) if !f.is_empty() => VersionScheme::File(dir.join(f)),
+                    _ => {
+                        return Err(err(v.span(), format!("version scheme {s:?} is not known"))
+                            .with_hint("use \"date\", \"git\" or \"file:PATH\""))
+                    }
+                },
+            },
+        };
+        for tag in &img.tags {
+            if !valid_tag(tag) {
+                return Err(err(
+                    span.clone(),
+                    format!("tag {tag:?} of image {name:?} is not a valid tag"),
+                )
+                .with_hint("a tag is up to 128 of [A-Za-z0-9_.-], not starting with `.` or `-`"));
+            }
+        }
+        let mut publish = Vec::new();
+        for target in &img.publish {
+            let text = interpolate(target.get_ref()).map_err(|m| err(target.span(), m))?;
+            publish.push(parse_publish(&text, &dir).map_err(|m| {
+                err(target.span(), m).with_hint("use docker://HOST/REPO, oci-archive:PATH or store")
+            })?);
+        }
+        if img.publish.is_empty() {
+            if let Some(registry) = &registry {
+                publish.push(Publish::Registry(format!(
+                    "{}/{name}",
+                    registry.trim_end_matches('/')
+                )));
+            }
+        }
+        let tests: Vec<Vec<String>> = img
+            .test
+            .into_iter()
+            .map(|t| match t {
+                TestDef::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s],
+                TestDef::Exec(v) => v,
+            })
+            .collect();
+        if let Some(empty) = tests_empty(&tests) {
+            return Err(err(
+                span,
+                format!("test {} of image {name:?} is empty", empty + 1),
+            ));
+        }
+        let tz = img
+            .timezone
+            .as_ref()
+            .map(|t| (t.get_ref().clone(), t.span()))
+            .or(factory_tz.clone());
+        let schedule = match &img.schedule {
+            Some(s) => Some(parse_schedule(path, text, s, tz)?),
+            None => {
+                if let Some(t) = &img.timezone {
+                    schedule::parse_tz(t.get_ref()).map_err(|m| err(t.span(), m))?;
+                }
+                factory_schedule.clone()
+            }
+        };
+        images.push(Image {
+            name,
+            file: index,
+            span,
+            recipe,
+            version,
+            tags: img.tags,
+            publish,
+            tests,
+            schedule,
+        });
+    }
+    for image in images {
+        if let Some(first) = factory.images.get(&image.name) {
+            let other = &factory.files[first.file];
+            let (line, col) = {
+                let e = Error::at(&other.path, &other.text, first.span.clone(), "");
+                (e.line, e.column)
+            };
+            return Err(factory
+                .error_at(
+                    index,
+                    image.span.clone(),
+                    format!("image {:?} is declared twice", image.name),
+                )
+                .with_hint(format!(
+                    "first declared at {}:{line}:{col}",
+                    other.path.display()
+                )));
+        }
+        factory.images.insert(image.name.clone(), image);
+    }
+    Ok(())
+}
+
+fn tests_empty(tests: &[Vec<String>]) -> Option<usize> {
+    tests
+        .iter()
+        .position(|t| t.is_empty() || t.last().is_some_and(|s| s.trim().is_empty()))
+}
+
+fn parse_schedule(
+    path: &Path,
+    text: &str,
+    expr: &toml::Spanned<String>,
+    tz: Option<(String, Range<usize>)>,
+) -> Result<Schedule, Error> {
+    let tz = match tz {
+        Some((name, span)) => {
+            Some(schedule::parse_tz(&name).map_err(|m| Error::at(path, text, span, m))?)
+        }
+        None => None,
+    };
+    Schedule::parse(expr.get_ref(), tz).map_err(|m| {
+        Error::at(path, text, expr.span(), m)
+            .with_hint("5 fields: minute hour day-of-month month day-of-week, e.g. \"0 4 * * 1\" (Mondays 04:00)")
+    })
+}
+
+fn check_references(factory: &Factory) -> Result<(), Error> {
+    for image in factory.images.values() {
+        if let Recipe::Dockerfile { bases, .. } = &image.recipe {
+            for (from, target) in bases {
+                if !factory.images.contains_key(target) {
+                    let known: Vec<&str> = factory.images.keys().map(String::as_str).collect();
+                    return Err(factory
+                        .error_at_image(
+                            &image.name,
+                            format!("image {:?}: base {from:?} names image {target:?}, which no factory file declares", image.name),
+                        )
+                        .with_hint(format!("known images: {}", known.join(", "))));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+        && name.len() <= 128
+}
+
+fn valid_tag(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag.len() <= 128
+        && !tag.starts_with(['.', '-'])
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+fn parse_publish(text: &str, dir: &Path) -> Result<Publish, String> {
+    if text == "store" {
+        return Ok(Publish::Store);
+    }
+    if let Some(repo) = text.strip_prefix("docker://") {
+        if repo.is_empty()
+            || repo.contains('@')
+            || repo
+                .rsplit('/')
+                .next()
+                .is_some_and(|last| last.contains(':'))
+        {
+            return Err(format!(
+                "publish target {text:?}: give a repository without tag or digest"
+            ));
+        }
+        return Ok(Publish::Registry(repo.to_string()));
+    }
+    if let Some(file) = text.strip_prefix("oci-archive:") {
+        if file.is_empty() {
+            return Err("publish target \"oci-archive:\" needs a path".into());
+        }
+        return Ok(Publish::OciArchive(dir.join(file)));
+    }
+    Err(format!("publish target {text:?} is not known"))
+}
+
+/// Expands `${VAR}` and `${VAR:-default}` from the environment.
+fn interpolate(text: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let Some(end) = rest[i..].find('}') else {
+            return Err(format!("unclosed `${{` in {text:?}"));
+        };
+        let inner = &rest[i + 2..i + end];
+        let (var, default) = match inner.split_once(":-") {
+            Some((v, d)) => (v, Some(d)),
+            None => (inner, None),
+        };
+        match (std::env::var(var), default) {
+            (Ok(v), _) if !v.is_empty() => out.push_str(&v),
+            (_, Some(d)) => out.push_str(d),
+            _ => {
+                return Err(format!(
+                    "environment variable {var} is not set (used in {text:?})"
+                ))
+            }
+        }
+        rest = &rest[i + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

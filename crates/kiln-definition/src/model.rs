@@ -1,0 +1,148 @@
+//! The shape of a kiln.toml file, as serde reads it. Every table denies
+//! unknown keys; values that need checking after parsing keep their span.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The format version this kiln reads.
+pub const FORMAT: u32 = 1;
+
+/// A kiln.toml file: the images one factory produces.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "kiln.toml")]
+pub struct FileDef {
+    /// Format version of this file. This kiln reads format 1.
+    #[schemars(with = "u32")]
+    pub kiln: Spanned<u32>,
+    /// Settings for every image of this file.
+    #[serde(default)]
+    pub factory: FactoryDef,
+    /// The images this factory produces, by name. Names are unique across
+    /// every factory file baked together; another image refers to one by
+    /// this name (in its Dockerfile's FROM, or in `bases`).
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, ImageDef>")]
+    pub image: BTreeMap<Spanned<String>, ImageDef>,
+}
+
+/// Settings shared by the images of one file.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FactoryDef {
+    /// When every image of this file is due for a rebuild even if nothing in
+    /// git changed: a 5-field cron expression (minute hour day-of-month
+    /// month day-of-week). An image's own `schedule` takes precedence.
+    #[schemars(with = "Option<String>")]
+    pub schedule: Option<Spanned<String>>,
+    /// IANA time zone the schedules of this file are read in (default UTC).
+    #[schemars(with = "Option<String>")]
+    pub timezone: Option<Spanned<String>>,
+    /// Default registry repository prefix: each image is published to
+    /// `docker://REGISTRY/NAME` unless it lists its own `publish` targets.
+    /// `${VAR}` and `${VAR:-default}` are read from the environment.
+    #[schemars(with = "Option<String>")]
+    pub registry: Option<Spanned<String>>,
+}
+
+/// One image of the factory: built from a Dockerfile, or bootstrapped.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageDef {
+    /// Build context directory, relative to this file (default: the file's
+    /// directory).
+    pub context: Option<PathBuf>,
+    /// Dockerfile, relative to the context (default `Dockerfile`).
+    pub dockerfile: Option<PathBuf>,
+    /// Build arguments (`--build-arg`).
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+    /// Stage to build (`--target`).
+    pub target: Option<String>,
+    /// Secrets for `RUN --mount=type=secret`: id → file, relative to this
+    /// file.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, PathBuf>,
+    /// Bases given explicitly: a reference as written in the Dockerfile's
+    /// FROM → the factory image that replaces it. A FROM naming a factory
+    /// image directly needs no entry here.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub bases: BTreeMap<String, Spanned<String>>,
+    /// Bootstrap this image (a root of a chain) with mmdebstrap instead of
+    /// building it from a Dockerfile.
+    pub mmdebstrap: Option<MmdebstrapDef>,
+    /// Version scheme: `date` (YYYYMMDD.N, N counting the bakes of the
+    /// day; the default), `git` (the short commit of the definition's
+    /// repository), or `file:PATH` (the first line of a file relative to
+    /// this kiln.toml).
+    #[schemars(with = "Option<String>")]
+    pub version: Option<Spanned<String>>,
+    /// Moving tags applied next to the version tag, e.g. `latest`, `stable`.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Where the image goes once its tests pass: `docker://HOST/REPO` (a
+    /// registry repository), `oci-archive:PATH` (a file relative to this
+    /// kiln.toml), `store` (kiln's local store, where every image is also
+    /// kept). `${VAR}` and `${VAR:-default}` are read from the environment.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub publish: Vec<Spanned<String>>,
+    /// Commands run in a throwaway container of the new image; each must
+    /// exit 0 before the image is published. A string runs with
+    /// `/bin/sh -c`, an array runs as is.
+    #[serde(default)]
+    pub test: Vec<TestDef>,
+    /// This image's own rebuild schedule (5-field cron).
+    #[schemars(with = "Option<String>")]
+    pub schedule: Option<Spanned<String>>,
+    /// Time zone of this image's schedule (default: the factory's, or UTC).
+    #[schemars(with = "Option<String>")]
+    pub timezone: Option<Spanned<String>>,
+}
+
+/// A Debian root filesystem made by mmdebstrap.
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq, Eq, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MmdebstrapDef {
+    /// Debian suite, e.g. `bookworm`.
+    pub suite: String,
+    /// mmdebstrap variant (default `minbase`).
+    #[serde(default = "default_variant")]
+    pub variant: String,
+    /// Archive components (default `["main"]`).
+    #[serde(default = "default_components")]
+    pub components: Vec<String>,
+    /// Extra packages to install.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Debian architecture (default: the machine's).
+    pub architecture: Option<String>,
+    /// Mirror URL (default: mmdebstrap's).
+    pub mirror: Option<String>,
+    /// A snapshot.debian.org timestamp (`YYYYMMDDTHHMMSSZ`): the archive as
+    /// it was then, for a reproducible base.
+    pub snapshot: Option<String>,
+}
+
+fn default_variant() -> String {
+    "minbase".into()
+}
+
+fn default_components() -> Vec<String> {
+    vec!["main".into()]
+}
+
+/// A test command.
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum TestDef {
+    /// Run with `/bin/sh -c`.
+    Shell(String),
+    /// Run as is (exec form).
+    Exec(Vec<String>),
+}
