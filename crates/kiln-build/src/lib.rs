@@ -28,6 +28,21 @@ pub use kiln_oci::layer::Compression;
 pub use run::{run_image, RunOptions};
 pub use source::{BaseImage, ImageSource, StoreSource};
 
+/// A digest of a build context as a build reads it (after `.dockerignore`)
+/// together with its Dockerfile: it changes when a build could change.
+pub fn context_digest(
+    root: &std::path::Path,
+    dockerfile: &std::path::Path,
+) -> Result<String, String> {
+    let ctx = context::Context::open(root, Some(dockerfile))?;
+    let files = ctx.hash(&[PathBuf::new()])?;
+    let text =
+        std::fs::read(dockerfile).map_err(|e| format!("reading {}: {e}", dockerfile.display()))?;
+    let mut all = files.into_bytes();
+    all.extend_from_slice(&text);
+    Ok(kiln_oci::digest::sha256(&all).to_string())
+}
+
 /// What `kiln build` was asked to do.
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {

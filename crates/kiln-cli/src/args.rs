@@ -66,6 +66,43 @@ pub enum Command {
     /// Work with Dockerfiles without building them.
     #[command(subcommand)]
     Dockerfile(DockerfileCommand),
+    /// Show which images of the factory are stale, why, and how a bake
+    /// would rebuild them.
+    ///
+    /// Reads kiln.toml (or the factory files named with -f), each image's
+    /// Dockerfile and build context, the lock files beside the factory
+    /// files, and asks registries where registry bases point now. For each
+    /// image: up to date, or stale with every reason (never built,
+    /// definition changed, context changed, base moved, upstream rebuilt or
+    /// to be rebuilt, schedule due, --force); then the waves a bake builds
+    /// in (images of one wave build concurrently).
+    /// Exit status: 0 planned, 1 a factory file or Dockerfile is invalid or
+    /// a base cannot be resolved, 2 bad command line.
+    Plan(PlanArgs),
+    /// Print the JSON Schema of kiln.toml.
+    Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct FactoryFiles {
+    /// A factory file, or a directory holding kiln.toml and *.kiln.toml;
+    /// several are combined into one factory [default: .]
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub factory: FactoryFiles,
+    /// Only these images (and the images they are built on) [default: all]
+    pub images: Vec<String>,
+    /// Treat every planned image as stale
+    #[arg(long)]
+    pub force: bool,
+    /// Print the plan as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -163,3 +163,60 @@ fn help_explains_the_commands() {
         assert!(stdout.contains(flag), "{flag} missing from help");
     }
 }
+
+#[test]
+fn plan_of_the_bundled_factory_shows_waves_and_reasons() {
+    let (code, stdout, stderr) =
+        output(kiln(&repo_root()).args(["plan", "-f", "examples/factory"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("wave 1: base\nwave 2: tools\nwave 3: count, greet, hello"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = output(kiln(&repo_root()).args([
+        "plan",
+        "-f",
+        "examples/factory",
+        "--json",
+        "--force",
+        "hello",
+    ]));
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let names: Vec<&str> = v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["base", "tools", "hello"]);
+    assert_eq!(v["images"][2]["depends_on"], serde_json::json!(["tools"]));
+}
+
+#[test]
+fn a_bad_factory_file_exits_1_naming_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "kiln.toml",
+        "kiln = 1\n[image.app]\nschedule = \"0 4 * *\"\n",
+    );
+    let (code, stdout, stderr) = output(kiln(dir.path()).arg("plan"));
+    assert_eq!(code, 1);
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains("kiln.toml:3:12: cron expression \"0 4 * *\" has 4 fields, not 5"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: 5 fields"), "{stderr}");
+    let (code, _, stderr) = output(kiln(dir.path()).args(["plan", "nothing-here"]));
+    assert_eq!(code, 1, "{stderr}");
+}
+
+#[test]
+fn schema_is_printed() {
+    let (code, stdout, _) = output(kiln(&repo_root()).arg("schema"));
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["title"], "kiln.toml");
+}

@@ -1,15 +1,32 @@
-//! The factory layer. Today: moving images between the store and
-//! registries ([`transfer`]) and resolving build bases from the store or,
-//! on demand, a registry ([`RegistrySource`]). The factory proper (kiln.toml,
-//! staleness, bake) grows here.
+//! The factory layer: moving images between the store and registries
+//! ([`transfer`]), resolving build bases from the store or, on demand, a
+//! registry ([`RegistrySource`]), and the factory proper: the image graph
+//! of a kiln.toml ([`graph`]), its lock files ([`lock`]) and what is stale
+//! and why ([`plan`]).
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
+pub mod graph;
+pub mod lock;
+pub mod plan;
 pub mod transfer;
 
 use kiln_build::{BaseImage, ImageSource, StoreSource};
 use kiln_dockerfile::Platform;
 use kiln_registry::{Client, Reference};
 use kiln_store::Store;
+
+/// What stops a plan or a bake before any image is built.
+#[derive(Debug, thiserror::Error)]
+pub enum FactoryError {
+    #[error("{0}")]
+    Definition(#[from] kiln_definition::Error),
+    #[error("image {image:?}: its Dockerfile is not valid:\n{rendered}")]
+    Dockerfile { image: String, rendered: String },
+    #[error("{0}")]
+    Lock(String),
+    #[error("no image {name:?} in the factory (known: {known})")]
+    UnknownImage { name: String, known: String },
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

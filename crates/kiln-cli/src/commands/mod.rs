@@ -2,6 +2,7 @@
 
 mod build;
 mod dockerfile_check;
+mod factory;
 mod registry;
 pub mod store_cmds;
 
@@ -44,6 +45,15 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
             &registry::client(&cli.insecure_registries, &cli.ca_certs)?,
             printer,
         ),
+        Command::Plan(args) => factory::plan(
+            args,
+            &registry::client(&cli.insecure_registries, &cli.ca_certs)?,
+            printer,
+        ),
+        Command::Schema => {
+            printer.data(kiln_definition::schema().trim_end());
+            Ok(Exit::Success)
+        }
         Command::Login(args) => registry::login(
             args,
             &registry::client(&cli.insecure_registries, &cli.ca_certs)?,

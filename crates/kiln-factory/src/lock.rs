@@ -1,0 +1,128 @@
+//! kiln.lock: what the last bake of each image was made from and what it
+//! produced, so a deployment can pin an exact image and `kiln plan` can say
+//! what changed. One lock file sits beside each factory file
+//! (`kiln.toml` → `kiln.lock`, `team.kiln.toml` → `team.kiln.lock`) and is
+//! always replaced atomically.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The lock format version.
+pub const LOCK_FORMAT: u32 = 1;
+
+/// One lock file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lock {
+    pub kiln_lock: u32,
+    #[serde(default)]
+    pub image: BTreeMap<String, Locked>,
+}
+
+/// The last bake of one image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Locked {
+    /// The version tag it was given.
+    pub version: String,
+    /// Manifest digest of the image.
+    pub digest: String,
+    /// Every tag it carries: the version and the moving tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Where it was published, each pinned by digest.
+    #[serde(default)]
+    pub published: Vec<String>,
+    /// When it was baked (RFC 3339, UTC).
+    pub baked_at: String,
+    pub inputs: Inputs,
+}
+
+/// What an image was made from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inputs {
+    /// Digest of the image's definition in kiln.toml.
+    pub definition: String,
+    /// Digest of its build context and Dockerfile (none for bootstrap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// Each base as written (a factory image name or a registry reference)
+    /// → the digest it resolved to.
+    #[serde(default)]
+    pub bases: BTreeMap<String, String>,
+}
+
+/// The lock file beside a factory file.
+pub fn lock_path(factory_file: &Path) -> PathBuf {
+    let name = factory_file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("kiln.toml");
+    let stem = name.strip_suffix(".toml").unwrap_or(name);
+    factory_file.with_file_name(format!("{stem}.lock"))
+}
+
+impl Lock {
+    /// Reads a lock file; a missing one is empty.
+    pub fn read(path: &Path) -> Result<Lock, String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Lock {
+                    kiln_lock: LOCK_FORMAT,
+                    image: BTreeMap::new(),
+                })
+            }
+            Err(e) => return Err(format!("{}: cannot read: {e}", path.display())),
+        };
+        let lock: Lock = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            format!(
+                "{}:{}: {} (kiln writes this file; delete it to start afresh)",
+                path.display(),
+                line.unwrap_or(0),
+                e.message().trim()
+            )
+        })?;
+        if lock.kiln_lock != LOCK_FORMAT {
+            return Err(format!(
+                "{}: lock format {} is not known",
+                path.display(),
+                lock.kiln_lock
+            ));
+        }
+        Ok(lock)
+    }
+
+    /// Writes the lock file atomically: a temporary file in the same
+    /// directory, synced, then renamed over the old one.
+    pub fn write(&self, path: &Path) -> Result<(), String> {
+        let body = toml::to_string(self).map_err(|e| e.to_string())?;
+        let text = format!("# Written by `kiln bake`: what each image was baked from and where it went. Do not edit.\n{body}");
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("kiln.lock"),
+            std::process::id()
+        ));
+        let result = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            std::fs::File::open(dir)?.sync_all()
+        })();
+        result.map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("{}: cannot write: {e}", path.display())
+        })
+    }
+}

@@ -1,0 +1,354 @@
+//! Staleness: for every image, whether it is up to date and why not, and
+//! the waves in which a bake would rebuild what is stale.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use kiln_definition::{Factory, Recipe};
+use serde::Serialize;
+
+use crate::graph::{self, Graph};
+use crate::lock::{lock_path, Inputs, Lock, Locked};
+use crate::FactoryError;
+
+/// Resolves a registry reference to the digest its tag points at now.
+pub trait Resolver {
+    fn digest(&self, reference: &str) -> Result<String, String>;
+}
+
+/// A registry, asked over the distribution API.
+pub struct RegistryResolver<'a> {
+    pub client: &'a kiln_registry::Client,
+}
+
+impl Resolver for RegistryResolver<'_> {
+    fn digest(&self, reference: &str) -> Result<String, String> {
+        let r = kiln_registry::Reference::parse(reference).map_err(|e| e.to_string())?;
+        if let Some(d) = &r.digest {
+            return Ok(d.clone());
+        }
+        let (bytes, _) = self
+            .client
+            .get_manifest(&r)
+            .map_err(|e| format!("resolving {r}: {e}"))?;
+        Ok(kiln_oci::digest::sha256(&bytes).to_string())
+    }
+}
+
+/// The lock files of a factory, read together.
+#[derive(Debug, Default)]
+pub struct Locks {
+    /// Lock path → its content, one per factory file.
+    pub files: BTreeMap<PathBuf, Lock>,
+    /// Image → the lock file it belongs to.
+    pub owner: BTreeMap<String, PathBuf>,
+}
+
+impl Locks {
+    pub fn read(factory: &Factory) -> Result<Locks, FactoryError> {
+        let mut locks = Locks::default();
+        for f in &factory.files {
+            let path = lock_path(&f.path);
+            let lock = Lock::read(&path).map_err(FactoryError::Lock)?;
+            locks.files.insert(path.clone(), lock);
+        }
+        for (name, image) in &factory.images {
+            locks
+                .owner
+                .insert(name.clone(), lock_path(&factory.files[image.file].path));
+        }
+        Ok(locks)
+    }
+
+    pub fn get(&self, image: &str) -> Option<&Locked> {
+        self.files.get(self.owner.get(image)?)?.image.get(image)
+    }
+
+    pub fn set(&mut self, image: &str, locked: Locked) {
+        if let Some(path) = self.owner.get(image) {
+            if let Some(lock) = self.files.get_mut(path) {
+                lock.image.insert(image.to_string(), locked);
+            }
+        }
+    }
+
+    /// Writes the lock file holding `image`.
+    pub fn write_for(&self, image: &str) -> Result<(), FactoryError> {
+        let path = &self.owner[image];
+        self.files[path].write(path).map_err(FactoryError::Lock)
+    }
+}
+
+/// Why an image is stale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum Reason {
+    NeverBuilt,
+    Forced,
+    DefinitionChanged,
+    ContextChanged,
+    BaseMoved {
+        base: String,
+        from: Option<String>,
+        to: String,
+    },
+    UpstreamRebuilt {
+        image: String,
+    },
+    UpstreamWillRebuild {
+        image: String,
+    },
+    ScheduleDue {
+        schedule: String,
+        since: String,
+    },
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::NeverBuilt => write!(f, "never built"),
+            Reason::Forced => write!(f, "--force"),
+            Reason::DefinitionChanged => write!(f, "its definition in kiln.toml changed"),
+            Reason::ContextChanged => {
+                write!(f, "a file in its build context (or its Dockerfile) changed")
+            }
+            Reason::BaseMoved {
+                base,
+                from: Some(from),
+                to,
+            } => write!(f, "base {base} moved: {} → {}", short(from), short(to)),
+            Reason::BaseMoved {
+                base,
+                from: None,
+                to,
+            } => write!(f, "base {base} is new ({})", short(to)),
+            Reason::UpstreamRebuilt { image } => write!(f, "upstream image {image} was rebuilt"),
+            Reason::UpstreamWillRebuild { image } => {
+                write!(f, "upstream image {image} will be rebuilt")
+            }
+            Reason::ScheduleDue { schedule, since } => {
+                write!(f, "schedule {schedule:?} was due at {since}")
+            }
+        }
+    }
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..hex.len().min(12)]
+}
+
+/// One image's state.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImagePlan {
+    pub name: String,
+    pub stale: bool,
+    pub reasons: Vec<Reason>,
+    /// The digest the lock holds for it.
+    pub digest: Option<String>,
+    pub version: Option<String>,
+    /// The images it is built on.
+    pub depends_on: Vec<String>,
+    /// Its inputs as they are now (factory bases that will be rebuilt are
+    /// missing until they are).
+    #[serde(skip)]
+    pub inputs: Inputs,
+}
+
+/// What a bake would do.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Every planned image, in dependency order.
+    pub images: Vec<ImagePlan>,
+    /// The stale images, in waves a bake builds one after another; the
+    /// images of a wave build concurrently.
+    pub waves: Vec<Vec<String>>,
+}
+
+impl Plan {
+    pub fn image(&self, name: &str) -> Option<&ImagePlan> {
+        self.images.iter().find(|i| i.name == name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// Images asked for (with what they are built on); empty: all.
+    pub selected: Vec<String>,
+    pub force: bool,
+    pub now: DateTime<Utc>,
+}
+
+/// The inputs of an image that do not depend on other images.
+fn own_inputs(factory: &Factory, name: &str) -> Result<Inputs, FactoryError> {
+    let image = &factory.images[name];
+    let definition = kiln_oci::digest::sha256(image.definition_text().as_bytes()).to_string();
+    let context = match &image.recipe {
+        Recipe::Dockerfile {
+            context,
+            dockerfile,
+            ..
+        } => Some(
+            kiln_build::context_digest(context, dockerfile).map_err(|e| {
+                factory.error_at_image(
+                    name,
+                    format!("image {name:?}: reading its build context: {e}"),
+                )
+            })?,
+        ),
+        Recipe::Mmdebstrap(_) => None,
+    };
+    Ok(Inputs {
+        definition,
+        context,
+        bases: BTreeMap::new(),
+    })
+}
+
+/// The images `selected` names, with everything they are built on; all
+/// images when empty. Unknown names are errors.
+pub fn selection(
+    factory: &Factory,
+    g: &Graph,
+    selected: &[String],
+) -> Result<BTreeSet<String>, FactoryError> {
+    if selected.is_empty() {
+        return Ok(factory.images.keys().cloned().collect());
+    }
+    for s in selected {
+        if !factory.images.contains_key(s) {
+            let known: Vec<&str> = factory.images.keys().map(String::as_str).collect();
+            return Err(FactoryError::UnknownImage {
+                name: s.clone(),
+                known: known.join(", "),
+            });
+        }
+    }
+    Ok(graph::upstream(g, &selected.iter().cloned().collect()))
+}
+
+/// Works out what is stale and why.
+pub fn plan(
+    factory: &Factory,
+    g: &Graph,
+    locks: &Locks,
+    resolver: &dyn Resolver,
+    opts: &PlanOptions,
+) -> Result<Plan, FactoryError> {
+    let chosen = selection(factory, g, &opts.selected)?;
+    let mut images: Vec<ImagePlan> = Vec::new();
+    let mut stale_set = BTreeSet::new();
+    let mut resolved: BTreeMap<String, String> = BTreeMap::new();
+    for name in g.order.iter().filter(|n| chosen.contains(*n)) {
+        let image = &factory.images[name];
+        let locked = locks.get(name);
+        let mut inputs = own_inputs(factory, name)?;
+        let mut reasons = Vec::new();
+        if opts.force {
+            reasons.push(Reason::Forced);
+        }
+        let Some(locked) = locked else {
+            reasons.push(Reason::NeverBuilt);
+            for reference in &g.external[name] {
+                let d = resolve(resolver, &mut resolved, reference).map_err(|e| {
+                    factory.error_at_image(name, format!("image {name:?}: base {reference}: {e}"))
+                })?;
+                inputs.bases.insert(reference.clone(), d);
+            }
+            for dep in &g.deps[name] {
+                if let (false, Some(l)) = (stale_set.contains(dep), locks.get(dep)) {
+                    inputs.bases.insert(dep.clone(), l.digest.clone());
+                }
+            }
+            stale_set.insert(name.clone());
+            images.push(ImagePlan {
+                name: name.clone(),
+                stale: true,
+                reasons,
+                digest: None,
+                version: None,
+                depends_on: g.deps[name].iter().cloned().collect(),
+                inputs,
+            });
+            continue;
+        };
+        if inputs.definition != locked.inputs.definition {
+            reasons.push(Reason::DefinitionChanged);
+        }
+        if inputs.context != locked.inputs.context {
+            reasons.push(Reason::ContextChanged);
+        }
+        for reference in &g.external[name] {
+            let now = resolve(resolver, &mut resolved, reference).map_err(|e| {
+                factory.error_at_image(name, format!("image {name:?}: base {reference}: {e}"))
+            })?;
+            let before = locked.inputs.bases.get(reference);
+            if before != Some(&now) {
+                reasons.push(Reason::BaseMoved {
+                    base: reference.clone(),
+                    from: before.cloned(),
+                    to: now.clone(),
+                });
+            }
+            inputs.bases.insert(reference.clone(), now);
+        }
+        for dep in &g.deps[name] {
+            if stale_set.contains(dep) {
+                reasons.push(Reason::UpstreamWillRebuild { image: dep.clone() });
+                continue;
+            }
+            let dep_digest = locks.get(dep).map(|l| l.digest.clone()).unwrap_or_default();
+            if locked.inputs.bases.get(dep) != Some(&dep_digest) {
+                reasons.push(Reason::UpstreamRebuilt { image: dep.clone() });
+            }
+            inputs.bases.insert(dep.clone(), dep_digest);
+        }
+        if let (Some(schedule), Ok(last)) = (
+            &image.schedule,
+            DateTime::parse_from_rfc3339(&locked.baked_at),
+        ) {
+            let last = last.with_timezone(&Utc);
+            if schedule.due(last, opts.now) {
+                let since = schedule
+                    .next_after(last)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default();
+                reasons.push(Reason::ScheduleDue {
+                    schedule: schedule.expr.clone(),
+                    since,
+                });
+            }
+        }
+        let stale = !reasons.is_empty();
+        if stale {
+            stale_set.insert(name.clone());
+        }
+        images.push(ImagePlan {
+            name: name.clone(),
+            stale,
+            reasons,
+            digest: Some(locked.digest.clone()),
+            version: Some(locked.version.clone()),
+            depends_on: g.deps[name].iter().cloned().collect(),
+            inputs,
+        });
+    }
+    let waves = graph::waves(g, &stale_set);
+    Ok(Plan { images, waves })
+}
+
+fn resolve(
+    resolver: &dyn Resolver,
+    cache: &mut BTreeMap<String, String>,
+    reference: &str,
+) -> Result<String, String> {
+    if let Some(d) = cache.get(reference) {
+        return Ok(d.clone());
+    }
+    let d = resolver.digest(reference)?;
+    cache.insert(reference.to_string(), d.clone());
+    Ok(d)
+}

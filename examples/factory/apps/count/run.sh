@@ -1,0 +1,2 @@
+#!/bin/sh
+find /app -type f | wc -l
