@@ -79,6 +79,18 @@ pub enum Command {
     /// Exit status: 0 planned, 1 a factory file or Dockerfile is invalid or
     /// a base cannot be resolved, 2 bad command line.
     Plan(PlanArgs),
+    /// Bring every image of the factory up to date: build what is stale and
+    /// everything above it, test, publish, record in kiln.lock.
+    ///
+    /// Images build in the waves `kiln plan` shows, the images of a wave
+    /// concurrently. Each new image is tagged NAME:VERSION (and its moving
+    /// tags) in the store, its tests run in throwaway containers, then it is
+    /// published to every target and its lock entry written — so a bake cut
+    /// off anywhere resumes with what is still stale. A failure stops only
+    /// the images built on the failed one.
+    /// Exit status: 0 everything is up to date, 1 an image failed to build,
+    /// test or publish (or the factory is invalid), 2 bad command line.
+    Bake(BakeArgs),
     /// Print the JSON Schema of kiln.toml.
     Schema,
 }
@@ -89,6 +101,32 @@ pub struct FactoryFiles {
     /// several are combined into one factory [default: .]
     #[arg(short = 'f', long = "file", value_name = "PATH")]
     pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BakeArgs {
+    #[command(flatten)]
+    pub factory: FactoryFiles,
+    /// Only these images (and the images they are built on) [default: all]
+    pub images: Vec<String>,
+    /// Rebuild every selected image even if it is up to date
+    #[arg(long)]
+    pub force: bool,
+    /// Show what would be built and stop
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Build and test, but publish nothing and leave kiln.lock as it is
+    #[arg(long)]
+    pub no_publish: bool,
+    /// Print the summary as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Clamp timestamps for reproducible digests [default: $SOURCE_DATE_EPOCH]
+    #[arg(long, value_name = "SECONDS")]
+    pub source_date_epoch: Option<u64>,
+    /// Layer compression: gzip, zstd (both cores) or none
+    #[arg(long, default_value = "gzip", value_name = "ALGO")]
+    pub compression: String,
 }
 
 #[derive(Debug, Args)]

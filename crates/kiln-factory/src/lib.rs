@@ -5,6 +5,7 @@
 //! and why ([`plan`]).
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
+pub mod bake;
 pub mod graph;
 pub mod lock;
 pub mod plan;

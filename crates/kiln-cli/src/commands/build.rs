@@ -37,21 +37,8 @@ pub fn run(
         tags: args.tags.clone(),
         no_cache: args.no_cache,
         secrets: secrets(&args.secrets)?,
-        source_date_epoch: args.source_date_epoch.or_else(|| {
-            std::env::var("SOURCE_DATE_EPOCH")
-                .ok()
-                .and_then(|v| v.parse().ok())
-        }),
-        compression: match args.compression.as_str() {
-            "gzip" => Compression::Gzip,
-            "zstd" => Compression::Zstd,
-            "none" | "uncompressed" => Compression::None,
-            other => {
-                return Err(Failure::usage(format!(
-                    "--compression {other:?}: kiln supports gzip, zstd and none"
-                )))
-            }
-        },
+        source_date_epoch: source_date_epoch(args.source_date_epoch),
+        compression: compression(&args.compression)?,
         kiln_exe: std::env::current_exe().context("finding the kiln binary")?,
     };
     let mut progress = StepPrinter::new(printer);
@@ -132,6 +119,27 @@ fn parse_output(spec: &str) -> anyhow::Result<(String, PathBuf)> {
         ))),
         _ => Err(Failure::usage(format!(
             "--output {spec:?}: both type= and dest= are needed"
+        ))),
+    }
+}
+
+/// `--source-date-epoch`, else `$SOURCE_DATE_EPOCH`.
+pub fn source_date_epoch(flag: Option<u64>) -> Option<u64> {
+    flag.or_else(|| {
+        std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    })
+}
+
+/// `--compression`.
+pub fn compression(name: &str) -> anyhow::Result<Compression> {
+    match name {
+        "gzip" => Ok(Compression::Gzip),
+        "zstd" => Ok(Compression::Zstd),
+        "none" | "uncompressed" => Ok(Compression::None),
+        other => Err(Failure::usage(format!(
+            "--compression {other:?}: kiln supports gzip, zstd and none"
         ))),
     }
 }

@@ -2,12 +2,17 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use kiln_definition::Factory;
+use kiln_factory::bake::{self, BakeOptions, Outcome};
 use kiln_factory::graph::{self, Graph};
 use kiln_factory::plan::{self, Locks, PlanOptions, RegistryResolver};
 use kiln_registry::Client;
+use kiln_store::Store;
 
-use crate::args::{FactoryFiles, PlanArgs};
+use super::build;
+
+use crate::args::{BakeArgs, FactoryFiles, PlanArgs};
 use crate::exit::{Exit, Failure};
 use crate::printer::Printer;
 
@@ -70,4 +75,109 @@ pub fn plan(args: PlanArgs, client: &Client, printer: &Printer) -> anyhow::Resul
         }
     }
     Ok(Exit::Success)
+}
+
+pub fn bake(
+    args: BakeArgs,
+    store: &Store,
+    client: &Client,
+    printer: &Printer,
+) -> anyhow::Result<Exit> {
+    let (factory, g, mut locks) = open(&args.factory)?;
+    let opts = BakeOptions {
+        plan: PlanOptions {
+            selected: args.images,
+            force: args.force,
+            now: chrono::Utc::now(),
+        },
+        dry_run: args.dry_run,
+        no_publish: args.no_publish,
+        kiln_exe: std::env::current_exe().context("finding the kiln binary")?,
+        compression: build::compression(&args.compression)?,
+        source_date_epoch: build::source_date_epoch(args.source_date_epoch),
+    };
+    let log = |image: &str, line: &str| {
+        if image.is_empty() {
+            printer.error(line);
+        } else {
+            printer.error(&format!("[{image}] {line}"));
+        }
+    };
+    let summary = bake::bake(
+        &factory,
+        &g,
+        &mut locks,
+        store,
+        client,
+        &RegistryResolver { client },
+        &opts,
+        &log,
+    )
+    .map_err(|e| Failure::failed(e.to_string()))?;
+    if args.json {
+        printer.data(&serde_json::to_string_pretty(&summary)?);
+    } else {
+        let width = summary
+            .images
+            .iter()
+            .map(|i| i.name.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        for i in &summary.images {
+            let what = match &i.outcome {
+                Outcome::Built if args.no_publish => "built (not published)".to_string(),
+                Outcome::Built => "built".to_string(),
+                Outcome::Reused => "up to date".to_string(),
+                Outcome::WouldBuild => format!("would build: {}", reasons(&i.reasons)),
+                Outcome::Skipped { because } => format!("skipped: {because}"),
+                Outcome::Failed { error } => {
+                    format!("FAILED: {}", error.lines().next().unwrap_or(""))
+                }
+                Outcome::TestFailed { test, exit_code } => {
+                    format!("TEST FAILED ({exit_code}): {test}")
+                }
+                Outcome::PublishFailed { error } => format!("PUBLISH FAILED: {error}"),
+            };
+            let mut line = format!(
+                "{:width$}  {:<14} {:<72} {what}",
+                i.name,
+                i.version.as_deref().unwrap_or("-"),
+                i.digest.as_deref().unwrap_or("-")
+            );
+            if i.started.is_some() {
+                line.push_str(&format!(
+                    " in {:.1}s, {} tests passed, published to {}",
+                    i.seconds,
+                    i.tests_passed,
+                    i.published.len()
+                ));
+            }
+            printer.data(&line);
+        }
+        let count =
+            |f: fn(&Outcome) -> bool| summary.images.iter().filter(|i| f(&i.outcome)).count();
+        printer.error(&format!(
+            "bake: {} built, {} up to date, {} skipped, {} failed",
+            count(|o| matches!(o, Outcome::Built)),
+            count(|o| matches!(o, Outcome::Reused)),
+            count(|o| matches!(o, Outcome::Skipped { .. })),
+            count(|o| matches!(
+                o,
+                Outcome::Failed { .. } | Outcome::TestFailed { .. } | Outcome::PublishFailed { .. }
+            )),
+        ));
+    }
+    Ok(if summary.all_ok() {
+        Exit::Success
+    } else {
+        Exit::Failure
+    })
+}
+
+fn reasons(r: &[kiln_factory::plan::Reason]) -> String {
+    r.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -50,6 +50,12 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
             &registry::client(&cli.insecure_registries, &cli.ca_certs)?,
             printer,
         ),
+        Command::Bake(args) => factory::bake(
+            args,
+            &open()?,
+            &registry::client(&cli.insecure_registries, &cli.ca_certs)?,
+            printer,
+        ),
         Command::Schema => {
             printer.data(kiln_definition::schema().trim_end());
             Ok(Exit::Success)

@@ -1,0 +1,738 @@
+//! `kiln bake`: rebuild what the plan says is stale, wave by wave (the
+//! images of a wave concurrently), test each new image, publish it, and
+//! record it in its lock file — one image at a time, so a bake cut off at
+//! any point resumes with what is still stale.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use kiln_build::{BuildOptions, Compression, ImageSource, Progress, RunOptions};
+use kiln_definition::{Factory, Image, MmdebstrapDef, Publish, Recipe, VersionScheme};
+use kiln_dockerfile::Platform;
+use kiln_registry::{Client, Reference};
+use kiln_store::Store;
+use serde::Serialize;
+
+use crate::graph::Graph;
+use crate::lock::{Inputs, Locked};
+use crate::plan::{self, Locks, Plan, PlanOptions, Resolver};
+use crate::{transfer, FactoryError, RegistrySource};
+
+/// What `kiln bake` was asked to do.
+#[derive(Debug, Clone)]
+pub struct BakeOptions {
+    pub plan: PlanOptions,
+    /// Plan only.
+    pub dry_run: bool,
+    /// Build and test, but publish nothing and leave the locks alone.
+    pub no_publish: bool,
+    pub kiln_exe: PathBuf,
+    pub compression: Compression,
+    pub source_date_epoch: Option<u64>,
+}
+
+/// What happened to one image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Rebuilt, tested and (unless --no-publish) published.
+    Built,
+    /// Up to date: the locked image stays.
+    Reused,
+    /// Would be built (--dry-run).
+    WouldBuild,
+    /// Not built because an image it is built on failed.
+    Skipped { because: String },
+    /// The build failed.
+    Failed { error: String },
+    /// A test failed: nothing was published.
+    TestFailed { test: String, exit_code: i32 },
+    /// Tests passed but a publish target failed.
+    PublishFailed { error: String },
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        matches!(self, Outcome::Built | Outcome::Reused | Outcome::WouldBuild)
+    }
+}
+
+/// One image's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageResult {
+    pub name: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    pub reasons: Vec<plan::Reason>,
+    pub version: Option<String>,
+    pub digest: Option<String>,
+    pub tests_passed: usize,
+    pub published: Vec<String>,
+    pub started: Option<DateTime<Utc>>,
+    pub finished: Option<DateTime<Utc>>,
+    pub seconds: f64,
+    /// The inputs this bake recorded (what the lock holds once published).
+    #[serde(skip)]
+    pub inputs: Inputs,
+    #[serde(skip)]
+    pub wave: Option<usize>,
+}
+
+/// A whole bake.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub plan: Plan,
+    /// Every planned image, in dependency order.
+    pub images: Vec<ImageResult>,
+}
+
+impl Summary {
+    pub fn all_ok(&self) -> bool {
+        self.images.iter().all(|i| i.outcome.ok())
+    }
+}
+
+/// Where a bake says what it does: one line at a time, prefixed by the
+/// caller as it likes.
+pub type Log<'a> = &'a (dyn Fn(&str, &str) + Sync);
+
+/// Bakes the factory.
+#[allow(clippy::too_many_arguments)]
+pub fn bake(
+    factory: &Factory,
+    g: &Graph,
+    locks: &mut Locks,
+    store: &Store,
+    client: &Client,
+    resolver: &dyn Resolver,
+    opts: &BakeOptions,
+    log: Log<'_>,
+) -> Result<Summary, FactoryError> {
+    let plan = plan::plan(factory, g, locks, resolver, &opts.plan)?;
+    let wave_of: BTreeMap<&str, usize> = plan
+        .waves
+        .iter()
+        .enumerate()
+        .flat_map(|(i, w)| w.iter().map(move |n| (n.as_str(), i)))
+        .collect();
+    let results: Mutex<BTreeMap<String, ImageResult>> = Mutex::new(BTreeMap::new());
+    for image in &plan.images {
+        if !image.stale || opts.dry_run {
+            let outcome = if image.stale {
+                Outcome::WouldBuild
+            } else {
+                Outcome::Reused
+            };
+            results.lock().expect("results").insert(
+                image.name.clone(),
+                ImageResult {
+                    name: image.name.clone(),
+                    outcome,
+                    reasons: image.reasons.clone(),
+                    version: image.version.clone(),
+                    digest: image.digest.clone(),
+                    tests_passed: 0,
+                    published: vec![],
+                    started: None,
+                    finished: None,
+                    seconds: 0.0,
+                    inputs: image.inputs.clone(),
+                    wave: wave_of.get(image.name.as_str()).copied(),
+                },
+            );
+        }
+    }
+    if !opts.dry_run {
+        let locks_m = Mutex::new(std::mem::take(locks));
+        for (w, wave) in plan.waves.iter().enumerate() {
+            log("", &format!("wave {}: {}", w + 1, wave.join(", ")));
+            std::thread::scope(|s| {
+                for name in wave {
+                    let (results, locks_m, plan) = (&results, &locks_m, &plan);
+                    s.spawn(move || {
+                        let r = bake_one(
+                            factory, g, plan, locks_m, results, store, client, opts, name, w, log,
+                        );
+                        results.lock().expect("results").insert(name.clone(), r);
+                    });
+                }
+            });
+        }
+        *locks = locks_m.into_inner().expect("locks");
+    }
+    let mut results = results.into_inner().expect("results");
+    let images = plan
+        .images
+        .iter()
+        .filter_map(|i| results.remove(&i.name))
+        .collect();
+    Ok(Summary { plan, images })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bake_one(
+    factory: &Factory,
+    g: &Graph,
+    plan: &Plan,
+    locks: &Mutex<Locks>,
+    results: &Mutex<BTreeMap<String, ImageResult>>,
+    store: &Store,
+    client: &Client,
+    opts: &BakeOptions,
+    name: &str,
+    wave: usize,
+    log: Log<'_>,
+) -> ImageResult {
+    let planned = plan.image(name).expect("planned");
+    let image = &factory.images[name];
+    let started = Utc::now();
+    let clock = Instant::now();
+    let mut r = ImageResult {
+        name: name.to_string(),
+        outcome: Outcome::Built,
+        reasons: planned.reasons.clone(),
+        version: None,
+        digest: None,
+        tests_passed: 0,
+        published: vec![],
+        started: Some(started),
+        finished: None,
+        seconds: 0.0,
+        inputs: planned.inputs.clone(),
+        wave: Some(wave),
+    };
+    let finish = |mut r: ImageResult, outcome: Outcome| {
+        r.outcome = outcome;
+        r.finished = Some(Utc::now());
+        r.seconds = clock.elapsed().as_secs_f64();
+        r
+    };
+    // The factory images it is built on: their new or locked versions.
+    let mut dep_names = BTreeMap::new();
+    {
+        let results = results.lock().expect("results");
+        for dep in &g.deps[name] {
+            match results.get(dep) {
+                Some(d) if d.outcome.ok() => {
+                    let (Some(v), Some(digest)) = (&d.version, &d.digest) else {
+                        return finish(
+                            r,
+                            Outcome::Skipped {
+                                because: format!("{dep} has no built version"),
+                            },
+                        );
+                    };
+                    dep_names.insert(dep.clone(), format!("{dep}:{v}"));
+                    r.inputs.bases.insert(dep.clone(), digest.clone());
+                }
+                Some(d) => {
+                    let because = match &d.outcome {
+                        Outcome::Skipped { because } => format!("{dep} was skipped ({because})"),
+                        _ => format!("{dep} failed"),
+                    };
+                    return finish(r, Outcome::Skipped { because });
+                }
+                None => {
+                    return finish(
+                        r,
+                        Outcome::Skipped {
+                            because: format!("{dep} was not baked"),
+                        },
+                    )
+                }
+            }
+        }
+    }
+    let previous = locks.lock().expect("locks").get(name).cloned();
+    let version = match version(factory, image, previous.as_ref(), started) {
+        Ok(v) => v,
+        Err(e) => return finish(r, Outcome::Failed { error: e }),
+    };
+    r.version = Some(version.clone());
+    let store_name = format!("{name}:{version}");
+    // Moving tags are set only once the tests pass.
+    let tags = vec![store_name.clone()];
+    log(
+        name,
+        &format!("building {store_name} ({})", reasons_text(&planned.reasons)),
+    );
+
+    // Make sure every up-to-date factory base is in the store.
+    for (dep, store_ref) in &dep_names {
+        if let Err(e) = ensure_local(store, client, locks, dep, store_ref, log) {
+            return finish(r, Outcome::Failed { error: e });
+        }
+    }
+    let mut progress = Prefixed { image: name, log };
+    let built = match &image.recipe {
+        Recipe::Dockerfile {
+            context,
+            dockerfile,
+            args,
+            target,
+            secrets,
+            ..
+        } => {
+            let mut map = BTreeMap::new();
+            for (reference, dep) in &g.factory_bases[name] {
+                map.insert(reference.clone(), dep_names[dep].clone());
+            }
+            for reference in &g.external[name] {
+                if let (Some(d), Ok(parsed)) =
+                    (r.inputs.bases.get(reference), Reference::parse(reference))
+                {
+                    if parsed.digest.is_none() {
+                        let mut pinned = parsed.clone();
+                        pinned.tag = None;
+                        pinned.digest = Some(d.clone());
+                        map.insert(reference.clone(), pinned.to_string());
+                    }
+                }
+            }
+            let source = FactorySource {
+                map,
+                inner: RegistrySource {
+                    store,
+                    client,
+                    platform: Platform::host(),
+                    log: &|l: &str| log(name, l),
+                },
+            };
+            let bopts = BuildOptions {
+                dockerfile: dockerfile.clone(),
+                context: context.clone(),
+                build_args: args.clone(),
+                target: target.clone(),
+                tags: tags.clone(),
+                no_cache: false,
+                secrets: secrets.clone(),
+                source_date_epoch: opts.source_date_epoch,
+                compression: opts.compression,
+                kiln_exe: opts.kiln_exe.clone(),
+            };
+            kiln_build::build(store, &source, &bopts, &mut progress).map_err(|e| e.to_string())
+        }
+        Recipe::Mmdebstrap(m) => bootstrap(store, m, &tags, opts, &mut progress),
+    };
+    let built = match built {
+        Ok(b) => b,
+        Err(e) => {
+            log(name, &format!("build failed: {e}"));
+            return finish(r, Outcome::Failed { error: e });
+        }
+    };
+    r.digest = Some(built.manifest_digest.clone());
+    log(
+        name,
+        &format!(
+            "built {store_name} {} ({} steps run, {} cached)",
+            built.manifest_digest, built.steps_run, built.steps_cached
+        ),
+    );
+
+    for (i, test) in image.tests.iter().enumerate() {
+        let ropts = RunOptions {
+            command: test.clone(),
+            kiln_exe: opts.kiln_exe.clone(),
+            network_none: false,
+        };
+        let shown = test_text(test);
+        let mut out = Prefixed { image: name, log };
+        match kiln_build::run_image(store, &store_name, &ropts, &mut out) {
+            Ok(0) => {
+                r.tests_passed += 1;
+                log(name, &format!("test {} passed: {shown}", i + 1));
+            }
+            Ok(code) => {
+                log(
+                    name,
+                    &format!("test {} FAILED with exit code {code}: {shown}", i + 1),
+                );
+                let _ = store.untag(&store_name);
+                return finish(
+                    r,
+                    Outcome::TestFailed {
+                        test: shown,
+                        exit_code: code,
+                    },
+                );
+            }
+            Err(e) => {
+                log(name, &format!("test {} could not run: {e}", i + 1));
+                let _ = store.untag(&store_name);
+                return finish(
+                    r,
+                    Outcome::TestFailed {
+                        test: shown,
+                        exit_code: -1,
+                    },
+                );
+            }
+        }
+    }
+    if let Err(e) = tag_moving(store, name, &store_name, &image.tags) {
+        return finish(r, Outcome::PublishFailed { error: e });
+    }
+    if opts.no_publish {
+        return finish(r, Outcome::Built);
+    }
+    let digest = built.manifest_digest.clone();
+    let moving: Vec<String> = image.tags.clone();
+    for target in &image.publish {
+        let done = match target {
+            Publish::Registry(repo) => {
+                let dest = match Reference::parse(&format!("{repo}:{version}")) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        return finish(
+                            r,
+                            Outcome::PublishFailed {
+                                error: format!("{repo}: {e}"),
+                            },
+                        )
+                    }
+                };
+                transfer::push(
+                    client,
+                    store,
+                    &store_name,
+                    &dest,
+                    &moving,
+                    false,
+                    &|l: &str| log(name, l),
+                )
+                .map(|p| format!("docker://{repo}:{version}@{}", p.digest))
+                .map_err(|e| format!("pushing to {repo}: {e}"))
+            }
+            Publish::OciArchive(path) => write_archive(store, &store_name, path)
+                .map(|()| format!("oci-archive:{}", path.display())),
+            Publish::Store => Ok(format!("store:{store_name}")),
+        };
+        match done {
+            Ok(p) => {
+                log(name, &format!("published {p}"));
+                r.published.push(p);
+            }
+            Err(error) => {
+                log(name, &format!("publishing failed: {error}"));
+                return finish(r, Outcome::PublishFailed { error });
+            }
+        }
+    }
+    let mut all_tags = vec![version.clone()];
+    all_tags.extend(moving);
+    let locked = Locked {
+        version: version.clone(),
+        digest,
+        tags: all_tags,
+        published: r.published.clone(),
+        baked_at: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        inputs: r.inputs.clone(),
+    };
+    {
+        let mut locks = locks.lock().expect("locks");
+        locks.set(name, locked);
+        if let Err(e) = locks.write_for(name) {
+            return finish(
+                r,
+                Outcome::PublishFailed {
+                    error: e.to_string(),
+                },
+            );
+        }
+    }
+    finish(r, Outcome::Built)
+}
+
+/// Points NAME:TAG at the image NAME:VERSION in the store.
+fn tag_moving(store: &Store, name: &str, store_name: &str, tags: &[String]) -> Result<(), String> {
+    let desc = store_descriptor(store, store_name)?;
+    for t in tags {
+        store
+            .tag(&format!("{name}:{t}"), &desc)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn store_descriptor(store: &Store, name: &str) -> Result<kiln_oci::image::Descriptor, String> {
+    let img = store.image(name).map_err(|e| e.to_string())?;
+    Ok(kiln_oci::image::Descriptor {
+        media_type: img
+            .manifest
+            .media_type
+            .clone()
+            .unwrap_or_else(|| kiln_oci::image::MEDIA_MANIFEST.to_string()),
+        digest: img.manifest_digest.to_string(),
+        size: img.manifest_size,
+        annotations: BTreeMap::new(),
+        platform: None,
+    })
+}
+
+fn reasons_text(reasons: &[plan::Reason]) -> String {
+    reasons
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn test_text(argv: &[String]) -> String {
+    match argv {
+        [sh, c, script] if sh == "/bin/sh" && c == "-c" => script.clone(),
+        _ => serde_json::to_string(argv).unwrap_or_default(),
+    }
+}
+
+/// The version tag of a new build. Date: `YYYYMMDD.N`. Git and file: the
+/// commit or the file's first line, with `-N` added when that version was
+/// already baked (a version tag is never moved).
+fn version(
+    factory: &Factory,
+    image: &Image,
+    previous: Option<&Locked>,
+    now: DateTime<Utc>,
+) -> Result<String, String> {
+    let dir = factory.files[image.file]
+        .path
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .to_path_buf();
+    let prev = previous.map(|l| l.version.as_str());
+    match &image.version {
+        VersionScheme::Date => {
+            let day = now.format("%Y%m%d").to_string();
+            let n = prev
+                .and_then(|p| p.strip_prefix(&format!("{day}.")))
+                .and_then(|n| n.parse::<u32>().ok())
+                .unwrap_or(0);
+            Ok(format!("{day}.{}", n + 1))
+        }
+        VersionScheme::Git => {
+            let out = std::process::Command::new("git")
+                .arg("-C")
+                .arg(&dir)
+                .args(["rev-parse", "--short", "HEAD"])
+                .output()
+                .map_err(|e| format!("running git: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "version scheme \"git\": {} is not in a git repository with a commit: {}",
+                    dir.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            Ok(bump(String::from_utf8_lossy(&out.stdout).trim(), prev))
+        }
+        VersionScheme::File(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "version scheme \"file\": cannot read {}: {e}",
+                    path.display()
+                )
+            })?;
+            let v = text.lines().next().unwrap_or("").trim();
+            if v.is_empty()
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                return Err(format!(
+                    "version file {}: first line {v:?} is not a valid tag",
+                    path.display()
+                ));
+            }
+            Ok(bump(v, prev))
+        }
+    }
+}
+
+fn bump(base: &str, previous: Option<&str>) -> String {
+    let Some(prev) = previous else {
+        return base.to_string();
+    };
+    if prev == base {
+        return format!("{base}-2");
+    }
+    match prev
+        .strip_prefix(&format!("{base}-"))
+        .and_then(|n| n.parse::<u32>().ok())
+    {
+        Some(n) => format!("{base}-{}", n + 1),
+        None => base.to_string(),
+    }
+}
+
+/// An up-to-date factory image another image is built on: in the store
+/// under NAME:VERSION, or pulled from where it was published.
+fn ensure_local(
+    store: &Store,
+    client: &Client,
+    locks: &Mutex<Locks>,
+    dep: &str,
+    store_ref: &str,
+    log: Log<'_>,
+) -> Result<(), String> {
+    let locked = locks.lock().expect("locks").get(dep).cloned();
+    let Some(locked) = locked else { return Ok(()) };
+    if store
+        .image(store_ref)
+        .is_ok_and(|i| i.manifest_digest.to_string() == locked.digest)
+    {
+        return Ok(());
+    }
+    for p in &locked.published {
+        let Some(rest) = p.strip_prefix("docker://") else {
+            continue;
+        };
+        let repo = rest.split('@').next().unwrap_or(rest);
+        let repo = repo.rsplit_once(':').map_or(repo, |(r, _)| r);
+        let Ok(r) = Reference::parse(&format!("{repo}@{}", locked.digest)) else {
+            continue;
+        };
+        log(dep, &format!("fetching {r} (not in the store)"));
+        let pulled = transfer::pull(client, store, &r, &Platform::host(), &|l: &str| log(dep, l))
+            .map_err(|e| format!("fetching {dep} from {r}: {e}"))?;
+        let desc = store_descriptor(store, &pulled.name)?;
+        store.tag(store_ref, &desc).map_err(|e| e.to_string())?;
+        return Ok(());
+    }
+    Err(format!("{dep} {} is in neither the store nor a registry it was published to; run `kiln bake --force {dep}`", locked.digest))
+}
+
+/// Bases for a factory build: references that name factory images (or
+/// pinned registry bases) map to store names; the rest as usual.
+struct FactorySource<'a> {
+    map: BTreeMap<String, String>,
+    inner: RegistrySource<'a>,
+}
+
+impl ImageSource for FactorySource<'_> {
+    fn resolve(&self, reference: &str) -> Result<kiln_build::BaseImage, String> {
+        match self.map.get(reference) {
+            Some(mapped) => {
+                let mut img = self.inner.resolve(mapped)?;
+                img.reference = reference.to_string();
+                Ok(img)
+            }
+            None => self.inner.resolve(reference),
+        }
+    }
+}
+
+/// A root filesystem from mmdebstrap, made an image by a one-line build.
+fn bootstrap(
+    store: &Store,
+    m: &MmdebstrapDef,
+    tags: &[String],
+    opts: &BakeOptions,
+    progress: &mut Prefixed<'_>,
+) -> Result<kiln_build::BuildResult, String> {
+    let dir = store.temp_path("mmdebstrap");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let tar = dir.join("rootfs.tar");
+    let mut cmd = std::process::Command::new("mmdebstrap");
+    cmd.arg(format!("--variant={}", m.variant))
+        .arg(format!("--components={}", m.components.join(",")))
+        .arg("--quiet");
+    if !m.packages.is_empty() {
+        cmd.arg(format!("--include={}", m.packages.join(",")));
+    }
+    if let Some(a) = &m.architecture {
+        cmd.arg(format!("--architectures={a}"));
+    }
+    if let Some(epoch) = opts.source_date_epoch {
+        cmd.env("SOURCE_DATE_EPOCH", epoch.to_string());
+    }
+    cmd.arg(&m.suite).arg(&tar);
+    match (&m.snapshot, &m.mirror) {
+        (Some(ts), _) => {
+            cmd.arg(format!(
+                "deb http://snapshot.debian.org/archive/debian/{ts}/ {} {}",
+                m.suite,
+                m.components.join(" ")
+            ));
+        }
+        (None, Some(mirror)) => {
+            cmd.arg(mirror);
+        }
+        (None, None) => {}
+    }
+    progress.output("", &format!("running {cmd:?}"));
+    let out = cmd.output().map_err(|e| {
+        format!("running mmdebstrap (is it installed? apt-get install mmdebstrap): {e}")
+    })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(15).collect();
+        return Err(format!(
+            "mmdebstrap failed ({}):\n{}",
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
+    }
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM scratch\nADD rootfs.tar /\nCMD [\"bash\"]\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let bopts = BuildOptions {
+        dockerfile: dir.join("Dockerfile"),
+        context: dir.clone(),
+        tags: tags.to_vec(),
+        source_date_epoch: opts.source_date_epoch,
+        compression: opts.compression,
+        kiln_exe: opts.kiln_exe.clone(),
+        ..Default::default()
+    };
+    kiln_build::build(store, &kiln_build::StoreSource { store }, &bopts, progress)
+        .map_err(|e| e.to_string())
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn write_archive(store: &Store, name: &str, path: &Path) -> Result<(), String> {
+    let img = store.image(name).map_err(|e| e.to_string())?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    let tmp = path.with_extension("tmp-kiln");
+    let file = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    kiln_build::export::save_oci(store, &img, &mut w).map_err(|e| e.to_string())?;
+    let file = w.into_inner().map_err(|e| e.to_string())?;
+    file.sync_all().map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Engine progress as bake log lines of one image.
+struct Prefixed<'a> {
+    image: &'a str,
+    log: Log<'a>,
+}
+
+impl Progress for Prefixed<'_> {
+    fn step(&mut self, stage: &str, line: usize, text: &str, cached: bool) {
+        let cached = if cached { " (cached)" } else { "" };
+        let stage = if stage.is_empty() {
+            String::new()
+        } else {
+            format!("{stage} ")
+        };
+        (self.log)(self.image, &format!("{stage}#{line} {text}{cached}"));
+    }
+    fn output(&mut self, _stage: &str, line: &str) {
+        (self.log)(self.image, &format!("  {line}"));
+    }
+}
