@@ -406,10 +406,14 @@ pub struct RunOptions {
     pub command: Vec<String>,
     pub kiln_exe: PathBuf,
     pub network_none: bool,
+    /// Send the command's output, line by line, to `progress.output`
+    /// instead of the terminal (factory tests).
+    pub capture: bool,
 }
 
 /// Runs a command in a throwaway container of the image `name`; returns its
-/// exit code. Output goes to `progress.output`.
+/// exit code. Output goes to the terminal, or with `capture` to
+/// `progress.output`.
 pub fn run_image(
     store: &Store,
     name: &str,
@@ -451,8 +455,13 @@ pub fn run_image(
         },
         mounts: vec![],
     };
-    let _ = progress;
-    match exec(&opts.kiln_exe, &view, &dirs, e, None)? {
+    let mut forward = |line: &str| progress.output("", line);
+    let on_line: Option<&mut dyn FnMut(&str)> = if opts.capture {
+        Some(&mut forward)
+    } else {
+        None
+    };
+    match exec(&opts.kiln_exe, &view, &dirs, e, on_line)? {
         Ok(o) => Ok(o.code),
         Err(m) => Err(BuildError::Context(m)),
     }

@@ -338,6 +338,7 @@ fn bake_one(
             command: test.clone(),
             kiln_exe: opts.kiln_exe.clone(),
             network_none: false,
+            capture: true,
         };
         let shown = test_text(test);
         let mut out = Prefixed { image: name, log };

@@ -26,6 +26,7 @@ pub fn run(args: RunArgs, store: &Store, printer: &Printer) -> anyhow::Result<Ex
         command: args.command,
         kiln_exe: std::env::current_exe().context("finding the kiln binary")?,
         network_none,
+        capture: false,
     };
     let mut out = StepPrinter::passthrough(printer);
     let code = run_image(store, &args.image, &opts, &mut out)

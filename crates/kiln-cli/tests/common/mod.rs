@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod registry;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,333 @@
+//! `kiln plan` and `kiln bake` on a real chain of images, published to a
+//! real `docker-registry`, read back with skopeo and run by the Docker
+//! engine. The chain is busybox-based so it builds in seconds; the bundled
+//! Debian example is baked by `examples/demo.sh` in its own test.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+mod common;
+use common::registry::{skopeo, Registry};
+use common::*;
+
+const FACTORY: &str = r#"kiln = 1
+
+[factory]
+registry = "${KILN_TEST_REGISTRY}/factory"
+
+[image.base]
+context = "busybox"
+tags = ["latest"]
+
+[image.tools]
+context = "tools"
+tags = ["latest", "stable"]
+test = ["test -x /usr/local/bin/greet"]
+
+[image.app1]
+context = "apps/app1"
+tags = ["latest"]
+test = ["greet | grep -q app1"]
+
+[image.app2]
+context = "apps/app2"
+test = [["/usr/local/bin/greet"]]
+
+[image.app3]
+context = "apps/app3"
+
+[image.other]
+context = "other"
+"#;
+
+fn factory(dir: &Path) {
+    busybox_context(dir);
+    let w = |p: &str, text: &str| {
+        let p = dir.join(p);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    };
+    w("kiln.toml", FACTORY);
+    w(
+        "tools/Dockerfile",
+        "FROM base\nENV PATH=/usr/local/bin:$PATH\nRUN mkdir -p /usr/local/bin && printf '#!/bin/sh\\ncat /app/name\\n' > /usr/local/bin/greet && chmod +x /usr/local/bin/greet\n",
+    );
+    for app in ["app1", "app2", "app3"] {
+        // Each app's RUN takes a while, so concurrent builds overlap visibly.
+        w(
+            &format!("apps/{app}/Dockerfile"),
+            "FROM tools\nCOPY name /app/name\nRUN sleep 2\nCMD [\"greet\"]\n",
+        );
+        w(&format!("apps/{app}/name"), &format!("{app}\n"));
+    }
+    w("other/Dockerfile", "FROM base\nCOPY note /note\n");
+    w("other/note", "one\n");
+}
+
+fn bake(dir: &Path, store: &Path, reg: &Registry, args: &[&str]) -> (Out, serde_json::Value) {
+    let mut all = vec!["bake", "-f", dir.to_str().unwrap(), "--json"];
+    all.extend_from_slice(args);
+    let out = kiln_env(store, &all, &[("KILN_TEST_REGISTRY", &reg.addr)]);
+    let v = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", out.stdout, out.stderr));
+    (out, v)
+}
+
+fn plan(dir: &Path, store: &Path, reg: &Registry) -> serde_json::Value {
+    let out = ok(kiln_env(
+        store,
+        &["plan", "-f", dir.to_str().unwrap(), "--json"],
+        &[("KILN_TEST_REGISTRY", &reg.addr)],
+    ));
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
+fn image<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {v}"))
+}
+
+fn outcomes(v: &serde_json::Value) -> Vec<(String, String)> {
+    v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap().to_string(),
+                i["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn lock(dir: &Path) -> toml::Table {
+    toml::from_str(&fs::read_to_string(dir.join("kiln.lock")).unwrap()).unwrap()
+}
+
+fn locked<'a>(lock: &'a toml::Table, name: &str, key: &str) -> &'a str {
+    lock["image"][name][key].as_str().unwrap()
+}
+
+fn registry_digest(reg: &Registry, repo_tag: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{}/factory/{repo_tag}", reg.addr),
+    ]))
+    .unwrap();
+    v["Digest"].as_str().unwrap().to_string()
+}
+
+fn time(v: &serde_json::Value, name: &str, key: &str) -> chrono::DateTime<chrono::Utc> {
+    image(v, name)[key].as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_chain_is_baked_published_and_rebuilt_where_it_changed() {
+    let (dir, store) = setup();
+    let fdir = dir.path().join("factory");
+    fs::create_dir_all(&fdir).unwrap();
+    factory(&fdir);
+    let reg = Registry::start(dir.path());
+
+    // 1. A first bake builds all six, in three waves, and publishes them.
+    let (out, v) = bake(&fdir, &store, &reg, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        outcomes(&v).iter().all(|(_, o)| o == "built"),
+        "{:?}",
+        outcomes(&v)
+    );
+    assert_eq!(
+        v["plan"]["waves"],
+        serde_json::json!([["base"], ["other", "tools"], ["app1", "app2", "app3"]])
+    );
+    let l = lock(&fdir);
+    for name in ["base", "tools", "app1", "app2", "app3", "other"] {
+        let version = locked(&l, name, "version");
+        let digest = locked(&l, name, "digest");
+        assert_eq!(
+            registry_digest(&reg, &format!("{name}:{version}")),
+            digest,
+            "{name} in the registry"
+        );
+        let published = l["image"][name]["published"].as_array().unwrap();
+        assert_eq!(
+            published[0].as_str().unwrap(),
+            format!("docker://{}/factory/{name}:{version}@{digest}", reg.addr)
+        );
+    }
+    assert_eq!(
+        registry_digest(&reg, "tools:stable"),
+        locked(&l, "tools", "digest")
+    );
+    assert_eq!(
+        l["image"]["app1"]["inputs"]["bases"]["tools"]
+            .as_str()
+            .unwrap(),
+        locked(&l, "tools", "digest")
+    );
+    // The three applications built concurrently: every one started before
+    // any of them finished.
+    let last_start = ["app1", "app2", "app3"]
+        .map(|a| time(&v, a, "started"))
+        .into_iter()
+        .max()
+        .unwrap();
+    let first_end = ["app1", "app2", "app3"]
+        .map(|a| time(&v, a, "finished"))
+        .into_iter()
+        .min()
+        .unwrap();
+    assert!(last_start < first_end, "apps did not overlap: {v}");
+    assert!(time(&v, "tools", "started") >= time(&v, "base", "finished"));
+    assert!(time(&v, "app1", "started") >= time(&v, "tools", "finished"));
+
+    // Docker pulls an application from the registry and runs it.
+    let app1 = format!(
+        "{}/factory/app1:{}",
+        reg.addr,
+        locked(&l, "app1", "version")
+    );
+    let pull = Command::new("docker")
+        .args(["pull", &app1])
+        .output()
+        .unwrap();
+    assert!(
+        pull.status.success(),
+        "docker pull: {}",
+        String::from_utf8_lossy(&pull.stderr)
+    );
+    let run = Command::new("docker")
+        .args(["run", "--rm", "--network", "host", &app1])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "app1\n",
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let _ = Command::new("docker").args(["rmi", &app1]).output();
+
+    // 2. Nothing changed: nothing to do.
+    let (out, v) = bake(&fdir, &store, &reg, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        outcomes(&v).iter().all(|(_, o)| o == "reused"),
+        "{:?}",
+        outcomes(&v)
+    );
+
+    // 3. One application file changes: plan says why, bake rebuilds it alone.
+    fs::write(fdir.join("apps/app2/name"), "app2, changed\n").unwrap();
+    let p = plan(&fdir, &store, &reg);
+    assert_eq!(p["waves"], serde_json::json!([["app2"]]));
+    assert_eq!(
+        image(&p, "app2")["reasons"],
+        serde_json::json!([{"reason": "context-changed"}])
+    );
+    let (out, v) = bake(&fdir, &store, &reg, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let built: Vec<String> = outcomes(&v)
+        .into_iter()
+        .filter(|(_, o)| o == "built")
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(built, ["app2"]);
+    let l2 = lock(&fdir);
+    assert_ne!(
+        locked(&l2, "app2", "version"),
+        locked(&l, "app2", "version"),
+        "a new version tag"
+    );
+    assert_eq!(locked(&l2, "app1", "digest"), locked(&l, "app1", "digest"));
+
+    // 4. The base changes: everything above it rebuilds, in order.
+    let toml = fs::read_to_string(fdir.join("kiln.toml")).unwrap();
+    let toml = toml.replace(
+        "context = \"busybox\"",
+        "context = \"busybox\"\nargs = { PATCH = \"2\" }",
+    );
+    fs::write(fdir.join("kiln.toml"), &toml).unwrap();
+    let p = plan(&fdir, &store, &reg);
+    assert_eq!(
+        image(&p, "base")["reasons"],
+        serde_json::json!([{"reason": "definition-changed"}])
+    );
+    assert_eq!(
+        image(&p, "app3")["reasons"],
+        serde_json::json!([{"reason": "upstream-will-rebuild", "image": "tools"}])
+    );
+    let (out, v) = bake(&fdir, &store, &reg, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        outcomes(&v).iter().all(|(_, o)| o == "built"),
+        "{:?}",
+        outcomes(&v)
+    );
+    assert!(time(&v, "tools", "started") >= time(&v, "base", "finished"));
+    assert!(time(&v, "app3", "started") >= time(&v, "tools", "finished"));
+
+    // 5. A failing test in tools: its applications are not built or
+    // published; the unrelated image still is.
+    let l3 = lock(&fdir);
+    fs::write(
+        fdir.join("kiln.toml"),
+        toml.replace(
+            "test = [\"test -x /usr/local/bin/greet\"]",
+            "test = [\"test -x /usr/local/bin/missing\"]",
+        ),
+    )
+    .unwrap();
+    fs::write(fdir.join("other/note"), "two\n").unwrap();
+    let (out, v) = bake(&fdir, &store, &reg, &[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let o = outcomes(&v);
+    assert_eq!(image(&v, "tools")["outcome"], "test-failed", "{o:?}");
+    for app in ["app1", "app2", "app3"] {
+        assert_eq!(image(&v, app)["outcome"], "skipped", "{o:?}");
+        assert!(image(&v, app)["because"]
+            .as_str()
+            .unwrap()
+            .contains("tools failed"));
+    }
+    assert_eq!(image(&v, "other")["outcome"], "built", "{o:?}");
+    let l4 = lock(&fdir);
+    assert_eq!(
+        l4["image"]["tools"], l3["image"]["tools"],
+        "tools' lock entry is untouched"
+    );
+    assert_ne!(
+        locked(&l4, "other", "digest"),
+        locked(&l3, "other", "digest")
+    );
+    let failed_version = image(&v, "tools")["version"].as_str().unwrap();
+    let missing = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{}/factory/tools:{failed_version}", reg.addr),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !missing.status.success(),
+        "a failed image must not be published"
+    );
+    assert_eq!(
+        registry_digest(&reg, "tools:latest"),
+        locked(&l3, "tools", "digest"),
+        "moving tags stay"
+    );
+    assert_eq!(
+        registry_digest(&reg, &format!("other:{}", locked(&l4, "other", "version"))),
+        locked(&l4, "other", "digest")
+    );
+}
