@@ -1,29 +1,58 @@
 #!/usr/bin/env bash
-# kiln's main job on the bundled example: build the busybox base FROM
-# scratch, check and build the application image on it, and run it.
+# kiln's main job on the bundled example: bake the factory in
+# examples/factory — a Debian base bootstrapped with mmdebstrap, a tools image
+# on it and three applications on that — test every image and publish it to
+# a local docker-registry, then show that a second bake has nothing to do.
 # Run as root on Debian 12 (kiln builds without a daemon, in namespaces).
+#
+# The factory is copied to $KILN_DEMO_DIR (default: a new temporary
+# directory) so its kiln.lock does not land in your checkout; set
+# KILN_EXAMPLE_REGISTRY=HOST:PORT to publish to a registry of your own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -x /bin/busybox ]; then
-  apt-get update && apt-get install -y busybox-static
+need=()
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+command -v docker-registry >/dev/null || need+=(docker-registry)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update && apt-get install -y "${need[@]}"
 fi
 cargo build --release -q -p kiln-cli
-kiln=target/release/kiln
+kiln="$PWD/target/release/kiln"
 
-# the base's root filesystem: busybox and its applets, users and a /tmp
-rootfs=examples/busybox/rootfs
-rm -rf "$rootfs"
-mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp" "$rootfs/root"
-cp /bin/busybox "$rootfs/bin/busybox"
-for applet in $(/bin/busybox --list); do
-  [ "$applet" = busybox ] || ln -s busybox "$rootfs/bin/$applet"
-done
-printf 'root:x:0:0:root:/root:/bin/sh\n' >"$rootfs/etc/passwd"
-printf 'root:x:0:\n' >"$rootfs/etc/group"
-chmod 1777 "$rootfs/tmp"
+work="${KILN_DEMO_DIR:-$(mktemp -d)}"
+mkdir -p "$work"
+cp -r examples/factory/. "$work/"
 
-"$kiln" build -t kiln-example/busybox:latest examples/busybox
-"$kiln" dockerfile check examples/app
-"$kiln" build -t kiln-example/app:latest examples/app
-"$kiln" run kiln-example/app:latest
+if [ -z "${KILN_EXAMPLE_REGISTRY:-}" ]; then
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  cat >"$work/registry.yml" <<YML
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $work/registry-data
+http:
+  addr: 127.0.0.1:$port
+YML
+  docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
+  registry_pid=$!
+  trap 'kill $registry_pid 2>/dev/null || true' EXIT
+  for _ in $(seq 50); do
+    (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break
+    sleep 0.1
+  done
+  export KILN_EXAMPLE_REGISTRY="127.0.0.1:$port"
+fi
+
+echo "== kiln plan: what is stale and why"
+"$kiln" plan -f "$work"
+echo "== kiln bake: build, test, publish to $KILN_EXAMPLE_REGISTRY"
+"$kiln" bake -f "$work"
+echo "== kiln.lock pins every image:"
+grep -E '^\[image\.[a-z]+\]$|^(version|digest) =' "$work/kiln.lock"
+echo "== a second bake has nothing to do"
+"$kiln" bake -f "$work"
+echo "== run the hello application"
+"$kiln" run hello:latest

@@ -331,3 +331,156 @@ fn a_chain_is_baked_published_and_rebuilt_where_it_changed() {
         locked(&l4, "other", "digest")
     );
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// The bundled example, as the README's main command bakes it: a Debian
+/// base from mmdebstrap, tools on it (apt-get), three applications on tools.
+#[test]
+fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
+    let (dir, store) = setup();
+    let fdir = dir.path().join("example");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/factory"),
+        &fdir,
+    );
+    let _ = fs::remove_file(fdir.join("kiln.lock"));
+    let reg = Registry::start(dir.path());
+    let env = [("KILN_EXAMPLE_REGISTRY", reg.addr.as_str())];
+    let bake = |extra: &[&str]| {
+        let mut args = vec!["bake", "-f", fdir.to_str().unwrap(), "--json"];
+        args.extend_from_slice(extra);
+        let out = kiln_env(&store, &args, &env);
+        assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+        serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let names = ["base", "tools", "count", "greet", "hello"];
+
+    let v = bake(&[]);
+    assert!(
+        outcomes(&v).iter().all(|(_, o)| o == "built"),
+        "{:?}",
+        outcomes(&v)
+    );
+    let l = lock(&fdir);
+    for name in names {
+        let tag = format!(
+            "{}/kiln-example/{name}:{}",
+            reg.addr,
+            locked(&l, name, "version")
+        );
+        let v: serde_json::Value = serde_json::from_str(&skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{tag}"),
+        ]))
+        .unwrap();
+        assert_eq!(v["Digest"], locked(&l, name, "digest"), "{name}");
+    }
+    for (app, expect) in [
+        ("hello", "hello from 12."),
+        ("greet", "\"good morning\""),
+        ("count", ""),
+    ] {
+        let r = format!(
+            "{}/kiln-example/{app}:{}",
+            reg.addr,
+            locked(&l, app, "version")
+        );
+        let pull = Command::new("docker").args(["pull", &r]).output().unwrap();
+        assert!(
+            pull.status.success(),
+            "docker pull {r}: {}",
+            String::from_utf8_lossy(&pull.stderr)
+        );
+        let run = Command::new("docker")
+            .args(["run", "--rm", "--network", "host", &r])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            run.status.success() && stdout.starts_with(expect),
+            "{app}: {stdout}{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let _ = Command::new("docker").args(["rmi", &r]).output();
+    }
+
+    // One file of one application changes: only it is rebuilt.
+    fs::write(fdir.join("apps/count/file1.txt"), "changed\n").unwrap();
+    let v = bake(&[]);
+    let built: Vec<String> = outcomes(&v)
+        .into_iter()
+        .filter(|(_, o)| o == "built")
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(built, ["count"]);
+    assert_eq!(
+        image(&v, "count")["reasons"],
+        serde_json::json!([{"reason": "context-changed"}])
+    );
+
+    // The base's package set changes: all four images above it rebuild,
+    // after it, the applications concurrently.
+    let toml = fs::read_to_string(fdir.join("kiln.toml")).unwrap();
+    fs::write(
+        fdir.join("kiln.toml"),
+        toml.replace(
+            "packages = [\"ca-certificates\"]",
+            "packages = [\"ca-certificates\", \"less\"]",
+        ),
+    )
+    .unwrap();
+    let v = bake(&[]);
+    assert!(
+        outcomes(&v).iter().all(|(_, o)| o == "built"),
+        "{:?}",
+        outcomes(&v)
+    );
+    assert_eq!(
+        v["plan"]["waves"],
+        serde_json::json!([["base"], ["tools"], ["count", "greet", "hello"]])
+    );
+    assert_eq!(
+        image(&v, "base")["reasons"],
+        serde_json::json!([{"reason": "definition-changed"}])
+    );
+    assert!(time(&v, "tools", "started") >= time(&v, "base", "finished"));
+    let apps = ["count", "greet", "hello"];
+    assert!(apps
+        .iter()
+        .all(|a| time(&v, a, "started") >= time(&v, "tools", "finished")));
+    let last_start = apps
+        .map(|a| time(&v, a, "started"))
+        .into_iter()
+        .max()
+        .unwrap();
+    let first_end = apps
+        .map(|a| time(&v, a, "finished"))
+        .into_iter()
+        .min()
+        .unwrap();
+    assert!(
+        last_start < first_end,
+        "the applications did not build concurrently: {v}"
+    );
+    let l2 = lock(&fdir);
+    for name in names {
+        assert_ne!(
+            locked(&l2, name, "digest"),
+            locked(&l, name, "digest"),
+            "{name} was rebuilt"
+        );
+    }
+}
