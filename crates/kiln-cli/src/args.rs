@@ -91,6 +91,12 @@ pub enum Command {
     /// Exit status: 0 everything is up to date, 1 an image failed to build,
     /// test or publish (or the factory is invalid), 2 bad command line.
     Bake(BakeArgs),
+    /// Show recorded bakes: when, why, from which inputs, the result
+    /// digest, how long, the tests and where each image was published.
+    ///
+    /// Every image a bake built, failed or skipped is recorded in the
+    /// store's history database (history.db).
+    History(HistoryArgs),
     /// Print the JSON Schema of kiln.toml.
     Schema,
 }
@@ -127,6 +133,15 @@ pub struct BakeArgs {
     /// Layer compression: gzip, zstd (both cores) or none
     #[arg(long, default_value = "gzip", value_name = "ALGO")]
     pub compression: String,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only this image's bakes [default: every image]
+    pub image: Option<String>,
+    /// Print the entries as JSON, with their input digests
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -833,3 +833,37 @@ fn files_and_times(root: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
     out.sort();
     out
 }
+
+#[test]
+fn a_relative_store_path_works_for_builds_and_runs() {
+    let (dir, _) = setup();
+    let ctx = dir.path().join("busybox");
+    fs::write(
+        ctx.join("Dockerfile.run"),
+        "FROM scratch\nCOPY rootfs/ /\nRUN echo built > /built\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .current_dir(dir.path())
+            .args(["--store", "relative-store"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&[
+        "build",
+        "-t",
+        "rel:1",
+        "-f",
+        "busybox/Dockerfile.run",
+        "busybox",
+    ]);
+    assert_eq!(run(&["run", "rel:1", "--", "cat", "/built"]), "built\n");
+}

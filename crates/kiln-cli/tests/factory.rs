@@ -330,6 +330,40 @@ fn a_chain_is_baked_published_and_rebuilt_where_it_changed() {
         registry_digest(&reg, &format!("other:{}", locked(&l4, "other", "version"))),
         locked(&l4, "other", "digest")
     );
+
+    // 6. Every bake is in the history: why, inputs, result, tests, where.
+    let h: serde_json::Value =
+        serde_json::from_str(&ok(kiln(&store, &["history", "app2", "--json"])).stdout).unwrap();
+    let h = h.as_array().unwrap();
+    let outcomes: Vec<&str> = h.iter().map(|e| e["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["built", "built", "built", "skipped"]);
+    assert_eq!(
+        h[1]["reasons"],
+        serde_json::json!(["a file in its build context (or its Dockerfile) changed"])
+    );
+    assert_eq!(
+        h[1]["digest"].as_str().unwrap(),
+        locked(&l2, "app2", "digest")
+    );
+    assert_eq!(
+        h[1]["inputs"]["bases"]["tools"].as_str().unwrap(),
+        locked(&l, "tools", "digest")
+    );
+    assert_eq!(
+        (h[1]["tests_passed"].as_u64(), h[1]["tests_total"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(h[1]["published"][0]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("docker://{}/factory/app2:", reg.addr)));
+    let all = ok(kiln(&store, &["history"])).stdout;
+    assert!(
+        all.lines()
+            .any(|l| l
+                .contains("  tools  test-failed (test -x /usr/local/bin/missing (exit code 1))")),
+        "{all}"
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -109,6 +109,7 @@ pub fn bake(
     client: &Client,
     resolver: &dyn Resolver,
     opts: &BakeOptions,
+    history: Option<&crate::history::History>,
     log: Log<'_>,
 ) -> Result<Summary, FactoryError> {
     let plan = plan::plan(factory, g, locks, resolver, &opts.plan)?;
@@ -156,6 +157,13 @@ pub fn bake(
                         let r = bake_one(
                             factory, g, plan, locks_m, results, store, client, opts, name, w, log,
                         );
+                        if let Some(h) = history {
+                            let image = &factory.images[name.as_str()];
+                            let file = &factory.files[image.file].path;
+                            if let Err(e) = h.record(file, &r, image.tests.len()) {
+                                log(name, &format!("warning: {e}"));
+                            }
+                        }
                         results.lock().expect("results").insert(name.clone(), r);
                     });
                 }

@@ -7,6 +7,7 @@
 
 pub mod bake;
 pub mod graph;
+pub mod history;
 pub mod lock;
 pub mod plan;
 pub mod transfer;

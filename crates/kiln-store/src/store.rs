@@ -54,8 +54,13 @@ pub struct CachedLayer {
 
 impl Store {
     /// Opens the store at `root`, creating its layout when missing.
+    /// A relative `root` is made absolute: steps run in other mount
+    /// namespaces and directories, where a relative path means nothing.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, Error> {
-        let store = Store { root: root.into() };
+        let root: PathBuf = root.into();
+        let root = std::path::absolute(&root)
+            .map_err(|e| Error::io("resolving the store path", &root, e))?;
+        let store = Store { root };
         for dir in [
             store.blobs_dir(),
             store.root.join("snapshots"),

@@ -6,13 +6,14 @@ use anyhow::Context as _;
 use kiln_definition::Factory;
 use kiln_factory::bake::{self, BakeOptions, Outcome};
 use kiln_factory::graph::{self, Graph};
+use kiln_factory::history::History;
 use kiln_factory::plan::{self, Locks, PlanOptions, RegistryResolver};
 use kiln_registry::Client;
 use kiln_store::Store;
 
 use super::build;
 
-use crate::args::{BakeArgs, FactoryFiles, PlanArgs};
+use crate::args::{BakeArgs, FactoryFiles, HistoryArgs, PlanArgs};
 use crate::exit::{Exit, Failure};
 use crate::printer::Printer;
 
@@ -103,6 +104,7 @@ pub fn bake(
             printer.error(&format!("[{image}] {line}"));
         }
     };
+    let history = History::open(&store.root().join("history.db")).map_err(Failure::failed)?;
     let summary = bake::bake(
         &factory,
         &g,
@@ -111,6 +113,7 @@ pub fn bake(
         client,
         &RegistryResolver { client },
         &opts,
+        Some(&history),
         &log,
     )
     .map_err(|e| Failure::failed(e.to_string()))?;
@@ -180,4 +183,43 @@ fn reasons(r: &[kiln_factory::plan::Reason]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+pub fn history(args: HistoryArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
+    let history = History::open(&store.root().join("history.db")).map_err(Failure::failed)?;
+    let entries = history
+        .entries(args.image.as_deref())
+        .map_err(Failure::failed)?;
+    if args.json {
+        printer.data(&serde_json::to_string_pretty(&entries)?);
+        return Ok(Exit::Success);
+    }
+    if entries.is_empty() {
+        printer.error("no bakes recorded");
+    }
+    for e in &entries {
+        let detail = if e.detail.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", e.detail)
+        };
+        printer.data(&format!(
+            "{}  {}  {}{detail}  {} {}  {:.1}s  tests {}/{}  published {}  because {}",
+            e.started,
+            e.image,
+            e.outcome,
+            e.version.as_deref().unwrap_or("-"),
+            e.digest.as_deref().unwrap_or("-"),
+            e.seconds,
+            e.tests_passed,
+            e.tests_total,
+            if e.published.is_empty() {
+                "nowhere".to_string()
+            } else {
+                e.published.join(", ")
+            },
+            e.reasons.join("; ")
+        ));
+    }
+    Ok(Exit::Success)
 }

@@ -56,6 +56,7 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
             &registry::client(&cli.insecure_registries, &cli.ca_certs)?,
             printer,
         ),
+        Command::History(args) => factory::history(args, &open()?, printer),
         Command::Schema => {
             printer.data(kiln_definition::schema().trim_end());
             Ok(Exit::Success)

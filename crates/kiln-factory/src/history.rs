@@ -1,0 +1,170 @@
+//! Every bake of every image, in an SQLite database in the store
+//! (`history.db`): when, why, from what, with what result, how long, the
+//! tests and where it was published. `kiln history` reads it.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection};
+use rusqlite_migration::{Migrations, M};
+use serde::Serialize;
+
+use crate::bake::{ImageResult, Outcome};
+
+const MIGRATION_STEPS: &[M<'static>] = &[M::up(
+    "CREATE TABLE bake (
+        id INTEGER PRIMARY KEY,
+        factory TEXT NOT NULL,
+        image TEXT NOT NULL,
+        started TEXT NOT NULL,
+        finished TEXT NOT NULL,
+        seconds REAL NOT NULL,
+        reasons TEXT NOT NULL,
+        inputs TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        version TEXT,
+        digest TEXT,
+        tests_passed INTEGER NOT NULL,
+        tests_total INTEGER NOT NULL,
+        published TEXT NOT NULL
+    );
+    CREATE INDEX bake_image ON bake (image, started);",
+)];
+const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_STEPS);
+
+/// One recorded bake of one image.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Entry {
+    pub factory: String,
+    pub image: String,
+    pub started: String,
+    pub finished: String,
+    pub seconds: f64,
+    /// Why it was rebuilt.
+    pub reasons: Vec<String>,
+    /// Input digests: definition, context, each base.
+    pub inputs: serde_json::Value,
+    /// built, failed, test-failed, publish-failed, skipped.
+    pub outcome: String,
+    /// The error, the failed test, or why it was skipped.
+    pub detail: String,
+    pub version: Option<String>,
+    pub digest: Option<String>,
+    pub tests_passed: u32,
+    pub tests_total: u32,
+    pub published: Vec<String>,
+}
+
+/// The history database.
+pub struct History {
+    conn: Mutex<Connection>,
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    format!("the bake history database: {e}")
+}
+
+impl History {
+    /// Opens (creating or upgrading) the database at `path`.
+    pub fn open(path: &Path) -> Result<History, String> {
+        let mut conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        MIGRATIONS.to_latest(&mut conn).map_err(err)?;
+        Ok(History {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Records one image's bake.
+    pub fn record(
+        &self,
+        factory: &Path,
+        r: &ImageResult,
+        tests_total: usize,
+    ) -> Result<(), String> {
+        let (outcome, detail) = match &r.outcome {
+            Outcome::Built => ("built", String::new()),
+            Outcome::Failed { error } => ("failed", error.clone()),
+            Outcome::TestFailed { test, exit_code } => {
+                ("test-failed", format!("{test} (exit code {exit_code})"))
+            }
+            Outcome::PublishFailed { error } => ("publish-failed", error.clone()),
+            Outcome::Skipped { because } => ("skipped", because.clone()),
+            Outcome::Reused | Outcome::WouldBuild => return Ok(()),
+        };
+        let now = chrono::Utc::now();
+        let reasons: Vec<String> = r.reasons.iter().map(ToString::to_string).collect();
+        let conn = self.conn.lock().map_err(err)?;
+        conn.execute(
+            "INSERT INTO bake (factory, image, started, finished, seconds, reasons, inputs, outcome, detail,
+                               version, digest, tests_passed, tests_total, published)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            params![
+                factory.display().to_string(),
+                r.name,
+                r.started.unwrap_or(now).to_rfc3339(),
+                r.finished.unwrap_or(now).to_rfc3339(),
+                r.seconds,
+                serde_json::to_string(&reasons).map_err(err)?,
+                serde_json::to_string(&r.inputs).map_err(err)?,
+                outcome,
+                detail,
+                r.version,
+                r.digest,
+                r.tests_passed as i64,
+                tests_total as i64,
+                serde_json::to_string(&r.published).map_err(err)?,
+            ],
+        )
+        .map_err(err)?;
+        Ok(())
+    }
+
+    /// Recorded bakes, oldest first; of one image when `image` is given.
+    pub fn entries(&self, image: Option<&str>) -> Result<Vec<Entry>, String> {
+        let conn = self.conn.lock().map_err(err)?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT factory, image, started, finished, seconds, reasons, inputs, outcome, detail,
+                        version, digest, tests_passed, tests_total, published
+                 FROM bake WHERE ?1 IS NULL OR image = ?1 ORDER BY started, id",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map(params![image], |row| {
+                let json = |i: usize| -> rusqlite::Result<String> { row.get(i) };
+                Ok(Entry {
+                    factory: row.get(0)?,
+                    image: row.get(1)?,
+                    started: row.get(2)?,
+                    finished: row.get(3)?,
+                    seconds: row.get(4)?,
+                    reasons: serde_json::from_str(&json(5)?).unwrap_or_default(),
+                    inputs: serde_json::from_str(&json(6)?).unwrap_or_default(),
+                    outcome: row.get(7)?,
+                    detail: row.get(8)?,
+                    version: row.get(9)?,
+                    digest: row.get(10)?,
+                    tests_passed: row.get(11)?,
+                    tests_total: row.get(12)?,
+                    published: serde_json::from_str(&json(13)?).unwrap_or_default(),
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_migrations_are_valid() {
+        assert!(MIGRATIONS.validate().is_ok());
+    }
+}
