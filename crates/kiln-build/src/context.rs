@@ -12,6 +12,9 @@ use sha2_shim::Hasher;
 pub struct Context {
     pub root: PathBuf,
     matcher: Option<Matcher>,
+    /// Paths (relative to the root) a build never sees besides
+    /// `.dockerignore`'s: the factory's own lock files.
+    hidden: Vec<PathBuf>,
 }
 
 impl Context {
@@ -35,18 +38,33 @@ impl Context {
                 return Ok(Context {
                     root: root.to_path_buf(),
                     matcher: Some(m),
+                    hidden: Vec::new(),
                 });
             }
         }
         Ok(Context {
             root: root.to_path_buf(),
             matcher: None,
+            hidden: Vec::new(),
         })
+    }
+
+    /// Hides these paths (absolute, or relative to the root) from the build.
+    pub fn hide(mut self, paths: &[PathBuf]) -> Self {
+        for p in paths {
+            let rel = p.strip_prefix(&self.root).unwrap_or(p);
+            if rel.is_relative() {
+                self.hidden.push(rel.to_path_buf());
+            }
+        }
+        self
     }
 
     pub fn excluded(&self, rel: &Path) -> bool {
         let s = rel.to_string_lossy();
-        !s.is_empty() && self.matcher.as_ref().is_some_and(|m| m.excluded(&s))
+        !s.is_empty()
+            && (self.hidden.iter().any(|h| h == rel)
+                || self.matcher.as_ref().is_some_and(|m| m.excluded(&s)))
     }
 
     /// The context paths a COPY source names: the path itself, or every

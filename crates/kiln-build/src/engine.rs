@@ -91,7 +91,9 @@ pub fn build(
             ),
         );
     }
-    let ctx = Context::open(&opts.context, Some(&opts.dockerfile)).map_err(BuildError::Context)?;
+    let ctx = Context::open(&opts.context, Some(&opts.dockerfile))
+        .map_err(BuildError::Context)?
+        .hide(&opts.hidden);
     // shared: other builds may run, prune may not; released before naming
     let lock = store.lock(false)?;
     let now = std::time::SystemTime::now()

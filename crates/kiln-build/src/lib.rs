@@ -30,11 +30,13 @@ pub use source::{BaseImage, ImageSource, StoreSource};
 
 /// A digest of a build context as a build reads it (after `.dockerignore`)
 /// together with its Dockerfile: it changes when a build could change.
+/// `hidden` paths are left out, as [`BuildOptions::hidden`].
 pub fn context_digest(
     root: &std::path::Path,
     dockerfile: &std::path::Path,
+    hidden: &[PathBuf],
 ) -> Result<String, String> {
-    let ctx = context::Context::open(root, Some(dockerfile))?;
+    let ctx = context::Context::open(root, Some(dockerfile))?.hide(hidden);
     let files = ctx.hash(&[PathBuf::new()])?;
     let text =
         std::fs::read(dockerfile).map_err(|e| format!("reading {}: {e}", dockerfile.display()))?;
@@ -58,6 +60,9 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// The kiln binary, re-executed to run steps in isolation.
     pub kiln_exe: PathBuf,
+    /// Context files the build never sees, as if listed in `.dockerignore`
+    /// (the factory hides its lock files).
+    pub hidden: Vec<PathBuf>,
 }
 
 /// What a build produced.

@@ -518,3 +518,87 @@ fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
         );
     }
 }
+
+/// A base from another team's registry is pinned by digest in kiln.lock;
+/// when its tag moves, plan says so and bake rebuilds on the new digest.
+#[test]
+fn a_registry_base_is_pinned_and_a_moved_tag_rebuilds() {
+    let (dir, store) = setup();
+    let reg = Registry::start(dir.path());
+    let upstream = format!("{}/upstream/base:1", reg.addr);
+    ok(kiln(&store, &["push", "busybox:test", &upstream]));
+    let fdir = dir.path().join("edge");
+    fs::create_dir_all(&fdir).unwrap();
+    fs::write(
+        fdir.join("Dockerfile"),
+        format!("FROM {upstream}\nRUN echo edge > /edge\n"),
+    )
+    .unwrap();
+    fs::write(fdir.join("kiln.toml"), "kiln = 1\n[factory]\nregistry = \"${KILN_TEST_REGISTRY}/factory\"\n[image.edge]\ntest = [\"grep -q edge /edge\"]\n").unwrap();
+    let upstream_digest = |reg: &Registry| {
+        let v: serde_json::Value = serde_json::from_str(&skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{upstream}"),
+        ]))
+        .unwrap();
+        let _ = reg;
+        v["Digest"].as_str().unwrap().to_string()
+    };
+    let first = upstream_digest(&reg);
+
+    let (out, v) = bake(&fdir, &store, &reg, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(image(&v, "edge")["outcome"], "built");
+    let l = lock(&fdir);
+    assert_eq!(
+        l["image"]["edge"]["inputs"]["bases"][&upstream]
+            .as_str()
+            .unwrap(),
+        first
+    );
+
+    // The tag moves to another image.
+    let other = dir.path().join("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(
+        other.join("Dockerfile"),
+        "FROM busybox:test\nRUN touch /patched\n",
+    )
+    .unwrap();
+    ok(kiln(
+        &store,
+        &["build", "-t", "patched:1", other.to_str().unwrap()],
+    ));
+    ok(kiln(&store, &["push", "patched:1", &upstream]));
+    let second = upstream_digest(&reg);
+    assert_ne!(first, second);
+
+    let p = plan(&fdir, &store, &reg);
+    assert_eq!(
+        image(&p, "edge")["reasons"],
+        serde_json::json!([{"reason": "base-moved", "base": upstream, "from": first, "to": second}])
+    );
+    let (out, v) = bake(&fdir, &store, &reg, &["--dry-run"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(image(&v, "edge")["outcome"], "would-build");
+    assert_eq!(lock(&fdir), l, "a dry run changes nothing");
+
+    let (out, v) = bake(&fdir, &store, &reg, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(image(&v, "edge")["outcome"], "built");
+    let l2 = lock(&fdir);
+    assert_eq!(
+        l2["image"]["edge"]["inputs"]["bases"][&upstream]
+            .as_str()
+            .unwrap(),
+        second
+    );
+    // The new image is built on the moved base: it has /patched.
+    let version = locked(&l2, "edge", "version");
+    let run = ok(kiln(
+        &store,
+        &["run", &format!("edge:{version}"), "--", "ls", "/patched"],
+    ));
+    assert_eq!(run.stdout, "/patched\n");
+}

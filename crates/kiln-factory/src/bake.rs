@@ -320,6 +320,7 @@ fn bake_one(
                 source_date_epoch: opts.source_date_epoch,
                 compression: opts.compression,
                 kiln_exe: opts.kiln_exe.clone(),
+                hidden: crate::lock::hidden_paths(factory),
             };
             kiln_build::build(store, &source, &bopts, &mut progress).map_err(|e| e.to_string())
         }
@@ -743,5 +744,83 @@ impl Progress for Prefixed<'_> {
     }
     fn output(&mut self, _stage: &str, line: &str) {
         (self.log)(self.image, &format!("  {line}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_tag_is_never_reused() {
+        assert_eq!(bump("1.4.0", None), "1.4.0");
+        assert_eq!(bump("1.4.0", Some("1.3.9")), "1.4.0");
+        assert_eq!(bump("1.4.0", Some("1.4.0")), "1.4.0-2");
+        assert_eq!(bump("1.4.0", Some("1.4.0-2")), "1.4.0-3");
+        assert_eq!(bump("abc1234", Some("abc1234-x")), "abc1234");
+    }
+
+    #[test]
+    fn version_schemes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("VERSION"), "2.1.0\nnotes\n").unwrap();
+        std::fs::write(
+            dir.path().join("kiln.toml"),
+            "kiln = 1\n[image.a]\n[image.f]\nversion = \"file:VERSION\"\n[image.g]\nversion = \"git\"\n",
+        )
+        .unwrap();
+        let f = kiln_definition::load(&[dir.path().to_path_buf()]).unwrap();
+        let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 28, 9, 0, 0).unwrap();
+        let locked = |v: &str| Locked {
+            version: v.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            version(&f, &f.images["a"], None, now).unwrap(),
+            "20261128.1"
+        );
+        assert_eq!(
+            version(&f, &f.images["a"], Some(&locked("20261128.4")), now).unwrap(),
+            "20261128.5"
+        );
+        assert_eq!(
+            version(&f, &f.images["a"], Some(&locked("20261127.4")), now).unwrap(),
+            "20261128.1"
+        );
+        assert_eq!(version(&f, &f.images["f"], None, now).unwrap(), "2.1.0");
+        assert_eq!(
+            version(&f, &f.images["f"], Some(&locked("2.1.0")), now).unwrap(),
+            "2.1.0-2"
+        );
+        let e = version(&f, &f.images["g"], None, now).unwrap_err();
+        assert!(e.contains("not in a git repository"), "{e}");
+        let git = |args: &[&str]| {
+            let ok = std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir.path())
+                .args(args)
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        git(&["init", "-q"]);
+        git(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@e",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "x",
+        ]);
+        let v = version(&f, &f.images["g"], None, now).unwrap();
+        assert!(
+            v.len() >= 7 && v.chars().all(|c| c.is_ascii_hexdigit()),
+            "{v}"
+        );
     }
 }

@@ -66,6 +66,28 @@ pub fn lock_path(factory_file: &Path) -> PathBuf {
     factory_file.with_file_name(format!("{stem}.lock"))
 }
 
+/// Where a lock file is written before it is renamed into place.
+pub fn temp_path(lock: &Path) -> PathBuf {
+    let name = lock
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("kiln.lock");
+    lock.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Files of the factory itself that builds must not see: every lock file
+/// and its temporary (a context is often the factory's own directory).
+pub fn hidden_paths(factory: &kiln_definition::Factory) -> Vec<PathBuf> {
+    factory
+        .files
+        .iter()
+        .flat_map(|f| {
+            let lock = lock_path(&f.path);
+            [temp_path(&lock), lock]
+        })
+        .collect()
+}
+
 impl Lock {
     /// Reads a lock file; a missing one is empty.
     pub fn read(path: &Path) -> Result<Lock, String> {
@@ -106,13 +128,7 @@ impl Lock {
         let body = toml::to_string(self).map_err(|e| e.to_string())?;
         let text = format!("# Written by `kiln bake`: what each image was baked from and where it went. Do not edit.\n{body}");
         let dir = path.parent().unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("kiln.lock"),
-            std::process::id()
-        ));
+        let tmp = temp_path(path);
         let result = (|| {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(text.as_bytes())?;

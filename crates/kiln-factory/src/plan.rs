@@ -192,12 +192,13 @@ fn own_inputs(factory: &Factory, name: &str) -> Result<Inputs, FactoryError> {
             dockerfile,
             ..
         } => Some(
-            kiln_build::context_digest(context, dockerfile).map_err(|e| {
-                factory.error_at_image(
-                    name,
-                    format!("image {name:?}: reading its build context: {e}"),
-                )
-            })?,
+            kiln_build::context_digest(context, dockerfile, &crate::lock::hidden_paths(factory))
+                .map_err(|e| {
+                    factory.error_at_image(
+                        name,
+                        format!("image {name:?}: reading its build context: {e}"),
+                    )
+                })?,
         ),
         Recipe::Mmdebstrap(_) => None,
     };

@@ -40,6 +40,7 @@ pub fn run(
         source_date_epoch: source_date_epoch(args.source_date_epoch),
         compression: compression(&args.compression)?,
         kiln_exe: std::env::current_exe().context("finding the kiln binary")?,
+        hidden: Vec::new(),
     };
     let mut progress = StepPrinter::new(printer);
     let log = |l: &str| printer.error(l);
