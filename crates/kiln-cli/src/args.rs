@@ -101,23 +101,24 @@ pub enum Command {
     Schema,
 }
 
+/// Which factory, and which of its images.
 #[derive(Debug, Args)]
 pub struct FactoryFiles {
     /// A factory file, or a directory holding kiln.toml and *.kiln.toml;
     /// several are combined into one factory [default: .]
     #[arg(short = 'f', long = "file", value_name = "PATH")]
     pub files: Vec<PathBuf>,
+    /// Only these images (and the images they are built on) [default: all]
+    pub images: Vec<String>,
+    /// Treat every selected image as stale: rebuild it even if up to date
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct BakeArgs {
     #[command(flatten)]
     pub factory: FactoryFiles,
-    /// Only these images (and the images they are built on) [default: all]
-    pub images: Vec<String>,
-    /// Rebuild every selected image even if it is up to date
-    #[arg(long)]
-    pub force: bool,
     /// Show what would be built and stop
     #[arg(long)]
     pub dry_run: bool,
@@ -148,11 +149,6 @@ pub struct HistoryArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub factory: FactoryFiles,
-    /// Only these images (and the images they are built on) [default: all]
-    pub images: Vec<String>,
-    /// Treat every planned image as stale
-    #[arg(long)]
-    pub force: bool,
     /// Print the plan as JSON
     #[arg(long)]
     pub json: bool,

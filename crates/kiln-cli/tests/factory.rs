@@ -195,26 +195,7 @@ fn a_chain_is_baked_published_and_rebuilt_where_it_changed() {
         reg.addr,
         locked(&l, "app1", "version")
     );
-    let pull = Command::new("docker")
-        .args(["pull", &app1])
-        .output()
-        .unwrap();
-    assert!(
-        pull.status.success(),
-        "docker pull: {}",
-        String::from_utf8_lossy(&pull.stderr)
-    );
-    let run = Command::new("docker")
-        .args(["run", "--rm", "--network", "host", &app1])
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&run.stdout),
-        "app1\n",
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let _ = Command::new("docker").args(["rmi", &app1]).output();
+    assert_eq!(docker_pull_and_run(&app1), "app1\n");
 
     // 2. Nothing changed: nothing to do.
     let (out, v) = bake(&fdir, &store, &reg, &[]);
@@ -432,23 +413,8 @@ fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
             reg.addr,
             locked(&l, app, "version")
         );
-        let pull = Command::new("docker").args(["pull", &r]).output().unwrap();
-        assert!(
-            pull.status.success(),
-            "docker pull {r}: {}",
-            String::from_utf8_lossy(&pull.stderr)
-        );
-        let run = Command::new("docker")
-            .args(["run", "--rm", "--network", "host", &r])
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&run.stdout);
-        assert!(
-            run.status.success() && stdout.starts_with(expect),
-            "{app}: {stdout}{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        let _ = Command::new("docker").args(["rmi", &r]).output();
+        let stdout = docker_pull_and_run(&r);
+        assert!(stdout.starts_with(expect), "{app}: {stdout}");
     }
 
     // One file of one application changes: only it is rebuilt.

@@ -116,26 +116,7 @@ fn round_trips_with_skopeo_and_docker() {
         "the base layer is mounted, not uploaded:\n{}",
         b.stderr
     );
-    let pull = Command::new("docker")
-        .args(["pull", &final_ref])
-        .output()
-        .expect("docker (started by scripts/test)");
-    assert!(
-        pull.status.success(),
-        "docker pull: {}",
-        String::from_utf8_lossy(&pull.stderr)
-    );
-    let run = Command::new("docker")
-        .args(["run", "--rm", "--network", "host", &final_ref])
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&run.stdout),
-        "built on a pulled base\n",
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let _ = Command::new("docker").args(["rmi", &final_ref]).output();
+    assert_eq!(docker_pull_and_run(&final_ref), "built on a pulled base\n");
 
     // kiln pull of what skopeo copied, by tag and by digest
     let pulled = ok(kiln(

@@ -34,8 +34,8 @@ fn open(files: &FactoryFiles) -> anyhow::Result<(Factory, Graph, Locks)> {
 pub fn plan(args: PlanArgs, client: &Client, printer: &Printer) -> anyhow::Result<Exit> {
     let (factory, g, locks) = open(&args.factory)?;
     let opts = PlanOptions {
-        selected: args.images,
-        force: args.force,
+        selected: args.factory.images.clone(),
+        force: args.factory.force,
         now: chrono::Utc::now(),
     };
     let plan = plan::plan(&factory, &g, &locks, &RegistryResolver { client }, &opts)
@@ -44,13 +44,7 @@ pub fn plan(args: PlanArgs, client: &Client, printer: &Printer) -> anyhow::Resul
         printer.data(&serde_json::to_string_pretty(&plan)?);
         return Ok(Exit::Success);
     }
-    let width = plan
-        .images
-        .iter()
-        .map(|i| i.name.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
+    let width = name_width(plan.images.iter().map(|i| i.name.as_str()));
     for image in &plan.images {
         if image.stale {
             let why: Vec<String> = image.reasons.iter().map(ToString::to_string).collect();
@@ -87,8 +81,8 @@ pub fn bake(
     let (factory, g, mut locks) = open(&args.factory)?;
     let opts = BakeOptions {
         plan: PlanOptions {
-            selected: args.images,
-            force: args.force,
+            selected: args.factory.images.clone(),
+            force: args.factory.force,
             now: chrono::Utc::now(),
         },
         dry_run: args.dry_run,
@@ -120,13 +114,7 @@ pub fn bake(
     if args.json {
         printer.data(&serde_json::to_string_pretty(&summary)?);
     } else {
-        let width = summary
-            .images
-            .iter()
-            .map(|i| i.name.len())
-            .max()
-            .unwrap_or(5)
-            .max(5);
+        let width = name_width(summary.images.iter().map(|i| i.name.as_str()));
         for i in &summary.images {
             let what = match &i.outcome {
                 Outcome::Built if args.no_publish => "built (not published)".to_string(),
@@ -222,4 +210,9 @@ pub fn history(args: HistoryArgs, store: &Store, printer: &Printer) -> anyhow::R
         ));
     }
     Ok(Exit::Success)
+}
+
+/// The width of the image name column.
+fn name_width<'a>(names: impl Iterator<Item = &'a str>) -> usize {
+    names.map(str::len).max().unwrap_or(0).max(5)
 }

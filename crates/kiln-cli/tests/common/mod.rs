@@ -122,3 +122,29 @@ pub fn wait_for_port(addr: &str) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// `docker pull REF` then `docker run --rm --network host REF`, asserting the
+/// pull worked; returns the run's stdout, asserting it exited 0. The image
+/// is removed from Docker afterwards.
+pub fn docker_pull_and_run(reference: &str) -> String {
+    let pull = Command::new("docker")
+        .args(["pull", reference])
+        .output()
+        .expect("docker (started by scripts/test)");
+    assert!(
+        pull.status.success(),
+        "docker pull {reference}: {}",
+        String::from_utf8_lossy(&pull.stderr)
+    );
+    let run = Command::new("docker")
+        .args(["run", "--rm", "--network", "host", reference])
+        .output()
+        .unwrap();
+    let _ = Command::new("docker").args(["rmi", reference]).output();
+    assert!(
+        run.status.success(),
+        "docker run {reference}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    String::from_utf8_lossy(&run.stdout).into_owned()
+}
