@@ -39,6 +39,7 @@ context = "apps/app3"
 
 [image.other]
 context = "other"
+publish = ["docker://${KILN_TEST_REGISTRY}/factory/other", "oci-archive:out/other.tar", "store"]
 "#;
 
 fn factory(dir: &Path) {
@@ -197,6 +198,19 @@ fn a_chain_is_baked_published_and_rebuilt_where_it_changed() {
     );
     assert_eq!(docker_pull_and_run(&app1), "app1\n");
 
+    // The OCI archive target holds the same image.
+    let archive = fdir.join("out/other.tar");
+    let a: serde_json::Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        &format!("oci-archive:{}", archive.display()),
+    ]))
+    .unwrap();
+    assert_eq!(a["Digest"].as_str().unwrap(), locked(&l, "other", "digest"));
+    assert_eq!(
+        l["image"]["other"]["published"][1].as_str().unwrap(),
+        format!("oci-archive:{}", archive.display())
+    );
+
     // 2. Nothing changed: nothing to do.
     let (out, v) = bake(&fdir, &store, &reg, &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -205,6 +219,17 @@ fn a_chain_is_baked_published_and_rebuilt_where_it_changed() {
         "{:?}",
         outcomes(&v)
     );
+    // --no-publish builds and tests but leaves the lock alone.
+    let (out, v) = bake(&fdir, &store, &reg, &["--no-publish", "--force", "tools"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        outcomes(&v),
+        [
+            ("base".to_string(), "built".to_string()),
+            ("tools".to_string(), "built".to_string())
+        ]
+    );
+    assert_eq!(lock(&fdir), l, "--no-publish leaves kiln.lock alone");
 
     // 3. One application file changes: plan says why, bake rebuilds it alone.
     fs::write(fdir.join("apps/app2/name"), "app2, changed\n").unwrap();

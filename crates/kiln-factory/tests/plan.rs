@@ -310,3 +310,41 @@ fn cycles_and_bad_dockerfiles_are_reported_with_positions() {
         "{e}"
     );
 }
+
+#[test]
+fn combined_factories_chain_across_files_and_keep_their_own_locks() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("kiln.toml"),
+        "kiln = 1\n[image.base]\ncontext = \"base\"\n",
+    );
+    write(
+        &dir.path().join("apps.kiln.toml"),
+        "kiln = 1\n[image.app]\ncontext = \"app\"\n",
+    );
+    write(
+        &dir.path().join("base/Dockerfile"),
+        "FROM scratch\nCOPY . /\n",
+    );
+    write(
+        &dir.path().join("app/Dockerfile"),
+        "FROM base\nCOPY . /app\n",
+    );
+    let table = table();
+    let p = run(dir.path(), &table, false, t0(), &[]);
+    assert_eq!(p.waves, [vec!["base"], vec!["app"]]);
+    bake_all(dir.path(), &table, t0());
+    let base_lock = std::fs::read_to_string(dir.path().join("kiln.lock")).unwrap();
+    let apps_lock = std::fs::read_to_string(dir.path().join("apps.kiln.lock")).unwrap();
+    assert!(base_lock.contains("[image.base]") && !base_lock.contains("[image.app]"));
+    assert!(apps_lock.contains("[image.app]") && apps_lock.contains("base = \"sha256:base1\""));
+    write(&dir.path().join("base/new"), "x");
+    let p = run(dir.path(), &table, false, t0(), &[]);
+    assert_eq!(p.waves, [vec!["base"], vec!["app"]]);
+    assert_eq!(
+        reasons(&p, "app"),
+        [Reason::UpstreamWillRebuild {
+            image: "base".into()
+        }]
+    );
+}
