@@ -151,3 +151,81 @@ impl kiln_build::Progress for StepPrinter<'_> {
         }
     }
 }
+
+/// Bake progress on stderr: every line as `[image] text`; on a terminal
+/// also a spinner per image at work showing its latest line.
+pub struct BakePrinter<'a> {
+    printer: &'a Printer,
+    bars: Option<std::sync::Mutex<Bars>>,
+}
+
+impl<'a> BakePrinter<'a> {
+    pub fn new(printer: &'a Printer) -> Self {
+        let bars = fancy().then(|| {
+            std::sync::Mutex::new(Bars {
+                multi: indicatif::MultiProgress::new(),
+                running: Default::default(),
+            })
+        });
+        BakePrinter { printer, bars }
+    }
+}
+
+impl kiln_factory::bake::BakeLog for BakePrinter<'_> {
+    fn line(&self, image: &str, text: &str) {
+        let line = if image.is_empty() {
+            text.to_string()
+        } else {
+            format!("[{image}] {text}")
+        };
+        let Some(bars) = &self.bars else {
+            self.printer.error(&line);
+            return;
+        };
+        let Ok(mut b) = bars.lock() else { return };
+        let _ = b.multi.println(&line);
+        if image.is_empty() {
+            return;
+        }
+        let bar = match b.running.get(image) {
+            Some(bar) => bar.clone(),
+            None => {
+                let bar = b.multi.add(indicatif::ProgressBar::new_spinner());
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} {prefix} {wide_msg} {elapsed}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                bar.set_prefix(image.to_string());
+                bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                b.running.insert(image.to_string(), bar.clone());
+                bar
+            }
+        };
+        bar.set_message(text.trim().to_string());
+    }
+
+    fn done(&self, image: &str, _outcome: &kiln_factory::bake::Outcome) {
+        if let Some(bars) = &self.bars {
+            if let Ok(mut b) = bars.lock() {
+                if let Some(bar) = b.running.remove(image) {
+                    bar.finish_and_clear();
+                    b.multi.remove(&bar);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for BakePrinter<'_> {
+    fn drop(&mut self) {
+        if let Some(bars) = &self.bars {
+            if let Ok(mut b) = bars.lock() {
+                for (_, bar) in std::mem::take(&mut b.running) {
+                    bar.finish_and_clear();
+                }
+            }
+        }
+    }
+}

@@ -97,7 +97,21 @@ impl Summary {
 
 /// Where a bake says what it does: one line at a time, prefixed by the
 /// caller as it likes.
-pub type Log<'a> = &'a (dyn Fn(&str, &str) + Sync);
+pub type Log<'a> = &'a dyn BakeLog;
+
+/// What a bake reports: lines about an image (or the whole bake when the
+/// image is empty), and the end of each image's work.
+pub trait BakeLog: Sync {
+    fn line(&self, image: &str, text: &str);
+    /// `image` is done (built, failed or skipped).
+    fn done(&self, _image: &str, _outcome: &Outcome) {}
+}
+
+impl<F: Fn(&str, &str) + Sync> BakeLog for F {
+    fn line(&self, image: &str, text: &str) {
+        self(image, text)
+    }
+}
 
 /// Bakes the factory.
 #[allow(clippy::too_many_arguments)]
@@ -149,7 +163,7 @@ pub fn bake(
     if !opts.dry_run {
         let locks_m = Mutex::new(std::mem::take(locks));
         for (w, wave) in plan.waves.iter().enumerate() {
-            log("", &format!("wave {}: {}", w + 1, wave.join(", ")));
+            log.line("", &format!("wave {}: {}", w + 1, wave.join(", ")));
             std::thread::scope(|s| {
                 for name in wave {
                     let (results, locks_m, plan) = (&results, &locks_m, &plan);
@@ -161,9 +175,10 @@ pub fn bake(
                             let image = &factory.images[name.as_str()];
                             let file = &factory.files[image.file].path;
                             if let Err(e) = h.record(file, &r, image.tests.len()) {
-                                log(name, &format!("warning: {e}"));
+                                log.line(name, &format!("warning: {e}"));
                             }
                         }
+                        log.done(name, &r.outcome);
                         results.lock().expect("results").insert(name.clone(), r);
                     });
                 }
@@ -263,7 +278,7 @@ fn bake_one(
     let store_name = format!("{name}:{version}");
     // Moving tags are set only once the tests pass.
     let tags = vec![store_name.clone()];
-    log(
+    log.line(
         name,
         &format!("building {store_name} ({})", reasons_text(&planned.reasons)),
     );
@@ -306,7 +321,7 @@ fn bake_one(
                     store,
                     client,
                     platform: Platform::host(),
-                    log: &|l: &str| log(name, l),
+                    log: &|l: &str| log.line(name, l),
                 },
             };
             let bopts = BuildOptions {
@@ -329,12 +344,12 @@ fn bake_one(
     let built = match built {
         Ok(b) => b,
         Err(e) => {
-            log(name, &format!("build failed: {e}"));
+            log.line(name, &format!("build failed: {e}"));
             return finish(r, Outcome::Failed { error: e });
         }
     };
     r.digest = Some(built.manifest_digest.clone());
-    log(
+    log.line(
         name,
         &format!(
             "built {store_name} {} ({} steps run, {} cached)",
@@ -354,10 +369,10 @@ fn bake_one(
         match kiln_build::run_image(store, &store_name, &ropts, &mut out) {
             Ok(0) => {
                 r.tests_passed += 1;
-                log(name, &format!("test {} passed: {shown}", i + 1));
+                log.line(name, &format!("test {} passed: {shown}", i + 1));
             }
             Ok(code) => {
-                log(
+                log.line(
                     name,
                     &format!("test {} FAILED with exit code {code}: {shown}", i + 1),
                 );
@@ -371,7 +386,7 @@ fn bake_one(
                 );
             }
             Err(e) => {
-                log(name, &format!("test {} could not run: {e}", i + 1));
+                log.line(name, &format!("test {} could not run: {e}", i + 1));
                 let _ = store.untag(&store_name);
                 return finish(
                     r,
@@ -412,7 +427,7 @@ fn bake_one(
                     &dest,
                     &moving,
                     false,
-                    &|l: &str| log(name, l),
+                    &|l: &str| log.line(name, l),
                 )
                 .map(|p| format!("docker://{repo}:{version}@{}", p.digest))
                 .map_err(|e| format!("pushing to {repo}: {e}"))
@@ -423,11 +438,11 @@ fn bake_one(
         };
         match done {
             Ok(p) => {
-                log(name, &format!("published {p}"));
+                log.line(name, &format!("published {p}"));
                 r.published.push(p);
             }
             Err(error) => {
-                log(name, &format!("publishing failed: {error}"));
+                log.line(name, &format!("publishing failed: {error}"));
                 return finish(r, Outcome::PublishFailed { error });
             }
         }
@@ -604,9 +619,11 @@ fn ensure_local(
         let Ok(r) = Reference::parse(&format!("{repo}@{}", locked.digest)) else {
             continue;
         };
-        log(dep, &format!("fetching {r} (not in the store)"));
-        let pulled = transfer::pull(client, store, &r, &Platform::host(), &|l: &str| log(dep, l))
-            .map_err(|e| format!("fetching {dep} from {r}: {e}"))?;
+        log.line(dep, &format!("fetching {r} (not in the store)"));
+        let pulled = transfer::pull(client, store, &r, &Platform::host(), &|l: &str| {
+            log.line(dep, l)
+        })
+        .map_err(|e| format!("fetching {dep} from {r}: {e}"))?;
         let desc = store_descriptor(store, &pulled.name)?;
         store.tag(store_ref, &desc).map_err(|e| e.to_string())?;
         return Ok(());
@@ -740,10 +757,11 @@ impl Progress for Prefixed<'_> {
         } else {
             format!("{stage} ")
         };
-        (self.log)(self.image, &format!("{stage}#{line} {text}{cached}"));
+        self.log
+            .line(self.image, &format!("{stage}#{line} {text}{cached}"));
     }
     fn output(&mut self, _stage: &str, line: &str) {
-        (self.log)(self.image, &format!("  {line}"));
+        self.log.line(self.image, &format!("  {line}"));
     }
 }
 

@@ -15,7 +15,7 @@ use super::build;
 
 use crate::args::{BakeArgs, FactoryFiles, HistoryArgs, PlanArgs};
 use crate::exit::{Exit, Failure};
-use crate::printer::Printer;
+use crate::printer::{BakePrinter, Printer};
 
 /// The factory the -f options name (default: the current directory), its
 /// graph and its locks. Every problem is an input failure (exit 1).
@@ -91,13 +91,7 @@ pub fn bake(
         compression: build::compression(&args.compression)?,
         source_date_epoch: build::source_date_epoch(args.source_date_epoch),
     };
-    let log = |image: &str, line: &str| {
-        if image.is_empty() {
-            printer.error(line);
-        } else {
-            printer.error(&format!("[{image}] {line}"));
-        }
-    };
+    let log = BakePrinter::new(printer);
     let history = History::open(&store.root().join("history.db")).map_err(Failure::failed)?;
     let summary = bake::bake(
         &factory,
