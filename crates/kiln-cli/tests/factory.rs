@@ -593,3 +593,67 @@ fn a_registry_base_is_pinned_and_a_moved_tag_rebuilds() {
     ));
     assert_eq!(run.stdout, "/patched\n");
 }
+
+/// A bake killed in the middle resumes: what was published and locked is
+/// kept, the rest is built by the next bake, and the store stays sound.
+#[test]
+fn a_killed_bake_resumes_where_it_stopped() {
+    let (dir, store) = setup();
+    let fdir = dir.path().join("factory");
+    fs::create_dir_all(&fdir).unwrap();
+    factory(&fdir);
+    let reg = Registry::start(dir.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--store")
+        .arg(&store)
+        .args(["bake", "-f", fdir.to_str().unwrap()])
+        .env("KILN_TEST_REGISTRY", &reg.addr)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until tools is locked: the applications (each sleeping 2 s in a
+    // RUN) are then being built.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let text = fs::read_to_string(fdir.join("kiln.lock")).unwrap_or_default();
+        if text.contains("[image.tools]") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tools was never locked"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let l = lock(&fdir);
+    assert!(
+        l["image"].get("app1").is_none(),
+        "the apps were cut off: {l:?}"
+    );
+
+    let (out, v) = bake(&fdir, &store, &reg, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for name in ["base", "tools"] {
+        assert_eq!(image(&v, name)["outcome"], "reused", "{name}");
+    }
+    for name in ["app1", "app2", "app3"] {
+        assert_eq!(image(&v, name)["outcome"], "built", "{name}");
+        assert_eq!(
+            image(&v, name)["reasons"],
+            serde_json::json!([{"reason": "never-built"}])
+        );
+    }
+    let l2 = lock(&fdir);
+    assert_eq!(l2["image"]["tools"], l["image"]["tools"]);
+    let fsck = ok(kiln(&store, &["fsck"]));
+    assert!(
+        fsck.stdout.contains("clean") || fsck.stderr.contains("clean"),
+        "{}{}",
+        fsck.stdout,
+        fsck.stderr
+    );
+}
