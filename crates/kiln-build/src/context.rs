@@ -124,32 +124,49 @@ impl Context {
     pub fn hash(&self, paths: &[PathBuf]) -> Result<String, String> {
         let mut h = Hasher::default();
         for p in paths {
-            self.hash_path(p, &mut h)?;
+            self.walk(p, &mut |path, mode, content| {
+                h.update(format!("{}\0{:o}\0", path.display(), mode).as_bytes());
+                h.update(content.as_bytes());
+            })?;
         }
         Ok(h.finish())
     }
 
-    fn hash_path(&self, rel: &Path, h: &mut Hasher) -> Result<(), String> {
+    /// Every entry under the given context paths as (path, mode, content):
+    /// content is a file's digest, a link's target, empty for directories.
+    pub fn entries(&self, paths: &[PathBuf]) -> Result<Vec<(PathBuf, u32, String)>, String> {
+        let mut out = Vec::new();
+        for p in paths {
+            self.walk(p, &mut |path, mode, content| {
+                out.push((path.to_path_buf(), mode, content.to_string()))
+            })?;
+        }
+        Ok(out)
+    }
+
+    fn walk(&self, rel: &Path, visit: &mut dyn FnMut(&Path, u32, &str)) -> Result<(), String> {
         if self.excluded(rel) {
             return Ok(());
         }
         let full = self.root.join(rel);
         let meta =
             fs::symlink_metadata(&full).map_err(|e| format!("reading {}: {e}", full.display()))?;
-        h.update(format!("{}\0{:o}\0", rel.display(), meta.mode()).as_bytes());
         if meta.is_file() {
             let bytes = fs::read(&full).map_err(|e| format!("reading {}: {e}", full.display()))?;
-            h.update(kiln_oci::digest::sha256(&bytes).to_string().as_bytes());
-        } else if meta.file_type().is_symlink() {
-            h.update(
-                fs::read_link(&full)
-                    .map_err(|e| e.to_string())?
-                    .to_string_lossy()
-                    .as_bytes(),
+            visit(
+                rel,
+                meta.mode(),
+                kiln_oci::digest::sha256(&bytes).as_ref(),
             );
-        } else if meta.is_dir() {
-            for name in kiln_oci::layer::sorted_names(&full).map_err(|e| e.to_string())? {
-                self.hash_path(&rel.join(name), h)?;
+        } else if meta.file_type().is_symlink() {
+            let target = fs::read_link(&full).map_err(|e| e.to_string())?;
+            visit(rel, meta.mode(), &target.to_string_lossy());
+        } else {
+            visit(rel, meta.mode(), "");
+            if meta.is_dir() {
+                for name in kiln_oci::layer::sorted_names(&full).map_err(|e| e.to_string())? {
+                    self.walk(&rel.join(name), visit)?;
+                }
             }
         }
         Ok(())

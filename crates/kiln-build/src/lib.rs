@@ -28,21 +28,42 @@ pub use kiln_oci::layer::Compression;
 pub use run::{run_image, RunOptions};
 pub use source::{BaseImage, ImageSource, StoreSource};
 
-/// A digest of a build context as a build reads it (after `.dockerignore`)
-/// together with its Dockerfile: it changes when a build could change.
-/// `hidden` paths are left out, as [`BuildOptions::hidden`].
-pub fn context_digest(
+/// A build context as a build reads it (after `.dockerignore`, without
+/// `hidden` paths, as [`BuildOptions::hidden`]) with its Dockerfile.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContextSummary {
+    /// Changes when a build could change.
+    pub digest: String,
+    /// Each entry (relative path) → its mode and content digest or link
+    /// target; the Dockerfile as `<Dockerfile>`. Tells what changed.
+    pub files: BTreeMap<String, String>,
+}
+
+pub fn context_summary(
     root: &std::path::Path,
     dockerfile: &std::path::Path,
     hidden: &[PathBuf],
-) -> Result<String, String> {
+) -> Result<ContextSummary, String> {
     let ctx = context::Context::open(root, Some(dockerfile))?.hide(hidden);
-    let files = ctx.hash(&[PathBuf::new()])?;
+    let tree = ctx.hash(&[PathBuf::new()])?;
     let text =
         std::fs::read(dockerfile).map_err(|e| format!("reading {}: {e}", dockerfile.display()))?;
-    let mut all = files.into_bytes();
+    let mut all = tree.into_bytes();
     all.extend_from_slice(&text);
-    Ok(kiln_oci::digest::sha256(&all).to_string())
+    let mut files: BTreeMap<String, String> = ctx
+        .entries(&[PathBuf::new()])?
+        .into_iter()
+        .filter(|(p, _, _)| !p.as_os_str().is_empty())
+        .map(|(p, mode, content)| (p.display().to_string(), format!("{mode:o} {content}")))
+        .collect();
+    files.insert(
+        "<Dockerfile>".into(),
+        kiln_oci::digest::sha256(&text).to_string(),
+    );
+    Ok(ContextSummary {
+        digest: kiln_oci::digest::sha256(&all).to_string(),
+        files,
+    })
 }
 
 /// What `kiln build` was asked to do.

@@ -237,7 +237,7 @@ fn a_chain_is_baked_published_and_rebuilt_where_it_changed() {
     assert_eq!(p["waves"], serde_json::json!([["app2"]]));
     assert_eq!(
         image(&p, "app2")["reasons"],
-        serde_json::json!([{"reason": "context-changed"}])
+        serde_json::json!([{"reason": "context-changed", "files": ["changed name"]}])
     );
     let (out, v) = bake(&fdir, &store, &reg, &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -345,7 +345,7 @@ fn a_chain_is_baked_published_and_rebuilt_where_it_changed() {
     assert_eq!(outcomes, ["built", "built", "built", "skipped"]);
     assert_eq!(
         h[1]["reasons"],
-        serde_json::json!(["a file in its build context (or its Dockerfile) changed"])
+        serde_json::json!(["its build context changed: changed name"])
     );
     assert_eq!(
         h[1]["digest"].as_str().unwrap(),
@@ -453,7 +453,7 @@ fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
     assert_eq!(built, ["count"]);
     assert_eq!(
         image(&v, "count")["reasons"],
-        serde_json::json!([{"reason": "context-changed"}])
+        serde_json::json!([{"reason": "context-changed", "files": ["changed file1.txt"]}])
     );
 
     // The base's package set changes: all four images above it rebuild,

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use kiln_definition::{Factory, Recipe};
@@ -88,7 +88,12 @@ pub enum Reason {
     NeverBuilt,
     Forced,
     DefinitionChanged,
-    ContextChanged,
+    ContextChanged {
+        /// What changed, when kiln kept the previous listing: `changed
+        /// PATH`, `added PATH`, `removed PATH` (at most 10).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        files: Vec<String>,
+    },
     BaseMoved {
         base: String,
         from: Option<String>,
@@ -112,8 +117,11 @@ impl fmt::Display for Reason {
             Reason::NeverBuilt => write!(f, "never built"),
             Reason::Forced => write!(f, "--force"),
             Reason::DefinitionChanged => write!(f, "its definition in kiln.toml changed"),
-            Reason::ContextChanged => {
+            Reason::ContextChanged { files } if files.is_empty() => {
                 write!(f, "a file in its build context (or its Dockerfile) changed")
+            }
+            Reason::ContextChanged { files } => {
+                write!(f, "its build context changed: {}", files.join(", "))
             }
             Reason::BaseMoved {
                 base,
@@ -180,33 +188,104 @@ pub struct PlanOptions {
     pub selected: Vec<String>,
     pub force: bool,
     pub now: DateTime<Utc>,
+    /// Where context listings are kept, by digest, so a later plan can say
+    /// which files changed (the store's `contexts/`); none: not kept.
+    pub contexts_dir: Option<PathBuf>,
 }
 
 /// The inputs of an image that do not depend on other images.
-fn own_inputs(factory: &Factory, name: &str) -> Result<Inputs, FactoryError> {
+fn own_inputs(
+    factory: &Factory,
+    name: &str,
+    contexts_dir: Option<&Path>,
+) -> Result<(Inputs, Option<kiln_build::ContextSummary>), FactoryError> {
     let image = &factory.images[name];
     let definition = kiln_oci::digest::sha256(image.definition_text().as_bytes()).to_string();
-    let context = match &image.recipe {
+    let summary = match &image.recipe {
         Recipe::Dockerfile {
             context,
             dockerfile,
             ..
-        } => Some(
-            kiln_build::context_digest(context, dockerfile, &crate::lock::hidden_paths(factory))
-                .map_err(|e| {
+        } => {
+            let hidden = crate::lock::hidden_paths(factory);
+            let summary =
+                kiln_build::context_summary(context, dockerfile, &hidden).map_err(|e| {
                     factory.error_at_image(
                         name,
                         format!("image {name:?}: reading its build context: {e}"),
                     )
-                })?,
-        ),
+                })?;
+            if let Some(dir) = contexts_dir {
+                keep_listing(dir, &summary);
+            }
+            Some(summary)
+        }
         Recipe::Mmdebstrap(_) => None,
     };
-    Ok(Inputs {
+    let inputs = Inputs {
         definition,
-        context,
+        context: summary.as_ref().map(|s| s.digest.clone()),
         bases: BTreeMap::new(),
-    })
+    };
+    Ok((inputs, summary))
+}
+
+fn listing_path(dir: &Path, digest: &str) -> PathBuf {
+    dir.join(format!(
+        "{}.json",
+        digest.strip_prefix("sha256:").unwrap_or(digest)
+    ))
+}
+
+/// Keeps a context listing under its digest (best effort: it only makes
+/// "context changed" more precise).
+fn keep_listing(dir: &Path, summary: &kiln_build::ContextSummary) {
+    let path = listing_path(dir, &summary.digest);
+    if path.exists() || std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    if let Ok(json) = serde_json::to_vec(&summary.files) {
+        if std::fs::write(&tmp, json).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
+        }
+    }
+}
+
+/// What differs between the listing kept for `before` and `now`.
+fn changed_files(
+    dir: Option<&Path>,
+    before: Option<&str>,
+    now: Option<&kiln_build::ContextSummary>,
+) -> Vec<String> {
+    let (Some(dir), Some(before), Some(now)) = (dir, before, now) else {
+        return Vec::new();
+    };
+    let Ok(bytes) = std::fs::read(listing_path(dir, before)) else {
+        return Vec::new();
+    };
+    let Ok(old) = serde_json::from_slice::<BTreeMap<String, String>>(&bytes) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = Vec::new();
+    for (path, v) in &now.files {
+        match old.get(path) {
+            None => out.push(format!("added {path}")),
+            Some(o) if o != v => out.push(format!("changed {path}")),
+            _ => {}
+        }
+    }
+    out.extend(
+        old.keys()
+            .filter(|p| !now.files.contains_key(*p))
+            .map(|p| format!("removed {p}")),
+    );
+    if out.len() > 10 {
+        let more = out.len() - 9;
+        out.truncate(9);
+        out.push(format!("and {more} more"));
+    }
+    out
 }
 
 /// The images `selected` names, with everything they are built on; all
@@ -246,7 +325,7 @@ pub fn plan(
     for name in g.order.iter().filter(|n| chosen.contains(*n)) {
         let image = &factory.images[name];
         let locked = locks.get(name);
-        let mut inputs = own_inputs(factory, name)?;
+        let (mut inputs, summary) = own_inputs(factory, name, opts.contexts_dir.as_deref())?;
         let mut reasons = Vec::new();
         if opts.force {
             reasons.push(Reason::Forced);
@@ -280,7 +359,12 @@ pub fn plan(
             reasons.push(Reason::DefinitionChanged);
         }
         if inputs.context != locked.inputs.context {
-            reasons.push(Reason::ContextChanged);
+            let files = changed_files(
+                opts.contexts_dir.as_deref(),
+                locked.inputs.context.as_deref(),
+                summary.as_ref(),
+            );
+            reasons.push(Reason::ContextChanged { files });
         }
         for reference in &g.external[name] {
             let now = resolve(resolver, &mut resolved, reference).map_err(|e| {

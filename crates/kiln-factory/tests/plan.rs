@@ -78,6 +78,7 @@ fn run(
         selected: selected.iter().map(|s| s.to_string()).collect(),
         force,
         now,
+        contexts_dir: Some(dir.join("store-contexts")),
     };
     plan(&factory, &g, &locks, table, &opts).unwrap()
 }
@@ -181,7 +182,34 @@ fn a_changed_context_file_makes_only_that_image_stale() {
     write(&dir.path().join("a/file.txt"), "two");
     let p = run(dir.path(), &table, false, t0(), &[]);
     assert_eq!(stale(&p), ["a"]);
-    assert_eq!(reasons(&p, "a"), [Reason::ContextChanged]);
+    assert_eq!(
+        reasons(&p, "a"),
+        [Reason::ContextChanged {
+            files: vec!["changed file.txt".into()]
+        }]
+    );
+    assert_eq!(
+        reasons(&p, "a")[0].to_string(),
+        "its build context changed: changed file.txt"
+    );
+    write(&dir.path().join("a/new.txt"), "new");
+    std::fs::remove_file(dir.path().join("a/file.txt")).unwrap();
+    write(
+        &dir.path().join("a/Dockerfile"),
+        "FROM tools\nCOPY . /srv\n",
+    );
+    let p = run(dir.path(), &table, false, t0(), &[]);
+    assert_eq!(
+        reasons(&p, "a"),
+        [Reason::ContextChanged {
+            files: vec![
+                "changed <Dockerfile>".into(),
+                "changed Dockerfile".into(),
+                "added new.txt".into(),
+                "removed file.txt".into()
+            ]
+        }]
+    );
     assert_eq!(p.waves, [vec!["a"]]);
 }
 

@@ -31,12 +31,18 @@ fn open(files: &FactoryFiles) -> anyhow::Result<(Factory, Graph, Locks)> {
     Ok((factory, g, locks))
 }
 
-pub fn plan(args: PlanArgs, client: &Client, printer: &Printer) -> anyhow::Result<Exit> {
+pub fn plan(
+    args: PlanArgs,
+    store: &Store,
+    client: &Client,
+    printer: &Printer,
+) -> anyhow::Result<Exit> {
     let (factory, g, locks) = open(&args.factory)?;
     let opts = PlanOptions {
         selected: args.factory.images.clone(),
         force: args.factory.force,
         now: chrono::Utc::now(),
+        contexts_dir: Some(store.root().join("contexts")),
     };
     let plan = plan::plan(&factory, &g, &locks, &RegistryResolver { client }, &opts)
         .map_err(|e| Failure::failed(e.to_string()))?;
@@ -84,6 +90,7 @@ pub fn bake(
             selected: args.factory.images.clone(),
             force: args.factory.force,
             now: chrono::Utc::now(),
+            contexts_dir: Some(store.root().join("contexts")),
         },
         dry_run: args.dry_run,
         no_publish: args.no_publish,

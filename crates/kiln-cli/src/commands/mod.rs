@@ -47,6 +47,7 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
         ),
         Command::Plan(args) => factory::plan(
             args,
+            &open()?,
             &registry::client(&cli.insecure_registries, &cli.ca_certs)?,
             printer,
         ),
