@@ -153,11 +153,7 @@ impl Context {
             fs::symlink_metadata(&full).map_err(|e| format!("reading {}: {e}", full.display()))?;
         if meta.is_file() {
             let bytes = fs::read(&full).map_err(|e| format!("reading {}: {e}", full.display()))?;
-            visit(
-                rel,
-                meta.mode(),
-                kiln_oci::digest::sha256(&bytes).as_ref(),
-            );
+            visit(rel, meta.mode(), kiln_oci::digest::sha256(&bytes).as_ref());
         } else if meta.file_type().is_symlink() {
             let target = fs::read_link(&full).map_err(|e| e.to_string())?;
             visit(rel, meta.mode(), &target.to_string_lossy());
