@@ -45,11 +45,9 @@ pub fn context_summary(
     hidden: &[PathBuf],
 ) -> Result<ContextSummary, String> {
     let ctx = context::Context::open(root, Some(dockerfile))?.hide(hidden);
-    let tree = ctx.hash(&[PathBuf::new()])?;
     let text =
         std::fs::read(dockerfile).map_err(|e| format!("reading {}: {e}", dockerfile.display()))?;
-    let mut all = tree.into_bytes();
-    all.extend_from_slice(&text);
+    // One walk of the context: the listing, and the digest of the listing.
     let mut files: BTreeMap<String, String> = ctx
         .entries(&[PathBuf::new()])?
         .into_iter()
@@ -60,8 +58,9 @@ pub fn context_summary(
         "<Dockerfile>".into(),
         kiln_oci::digest::sha256(&text).to_string(),
     );
+    let listing = serde_json::to_vec(&files).map_err(|e| e.to_string())?;
     Ok(ContextSummary {
-        digest: kiln_oci::digest::sha256(&all).to_string(),
+        digest: kiln_oci::digest::sha256(&listing).to_string(),
         files,
     })
 }
