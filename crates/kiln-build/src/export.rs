@@ -89,6 +89,43 @@ pub fn save_oci(store: &Store, img: &Image, out: impl Write) -> Result<(), Build
         .map_err(|e| BuildError::io("finishing the archive", e))
 }
 
+/// Writes an OCI archive (`docker: false`) or a `docker load` archive to
+/// the file `dest` atomically: a partial file in the same directory,
+/// synced, then renamed. A failure leaves no file at `dest`.
+pub fn save_archive_file(
+    store: &Store,
+    img: &Image,
+    names: &[String],
+    docker: bool,
+    dest: &Path,
+) -> Result<(), BuildError> {
+    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent)
+            .map_err(|e| BuildError::io(format!("creating {}", parent.display()), e))?;
+    }
+    let tmp = dest.with_extension("kiln-partial");
+    let result = (|| {
+        let file = File::create(&tmp)
+            .map_err(|e| BuildError::io(format!("creating {}", tmp.display()), e))?;
+        let mut w = std::io::BufWriter::new(file);
+        if docker {
+            save_docker(store, img, names, &mut w)?;
+        } else {
+            save_oci(store, img, &mut w)?;
+        }
+        let file = w
+            .into_inner()
+            .map_err(|e| BuildError::io(format!("writing {}", tmp.display()), e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| BuildError::io(format!("writing {}", tmp.display()), e))?;
+        fs::rename(&tmp, dest).map_err(|e| BuildError::io(format!("writing {}", dest.display()), e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// A `docker load` archive: the OCI layout plus Docker's manifest.json.
 pub fn save_docker(
     store: &Store,

@@ -474,28 +474,12 @@ fn bake_one(
 
 /// Points NAME:TAG at the image NAME:VERSION in the store.
 fn tag_moving(store: &Store, name: &str, store_name: &str, tags: &[String]) -> Result<(), String> {
-    let desc = store_descriptor(store, store_name)?;
     for t in tags {
         store
-            .tag(&format!("{name}:{t}"), &desc)
+            .tag_as(store_name, &format!("{name}:{t}"))
             .map_err(|e| e.to_string())?;
     }
     Ok(())
-}
-
-fn store_descriptor(store: &Store, name: &str) -> Result<kiln_oci::image::Descriptor, String> {
-    let img = store.image(name).map_err(|e| e.to_string())?;
-    Ok(kiln_oci::image::Descriptor {
-        media_type: img
-            .manifest
-            .media_type
-            .clone()
-            .unwrap_or_else(|| kiln_oci::image::MEDIA_MANIFEST.to_string()),
-        digest: img.manifest_digest.to_string(),
-        size: img.manifest_size,
-        annotations: BTreeMap::new(),
-        platform: None,
-    })
 }
 
 fn reasons_text(reasons: &[plan::Reason]) -> String {
@@ -624,8 +608,9 @@ fn ensure_local(
             log.line(dep, l)
         })
         .map_err(|e| format!("fetching {dep} from {r}: {e}"))?;
-        let desc = store_descriptor(store, &pulled.name)?;
-        store.tag(store_ref, &desc).map_err(|e| e.to_string())?;
+        store
+            .tag_as(&pulled.name, store_ref)
+            .map_err(|e| e.to_string())?;
         return Ok(());
     }
     Err(format!("{dep} {} is in neither the store nor a registry it was published to; run `kiln bake --force {dep}`", locked.digest))
@@ -731,16 +716,7 @@ impl Drop for RemoveOnDrop {
 
 fn write_archive(store: &Store, name: &str, path: &Path) -> Result<(), String> {
     let img = store.image(name).map_err(|e| e.to_string())?;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-    }
-    let tmp = path.with_extension("tmp-kiln");
-    let file = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    let mut w = std::io::BufWriter::new(file);
-    kiln_build::export::save_oci(store, &img, &mut w).map_err(|e| e.to_string())?;
-    let file = w.into_inner().map_err(|e| e.to_string())?;
-    file.sync_all().map_err(|e| e.to_string())?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    kiln_build::export::save_archive_file(store, &img, &[], false, path).map_err(|e| e.to_string())
 }
 
 /// Engine progress as bake log lines of one image.

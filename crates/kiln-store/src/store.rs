@@ -236,6 +236,23 @@ impl Store {
         Ok(name)
     }
 
+    /// Gives the image named `existing` the name `name` too.
+    pub fn tag_as(&self, existing: &str, name: &str) -> Result<String, Error> {
+        let img = self.image(existing)?;
+        let desc = Descriptor {
+            media_type: img
+                .manifest
+                .media_type
+                .clone()
+                .unwrap_or_else(|| kiln_oci::image::MEDIA_MANIFEST.to_string()),
+            digest: img.manifest_digest.to_string(),
+            size: img.manifest_size,
+            annotations: Default::default(),
+            platform: None,
+        };
+        self.tag(name, &desc)
+    }
+
     /// Removes the name `name`; blobs stay until `prune`.
     pub fn untag(&self, name: &str) -> Result<(), Error> {
         let name = normalize_name(name)?;

@@ -123,18 +123,7 @@ pub fn export(
     dest: &Path,
 ) -> anyhow::Result<()> {
     match kind {
-        "oci" | "docker" => {
-            let tmp = dest.with_extension("kiln-partial");
-            let file = std::fs::File::create(&tmp)
-                .with_context(|| format!("creating {}", tmp.display()))?;
-            let w = std::io::BufWriter::new(file);
-            if kind == "oci" {
-                export::save_oci(store, img, w)?;
-            } else {
-                export::save_docker(store, img, names, w)?;
-            }
-            std::fs::rename(&tmp, dest).with_context(|| format!("writing {}", dest.display()))?;
-        }
+        "oci" | "docker" => export::save_archive_file(store, img, names, kind == "docker", dest)?,
         "oci-layout" => export::save_layout_dir(store, img, dest)?,
         "local" => export::save_rootfs(store, img, dest)?,
         other => anyhow::bail!("unknown output type {other}"),
