@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use kiln_build::{BuildOptions, Compression, ImageSource, Progress, RunOptions};
-use kiln_definition::{Factory, Image, MmdebstrapDef, Publish, Recipe, VersionScheme};
+use kiln_definition::{Factory, Publish, Recipe};
 use kiln_dockerfile::Platform;
 use kiln_registry::{Client, Reference};
 use kiln_store::Store;
@@ -270,7 +270,7 @@ fn bake_one(
         }
     }
     let previous = locks.lock().expect("locks").get(name).cloned();
-    let version = match version(factory, image, previous.as_ref(), started) {
+    let version = match crate::version::version(factory, image, previous.as_ref(), started) {
         Ok(v) => v,
         Err(e) => return finish(r, Outcome::Failed { error: e }),
     };
@@ -280,7 +280,10 @@ fn bake_one(
     let tags = vec![store_name.clone()];
     log.line(
         name,
-        &format!("building {store_name} ({})", reasons_text(&planned.reasons)),
+        &format!(
+            "building {store_name} ({})",
+            plan::describe(&planned.reasons)
+        ),
     );
 
     // Make sure every up-to-date factory base is in the store.
@@ -339,7 +342,7 @@ fn bake_one(
             };
             kiln_build::build(store, &source, &bopts, &mut progress).map_err(|e| e.to_string())
         }
-        Recipe::Mmdebstrap(m) => bootstrap(store, m, &tags, opts, &mut progress),
+        Recipe::Mmdebstrap(m) => crate::bootstrap::bootstrap(store, m, &tags, opts, &mut progress),
     };
     let built = match built {
         Ok(b) => b,
@@ -482,97 +485,10 @@ fn tag_moving(store: &Store, name: &str, store_name: &str, tags: &[String]) -> R
     Ok(())
 }
 
-fn reasons_text(reasons: &[plan::Reason]) -> String {
-    reasons
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 fn test_text(argv: &[String]) -> String {
     match argv {
         [sh, c, script] if sh == "/bin/sh" && c == "-c" => script.clone(),
         _ => serde_json::to_string(argv).unwrap_or_default(),
-    }
-}
-
-/// The version tag of a new build. Date: `YYYYMMDD.N`. Git and file: the
-/// commit or the file's first line, with `-N` added when that version was
-/// already baked (a version tag is never moved).
-fn version(
-    factory: &Factory,
-    image: &Image,
-    previous: Option<&Locked>,
-    now: DateTime<Utc>,
-) -> Result<String, String> {
-    let dir = factory.files[image.file]
-        .path
-        .parent()
-        .unwrap_or(Path::new("/"))
-        .to_path_buf();
-    let prev = previous.map(|l| l.version.as_str());
-    match &image.version {
-        VersionScheme::Date => {
-            let day = now.format("%Y%m%d").to_string();
-            let n = prev
-                .and_then(|p| p.strip_prefix(&format!("{day}.")))
-                .and_then(|n| n.parse::<u32>().ok())
-                .unwrap_or(0);
-            Ok(format!("{day}.{}", n + 1))
-        }
-        VersionScheme::Git => {
-            let out = std::process::Command::new("git")
-                .arg("-C")
-                .arg(&dir)
-                .args(["rev-parse", "--short", "HEAD"])
-                .output()
-                .map_err(|e| format!("running git: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "version scheme \"git\": {} is not in a git repository with a commit: {}",
-                    dir.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
-            Ok(bump(String::from_utf8_lossy(&out.stdout).trim(), prev))
-        }
-        VersionScheme::File(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                format!(
-                    "version scheme \"file\": cannot read {}: {e}",
-                    path.display()
-                )
-            })?;
-            let v = text.lines().next().unwrap_or("").trim();
-            if v.is_empty()
-                || !v
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-            {
-                return Err(format!(
-                    "version file {}: first line {v:?} is not a valid tag",
-                    path.display()
-                ));
-            }
-            Ok(bump(v, prev))
-        }
-    }
-}
-
-fn bump(base: &str, previous: Option<&str>) -> String {
-    let Some(prev) = previous else {
-        return base.to_string();
-    };
-    if prev == base {
-        return format!("{base}-2");
-    }
-    match prev
-        .strip_prefix(&format!("{base}-"))
-        .and_then(|n| n.parse::<u32>().ok())
-    {
-        Some(n) => format!("{base}-{}", n + 1),
-        None => base.to_string(),
     }
 }
 
@@ -636,84 +552,6 @@ impl ImageSource for FactorySource<'_> {
     }
 }
 
-/// A root filesystem from mmdebstrap, made an image by a one-line build.
-fn bootstrap(
-    store: &Store,
-    m: &MmdebstrapDef,
-    tags: &[String],
-    opts: &BakeOptions,
-    progress: &mut Prefixed<'_>,
-) -> Result<kiln_build::BuildResult, String> {
-    let dir = store.temp_path("mmdebstrap");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let _cleanup = RemoveOnDrop(dir.clone());
-    let tar = dir.join("rootfs.tar");
-    let mut cmd = std::process::Command::new("mmdebstrap");
-    cmd.arg(format!("--variant={}", m.variant))
-        .arg(format!("--components={}", m.components.join(",")))
-        .arg("--quiet");
-    if !m.packages.is_empty() {
-        cmd.arg(format!("--include={}", m.packages.join(",")));
-    }
-    if let Some(a) = &m.architecture {
-        cmd.arg(format!("--architectures={a}"));
-    }
-    if let Some(epoch) = opts.source_date_epoch {
-        cmd.env("SOURCE_DATE_EPOCH", epoch.to_string());
-    }
-    cmd.arg(&m.suite).arg(&tar);
-    match (&m.snapshot, &m.mirror) {
-        (Some(ts), _) => {
-            cmd.arg(format!(
-                "deb http://snapshot.debian.org/archive/debian/{ts}/ {} {}",
-                m.suite,
-                m.components.join(" ")
-            ));
-        }
-        (None, Some(mirror)) => {
-            cmd.arg(mirror);
-        }
-        (None, None) => {}
-    }
-    progress.output("", &format!("running {cmd:?}"));
-    let out = cmd.output().map_err(|e| {
-        format!("running mmdebstrap (is it installed? apt-get install mmdebstrap): {e}")
-    })?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(15).collect();
-        return Err(format!(
-            "mmdebstrap failed ({}):\n{}",
-            out.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        ));
-    }
-    std::fs::write(
-        dir.join("Dockerfile"),
-        "FROM scratch\nADD rootfs.tar /\nCMD [\"bash\"]\n",
-    )
-    .map_err(|e| e.to_string())?;
-    let bopts = BuildOptions {
-        dockerfile: dir.join("Dockerfile"),
-        context: dir.clone(),
-        tags: tags.to_vec(),
-        source_date_epoch: opts.source_date_epoch,
-        compression: opts.compression,
-        kiln_exe: opts.kiln_exe.clone(),
-        ..Default::default()
-    };
-    kiln_build::build(store, &kiln_build::StoreSource { store }, &bopts, progress)
-        .map_err(|e| e.to_string())
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn write_archive(store: &Store, name: &str, path: &Path) -> Result<(), String> {
     let img = store.image(name).map_err(|e| e.to_string())?;
     kiln_build::export::save_archive_file(store, &img, &[], false, path).map_err(|e| e.to_string())
@@ -738,83 +576,5 @@ impl Progress for Prefixed<'_> {
     }
     fn output(&mut self, _stage: &str, line: &str) {
         self.log.line(self.image, &format!("  {line}"));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_version_tag_is_never_reused() {
-        assert_eq!(bump("1.4.0", None), "1.4.0");
-        assert_eq!(bump("1.4.0", Some("1.3.9")), "1.4.0");
-        assert_eq!(bump("1.4.0", Some("1.4.0")), "1.4.0-2");
-        assert_eq!(bump("1.4.0", Some("1.4.0-2")), "1.4.0-3");
-        assert_eq!(bump("abc1234", Some("abc1234-x")), "abc1234");
-    }
-
-    #[test]
-    fn version_schemes() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("VERSION"), "2.1.0\nnotes\n").unwrap();
-        std::fs::write(
-            dir.path().join("kiln.toml"),
-            "kiln = 1\n[image.a]\n[image.f]\nversion = \"file:VERSION\"\n[image.g]\nversion = \"git\"\n",
-        )
-        .unwrap();
-        let f = kiln_definition::load(&[dir.path().to_path_buf()]).unwrap();
-        let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 28, 9, 0, 0).unwrap();
-        let locked = |v: &str| Locked {
-            version: v.into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            version(&f, &f.images["a"], None, now).unwrap(),
-            "20261128.1"
-        );
-        assert_eq!(
-            version(&f, &f.images["a"], Some(&locked("20261128.4")), now).unwrap(),
-            "20261128.5"
-        );
-        assert_eq!(
-            version(&f, &f.images["a"], Some(&locked("20261127.4")), now).unwrap(),
-            "20261128.1"
-        );
-        assert_eq!(version(&f, &f.images["f"], None, now).unwrap(), "2.1.0");
-        assert_eq!(
-            version(&f, &f.images["f"], Some(&locked("2.1.0")), now).unwrap(),
-            "2.1.0-2"
-        );
-        let e = version(&f, &f.images["g"], None, now).unwrap_err();
-        assert!(e.contains("not in a git repository"), "{e}");
-        let git = |args: &[&str]| {
-            let ok = std::process::Command::new("git")
-                .arg("-C")
-                .arg(dir.path())
-                .args(args)
-                .output()
-                .unwrap()
-                .status
-                .success();
-            assert!(ok, "git {args:?}");
-        };
-        git(&["init", "-q"]);
-        git(&[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@e",
-            "commit",
-            "-q",
-            "--allow-empty",
-            "-m",
-            "x",
-        ]);
-        let v = version(&f, &f.images["g"], None, now).unwrap();
-        assert!(
-            v.len() >= 7 && v.chars().all(|c| c.is_ascii_hexdigit()),
-            "{v}"
-        );
     }
 }

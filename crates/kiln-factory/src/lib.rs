@@ -6,11 +6,13 @@
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
 pub mod bake;
+mod bootstrap;
 pub mod graph;
 pub mod history;
 pub mod lock;
 pub mod plan;
 pub mod transfer;
+mod version;
 
 use kiln_build::{BaseImage, ImageSource, StoreSource};
 use kiln_dockerfile::Platform;

@@ -144,6 +144,15 @@ impl fmt::Display for Reason {
     }
 }
 
+/// Reasons as one line, `; ` between them.
+pub fn describe(reasons: &[Reason]) -> String {
+    reasons
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn short(digest: &str) -> &str {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     &hex[..hex.len().min(12)]

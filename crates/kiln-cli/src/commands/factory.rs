@@ -53,11 +53,10 @@ pub fn plan(
     let width = name_width(plan.images.iter().map(|i| i.name.as_str()));
     for image in &plan.images {
         if image.stale {
-            let why: Vec<String> = image.reasons.iter().map(ToString::to_string).collect();
             printer.data(&format!(
                 "{:width$}  stale       {}",
                 image.name,
-                why.join("; ")
+                plan::describe(&image.reasons)
             ));
         } else {
             printer.data(&format!(
@@ -121,7 +120,7 @@ pub fn bake(
                 Outcome::Built if args.no_publish => "built (not published)".to_string(),
                 Outcome::Built => "built".to_string(),
                 Outcome::Reused => "up to date".to_string(),
-                Outcome::WouldBuild => format!("would build: {}", reasons(&i.reasons)),
+                Outcome::WouldBuild => format!("would build: {}", plan::describe(&i.reasons)),
                 Outcome::Skipped { because } => format!("skipped: {because}"),
                 Outcome::Failed { error } => {
                     format!("FAILED: {}", error.lines().next().unwrap_or(""))
@@ -165,13 +164,6 @@ pub fn bake(
     } else {
         Exit::Failure
     })
-}
-
-fn reasons(r: &[kiln_factory::plan::Reason]) -> String {
-    r.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 pub fn history(args: HistoryArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
