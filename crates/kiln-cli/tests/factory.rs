@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::registry::{skopeo, Registry};
+use common::registry::{skopeo_digest, Registry};
 use common::*;
 
 const FACTORY: &str = r#"kiln = 1
@@ -116,13 +116,7 @@ fn locked<'a>(lock: &'a toml::Table, name: &str, key: &str) -> &'a str {
 }
 
 fn registry_digest(reg: &Registry, repo_tag: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(&skopeo(&[
-        "inspect",
-        "--tls-verify=false",
-        &format!("docker://{}/factory/{repo_tag}", reg.addr),
-    ]))
-    .unwrap();
-    v["Digest"].as_str().unwrap().to_string()
+    skopeo_digest(&format!("docker://{}/factory/{repo_tag}", reg.addr))
 }
 
 fn time(v: &serde_json::Value, name: &str, key: &str) -> chrono::DateTime<chrono::Utc> {
@@ -200,12 +194,10 @@ fn a_chain_is_baked_published_and_rebuilt_where_it_changed() {
 
     // The OCI archive target holds the same image.
     let archive = fdir.join("out/other.tar");
-    let a: serde_json::Value = serde_json::from_str(&skopeo(&[
-        "inspect",
-        &format!("oci-archive:{}", archive.display()),
-    ]))
-    .unwrap();
-    assert_eq!(a["Digest"].as_str().unwrap(), locked(&l, "other", "digest"));
+    assert_eq!(
+        skopeo_digest(&format!("oci-archive:{}", archive.display())),
+        locked(&l, "other", "digest")
+    );
     assert_eq!(
         l["image"]["other"]["published"][1].as_str().unwrap(),
         format!("oci-archive:{}", archive.display())
@@ -420,13 +412,11 @@ fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
             reg.addr,
             locked(&l, name, "version")
         );
-        let v: serde_json::Value = serde_json::from_str(&skopeo(&[
-            "inspect",
-            "--tls-verify=false",
-            &format!("docker://{tag}"),
-        ]))
-        .unwrap();
-        assert_eq!(v["Digest"], locked(&l, name, "digest"), "{name}");
+        assert_eq!(
+            skopeo_digest(&format!("docker://{tag}")),
+            locked(&l, name, "digest"),
+            "{name}"
+        );
     }
     for (app, expect) in [
         ("hello", "hello from 12."),
@@ -526,17 +516,8 @@ fn a_registry_base_is_pinned_and_a_moved_tag_rebuilds() {
     )
     .unwrap();
     fs::write(fdir.join("kiln.toml"), "kiln = 1\n[factory]\nregistry = \"${KILN_TEST_REGISTRY}/factory\"\n[image.edge]\ntest = [\"grep -q edge /edge\"]\n").unwrap();
-    let upstream_digest = |reg: &Registry| {
-        let v: serde_json::Value = serde_json::from_str(&skopeo(&[
-            "inspect",
-            "--tls-verify=false",
-            &format!("docker://{upstream}"),
-        ]))
-        .unwrap();
-        let _ = reg;
-        v["Digest"].as_str().unwrap().to_string()
-    };
-    let first = upstream_digest(&reg);
+    let upstream_digest = || skopeo_digest(&format!("docker://{upstream}"));
+    let first = upstream_digest();
 
     let (out, v) = bake(&fdir, &store, &reg, &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -562,7 +543,7 @@ fn a_registry_base_is_pinned_and_a_moved_tag_rebuilds() {
         &["build", "-t", "patched:1", other.to_str().unwrap()],
     ));
     ok(kiln(&store, &["push", "patched:1", &upstream]));
-    let second = upstream_digest(&reg);
+    let second = upstream_digest();
     assert_ne!(first, second);
 
     let p = plan(&fdir, &store, &reg);

@@ -57,3 +57,15 @@ pub fn skopeo(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The manifest digest skopeo reads at `transport_ref` (`docker://…` on a
+/// plain-HTTP registry, `oci-archive:…`).
+pub fn skopeo_digest(transport_ref: &str) -> String {
+    let mut args = vec!["inspect"];
+    if transport_ref.starts_with("docker://") {
+        args.push("--tls-verify=false");
+    }
+    args.push(transport_ref);
+    let v: serde_json::Value = serde_json::from_str(&skopeo(&args)).unwrap();
+    v["Digest"].as_str().unwrap().to_string()
+}
