@@ -226,13 +226,7 @@ impl Builder<'_, '_> {
         add: bool,
         text: &str,
     ) -> Result<(), BuildError> {
-        let file = self.file.clone();
-        let fail = |message: String| BuildError::Step {
-            file: file.clone(),
-            line: step.line,
-            instruction: text.to_string(),
-            message,
-        };
+        let fail = self.step_error(step.line, text);
         if let Some(git) = files
             .sources
             .iter()

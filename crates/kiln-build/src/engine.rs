@@ -230,6 +230,17 @@ pub(crate) fn default_shell(st: &State) -> Vec<String> {
 }
 
 impl Builder<'_, '_> {
+    /// Turns a message into the error of the instruction `text` at `line`.
+    pub fn step_error(&self, line: usize, text: &str) -> impl Fn(String) -> BuildError {
+        let (file, instruction) = (self.file.clone(), text.to_string());
+        move |message| BuildError::Step {
+            file: file.clone(),
+            line,
+            instruction: instruction.clone(),
+            message,
+        }
+    }
+
     pub fn label(&self, stage: &Stage) -> String {
         stage
             .name
@@ -248,13 +259,8 @@ impl Builder<'_, '_> {
                 .expect("dependencies are built first"),
             Base::Image { reference } => {
                 // a base that cannot be read is an error of its FROM line
-                let from_err = |message: String| BuildError::Step {
-                    file: self.file.clone(),
-                    line: stage.line,
-                    instruction: format!("FROM {reference}"),
-                    message,
-                };
-                let base = self.source.resolve(reference).map_err(from_err)?;
+                let from_err = self.step_error(stage.line, &format!("FROM {reference}"));
+                let base = self.source.resolve(reference).map_err(&from_err)?;
                 self.bases
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -462,13 +468,8 @@ impl Builder<'_, '_> {
         self.steps_run.fetch_add(1, Ordering::Relaxed);
         let tree = self.store.temp_path("workdir");
         // BuildKit creates it as the current USER
-        let ids =
-            crate::users::resolve(&view, &st.config.config.user).map_err(|m| BuildError::Step {
-                file: self.file.clone(),
-                line: step.line,
-                instruction: text.to_string(),
-                message: m,
-            })?;
+        let ids = crate::users::resolve(&view, &st.config.config.user)
+            .map_err(self.step_error(step.line, text))?;
         crate::copy::make_parents(
             &view,
             &tree,

@@ -249,14 +249,8 @@ impl Builder<'_, '_> {
         let label = self.label(stage);
         let mut on_line = |l: &str| self.progress().output(&label, l);
         let outcome = exec(&self.opts.kiln_exe, &view, &dirs, e, Some(&mut on_line))?;
-        let file = self.file.clone();
-        let fail = |message: String| BuildError::Step {
-            file: file.clone(),
-            line: step.line,
-            instruction: text.to_string(),
-            message,
-        };
-        let outcome = outcome.map_err(fail)?;
+        let fail = self.step_error(step.line, text);
+        let outcome = outcome.map_err(&fail)?;
         if outcome.code != 0 {
             let tail = outcome
                 .tail
@@ -325,13 +319,7 @@ impl Builder<'_, '_> {
         staging: &Path,
     ) -> Result<(Vec<Mount>, Vec<fs::File>), BuildError> {
         let mut locks = Vec::new();
-        let file = self.file.clone();
-        let fail = |message: String| BuildError::Step {
-            file: file.clone(),
-            line: step.line,
-            instruction: text.to_string(),
-            message,
-        };
+        let fail = self.step_error(step.line, text);
         let mut out = Vec::new();
         for m in &run.mounts {
             let kind = match m.kind {
