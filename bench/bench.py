@@ -1,0 +1,597 @@
+#!/usr/bin/env python3
+"""kiln's benchmark suite: the same workloads, on the same machine, in one
+run, for kiln, buildah and BuildKit, interleaved, several repetitions.
+
+Started by bench/run.sh, which installs the peers and builds kiln. Writes
+every measurement to $KILN_BENCH_DIR/times.tsv and the table (medians,
+spread, peak memory, kiln-to-peer ratios) to bench/results.md.
+
+    bench/bench.py [--reps N] [--only WORKLOAD,...]
+    bench/bench.py --table TIMES.TSV      (the table again, from a TSV)
+"""
+
+import argparse
+import os
+import platform
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+KILN = REPO / "target/release/kiln"
+FLOOR = REPO / "target/release/examples/floor"
+WORK = Path(os.environ.get("KILN_BENCH_DIR", "/var/tmp/kiln-bench"))
+DOCKER = "/usr/bin/docker"  # Debian's client: classic `docker build` speaks BuildKit
+PUBLISH_PORT = 5055  # a fresh registry for every tool's pushes
+BASES_PORT = 5056  # the registry kiln bake takes the shared base from
+TOOLS = ["kiln", "buildah", "buildkit"]
+APT_PROXY = 'Acquire::http::Proxy "http://127.0.0.1:3142";'
+APPS = ["a", "b", "c"]
+CHAIN = ["tools"] + [f"app-{a}" for a in APPS]
+WORKLOADS = ["chain", "bake", "large", "publish", "multistage", "floor"]
+
+
+class Failed(Exception):
+    pass
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def quiet(cmd, env=None, check=True):
+    p = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if check and p.returncode != 0:
+        raise Failed(f"{' '.join(map(str, cmd))}: exit {p.returncode}\n{p.stderr[-2000:]}")
+    return p
+
+
+def descendants_rss_kib(root):
+    """RSS of a process and all its descendants, in KiB, from /proc."""
+    children, rss = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/statm") as f:
+                pages = int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+        rss[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE") // 1024
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo.extend(children.get(pid, []))
+    return total
+
+
+class Sampler(threading.Thread):
+    """Peak RSS of a daemon's process tree while a measurement runs (BuildKit
+    works inside dockerd, so the client's own peak says little)."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.stop = pid, 0, threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            self.peak = max(self.peak, descendants_rss_kib(self.pid))
+            self.stop.wait(0.05)
+
+    def finish(self):
+        self.stop.set()
+        self.join()
+        return self.peak
+
+
+def timed(cmds, env=None, engine_pid=None):
+    """Runs the commands one after another; returns (seconds, peak KiB).
+    The peak is the largest max RSS of any command and its children, plus
+    the engine's process tree when the work happens in a daemon."""
+    sampler = Sampler(engine_pid) if engine_pid else None
+    if sampler:
+        sampler.start()
+    peak = 0
+    start = time.monotonic()
+    for cmd in cmds:
+        # /usr/bin/time forks the command from a small process: a child
+        # forked from Python would count Python's own pages in its peak.
+        rss = WORK / "rss"
+        with open(WORK / "last.err", "w") as err:
+            p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(rss)] + list(map(str, cmd)),
+                               env=env, stdout=subprocess.DEVNULL, stderr=err)
+        peak = max(peak, int(rss.read_text().split()[-1]))
+        if p.returncode != 0:
+            if sampler:
+                sampler.finish()
+            tail = (WORK / "last.err").read_text(errors="replace")[-3000:]
+            raise Failed(f"{' '.join(map(str, cmd))}: exit {p.returncode}\n{tail}")
+    secs = time.monotonic() - start
+    if sampler:
+        peak += sampler.finish()
+    return secs, peak
+
+
+class Kiln:
+    name = "kiln"
+
+    def __init__(self, store):
+        self.env = dict(os.environ, KILN_STORE=str(store))
+
+    def build(self, tag, ctx):
+        return [str(KILN), "build", "-t", tag, str(ctx)]
+
+    def push(self, tag, ref):
+        return [str(KILN), "push", tag, ref]
+
+    def pull(self, ref):
+        return [str(KILN), "pull", ref]
+
+    def forget(self, tags):
+        for t in tags:
+            quiet([str(KILN), "rmi", t], env=self.env, check=False)
+        quiet([str(KILN), "prune"], env=self.env)
+
+
+class Buildah:
+    name = "buildah"
+
+    def __init__(self, root):
+        self.env = dict(os.environ, BUILDAH_ISOLATION="chroot")
+        self.cmd = ["buildah", "--root", str(root / "root"), "--runroot", str(root / "run"),
+                    "--storage-driver", "overlay"]
+
+    def build(self, tag, ctx):
+        return self.cmd + ["build", "-q", "--pull-never", "--layers", "-t", tag, str(ctx)]
+
+    def push(self, tag, ref):
+        return self.cmd + ["push", "-q", "--tls-verify=false", tag, f"docker://{ref}"]
+
+    def pull(self, ref):
+        return self.cmd + ["pull", "-q", "--tls-verify=false", f"docker://{ref}"]
+
+    def forget(self, tags):
+        for t in tags:
+            quiet(self.cmd + ["rmi", "-f", t], env=self.env, check=False)
+        quiet(self.cmd + ["rmi", "--prune"], env=self.env, check=False)
+
+
+class BuildKit:
+    name = "buildkit"
+
+    def __init__(self, engine_pid):
+        self.env = dict(os.environ, DOCKER_BUILDKIT="1")
+        self.engine_pid = engine_pid
+
+    def build(self, tag, ctx):
+        # The engine runs with --bridge=none, so RUN steps use the host's network.
+        return [DOCKER, "build", "-q", "--network", "host", "-t", tag, str(ctx)]
+
+    def push(self, tag, ref):
+        return ["sh", "-c", f"{DOCKER} tag {tag} {ref} && {DOCKER} push -q {ref}"]
+
+    def pull(self, ref):
+        return [DOCKER, "pull", "-q", ref]
+
+    def forget(self, tags):
+        for t in tags:
+            quiet([DOCKER, "rmi", "-f", t], env=self.env, check=False)
+        quiet([DOCKER, "builder", "prune", "-af"], env=self.env)
+
+
+class Registry:
+    """A docker-registry on 127.0.0.1:PORT with its storage under WORK."""
+
+    def __init__(self, port):
+        self.port, self.proc = port, None
+        self.dir = WORK / f"registry-{port}"
+
+    def start(self, fresh=False):
+        self.stop()
+        if fresh:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        cfg = self.dir / "config.yml"
+        cfg.write_text(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
+            f"    rootdirectory: {self.dir / 'data'}\nhttp:\n  addr: 127.0.0.1:{self.port}\n"
+        )
+        self.proc = subprocess.Popen(["docker-registry", "serve", str(cfg)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            if subprocess.run(["curl", "-sf", f"http://127.0.0.1:{self.port}/v2/"],
+                              stdout=subprocess.DEVNULL).returncode == 0:
+                return
+            time.sleep(0.1)
+        raise Failed(f"docker-registry on port {self.port} did not start")
+
+    def stop(self):
+        if self.proc:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait()
+            self.proc = None
+
+
+def engine():
+    """The Docker engine's pid, starting dockerd if none answers."""
+    if quiet([DOCKER, "info"], check=False).returncode != 0:
+        with open(WORK / "dockerd.log", "w") as out:
+            subprocess.Popen(["dockerd", "--iptables=false", "--bridge=none"], stdout=out,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+        for _ in range(150):
+            if quiet([DOCKER, "info"], check=False).returncode == 0:
+                break
+            time.sleep(0.2)
+        else:
+            raise Failed("dockerd did not start; see " + str(WORK / "dockerd.log"))
+    return int(subprocess.check_output(["pidof", "-s", "dockerd"]).split()[0])
+
+
+def apt_cache():
+    """apt-cacher-ng on 127.0.0.1:3142, caching in WORK: every tool's
+    apt-get goes through it (the base image is made with it as apt's proxy),
+    so package downloads cost the same for all and the network's moods stay
+    out of the measurements."""
+    # Debian's package may have started one with its stock mirror list.
+    subprocess.run(["pkill", "-x", "apt-cacher-ng"])
+    time.sleep(0.3)
+    acng = WORK / "apt-cacher-ng"
+    conf = acng / "conf"
+    shutil.copytree("/etc/apt-cacher-ng", conf, dirs_exist_ok=True)
+    # The only Debian mirror this machine may reach.
+    (conf / "backends_debian").write_text("http://deb.debian.org/debian/\n")
+    for d in ["cache", "log"]:
+        (acng / d).mkdir(parents=True, exist_ok=True)
+    quiet(["/usr/sbin/apt-cacher-ng", "-c", str(conf), f"CacheDir={acng / 'cache'}", f"LogDir={acng / 'log'}",
+           "Port=3142", "BindAddress=127.0.0.1", "ForeGround=0", f"PidFile={acng / 'pid'}"])
+    for _ in range(50):
+        if subprocess.run(["curl", "-s", "-o", "/dev/null", "http://127.0.0.1:3142/"]).returncode == 0:
+            return
+        time.sleep(0.1)
+    raise Failed("apt-cacher-ng did not start; see " + str(acng / "log"))
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def make_inputs():
+    """The shared bases and the contexts of every workload, made once."""
+    base = WORK / "base"
+    if not (base / "rootfs.tar").exists():
+        log("making the shared Debian bookworm minbase with mmdebstrap")
+        base.mkdir(parents=True, exist_ok=True)
+        quiet(["mmdebstrap", "--variant=minbase", "--quiet", f"--aptopt={APT_PROXY}", "bookworm",
+               str(base / "rootfs.tar.part")])
+        (base / "rootfs.tar.part").rename(base / "rootfs.tar")
+    write(base / "Dockerfile", 'FROM scratch\nADD rootfs.tar /\nCMD ["bash"]\n')
+    # The compiler image for the multi-stage workload, made once from the base.
+    write(WORK / "gcc/Dockerfile",
+          "FROM bench/base:1\nRUN apt-get update && apt-get install -y --no-install-recommends"
+          " gcc libc6-dev && rm -rf /var/lib/apt/lists/*\n")
+
+    # Workload 1: tools installs packages; three apps on it copy ~1000 small
+    # files each and run a short script. BASE is the same image for every
+    # tool; kiln bake takes it from a registry (see bake()).
+    chain = WORK / "chain"
+    write(chain / "tools/Dockerfile",
+          "ARG BASE=bench/base:1\nFROM ${BASE}\nRUN apt-get update && apt-get install -y"
+          " --no-install-recommends jq tree less && rm -rf /var/lib/apt/lists/*\n")
+    for app in APPS:
+        d = chain / f"app-{app}"
+        if not (d / "files").is_dir():
+            (d / "files").mkdir(parents=True)
+            for i in range(1, 1001):
+                (d / "files" / f"f{i}.txt").write_text(f"{app} file {i}\n")
+        write(d / "Dockerfile",
+              "FROM bench/tools:1\nCOPY files /srv/files\nRUN find /srv/files -type f | wc -l >"
+              f' /srv/count && jq -n \'{{app: "{app}"}}\' > /srv/app.json\n')
+    write(chain / "kiln.toml",
+          'kiln = 1\n\n[image.tools]\ncontext = "tools"\n'
+          f'args = {{ BASE = "127.0.0.1:{BASES_PORT}/bench/base:1" }}\n'
+          + "".join(f'\n[image.app-{a}]\ncontext = "app-{a}"\nbases = {{ "bench/tools:1" = "tools" }}\n'
+                    for a in APPS))
+
+    # Workload 2: ~1 GiB in 1500 files, half compressible text, half random.
+    large = WORK / "large"
+    if not (large / "data/done").exists():
+        log("making the 1 GiB context")
+        shutil.rmtree(large, ignore_errors=True)
+        rng = random.Random(6)
+        words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9)))
+                 for _ in range(2000)]
+        text = b" ".join(rng.choice(words) for _ in range(900_000))  # ~5 MiB of prose-like words
+        for i in range(1500):
+            d = large / "data" / f"d{i // 100:02}"
+            d.mkdir(parents=True, exist_ok=True)
+            size = rng.randint(2 << 10, (1 << 30) // 1500 * 2 - (2 << 10))
+            if i % 2 == 0:
+                at = rng.randint(0, len(text) - size)
+                body = text[at:at + size]
+            else:
+                body = rng.randbytes(size)
+            (d / f"f{i:04}.bin").write_bytes(body)
+        (large / "data/done").write_text("")
+    write(large / "Dockerfile", "FROM bench/base:1\nCOPY data /data\n")
+    write(large / ".dockerignore", "data/done\n")
+
+    # Workload 3: a C program compiled in a builder stage, copied into scratch.
+    ms = WORK / "multistage"
+    write(ms / "hello.c", '#include <stdio.h>\nint main(void) { puts("hello from C"); return 0; }\n')
+    write(ms / "Dockerfile",
+          "FROM bench/gcc:1 AS build\nCOPY hello.c /src/\nRUN gcc -O2 -static -o /hello /src/hello.c\n"
+          'FROM scratch\nCOPY --from=build /hello /hello\nENTRYPOINT ["/hello"]\n')
+
+
+def import_bases(kiln, buildah, buildkit, bases_registry):
+    """The same base (and the compiler image made from it by kiln) in every tool."""
+    log("importing the shared base into kiln, buildah and the Docker engine")
+    quiet(kiln.build("bench/base:1", WORK / "base"), env=kiln.env)
+    quiet(kiln.build("bench/gcc:1", WORK / "gcc"), env=kiln.env)
+    for tag in ["bench/base:1", "bench/gcc:1"]:
+        stem = tag.split("/")[1].replace(":", "-")
+        quiet([str(KILN), "save", tag, "--format", "oci", "-o", str(WORK / f"{stem}-oci.tar")], env=kiln.env)
+        quiet([str(KILN), "save", tag, "--format", "docker", "-o", str(WORK / f"{stem}-docker.tar")], env=kiln.env)
+        image_id = subprocess.check_output(
+            buildah.cmd + ["pull", "-q", f"oci-archive:{WORK / f'{stem}-oci.tar'}"], env=buildah.env, text=True
+        ).split()[-1]
+        quiet(buildah.cmd + ["tag", image_id, tag], env=buildah.env)
+        quiet([DOCKER, "load", "-q", "-i", str(WORK / f"{stem}-docker.tar")], env=buildkit.env)
+    quiet(kiln.push("bench/base:1", f"127.0.0.1:{BASES_PORT}/bench/base:1"), env=kiln.env)
+
+
+class Run:
+    def __init__(self, reps):
+        self.reps = reps
+        self.results = WORK / "times.tsv"
+        self.results.write_text("")
+
+    def record(self, tool, workload, rep, secs, kib):
+        with open(self.results, "a") as f:
+            f.write(f"{tool}\t{workload}\t{rep}\t{secs:.3f}\t{kib}\n")
+        log(f"{tool:9} {workload:40} run {rep}: {secs:7.2f}s  peak {kib // 1024} MiB")
+
+    def measure(self, tool, workload, rep, cmds):
+        secs, kib = timed(cmds, env=tool.env, engine_pid=getattr(tool, "engine_pid", None))
+        self.record(tool.name, workload, rep, secs, kib)
+        return secs
+
+
+def chain_cmds(tool):
+    ctx = WORK / "chain"
+    return [tool.build(f"bench/{n}:1", ctx / n) for n in CHAIN]
+
+
+def pushed(tool, name):
+    return f"127.0.0.1:{PUBLISH_PORT}/bench/{name}:{tool.name}"
+
+
+def everything(tool):
+    """Every name a workload gives an image, for forgetting between runs."""
+    names = [f"bench/{n}:1" for n in CHAIN + ["large"]]
+    return names + [pushed(tool, n) for n in CHAIN + ["large"]]
+
+
+def workload_chain(run, tool, rep):
+    tool.forget(everything(tool))
+    run.measure(tool, "chain: cold", rep, chain_cmds(tool))
+    run.measure(tool, "chain: warm, nothing changed", rep, chain_cmds(tool))
+    changed = WORK / "chain/app-b/files/f1.txt"
+    changed.write_text(f"changed in run {rep}\n")
+    try:
+        run.measure(tool, "chain: one app file changed", rep, chain_cmds(tool))
+    finally:
+        changed.write_text("b file 1\n")
+
+
+def workload_bake(run, rep):
+    """Workload 5: the chain as a factory, baked by kiln from a kiln.toml."""
+    kiln = Kiln(WORK / "kiln-bake-store")
+    base = f"127.0.0.1:{BASES_PORT}/bench/base:1"
+    # Forget every image of the factory (NAME:VERSION and moving tags), as
+    # the other workloads forget theirs; the base and its snapshot stay.
+    listing = subprocess.run([str(KILN), "images"], env=kiln.env, capture_output=True, text=True).stdout
+    kiln.forget([line.split()[0] for line in listing.splitlines()[1:]
+                 if line.split()[0].split(":")[0] in CHAIN])
+    quiet(kiln.pull(base), env=kiln.env)
+    quiet([str(KILN), "run", base, "--", "true"], env=kiln.env)  # unpacks its snapshot
+    chain = WORK / "chain"
+    (chain / "kiln.lock").unlink(missing_ok=True)
+    bake = [str(KILN), "bake", "-f", str(chain / "kiln.toml")]
+    run.measure(kiln, "bake: cold", rep, [bake])
+    run.measure(kiln, "bake: nothing changed", rep, [bake])
+    changed = chain / "app-b/files/f1.txt"
+    changed.write_text(f"changed in run {rep}\n")
+    try:
+        run.measure(kiln, "bake: one app file changed", rep, [bake])
+    finally:
+        changed.write_text("b file 1\n")
+        (chain / "kiln.lock").unlink(missing_ok=True)
+
+
+def workload_large(run, tool, rep):
+    tool.forget(["bench/large:1"])
+    run.measure(tool, "large COPY (1 GiB, 1500 files): cold build", rep,
+                [tool.build("bench/large:1", WORK / "large")])
+
+
+def workload_publish(run, tool, rep, registry):
+    """Push the large image and the chain to an empty registry, forget them,
+    pull them back. Needs the images of the chain and large workloads."""
+    registry.start(fresh=True)
+    try:
+        run.measure(tool, "push: large image", rep, [tool.push("bench/large:1", pushed(tool, "large"))])
+        run.measure(tool, "push: chain (4 images)", rep,
+                    [tool.push(f"bench/{n}:1", pushed(tool, n)) for n in CHAIN])
+        tool.forget(everything(tool))
+        run.measure(tool, "pull: large image", rep, [tool.pull(pushed(tool, "large"))])
+        run.measure(tool, "pull: chain (4 images)", rep, [tool.pull(pushed(tool, n)) for n in CHAIN])
+    finally:
+        registry.stop()
+
+
+def workload_multistage(run, tool, rep):
+    tool.forget(["bench/hello:1"])
+    run.measure(tool, "multi-stage C program to scratch: cold", rep,
+                [tool.build("bench/hello:1", WORK / "multistage")])
+
+
+def workload_floor(run, rep):
+    secs, kib = timed([[str(FLOOR), str(WORK / "large/data")]])
+    run.record("floor", "large COPY floor (read + sha256 + gzip -6)", rep, secs, kib)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--only", default=",".join(WORKLOADS), help="comma-separated: " + ", ".join(WORKLOADS))
+    ap.add_argument("--table", metavar="TSV", help="only print the table of an earlier run")
+    args = ap.parse_args()
+    if args.table:
+        print(table(Path(args.table)))
+        return
+    only = set(args.only.split(","))
+    if only - set(WORKLOADS):
+        sys.exit(f"unknown workloads: {', '.join(sorted(only - set(WORKLOADS)))}")
+    if "publish" in only:
+        only |= {"chain", "large"}  # publish pushes what those built, forgets it, pulls it back
+    WORK.mkdir(parents=True, exist_ok=True)
+    apt_cache()
+    make_inputs()
+    bases_registry = Registry(BASES_PORT)
+    bases_registry.start()
+    publish_registry = Registry(PUBLISH_PORT)
+    kiln = Kiln(WORK / "kiln-store")
+    buildah = Buildah(WORK / "buildah")
+    buildkit = BuildKit(engine())
+    tools = [kiln, buildah, buildkit]
+    try:
+        import_bases(kiln, buildah, buildkit, bases_registry)
+        run = Run(args.reps)
+        for rep in range(1, args.reps + 1):
+            log(f"--- repetition {rep} of {args.reps}")
+            for tool in tools:
+                if "chain" in only:
+                    workload_chain(run, tool, rep)
+            if "bake" in only:
+                workload_bake(run, rep)
+            for tool in tools:
+                if "large" in only:
+                    workload_large(run, tool, rep)
+                if "publish" in only:
+                    workload_publish(run, tool, rep, publish_registry)
+            if "floor" in only:
+                workload_floor(run, rep)
+            for tool in tools:
+                if "multistage" in only:
+                    workload_multistage(run, tool, rep)
+    finally:
+        bases_registry.stop()
+        publish_registry.stop()
+    text = header(args.reps) + table(run.results)
+    (REPO / "bench/results.md").write_text(text)
+    print(text)
+
+
+def header(reps):
+    def version(cmd):
+        try:
+            return subprocess.check_output(cmd, text=True, stderr=subprocess.DEVNULL).splitlines()[0].strip()
+        except (OSError, subprocess.CalledProcessError, IndexError):
+            return "?"
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    mem = int(next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal"))) / (1 << 20)
+    commit = version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    return (
+        f"Measured {time.strftime('%Y-%m-%d')} with `bench/run.sh {reps}` ({reps} repetitions, interleaved), "
+        f"kiln {commit}, {version(['buildah', '--version'])}, {version([DOCKER, 'version', '-f', 'Docker engine {{.Server.Version}}'])}.\n"
+        f"Machine: {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {platform.system()} {platform.release()}, "
+        f"{version(['sh', '-c', '. /etc/os-release && echo $PRETTY_NAME'])}.\n\n"
+    )
+
+
+def table(tsv):
+    """Markdown: per workload, each tool's median (min-max) and peak memory,
+    and kiln's median as a ratio to each peer's."""
+    rows = {}
+    for line in Path(tsv).read_text().splitlines():
+        tool, workload, _rep, secs, kib = line.split("\t")
+        r = rows.setdefault(workload, {}).setdefault(tool, {"secs": [], "kib": []})
+        r["secs"].append(float(secs))
+        r["kib"].append(int(kib))
+
+    # Workload 5 compares kiln bake with the peers building the four images
+    # of the chain one after another: their "chain" runs of the same run.
+    for mode, chain_row in [("cold", "chain: cold"), ("nothing changed", "chain: warm, nothing changed"),
+                            ("one app file changed", "chain: one app file changed")]:
+        bake = rows.get(f"bake: {mode}")
+        if bake:
+            for peer in ["buildah", "buildkit"]:
+                if peer in rows.get(chain_row, {}):
+                    bake[peer] = rows[chain_row][peer]
+
+    def med(workload, tool):
+        r = rows.get(workload, {}).get(tool)
+        return statistics.median(r["secs"]) if r else None
+
+    def cell(workload, tool):
+        r = rows.get(workload, {}).get(tool)
+        if not r:
+            return "–"
+        s = r["secs"]
+        return f"{statistics.median(s):.2f}s ({min(s):.2f}–{max(s):.2f}), {max(r['kib']) // 1024} MiB"
+
+    out = ["| workload | kiln | buildah | BuildKit | kiln/buildah | kiln/BuildKit |", "|---|---|---|---|---|---|"]
+    for workload in rows:
+        if workload.startswith("large COPY floor"):
+            continue
+        ratios = []
+        for peer in ["buildah", "buildkit"]:
+            k, p = med(workload, "kiln"), med(workload, peer)
+            ratios.append(f"{k / p:.2f}" if k and p else "–")
+        out.append(f"| {workload} | {cell(workload, 'kiln')} | {cell(workload, 'buildah')} | "
+                   f"{cell(workload, 'buildkit')} | {' | '.join(ratios)} |")
+
+    notes = []
+    large, push = "large COPY (1 GiB, 1500 files): cold build", "push: large image"
+    floor = next((w for w in rows if w.startswith("large COPY floor")), None)
+    if floor:
+        f = med(floor, "floor")
+        notes.append(f"Floor of the large COPY on this machine (every file read once, sha256, gzip -6 on every core "
+                     f"as kiln compresses, no writes; `floor` in crates/kiln-oci/examples): {cell(floor, 'floor')}.")
+        build_push = {t: (med(large, t) or 0) + (med(push, t) or 0) for t in TOOLS}
+        if build_push["kiln"]:
+            parts = ", ".join(f"{t} {build_push[t]:.2f}s ({build_push[t] / f:.2f}x)" for t in TOOLS if build_push[t])
+            notes.append(f"Large COPY build + push, medians, and as a multiple of the floor: {parts}.")
+    size = du(WORK / "large/data") if (WORK / "large/data").exists() else None
+    if size and rows.get(push):
+        parts = ", ".join(f"{t} {size / (1 << 20) / med(push, t):.0f} MiB/s" for t in TOOLS if med(push, t))
+        notes.append(f"Push throughput of the large image (its {size / (1 << 30):.2f} GiB of files per second "
+                     f"of push): {parts}.")
+    notes.append("Peak memory: the largest resident set of the tool's processes; for BuildKit, the Docker "
+                 "engine's process tree (sampled every 50 ms) plus the client. kiln bake is compared with the "
+                 "peers' chain runs (the four images built one after another).")
+    return "\n".join(out) + "\n\n" + "\n\n".join(notes) + "\n"
+
+
+def du(path):
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Failed as e:
+        sys.exit(f"benchmark failed: {e}")
