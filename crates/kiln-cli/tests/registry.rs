@@ -97,7 +97,9 @@ fn round_trips_with_skopeo_and_docker() {
     fs::write(
         app2.join("Dockerfile"),
         format!(
-            "FROM {base_ref}\nRUN echo built on a pulled base > /msg\nCMD [\"cat\", \"/msg\"]\n"
+            // random bytes beside text: the layer mixes stored and
+            // compressed deflate blocks, which Docker's Go reader must accept
+            "FROM {base_ref}\nRUN echo built on a pulled base > /msg && head -c 300000 /dev/urandom > /rand && sha256sum /rand > /rand.sum\nCMD [\"sh\", \"-c\", \"cat /msg && sha256sum -c /rand.sum >/dev/null && echo intact\"]\n"
         ),
     )
     .unwrap();
@@ -116,7 +118,10 @@ fn round_trips_with_skopeo_and_docker() {
         "the base layer is mounted, not uploaded:\n{}",
         b.stderr
     );
-    assert_eq!(docker_pull_and_run(&final_ref), "built on a pulled base\n");
+    assert_eq!(
+        docker_pull_and_run(&final_ref),
+        "built on a pulled base\nintact\n"
+    );
 
     // kiln pull of what skopeo copied, by tag and by digest
     let pulled = ok(kiln(
