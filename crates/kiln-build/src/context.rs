@@ -123,28 +123,36 @@ impl Context {
     /// modes, contents and link targets (not times), for the step cache.
     pub fn hash(&self, paths: &[PathBuf]) -> Result<String, String> {
         let mut h = Hasher::default();
-        for p in paths {
-            self.walk(p, &mut |path, mode, content| {
-                h.update(format!("{}\0{:o}\0", path.display(), mode).as_bytes());
-                h.update(content.as_bytes());
-            })?;
+        for (path, mode, content) in self.entries(paths)? {
+            h.update(format!("{}\0{:o}\0", path.display(), mode).as_bytes());
+            h.update(content.as_bytes());
         }
         Ok(h.finish())
     }
 
     /// Every entry under the given context paths as (path, mode, content):
     /// content is a file's digest, a link's target, empty for directories.
+    /// Files are read and hashed on every core.
     pub fn entries(&self, paths: &[PathBuf]) -> Result<Vec<(PathBuf, u32, String)>, String> {
         let mut out = Vec::new();
+        let mut files = Vec::new();
         for p in paths {
-            self.walk(p, &mut |path, mode, content| {
-                out.push((path.to_path_buf(), mode, content.to_string()))
-            })?;
+            self.walk(p, &mut out, &mut files)?;
+        }
+        for (i, digest) in digest_files(&self.root, &out, &files)? {
+            out[i].2 = digest;
         }
         Ok(out)
     }
 
-    fn walk(&self, rel: &Path, visit: &mut dyn FnMut(&Path, u32, &str)) -> Result<(), String> {
+    /// Lists the entries under `rel` in walk order; a file's content is
+    /// left empty and its index noted in `files`.
+    fn walk(
+        &self,
+        rel: &Path,
+        out: &mut Vec<(PathBuf, u32, String)>,
+        files: &mut Vec<usize>,
+    ) -> Result<(), String> {
         if self.excluded(rel) {
             return Ok(());
         }
@@ -152,21 +160,72 @@ impl Context {
         let meta =
             fs::symlink_metadata(&full).map_err(|e| format!("reading {}: {e}", full.display()))?;
         if meta.is_file() {
-            let bytes = fs::read(&full).map_err(|e| format!("reading {}: {e}", full.display()))?;
-            visit(rel, meta.mode(), kiln_oci::digest::sha256(&bytes).as_ref());
+            files.push(out.len());
+            out.push((rel.to_path_buf(), meta.mode(), String::new()));
         } else if meta.file_type().is_symlink() {
             let target = fs::read_link(&full).map_err(|e| e.to_string())?;
-            visit(rel, meta.mode(), &target.to_string_lossy());
+            out.push((
+                rel.to_path_buf(),
+                meta.mode(),
+                target.to_string_lossy().into_owned(),
+            ));
         } else {
-            visit(rel, meta.mode(), "");
+            out.push((rel.to_path_buf(), meta.mode(), String::new()));
             if meta.is_dir() {
                 for name in kiln_oci::layer::sorted_names(&full).map_err(|e| e.to_string())? {
-                    self.walk(&rel.join(name), visit)?;
+                    self.walk(&rel.join(name), out, files)?;
                 }
             }
         }
         Ok(())
     }
+}
+
+/// The sha256 of each listed file, read on as many threads as there are
+/// cores, each thread taking the next file not yet taken.
+fn digest_files(
+    root: &Path,
+    entries: &[(PathBuf, u32, String)],
+    files: &[usize],
+) -> Result<Vec<(usize, String)>, String> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(files.len().max(1));
+    let work = || -> Result<Vec<(usize, String)>, String> {
+        let mut done = Vec::new();
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(&i) = files.get(n) else {
+                return Ok(done);
+            };
+            let full = root.join(&entries[i].0);
+            let fail = |e: std::io::Error| format!("reading {}: {e}", full.display());
+            let mut f = fs::File::open(&full).map_err(fail)?;
+            let mut h = kiln_oci::digest::HashWriter::new(std::io::sink());
+            loop {
+                let n = std::io::Read::read(&mut f, &mut buf).map_err(fail)?;
+                if n == 0 {
+                    break;
+                }
+                std::io::Write::write_all(&mut h, &buf[..n]).map_err(fail)?;
+            }
+            done.push((i, h.finish().1.to_string()));
+        }
+    };
+    std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        let mut all = work()?;
+        for h in helpers {
+            all.extend(
+                h.join()
+                    .map_err(|_| "a hashing thread panicked".to_string())??,
+            );
+        }
+        Ok(all)
+    })
 }
 
 /// A source path cleaned to components inside the context; `None` if it

@@ -157,6 +157,34 @@ struct Copier<'a> {
 }
 
 impl Copier<'_> {
+    /// The owner and mtime a copy of an entry with this metadata gets.
+    fn owner_and_time(&self, meta: &fs::Metadata) -> (u32, u32, u64) {
+        let (uid, gid) = match &self.owner {
+            Some(ids) => (ids.uid, ids.gid),
+            None if matches!(self.origin, Origin::Context(_)) => (0, 0),
+            None => (meta.uid(), meta.gid()),
+        };
+        let mtime = meta.mtime().max(0) as u64;
+        (uid, gid, self.epoch.map_or(mtime, |e| mtime.min(e)))
+    }
+
+    /// Gives `dst` the metadata of the directory `src_rel` in the origin.
+    fn dir_meta(&self, src_rel: &Path, dst: &Path) -> Result<(), BuildError> {
+        let Some(src) = self.origin.backing(src_rel) else {
+            return Ok(());
+        };
+        let meta = fs::metadata(&src)
+            .map_err(|e| BuildError::io(format!("reading {}", src.display()), e))?;
+        let (uid, gid, mtime) = self.owner_and_time(&meta);
+        set_meta(
+            dst,
+            self.chmod.unwrap_or(meta.mode() & 0o7777),
+            uid,
+            gid,
+            mtime,
+        )
+    }
+
     /// Copies `src` (a path in the origin) to `dst` (a path in the tree).
     fn copy(&self, src_rel: &Path, dst: &Path) -> Result<(), BuildError> {
         let Some(src) = self.origin.backing(src_rel) else {
@@ -164,13 +192,7 @@ impl Copier<'_> {
         };
         let meta = fs::symlink_metadata(&src)
             .map_err(|e| BuildError::io(format!("reading {}", src.display()), e))?;
-        let (uid, gid) = match &self.owner {
-            Some(ids) => (ids.uid, ids.gid),
-            None if matches!(self.origin, Origin::Context(_)) => (0, 0),
-            None => (meta.uid(), meta.gid()),
-        };
-        let mtime = meta.mtime().max(0) as u64;
-        let mtime = self.epoch.map_or(mtime, |e| mtime.min(e));
+        let (uid, gid, mtime) = self.owner_and_time(&meta);
         if meta.file_type().is_symlink() {
             let target = fs::read_link(&src)
                 .map_err(|e| BuildError::io(format!("reading link {}", src.display()), e))?;
@@ -365,6 +387,23 @@ impl Builder<'_, '_> {
                     .map_err(|e| BuildError::io("creating the destination", e))?;
                 for name in origin.list(src) {
                     copier.copy(&src.join(&name), &tree.join(&target).join(&name))?;
+                }
+                // adding entries moved the directory's mtime to now: a
+                // directory that was there keeps its own metadata, a new
+                // one takes the source directory's (as BuildKit does)
+                match view
+                    .resolve(&target, true)
+                    .and_then(|(_, b)| fs::metadata(b).ok())
+                    .filter(|m| m.is_dir())
+                {
+                    Some(m) => set_meta(
+                        &tree.join(&target),
+                        m.mode() & 0o7777,
+                        m.uid(),
+                        m.gid(),
+                        m.mtime().max(0) as u64,
+                    )?,
+                    None => copier.dir_meta(src, &tree.join(&target))?,
                 }
             } else {
                 copier.copy(src, &tree.join(&target))?;

@@ -137,6 +137,52 @@ fn same_inputs_same_digest_in_two_stores() {
 }
 
 #[test]
+fn copying_a_directory_is_reproducible_without_source_date_epoch() {
+    // COPY of a directory into a new and into an existing directory: the
+    // new one takes the source directory's mtime, the existing one keeps
+    // its own, so two builds seconds apart give the same layer
+    let (dir, store) = setup();
+    let ctx = app_context(
+        dir.path(),
+        "FROM busybox:test\nCOPY src /data\nCOPY src/ /bin/\n",
+    );
+    let src_mtime = fs::metadata(ctx.join("src"))
+        .unwrap()
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut layers = Vec::new();
+    for name in ["copy:1", "copy:2"] {
+        ok(kiln(&store, &["build", "-t", name, ctx.to_str().unwrap()]));
+        let inspect: serde_json::Value =
+            serde_json::from_str(&ok(kiln(&store, &["inspect", name])).stdout).unwrap();
+        // the image's creation time differs; its layers must not
+        layers.push(inspect["manifest"]["layers"].clone());
+        ok(kiln(&store, &["rmi", name]));
+        ok(kiln(&store, &["prune"]));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert_eq!(layers[0], layers[1]);
+    ok(kiln(
+        &store,
+        &["build", "-t", "copy:3", ctx.to_str().unwrap()],
+    ));
+    let times = ok(kiln(
+        &store,
+        &["run", "copy:3", "--", "stat", "-c", "%Y", "/data", "/bin"],
+    ))
+    .stdout;
+    let base_bin = ok(kiln(
+        &store,
+        &["run", "busybox:test", "--", "stat", "-c", "%Y", "/bin"],
+    ))
+    .stdout;
+    assert_eq!(times, format!("{src_mtime}\n{}", base_bin));
+}
+
+#[test]
 fn a_failing_step_names_its_line_and_leaves_the_store_intact() {
     let (dir, store) = setup();
     let ctx = app_context(dir.path(), "FROM busybox:test\nRUN echo first\nRUN echo about to fail && echo on stderr >&2 && exit 3\nRUN echo never\n");
