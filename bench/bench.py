@@ -209,6 +209,8 @@ class Registry:
         self.proc = subprocess.Popen(["docker-registry", "serve", str(cfg)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(100):
+            if self.proc.poll() is not None:
+                raise Failed(f"docker-registry on port {self.port} exited (is the port taken?)")
             if subprocess.run(["curl", "-sf", f"http://127.0.0.1:{self.port}/v2/"],
                               stdout=subprocess.DEVNULL).returncode == 0:
                 return
@@ -363,6 +365,9 @@ class Run:
         log(f"{tool:9} {workload:40} run {rep}: {secs:7.2f}s  peak {kib // 1024} MiB")
 
     def measure(self, tool, workload, rep, cmds):
+        # What earlier workloads wrote (gigabytes) is flushed first, so no
+        # tool's fsyncs wait behind another's writeback.
+        os.sync()
         secs, kib = timed(cmds, env=tool.env, engine_pid=getattr(tool, "engine_pid", None))
         self.record(tool.name, workload, rep, secs, kib)
         return secs
@@ -448,6 +453,7 @@ def workload_multistage(run, tool, rep):
 
 
 def workload_floor(run, rep):
+    os.sync()
     secs, kib = timed([[str(FLOOR), str(WORK / "large/data")]])
     run.record("floor", "large COPY floor (read + sha256 + gzip -6)", rep, secs, kib)
 
