@@ -28,7 +28,7 @@ KILN = REPO / "target/release/kiln"
 FLOOR = REPO / "target/release/examples/floor"
 WORK = Path(os.environ.get("KILN_BENCH_DIR", "/var/tmp/kiln-bench"))
 DOCKER = "/usr/bin/docker"  # Debian's client: classic `docker build` speaks BuildKit
-PUBLISH_PORT = 5055  # a fresh registry for every tool's pushes
+PUBLISH_PORTS = {"kiln": 5055, "buildah": 5057, "buildkit": 5058}  # each tool's own, fresh each run
 BASES_PORT = 5056  # the registry kiln bake takes the shared base from
 TOOLS = ["kiln", "buildah", "buildkit"]
 APT_PROXY = 'Acquire::http::Proxy "http://127.0.0.1:3142";'
@@ -239,14 +239,15 @@ def engine():
     return int(subprocess.check_output(["pidof", "-s", "dockerd"]).split()[0])
 
 
-def apt_cache():
+def apt_cache(offline=False):
     """apt-cacher-ng on 127.0.0.1:3142, caching in WORK: every tool's
-    apt-get goes through it (the base image is made with it as apt's proxy),
-    so package downloads cost the same for all and the network's moods stay
-    out of the measurements."""
+    apt-get goes through it (the base image is made with it as apt's proxy).
+    Once the setup has fetched what the workloads install, it is restarted
+    offline (answering from its cache only), so package downloads cost the
+    same for every tool and the network's moods stay out of the numbers."""
     # Debian's package may have started one with its stock mirror list.
     subprocess.run(["pkill", "-x", "apt-cacher-ng"])
-    time.sleep(0.3)
+    time.sleep(0.5)
     acng = WORK / "apt-cacher-ng"
     conf = acng / "conf"
     shutil.copytree("/etc/apt-cacher-ng", conf, dirs_exist_ok=True)
@@ -255,7 +256,8 @@ def apt_cache():
     for d in ["cache", "log"]:
         (acng / d).mkdir(parents=True, exist_ok=True)
     quiet(["/usr/sbin/apt-cacher-ng", "-c", str(conf), f"CacheDir={acng / 'cache'}", f"LogDir={acng / 'log'}",
-           "Port=3142", "BindAddress=127.0.0.1", "ForeGround=0", f"PidFile={acng / 'pid'}"])
+           "Port=3142", "BindAddress=127.0.0.1", "ForeGround=0", f"PidFile={acng / 'pid'}",
+           f"Offlinemode={int(offline)}"])
     for _ in range(50):
         if subprocess.run(["curl", "-s", "-o", "/dev/null", "http://127.0.0.1:3142/"]).returncode == 0:
             return
@@ -351,6 +353,10 @@ def import_bases(kiln, buildah, buildkit, bases_registry):
         quiet(buildah.cmd + ["tag", image_id, tag], env=buildah.env)
         quiet([DOCKER, "load", "-q", "-i", str(WORK / f"{stem}-docker.tar")], env=buildkit.env)
     quiet(kiln.push("bench/base:1", f"127.0.0.1:{BASES_PORT}/bench/base:1"), env=kiln.env)
+    # Fill the apt cache with what the chain installs, then go offline.
+    quiet(kiln.build("bench/warm-up:1", WORK / "chain/tools"), env=kiln.env)
+    kiln.forget(["bench/warm-up:1"])
+    apt_cache(offline=True)
 
 
 class Run:
@@ -379,7 +385,7 @@ def chain_cmds(tool):
 
 
 def pushed(tool, name):
-    return f"127.0.0.1:{PUBLISH_PORT}/bench/{name}:{tool.name}"
+    return f"127.0.0.1:{PUBLISH_PORTS[tool.name]}/bench/{name}:{tool.name}"
 
 
 def everything(tool):
@@ -388,8 +394,16 @@ def everything(tool):
     return names + [pushed(tool, n) for n in CHAIN + ["large"]]
 
 
+def settle(seconds):
+    """After a cleanup, flush and wait: on ext4 without a journal (this
+    machine's root), new files skip inodes deleted in the last minute, which
+    makes the first files created after deleting thousands slow for any
+    tool. Cold runs measure building, not that."""
+    os.sync()
+    time.sleep(seconds)
+
+
 def workload_chain(run, tool, rep):
-    tool.forget(everything(tool))
     run.measure(tool, "chain: cold", rep, chain_cmds(tool))
     run.measure(tool, "chain: warm, nothing changed", rep, chain_cmds(tool))
     changed = WORK / "chain/app-b/files/f1.txt"
@@ -400,19 +414,24 @@ def workload_chain(run, tool, rep):
         changed.write_text("b file 1\n")
 
 
-def workload_bake(run, rep):
-    """Workload 5: the chain as a factory, baked by kiln from a kiln.toml."""
+def bake_forget():
+    """Forgets every image of the factory in kiln bake's own store
+    (NAME:VERSION and moving tags) and its lock; the base and its snapshot
+    stay, as the other workloads keep theirs."""
     kiln = Kiln(WORK / "kiln-bake-store")
     base = f"127.0.0.1:{BASES_PORT}/bench/base:1"
-    # Forget every image of the factory (NAME:VERSION and moving tags), as
-    # the other workloads forget theirs; the base and its snapshot stay.
     listing = subprocess.run([str(KILN), "images"], env=kiln.env, capture_output=True, text=True).stdout
     kiln.forget([line.split()[0] for line in listing.splitlines()[1:]
                  if line.split()[0].split(":")[0] in CHAIN])
     quiet(kiln.pull(base), env=kiln.env)
     quiet([str(KILN), "run", base, "--", "true"], env=kiln.env)  # unpacks its snapshot
+    (WORK / "chain/kiln.lock").unlink(missing_ok=True)
+    return kiln
+
+
+def workload_bake(run, kiln, rep):
+    """Workload 5: the chain as a factory, baked by kiln from a kiln.toml."""
     chain = WORK / "chain"
-    (chain / "kiln.lock").unlink(missing_ok=True)
     bake = [str(KILN), "bake", "-f", str(chain / "kiln.toml")]
     run.measure(kiln, "bake: cold", rep, [bake])
     run.measure(kiln, "bake: nothing changed", rep, [bake])
@@ -426,28 +445,25 @@ def workload_bake(run, rep):
 
 
 def workload_large(run, tool, rep):
-    tool.forget(["bench/large:1"])
     run.measure(tool, "large COPY (1 GiB, 1500 files): cold build", rep,
                 [tool.build("bench/large:1", WORK / "large")])
 
 
-def workload_publish(run, tool, rep, registry):
-    """Push the large image and the chain to an empty registry, forget them,
-    pull them back. Needs the images of the chain and large workloads."""
+def workload_push(run, tool, rep, registry):
+    """Push the large image and the chain to the tool's own empty registry."""
     registry.start(fresh=True)
-    try:
-        run.measure(tool, "push: large image", rep, [tool.push("bench/large:1", pushed(tool, "large"))])
-        run.measure(tool, "push: chain (4 images)", rep,
-                    [tool.push(f"bench/{n}:1", pushed(tool, n)) for n in CHAIN])
-        tool.forget(everything(tool))
-        run.measure(tool, "pull: large image", rep, [tool.pull(pushed(tool, "large"))])
-        run.measure(tool, "pull: chain (4 images)", rep, [tool.pull(pushed(tool, n)) for n in CHAIN])
-    finally:
-        registry.stop()
+    run.measure(tool, "push: large image", rep, [tool.push("bench/large:1", pushed(tool, "large"))])
+    run.measure(tool, "push: chain (4 images)", rep,
+                [tool.push(f"bench/{n}:1", pushed(tool, n)) for n in CHAIN])
+
+
+def workload_pull(run, tool, rep):
+    """Pull back what workload_push pushed, after the tool forgot it."""
+    run.measure(tool, "pull: large image", rep, [tool.pull(pushed(tool, "large"))])
+    run.measure(tool, "pull: chain (4 images)", rep, [tool.pull(pushed(tool, n)) for n in CHAIN])
 
 
 def workload_multistage(run, tool, rep):
-    tool.forget(["bench/hello:1"])
     run.measure(tool, "multi-stage C program to scratch: cold", rep,
                 [tool.build("bench/hello:1", WORK / "multistage")])
 
@@ -463,6 +479,8 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--only", default=",".join(WORKLOADS), help="comma-separated: " + ", ".join(WORKLOADS))
     ap.add_argument("--table", metavar="TSV", help="only print the table of an earlier run")
+    ap.add_argument("--settle", type=float, default=61,
+                    help="seconds to wait after each cleanup before cold runs (default 61)")
     args = ap.parse_args()
     if args.table:
         print(table(Path(args.table)))
@@ -477,7 +495,7 @@ def main():
     make_inputs()
     bases_registry = Registry(BASES_PORT)
     bases_registry.start()
-    publish_registry = Registry(PUBLISH_PORT)
+    registries = {name: Registry(port) for name, port in PUBLISH_PORTS.items()}
     kiln = Kiln(WORK / "kiln-store")
     buildah = Buildah(WORK / "buildah")
     buildkit = BuildKit(engine())
@@ -487,24 +505,46 @@ def main():
         run = Run(args.reps)
         for rep in range(1, args.reps + 1):
             log(f"--- repetition {rep} of {args.reps}")
-            for tool in tools:
+            # Each phase: every tool forgets, the disk settles, then each
+            # tool in turn.
+            if "chain" in only or "bake" in only:
+                for tool in tools:
+                    tool.forget(everything(tool))
+                baker = bake_forget() if "bake" in only else None
+                settle(args.settle)
                 if "chain" in only:
-                    workload_chain(run, tool, rep)
-            if "bake" in only:
-                workload_bake(run, rep)
-            for tool in tools:
-                if "large" in only:
+                    for tool in tools:
+                        workload_chain(run, tool, rep)
+                if baker:
+                    workload_bake(run, baker, rep)
+            if "large" in only:
+                for tool in tools:
+                    tool.forget(["bench/large:1"])
+                settle(args.settle)
+                for tool in tools:
                     workload_large(run, tool, rep)
-                if "publish" in only:
-                    workload_publish(run, tool, rep, publish_registry)
+            if "publish" in only:
+                for tool in tools:
+                    workload_push(run, tool, rep, registries[tool.name])
+                for tool in tools:
+                    tool.forget(everything(tool))
+                settle(args.settle)
+                for tool in tools:
+                    workload_pull(run, tool, rep)
+                for r in registries.values():
+                    r.stop()
             if "floor" in only:
                 workload_floor(run, rep)
-            for tool in tools:
-                if "multistage" in only:
+            if "multistage" in only:
+                for tool in tools:
+                    tool.forget(["bench/hello:1"])
+                settle(args.settle)
+                for tool in tools:
                     workload_multistage(run, tool, rep)
     finally:
         bases_registry.stop()
-        publish_registry.stop()
+        for r in registries.values():
+            r.stop()
     text = header(args.reps) + table(run.results)
     (REPO / "bench/results.md").write_text(text)
     print(text)
