@@ -471,7 +471,7 @@ def workload_multistage(run, tool, rep):
 def workload_floor(run, rep):
     os.sync()
     secs, kib = timed([[str(FLOOR), str(WORK / "large/data")]])
-    run.record("floor", "large COPY floor (read + sha256 + gzip -6)", rep, secs, kib)
+    run.record("floor", "large COPY floor (read + sha256 + gzip)", rep, secs, kib)
 
 
 def main():
@@ -615,7 +615,7 @@ def table(tsv):
     floor = next((w for w in rows if w.startswith("large COPY floor")), None)
     if floor:
         f = med(floor, "floor")
-        notes.append(f"Floor of the large COPY on this machine (every file read once, sha256, gzip -6 on every core "
+        notes.append(f"Floor of the large COPY on this machine (every file read once, sha256, gzip at kiln's level on every core "
                      f"as kiln compresses, no writes; `floor` in crates/kiln-oci/examples): {cell(floor, 'floor')}.")
         build_push = {t: (med(large, t) or 0) + (med(push, t) or 0) for t in TOOLS}
         if build_push["kiln"]:

@@ -49,13 +49,14 @@ fn main() -> io::Result<()> {
     };
     let start = Instant::now();
     let blob = HashWriter::new(io::sink());
-    let mut raw = HashWriter::new(ParallelGz::new(blob, 6));
+    let mut raw = HashWriter::new(ParallelGz::new(blob, kiln_oci::layer::GZIP_LEVEL));
     let mut buf = vec![0u8; 1 << 20];
     let read = walk(Path::new(&dir), &mut raw, &mut buf)?;
     let (gz, diff_id, _) = raw.finish();
     let (_, digest, size) = gz.finish()?.finish();
     println!(
-        "read {read} bytes, gzip -6 to {size} bytes in {:.2}s (diff id {diff_id}, blob {digest})",
+        "read {read} bytes, gzip level {} to {size} bytes in {:.2}s (diff id {diff_id}, blob {digest})",
+        kiln_oci::layer::GZIP_LEVEL,
         start.elapsed().as_secs_f64()
     );
     Ok(())
