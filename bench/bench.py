@@ -403,6 +403,16 @@ def settle(seconds):
     time.sleep(seconds)
 
 
+def phase(tools, names, seconds, workload):
+    """Every tool forgets the images (None: all of its images), the disk
+    settles, then each tool runs the workload in turn."""
+    for tool in tools:
+        tool.forget(everything(tool) if names is None else names)
+    settle(seconds)
+    for tool in tools:
+        workload(tool)
+
+
 def workload_chain(run, tool, rep):
     run.measure(tool, "chain: cold", rep, chain_cmds(tool))
     run.measure(tool, "chain: warm, nothing changed", rep, chain_cmds(tool))
@@ -518,29 +528,17 @@ def main():
                 if baker:
                     workload_bake(run, baker, rep)
             if "large" in only:
-                for tool in tools:
-                    tool.forget(["bench/large:1"])
-                settle(args.settle)
-                for tool in tools:
-                    workload_large(run, tool, rep)
+                phase(tools, ["bench/large:1"], args.settle, lambda t: workload_large(run, t, rep))
             if "publish" in only:
                 for tool in tools:
                     workload_push(run, tool, rep, registries[tool.name])
-                for tool in tools:
-                    tool.forget(everything(tool))
-                settle(args.settle)
-                for tool in tools:
-                    workload_pull(run, tool, rep)
+                phase(tools, None, args.settle, lambda t: workload_pull(run, t, rep))
                 for r in registries.values():
                     r.stop()
             if "floor" in only:
                 workload_floor(run, rep)
             if "multistage" in only:
-                for tool in tools:
-                    tool.forget(["bench/hello:1"])
-                settle(args.settle)
-                for tool in tools:
-                    workload_multistage(run, tool, rep)
+                phase(tools, ["bench/hello:1"], args.settle, lambda t: workload_multistage(run, t, rep))
     finally:
         bases_registry.stop()
         for r in registries.values():

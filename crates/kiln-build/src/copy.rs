@@ -168,21 +168,11 @@ impl Copier<'_> {
         (uid, gid, self.epoch.map_or(mtime, |e| mtime.min(e)))
     }
 
-    /// Gives `dst` the metadata of the directory `src_rel` in the origin.
-    fn dir_meta(&self, src_rel: &Path, dst: &Path) -> Result<(), BuildError> {
-        let Some(src) = self.origin.backing(src_rel) else {
-            return Ok(());
-        };
-        let meta = fs::metadata(&src)
-            .map_err(|e| BuildError::io(format!("reading {}", src.display()), e))?;
-        let (uid, gid, mtime) = self.owner_and_time(&meta);
-        set_meta(
-            dst,
-            self.chmod.unwrap_or(meta.mode() & 0o7777),
-            uid,
-            gid,
-            mtime,
-        )
+    /// Gives `dst` the metadata a copy of a directory with `meta` gets.
+    fn dir_meta(&self, meta: &fs::Metadata, dst: &Path) -> Result<(), BuildError> {
+        let (uid, gid, mtime) = self.owner_and_time(meta);
+        let mode = self.chmod.unwrap_or(meta.mode() & 0o7777);
+        set_meta(dst, mode, uid, gid, mtime)
     }
 
     /// Copies `src` (a path in the origin) to `dst` (a path in the tree).
@@ -209,8 +199,7 @@ impl Copier<'_> {
             for name in self.origin.list(src_rel) {
                 self.copy(&src_rel.join(&name), &dst.join(&name))?;
             }
-            let mode = self.chmod.unwrap_or(meta.mode() & 0o7777);
-            return set_meta(dst, mode, uid, gid, mtime);
+            return self.dir_meta(&meta, dst);
         }
         if meta.is_file() {
             fs::copy(&src, dst).map_err(|e| {
@@ -403,7 +392,12 @@ impl Builder<'_, '_> {
                         m.gid(),
                         m.mtime().max(0) as u64,
                     )?,
-                    None => copier.dir_meta(src, &tree.join(&target))?,
+                    None => {
+                        let m = fs::metadata(&backing).map_err(|e| {
+                            BuildError::io(format!("reading {}", backing.display()), e)
+                        })?;
+                        copier.dir_meta(&m, &tree.join(&target))?
+                    }
                 }
             } else {
                 copier.copy(src, &tree.join(&target))?;
