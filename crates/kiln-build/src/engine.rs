@@ -114,6 +114,7 @@ pub fn build(
         steps_cached: AtomicUsize::new(0),
         bases: Mutex::new(Vec::new()),
     };
+    b.check_runnable()?;
     let states = b.stages()?;
     let target = states[graph.target]
         .clone()
@@ -239,6 +240,44 @@ impl Builder<'_, '_> {
             instruction: instruction.clone(),
             message,
         }
+    }
+
+    /// Before any step runs: every stage with RUN steps must be of an
+    /// architecture this machine can execute (natively or through a
+    /// binfmt_misc handler); otherwise the error names its FROM line.
+    fn check_runnable(&self) -> Result<(), BuildError> {
+        let host = Platform::host().architecture;
+        for stage in self.graph.stages.iter().filter(|s| s.needed) {
+            let runs = stage
+                .steps
+                .iter()
+                .any(|s| matches!(s.instruction, Instruction::Run(_)));
+            if !runs {
+                continue;
+            }
+            let mut base = stage;
+            let arch = loop {
+                match &base.base {
+                    Base::Stage { index } => base = &self.graph.stages[*index],
+                    Base::Scratch => {
+                        let p = base.platform.as_ref().unwrap_or(&self.graph.platform);
+                        break p.architecture.clone();
+                    }
+                    Base::Image { reference } => {
+                        let from_err = self.step_error(base.line, &format!("FROM {reference}"));
+                        let img = self.source.resolve(reference).map_err(&from_err)?;
+                        break img.config.architecture.to_string();
+                    }
+                }
+            };
+            let text = match &stage.base {
+                Base::Image { reference } => format!("FROM {reference}"),
+                _ => format!("stage {}", self.label(stage)),
+            };
+            kiln_exec::binfmt::check(&arch, &host)
+                .map_err(|e| self.step_error(stage.line, &text)(format!("its RUN steps: {e}")))?;
+        }
+        Ok(())
     }
 
     pub fn label(&self, stage: &Stage) -> String {

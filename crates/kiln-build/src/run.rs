@@ -416,6 +416,11 @@ pub fn run_image(
         config: img.config,
         layers: img.manifest.layers,
     };
+    kiln_exec::binfmt::check(
+        &base.config.architecture.to_string(),
+        &kiln_dockerfile::Platform::host().architecture,
+    )
+    .map_err(|e| BuildError::Context(format!("cannot run {name}: {e}")))?;
     let st = State::from_base(&base)?;
     let view = st.view(store)?;
     let c = &st.config.config;

@@ -913,3 +913,95 @@ fn a_relative_store_path_works_for_builds_and_runs() {
     ]);
     assert_eq!(run(&["run", "rel:1", "--", "cat", "/built"]), "built\n");
 }
+
+#[test]
+fn foreign_architectures_without_a_binfmt_handler_fail_before_any_step() {
+    // This machine registers no QEMU handler (CI does not install
+    // qemu-user-static), so arm64 programs cannot run here.
+    let (dir, store) = setup();
+    let ctx = app_context(dir.path(), "FROM busybox:test\n");
+    let layout = dir.path().join("layout");
+    ok(kiln(
+        &store,
+        &[
+            "build",
+            "-t",
+            "bb",
+            "-o",
+            &format!("type=oci-layout,dest={}", layout.display()),
+            ctx.to_str().unwrap(),
+        ],
+    ));
+    // umoci relabels the image arm64, as a pulled arm64 base would be
+    let umoci = Command::new("umoci")
+        .args([
+            "config",
+            "--architecture",
+            "arm64",
+            "--tag",
+            "arm",
+            "--image",
+        ])
+        .arg(format!("{}:bb:latest", layout.display()))
+        .output()
+        .unwrap();
+    assert!(
+        umoci.status.success(),
+        "umoci: {}",
+        String::from_utf8_lossy(&umoci.stderr)
+    );
+    let base = format!("oci-layout:{}:arm", layout.display());
+
+    // without RUN nothing needs to execute: the build works and is arm64
+    let plain = dir.path().join("plain");
+    fs::create_dir_all(&plain).unwrap();
+    fs::write(
+        plain.join("Dockerfile"),
+        format!("FROM {base}\nCOPY Dockerfile /\n"),
+    )
+    .unwrap();
+    ok(kiln(
+        &store,
+        &["build", "-t", "arm:1", plain.to_str().unwrap()],
+    ));
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(kiln(&store, &["inspect", "arm:1"])).stdout).unwrap();
+    assert_eq!(inspect["config"]["architecture"], "arm64");
+
+    // with RUN the build stops before its first step, naming the FROM line
+    let runs = dir.path().join("runs");
+    fs::create_dir_all(&runs).unwrap();
+    fs::write(
+        runs.join("Dockerfile"),
+        format!("FROM busybox:test AS native\nRUN echo native > /n\nFROM {base}\nCOPY --from=native /n /n\nRUN echo never\n"),
+    )
+    .unwrap();
+    let out = kiln(&store, &["build", "-t", "arm:2", runs.to_str().unwrap()]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("Dockerfile:3"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot run arm64 programs"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("apt-get install qemu-user-static"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("RUN echo native"),
+        "no step ran, not even the native stage's:\n{}",
+        out.stderr
+    );
+    assert!(kiln(&store, &["inspect", "arm:2"]).code != 0);
+
+    // kiln run says the same instead of failing with an exec format error
+    let run = kiln(&store, &["run", "arm:1", "--", "true"]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains("cannot run arm:1") && run.stderr.contains("qemu-user-static"),
+        "{}",
+        run.stderr
+    );
+}

@@ -10,6 +10,7 @@
 //! root and execs the command. Everything dies with the step.
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
+pub mod binfmt;
 mod init;
 mod spec;
 
