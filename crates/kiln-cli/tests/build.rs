@@ -953,13 +953,11 @@ fn foreign_architectures_without_a_binfmt_handler_fail_before_any_step() {
     let base = format!("oci-layout:{}:arm", layout.display());
 
     // without RUN nothing needs to execute: the build works and is arm64
-    let plain = dir.path().join("plain");
-    fs::create_dir_all(&plain).unwrap();
-    fs::write(
-        plain.join("Dockerfile"),
-        format!("FROM {base}\nCOPY Dockerfile /\n"),
-    )
-    .unwrap();
+    let plain = dockerfile_dir(
+        dir.path(),
+        "plain",
+        &format!("FROM {base}\nCOPY Dockerfile /\n"),
+    );
     ok(kiln(
         &store,
         &["build", "-t", "arm:1", plain.to_str().unwrap()],
@@ -969,25 +967,20 @@ fn foreign_architectures_without_a_binfmt_handler_fail_before_any_step() {
     assert_eq!(inspect["config"]["architecture"], "arm64");
 
     // with RUN the build stops before its first step, naming the FROM line
-    let runs = dir.path().join("runs");
-    fs::create_dir_all(&runs).unwrap();
-    fs::write(
-        runs.join("Dockerfile"),
-        format!("FROM busybox:test AS native\nRUN echo native > /n\nFROM {base}\nCOPY --from=native /n /n\nRUN echo never\n"),
-    )
-    .unwrap();
+    let runs = dockerfile_dir(
+        dir.path(),
+        "runs",
+        &format!("FROM busybox:test AS native\nRUN echo native > /n\nFROM {base}\nCOPY --from=native /n /n\nRUN echo never\n"),
+    );
     let out = kiln(&store, &["build", "-t", "arm:2", runs.to_str().unwrap()]);
     assert_ne!(out.code, 0);
-    assert!(out.stderr.contains("Dockerfile:3"), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("cannot run arm64 programs"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("apt-get install qemu-user-static"),
-        "{}",
-        out.stderr
+    assert_mentions(
+        &out.stderr,
+        &[
+            "Dockerfile:3",
+            "cannot run arm64 programs",
+            "apt-get install qemu-user-static",
+        ],
     );
     assert!(
         !out.stderr.contains("RUN echo native"),
@@ -999,9 +992,5 @@ fn foreign_architectures_without_a_binfmt_handler_fail_before_any_step() {
     // kiln run says the same instead of failing with an exec format error
     let run = kiln(&store, &["run", "arm:1", "--", "true"]);
     assert_ne!(run.code, 0);
-    assert!(
-        run.stderr.contains("cannot run arm:1") && run.stderr.contains("qemu-user-static"),
-        "{}",
-        run.stderr
-    );
+    assert_mentions(&run.stderr, &["cannot run arm:1", "qemu-user-static"]);
 }

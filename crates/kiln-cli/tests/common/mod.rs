@@ -148,3 +148,18 @@ pub fn docker_pull_and_run(reference: &str) -> String {
     );
     String::from_utf8_lossy(&run.stdout).into_owned()
 }
+
+/// A directory `dir/name` holding a Dockerfile with `text`: a build context.
+pub fn dockerfile_dir(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let ctx = dir.join(name);
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("Dockerfile"), text).unwrap();
+    ctx
+}
+
+/// Fails, showing `text` whole, unless it contains each of `needles`.
+pub fn assert_mentions(text: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(text.contains(n), "expected {n:?} in:\n{text}");
+    }
+}
