@@ -80,14 +80,51 @@ impl Origin<'_> {
 
 /// Creates the parent directories of `rel` in `tree`, with the metadata they
 /// have in `view`; directories that are new get mode 0755 and `owner`.
+/// Owner, mode and mtime a directory of the layer gets.
+#[derive(Clone, Copy)]
+pub(crate) struct DirMeta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: u64,
+}
+
+impl DirMeta {
+    fn of(m: &fs::Metadata) -> DirMeta {
+        DirMeta {
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime: m.mtime().max(0) as u64,
+        }
+    }
+
+    /// The metadata of directory `rel` in the parent layers, if it is one.
+    fn in_view(view: &View, rel: &Path) -> Option<DirMeta> {
+        view.resolve(rel, true)
+            .and_then(|(_, b)| fs::metadata(b).ok())
+            .filter(|m| m.is_dir())
+            .map(|m| DirMeta::of(&m))
+    }
+
+    fn apply(&self, p: &Path) -> Result<(), BuildError> {
+        set_meta(p, self.mode, self.uid, self.gid, self.mtime)
+    }
+}
+
+/// Creates the missing parents of `rel` in `tree`: as they are in the
+/// parent layers, or new (0755, `owner`, the epoch). Returns the directories
+/// it made, so that their metadata can be set again once entries have been
+/// added to them (which moves a directory's mtime to now).
 pub(crate) fn make_parents(
     view: &View,
     tree: &Path,
     rel: &Path,
     epoch: Option<u64>,
     owner: (u32, u32),
-) -> Result<(), BuildError> {
+) -> Result<Vec<(PathBuf, DirMeta)>, BuildError> {
     let mut cur = PathBuf::new();
+    let mut made = Vec::new();
     let parents: Vec<_> = rel
         .parent()
         .map(|p| p.components().collect())
@@ -101,22 +138,19 @@ pub(crate) fn make_parents(
             continue;
         }
         fs::create_dir(&at).map_err(|e| BuildError::io(format!("creating {}", at.display()), e))?;
-        match view
-            .resolve(&cur, true)
-            .and_then(|(_, b)| fs::metadata(b).ok())
-            .filter(|m| m.is_dir())
-        {
-            Some(m) => set_meta(
-                &at,
-                m.mode() & 0o7777,
-                m.uid(),
-                m.gid(),
-                m.mtime().max(0) as u64,
-            )?,
-            None => set_meta(&at, 0o755, owner.0, owner.1, epoch.unwrap_or(0))?,
-        }
+        let meta = DirMeta::in_view(view, &cur).unwrap_or(DirMeta {
+            mode: 0o755,
+            uid: owner.0,
+            gid: owner.1,
+            mtime: epoch.unwrap_or(0),
+        });
+        made.push((at, meta));
     }
-    Ok(())
+    // after all are made: making a child moved its parent's mtime
+    for (at, meta) in &made {
+        meta.apply(at)?;
+    }
+    Ok(made)
 }
 
 fn set_meta(p: &Path, mode: u32, uid: u32, gid: u32, mtime: u64) -> Result<(), BuildError> {
@@ -168,11 +202,16 @@ impl Copier<'_> {
         (uid, gid, self.epoch.map_or(mtime, |e| mtime.min(e)))
     }
 
-    /// Gives `dst` the metadata a copy of a directory with `meta` gets.
-    fn dir_meta(&self, meta: &fs::Metadata, dst: &Path) -> Result<(), BuildError> {
+    /// The metadata a copy of a directory with `meta` gets.
+    fn dir_meta(&self, meta: &fs::Metadata) -> DirMeta {
         let (uid, gid, mtime) = self.owner_and_time(meta);
         let mode = self.chmod.unwrap_or(meta.mode() & 0o7777);
-        set_meta(dst, mode, uid, gid, mtime)
+        DirMeta {
+            mode,
+            uid,
+            gid,
+            mtime,
+        }
     }
 
     /// Copies `src` (a path in the origin) to `dst` (a path in the tree).
@@ -199,7 +238,7 @@ impl Copier<'_> {
             for name in self.origin.list(src_rel) {
                 self.copy(&src_rel.join(&name), &dst.join(&name))?;
             }
-            return self.dir_meta(&meta, dst);
+            return self.dir_meta(&meta).apply(dst);
         }
         if meta.is_file() {
             fs::copy(&src, dst).map_err(|e| {
@@ -335,19 +374,21 @@ impl Builder<'_, '_> {
             chmod,
             epoch: self.opts.source_date_epoch,
         };
+        // directories made here, set again once everything is in them
+        let mut made = Vec::new();
         for src in &sources {
             let backing = origin
                 .backing(src)
                 .ok_or_else(|| fail(format!("{} disappeared while copying", src.display())))?;
             let is_dir = fs::symlink_metadata(&backing).is_ok_and(|m| m.is_dir());
             if add && !is_dir && is_archive(&backing) {
-                make_parents(
+                made.extend(make_parents(
                     &view,
                     &tree,
                     &dest.join("x"),
                     self.opts.source_date_epoch,
                     new_dirs,
-                )?;
+                )?);
                 let f = fs::File::open(&backing)
                     .map_err(|e| BuildError::io(format!("opening {}", backing.display()), e))?;
                 kiln_oci::unpack::unpack(f, &tree.join(&dest), kiln_oci::unpack::Target::Flat)
@@ -364,41 +405,28 @@ impl Builder<'_, '_> {
             } else {
                 target.clone()
             };
-            make_parents(
+            made.extend(make_parents(
                 &view,
                 &tree,
                 &parents_of,
                 self.opts.source_date_epoch,
                 new_dirs,
-            )?;
+            )?);
             if is_dir {
                 fs::create_dir_all(tree.join(&target))
                     .map_err(|e| BuildError::io("creating the destination", e))?;
                 for name in origin.list(src) {
                     copier.copy(&src.join(&name), &tree.join(&target).join(&name))?;
                 }
-                // adding entries moved the directory's mtime to now: a
-                // directory that was there keeps its own metadata, a new
-                // one takes the source directory's (as BuildKit does)
-                match view
-                    .resolve(&target, true)
-                    .and_then(|(_, b)| fs::metadata(b).ok())
-                    .filter(|m| m.is_dir())
-                {
-                    Some(m) => set_meta(
-                        &tree.join(&target),
-                        m.mode() & 0o7777,
-                        m.uid(),
-                        m.gid(),
-                        m.mtime().max(0) as u64,
-                    )?,
-                    None => {
-                        let m = fs::metadata(&backing).map_err(|e| {
-                            BuildError::io(format!("reading {}", backing.display()), e)
-                        })?;
-                        copier.dir_meta(&m, &tree.join(&target))?
-                    }
-                }
+                // a directory that was there keeps its own metadata, a
+                // new one takes the source directory's (as BuildKit does)
+                let meta = match DirMeta::in_view(&view, &target) {
+                    Some(m) => m,
+                    None => copier.dir_meta(&fs::metadata(&backing).map_err(|e| {
+                        BuildError::io(format!("reading {}", backing.display()), e)
+                    })?),
+                };
+                made.push((tree.join(&target), meta));
             } else {
                 copier.copy(src, &tree.join(&target))?;
             }
@@ -417,7 +445,13 @@ impl Builder<'_, '_> {
             } else {
                 dest.clone()
             };
-            make_parents(&view, &tree, &target, self.opts.source_date_epoch, new_dirs)?;
+            made.extend(make_parents(
+                &view,
+                &tree,
+                &target,
+                self.opts.source_date_epoch,
+                new_dirs,
+            )?);
             let path = tree.join(&target);
             fs::copy(&f.path, &path)
                 .map_err(|e| BuildError::io(format!("writing {}", path.display()), e))?;
@@ -435,7 +469,13 @@ impl Builder<'_, '_> {
             } else {
                 dest.clone()
             };
-            make_parents(&view, &tree, &target, self.opts.source_date_epoch, new_dirs)?;
+            made.extend(make_parents(
+                &view,
+                &tree,
+                &target,
+                self.opts.source_date_epoch,
+                new_dirs,
+            )?);
             let path = tree.join(&target);
             fs::write(&path, &f.content)
                 .map_err(|e| BuildError::io(format!("writing {}", path.display()), e))?;
@@ -448,8 +488,13 @@ impl Builder<'_, '_> {
                 self.opts.source_date_epoch.unwrap_or(0),
             )?;
         }
-        let made = self.commit_layer(st, &tree, &key)?;
-        st.history(format!("{text} # kiln"), !made);
+        // in order, so a later decision for a directory wins; setting a
+        // directory's metadata does not touch its parent's
+        for (dir, meta) in &made {
+            meta.apply(dir)?;
+        }
+        let committed = self.commit_layer(st, &tree, &key)?;
+        st.history(format!("{text} # kiln"), !committed);
         Ok(())
     }
 }

@@ -138,13 +138,14 @@ fn same_inputs_same_digest_in_two_stores() {
 
 #[test]
 fn copying_a_directory_is_reproducible_without_source_date_epoch() {
-    // COPY of a directory into a new and into an existing directory: the
+    // COPY of a directory into a new and into an existing directory (the
     // new one takes the source directory's mtime, the existing one keeps
-    // its own, so two builds seconds apart give the same layer
+    // its own), of a file into new nested directories, and a new nested
+    // WORKDIR: two builds seconds apart give the same layers
     let (dir, store) = setup();
     let ctx = app_context(
         dir.path(),
-        "FROM busybox:test\nCOPY src /data\nCOPY src/ /bin/\n",
+        "FROM busybox:test\nCOPY src /data\nCOPY src/ /bin/\nCOPY greeting.txt /new/deep/\nWORKDIR /work/a/b\n",
     );
     let src_mtime = fs::metadata(ctx.join("src"))
         .unwrap()
