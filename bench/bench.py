@@ -338,7 +338,7 @@ def make_inputs():
           'FROM scratch\nCOPY --from=build /hello /hello\nENTRYPOINT ["/hello"]\n')
 
 
-def import_bases(kiln, buildah, buildkit, bases_registry):
+def import_bases(kiln, buildah, buildkit):
     """The same base (and the compiler image made from it by kiln) in every tool."""
     log("importing the shared base into kiln, buildah and the Docker engine")
     quiet(kiln.build("bench/base:1", WORK / "base"), env=kiln.env)
@@ -360,8 +360,7 @@ def import_bases(kiln, buildah, buildkit, bases_registry):
 
 
 class Run:
-    def __init__(self, reps):
-        self.reps = reps
+    def __init__(self):
         self.results = WORK / "times.tsv"
         self.results.write_text("")
 
@@ -511,8 +510,8 @@ def main():
     buildkit = BuildKit(engine())
     tools = [kiln, buildah, buildkit]
     try:
-        import_bases(kiln, buildah, buildkit, bases_registry)
-        run = Run(args.reps)
+        import_bases(kiln, buildah, buildkit)
+        run = Run()
         for rep in range(1, args.reps + 1):
             log(f"--- repetition {rep} of {args.reps}")
             # Each phase: every tool forgets, the disk settles, then each

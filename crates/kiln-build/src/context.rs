@@ -195,7 +195,6 @@ fn digest_files(
         .min(files.len().max(1));
     let work = || -> Result<Vec<(usize, String)>, String> {
         let mut done = Vec::new();
-        let mut buf = vec![0u8; 256 << 10];
         loop {
             let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let Some(&i) = files.get(n) else {
@@ -203,16 +202,13 @@ fn digest_files(
             };
             let full = root.join(&entries[i].0);
             let fail = |e: std::io::Error| format!("reading {}: {e}", full.display());
-            let mut f = fs::File::open(&full).map_err(fail)?;
-            let mut h = kiln_oci::digest::HashWriter::new(std::io::sink());
-            loop {
-                let n = std::io::Read::read(&mut f, &mut buf).map_err(fail)?;
-                if n == 0 {
-                    break;
-                }
-                std::io::Write::write_all(&mut h, &buf[..n]).map_err(fail)?;
-            }
-            done.push((i, h.finish().1.to_string()));
+            let f = fs::File::open(&full).map_err(fail)?;
+            // large reads: few system calls for big files
+            let reader = std::io::BufReader::with_capacity(256 << 10, f);
+            let (digest, _) = kiln_oci::digest::HashReader::new(reader)
+                .finish()
+                .map_err(fail)?;
+            done.push((i, digest.to_string()));
         }
     };
     std::thread::scope(|s| {

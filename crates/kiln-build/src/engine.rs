@@ -67,6 +67,8 @@ pub fn build(
     opts: &BuildOptions,
     progress: &mut (dyn Progress + Send),
 ) -> Result<BuildResult, BuildError> {
+    let memo = crate::source::Memo::new(source);
+    let source = &memo;
     let file = opts.dockerfile.display().to_string();
     let text = std::fs::read_to_string(&opts.dockerfile)
         .map_err(|e| BuildError::io(format!("reading {file}"), e))?;

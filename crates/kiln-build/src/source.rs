@@ -20,6 +20,43 @@ pub trait ImageSource {
     fn resolve(&self, reference: &str) -> Result<BaseImage, String>;
 }
 
+/// Resolves each reference once per build: the frontend (base configs),
+/// the runnability check and the stages all ask, and resolving may pull
+/// or import an archive.
+pub(crate) struct Memo<'a> {
+    pub inner: &'a (dyn ImageSource + Sync),
+    done: std::sync::Mutex<std::collections::HashMap<String, BaseImage>>,
+}
+
+impl<'a> Memo<'a> {
+    pub fn new(inner: &'a (dyn ImageSource + Sync)) -> Self {
+        Memo {
+            inner,
+            done: Default::default(),
+        }
+    }
+}
+
+impl ImageSource for Memo<'_> {
+    fn resolve(&self, reference: &str) -> Result<BaseImage, String> {
+        let known = self
+            .done
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(reference)
+            .cloned();
+        if let Some(img) = known {
+            return Ok(img);
+        }
+        let img = self.inner.resolve(reference)?;
+        self.done
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(reference.to_string(), img.clone());
+        Ok(img)
+    }
+}
+
 /// Images already in the store, and OCI layouts on disk.
 pub struct StoreSource<'a> {
     pub store: &'a Store,

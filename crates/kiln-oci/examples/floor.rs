@@ -19,12 +19,10 @@ use kiln_oci::digest::HashWriter;
 use kiln_oci::pgzip::ParallelGz;
 
 fn walk(dir: &Path, out: &mut impl Write, buf: &mut [u8]) -> io::Result<u64> {
-    let mut names: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    names.sort_by_key(|e| e.file_name());
     let mut total = 0;
-    for entry in names {
-        let path = entry.path();
-        let kind = entry.file_type()?;
+    for name in kiln_oci::layer::sorted_names(dir).map_err(io::Error::other)? {
+        let path = dir.join(name);
+        let kind = fs::symlink_metadata(&path)?.file_type();
         if kind.is_dir() {
             total += walk(&path, out, buf)?;
         } else if kind.is_file() {

@@ -18,14 +18,10 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
         kiln_store::Store::open(&store_dir)
             .with_context(|| format!("opening the store {}", store_dir.display()))
     };
+    let client = || registry::client(&cli.insecure_registries, &cli.ca_certs);
     match cli.command {
         Command::Dockerfile(DockerfileCommand::Check(args)) => dockerfile_check::run(args, printer),
-        Command::Build(args) => build::run(
-            args,
-            &open()?,
-            &registry::client(&cli.insecure_registries, &cli.ca_certs)?,
-            printer,
-        ),
+        Command::Build(args) => build::run(args, &open()?, &client()?, printer),
         Command::Run(args) => store_cmds::run(args, &open()?, printer),
         Command::Images(args) => store_cmds::images(args, &open()?, printer),
         Command::Inspect(args) => store_cmds::inspect(args, &open()?, printer),
@@ -33,40 +29,16 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
         Command::Fsck => store_cmds::fsck(&open()?, printer),
         Command::Prune => store_cmds::prune(&open()?, printer),
         Command::Save(args) => store_cmds::save(args, &open()?, printer),
-        Command::Pull(args) => registry::pull(
-            args,
-            &open()?,
-            &registry::client(&cli.insecure_registries, &cli.ca_certs)?,
-            printer,
-        ),
-        Command::Push(args) => registry::push(
-            args,
-            &open()?,
-            &registry::client(&cli.insecure_registries, &cli.ca_certs)?,
-            printer,
-        ),
-        Command::Plan(args) => factory::plan(
-            args,
-            &open()?,
-            &registry::client(&cli.insecure_registries, &cli.ca_certs)?,
-            printer,
-        ),
-        Command::Bake(args) => factory::bake(
-            args,
-            &open()?,
-            &registry::client(&cli.insecure_registries, &cli.ca_certs)?,
-            printer,
-        ),
+        Command::Pull(args) => registry::pull(args, &open()?, &client()?, printer),
+        Command::Push(args) => registry::push(args, &open()?, &client()?, printer),
+        Command::Plan(args) => factory::plan(args, &open()?, &client()?, printer),
+        Command::Bake(args) => factory::bake(args, &open()?, &client()?, printer),
         Command::History(args) => factory::history(args, &open()?, printer),
         Command::Schema => {
             printer.data(kiln_definition::schema().trim_end());
             Ok(Exit::Success)
         }
-        Command::Login(args) => registry::login(
-            args,
-            &registry::client(&cli.insecure_registries, &cli.ca_certs)?,
-            printer,
-        ),
+        Command::Login(args) => registry::login(args, &client()?, printer),
     }
 }
 
