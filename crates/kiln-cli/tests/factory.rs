@@ -75,6 +75,13 @@ fn bake(dir: &Path, store: &Path, reg: &Registry, args: &[&str]) -> (Out, serde_
     (out, v)
 }
 
+/// A bake that must succeed; its JSON report.
+fn bake_ok(dir: &Path, store: &Path, reg: &Registry, args: &[&str]) -> serde_json::Value {
+    let (out, v) = bake(dir, store, reg, args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    v
+}
+
 fn plan(dir: &Path, store: &Path, reg: &Registry) -> serde_json::Value {
     let out = ok(kiln_env(
         store,
@@ -204,16 +211,14 @@ fn a_chain_is_baked_published_and_rebuilt_where_it_changed() {
     );
 
     // 2. Nothing changed: nothing to do.
-    let (out, v) = bake(&fdir, &store, &reg, &[]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v = bake_ok(&fdir, &store, &reg, &[]);
     assert!(
         outcomes(&v).iter().all(|(_, o)| o == "reused"),
         "{:?}",
         outcomes(&v)
     );
     // --no-publish builds and tests but leaves the lock alone.
-    let (out, v) = bake(&fdir, &store, &reg, &["--no-publish", "--force", "tools"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v = bake_ok(&fdir, &store, &reg, &["--no-publish", "--force", "tools"]);
     assert_eq!(
         outcomes(&v),
         [
@@ -231,8 +236,7 @@ fn a_chain_is_baked_published_and_rebuilt_where_it_changed() {
         image(&p, "app2")["reasons"],
         serde_json::json!([{"reason": "context-changed", "files": ["changed name"]}])
     );
-    let (out, v) = bake(&fdir, &store, &reg, &[]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v = bake_ok(&fdir, &store, &reg, &[]);
     let built: Vec<String> = outcomes(&v)
         .into_iter()
         .filter(|(_, o)| o == "built")
@@ -263,8 +267,7 @@ fn a_chain_is_baked_published_and_rebuilt_where_it_changed() {
         image(&p, "app3")["reasons"],
         serde_json::json!([{"reason": "upstream-will-rebuild", "image": "tools"}])
     );
-    let (out, v) = bake(&fdir, &store, &reg, &[]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v = bake_ok(&fdir, &store, &reg, &[]);
     assert!(
         outcomes(&v).iter().all(|(_, o)| o == "built"),
         "{:?}",
@@ -519,8 +522,7 @@ fn a_registry_base_is_pinned_and_a_moved_tag_rebuilds() {
     let upstream_digest = || skopeo_digest(&format!("docker://{upstream}"));
     let first = upstream_digest();
 
-    let (out, v) = bake(&fdir, &store, &reg, &[]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v = bake_ok(&fdir, &store, &reg, &[]);
     assert_eq!(image(&v, "edge")["outcome"], "built");
     let l = lock(&fdir);
     assert_eq!(
@@ -551,13 +553,11 @@ fn a_registry_base_is_pinned_and_a_moved_tag_rebuilds() {
         image(&p, "edge")["reasons"],
         serde_json::json!([{"reason": "base-moved", "base": upstream, "from": first, "to": second}])
     );
-    let (out, v) = bake(&fdir, &store, &reg, &["--dry-run"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v = bake_ok(&fdir, &store, &reg, &["--dry-run"]);
     assert_eq!(image(&v, "edge")["outcome"], "would-build");
     assert_eq!(lock(&fdir), l, "a dry run changes nothing");
 
-    let (out, v) = bake(&fdir, &store, &reg, &[]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v = bake_ok(&fdir, &store, &reg, &[]);
     assert_eq!(image(&v, "edge")["outcome"], "built");
     let l2 = lock(&fdir);
     assert_eq!(
@@ -616,8 +616,7 @@ fn a_killed_bake_resumes_where_it_stopped() {
         "the apps were cut off: {l:?}"
     );
 
-    let (out, v) = bake(&fdir, &store, &reg, &[]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v = bake_ok(&fdir, &store, &reg, &[]);
     for name in ["base", "tools"] {
         assert_eq!(image(&v, name)["outcome"], "reused", "{name}");
     }

@@ -3,15 +3,15 @@
 //! real clients on the other side.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 mod common;
 use common::registry::{skopeo, Registry};
 use common::*;
 
-#[test]
-fn round_trips_with_skopeo_and_docker() {
+/// A store with the APP image built as app:1 (its digest) and a registry.
+fn app_and_registry() -> (tempfile::TempDir, PathBuf, Registry, String) {
     let (dir, store) = setup();
     let reg = Registry::start(dir.path());
     let ctx = app_context(dir.path(), APP);
@@ -20,6 +20,12 @@ fn round_trips_with_skopeo_and_docker() {
         &["build", "-t", "app:1", ctx.to_str().unwrap()],
     ))
     .stdout;
+    (dir, store, reg, built)
+}
+
+#[test]
+fn round_trips_with_skopeo_and_docker() {
+    let (dir, store, reg, built) = app_and_registry();
 
     // kiln pushes; skopeo reads and copies what it pushed
     let target = format!("{}/team/app:1", reg.addr);
@@ -335,14 +341,7 @@ use common::proxy::{Fault, Proxy, Rule};
 
 #[test]
 fn faults_are_retried_and_the_registry_keeps_only_whole_blobs() {
-    let (dir, store) = setup();
-    let reg = Registry::start(dir.path());
-    let ctx = app_context(dir.path(), APP);
-    let built = ok(kiln(
-        &store,
-        &["build", "-t", "app:1", ctx.to_str().unwrap()],
-    ))
-    .stdout;
+    let (dir, store, reg, built) = app_and_registry();
     let proxy = Proxy::start(
         &reg.addr,
         vec![
@@ -433,13 +432,7 @@ fn faults_are_retried_and_the_registry_keeps_only_whole_blobs() {
 
 #[test]
 fn an_interrupted_push_sends_only_what_is_missing() {
-    let (dir, store) = setup();
-    let reg = Registry::start(dir.path());
-    let ctx = app_context(dir.path(), APP);
-    ok(kiln(
-        &store,
-        &["build", "-t", "app:1", ctx.to_str().unwrap()],
-    ));
+    let (_dir, store, reg, _) = app_and_registry();
     let proxy = Proxy::start(
         &reg.addr,
         vec![Rule {
