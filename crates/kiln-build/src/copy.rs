@@ -376,19 +376,15 @@ impl Builder<'_, '_> {
         };
         // directories made here, set again once everything is in them
         let mut made = Vec::new();
+        let epoch = self.opts.source_date_epoch;
+        let parents = |rel: &Path| make_parents(&view, &tree, rel, epoch, new_dirs);
         for src in &sources {
             let backing = origin
                 .backing(src)
                 .ok_or_else(|| fail(format!("{} disappeared while copying", src.display())))?;
             let is_dir = fs::symlink_metadata(&backing).is_ok_and(|m| m.is_dir());
             if add && !is_dir && is_archive(&backing) {
-                made.extend(make_parents(
-                    &view,
-                    &tree,
-                    &dest.join("x"),
-                    self.opts.source_date_epoch,
-                    new_dirs,
-                )?);
+                made.extend(parents(&dest.join("x"))?);
                 let f = fs::File::open(&backing)
                     .map_err(|e| BuildError::io(format!("opening {}", backing.display()), e))?;
                 kiln_oci::unpack::unpack(f, &tree.join(&dest), kiln_oci::unpack::Target::Flat)
@@ -405,13 +401,7 @@ impl Builder<'_, '_> {
             } else {
                 target.clone()
             };
-            made.extend(make_parents(
-                &view,
-                &tree,
-                &parents_of,
-                self.opts.source_date_epoch,
-                new_dirs,
-            )?);
+            made.extend(parents(&parents_of)?);
             if is_dir {
                 fs::create_dir_all(tree.join(&target))
                     .map_err(|e| BuildError::io("creating the destination", e))?;
@@ -445,13 +435,7 @@ impl Builder<'_, '_> {
             } else {
                 dest.clone()
             };
-            made.extend(make_parents(
-                &view,
-                &tree,
-                &target,
-                self.opts.source_date_epoch,
-                new_dirs,
-            )?);
+            made.extend(parents(&target)?);
             let path = tree.join(&target);
             fs::copy(&f.path, &path)
                 .map_err(|e| BuildError::io(format!("writing {}", path.display()), e))?;
@@ -469,13 +453,7 @@ impl Builder<'_, '_> {
             } else {
                 dest.clone()
             };
-            made.extend(make_parents(
-                &view,
-                &tree,
-                &target,
-                self.opts.source_date_epoch,
-                new_dirs,
-            )?);
+            made.extend(parents(&target)?);
             let path = tree.join(&target);
             fs::write(&path, &f.content)
                 .map_err(|e| BuildError::io(format!("writing {}", path.display()), e))?;
