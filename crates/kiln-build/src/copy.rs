@@ -329,9 +329,9 @@ impl Builder<'_, '_> {
             &st.config.config.working_dir,
         ]);
         st.key = key.clone();
-        if self.begin(st, stage, step, text, &key)? {
+        let Some(_running) = self.begin(st, stage, step, text, &key)? else {
             return Ok(());
-        }
+        };
         let view = st.view(self.store)?;
         let tree = self.store.temp_path("copy");
         fs::create_dir(&tree)

@@ -26,8 +26,8 @@ struct Bases<'a> {
 }
 
 impl BaseImages for Bases<'_> {
-    fn config(&self, reference: &str, _: &Platform) -> Option<BaseConfig> {
-        let img = self.source.resolve(reference).ok()?;
+    fn config(&self, reference: &str, platform: &Platform) -> Option<BaseConfig> {
+        let img = self.source.resolve(reference, platform).ok()?;
         let c = img.config.config;
         Some(BaseConfig {
             env: c
@@ -51,16 +51,75 @@ pub(crate) struct Builder<'a, 'p> {
     pub source: &'a (dyn ImageSource + Sync),
     pub opts: &'a BuildOptions,
     pub progress: &'a Mutex<&'p mut (dyn Progress + Send)>,
+    pub inflight: &'a Inflight,
     pub graph: &'a BuildGraph,
     pub ctx: Context,
     pub file: String,
+    /// Put before stage names in progress: the platform, when several are built.
+    pub prefix: String,
+    /// The platform was asked for: a base of another platform is an error.
+    pub strict: bool,
     pub created: String,
     pub steps_run: AtomicUsize,
     pub steps_cached: AtomicUsize,
     pub bases: Mutex<Vec<(String, String)>>,
 }
 
-/// Builds the image `opts` describes into `store` and names it.
+/// One platform's image of a build.
+struct PlatformBuild {
+    platform: kiln_oci::image::Platform,
+    digest: String,
+    size: u64,
+    steps_run: usize,
+    steps_cached: usize,
+    bases: Vec<(String, String)>,
+}
+
+/// Steps being run right now, by cache key: a platform that reaches a step
+/// another platform is running waits for it and then takes the result from
+/// the cache, so work that is the same for every platform is done once.
+#[derive(Default)]
+pub(crate) struct Inflight {
+    running: Mutex<std::collections::HashSet<String>>,
+    done: std::sync::Condvar,
+}
+
+/// Holds one cache key in [`Inflight`] until dropped.
+pub(crate) struct KeyGuard<'a> {
+    inflight: &'a Inflight,
+    key: String,
+}
+
+impl Inflight {
+    fn hold(&self, key: &str) -> KeyGuard<'_> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        while running.contains(key) {
+            running = self.done.wait(running).unwrap_or_else(|p| p.into_inner());
+        }
+        running.insert(key.to_string());
+        KeyGuard {
+            inflight: self,
+            key: key.to_string(),
+        }
+    }
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        let mut running = self
+            .inflight
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        running.remove(&self.key);
+        self.inflight.done.notify_all();
+    }
+}
+
+/// Builds the image `opts` describes into `store` and names it: one image,
+/// or with several `platforms` one per platform (built at the same time)
+/// combined into an image index. A platform that fails fails the build, and
+/// nothing is named.
 pub fn build(
     store: &Store,
     source: &(dyn ImageSource + Sync),
@@ -68,85 +127,202 @@ pub fn build(
     progress: &mut (dyn Progress + Send),
 ) -> Result<BuildResult, BuildError> {
     let memo = crate::source::Memo::new(source);
-    let source = &memo;
     let file = opts.dockerfile.display().to_string();
     let text = std::fs::read_to_string(&opts.dockerfile)
         .map_err(|e| BuildError::io(format!("reading {file}"), e))?;
-    let eval_opts = Options {
-        build_args: opts.build_args.clone(),
-        target: opts.target.clone(),
-        platform: None,
-        build_platform: None,
+    let targets: Vec<Option<&Platform>> = if opts.platforms.is_empty() {
+        vec![None]
+    } else {
+        opts.platforms.iter().map(Some).collect()
     };
-    let graph =
-        evaluate(&text, &eval_opts, &Bases { source }).map_err(|d| BuildError::Dockerfile {
-            rendered: d.render(&file, &text),
-        })?;
-    for w in &graph.warnings {
-        progress.output(
-            "",
-            &format!(
-                "warning: {file}:{}: {}: {}",
-                w.span.line,
-                w.rule.name(),
-                w.message
-            ),
-        );
-    }
-    let ctx = Context::open(&opts.context, Some(&opts.dockerfile))
-        .map_err(BuildError::Context)?
-        .hide(&opts.hidden);
-    // shared: other builds may run, prune may not; released before naming
-    let lock = store.lock(false)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let multi = targets.len() > 1;
     let progress = Mutex::new(progress);
-    let b = Builder {
+    let inflight = Inflight::default();
+    let job = Job {
         store,
-        source,
+        source: &memo,
         opts,
         progress: &progress,
-        graph: &graph,
-        ctx,
-        file,
-        created: rfc3339(opts.source_date_epoch.unwrap_or(now)),
-        steps_run: AtomicUsize::new(0),
-        steps_cached: AtomicUsize::new(0),
-        bases: Mutex::new(Vec::new()),
+        inflight: &inflight,
+        file: &file,
+        text: &text,
     };
-    b.check_runnable()?;
-    let states = b.stages()?;
-    let target = states[graph.target]
-        .clone()
-        .expect("the target is in the build order");
-    let (digest, size) = b.write_image(&target)?;
+    // every base is resolved (pulled, imported) before the store is locked:
+    // naming a pulled image takes the lock exclusively
+    let mut graphs = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let graph = job.evaluate(*t, i == 0)?;
+        job.prefetch(&graph);
+        graphs.push((*t, graph));
+    }
+    // shared: other builds may run, prune may not; released before naming
+    let lock = store.lock(false)?;
+    let results: Vec<Result<PlatformBuild, BuildError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = graphs
+            .iter()
+            .map(|(t, graph)| {
+                let job = &job;
+                scope.spawn(move || job.build_for(*t, graph, multi))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(BuildError::Context(
+                        "a platform's build thread panicked".into(),
+                    ))
+                })
+            })
+            .collect()
+    });
+    let built = results.into_iter().collect::<Result<Vec<_>, _>>()?;
     drop(lock);
-    let desc = Descriptor {
+    let manifest = |b: &PlatformBuild| Descriptor {
         media_type: MEDIA_MANIFEST.into(),
-        digest: digest.clone(),
-        size,
+        digest: b.digest.clone(),
+        size: b.size,
         annotations: Default::default(),
-        platform: None,
+        platform: multi.then(|| b.platform.clone()),
+    };
+    let desc = if multi {
+        store.put_index(built.iter().map(manifest).collect())?
+    } else {
+        manifest(&built[0])
     };
     let mut names = Vec::new();
     for tag in &opts.tags {
         names.push(store.tag(tag, &desc)?);
     }
+    let mut bases: Vec<(String, String)> =
+        built.iter().flat_map(|b| b.bases.iter().cloned()).collect();
+    bases.sort();
+    bases.dedup();
     Ok(BuildResult {
-        manifest_digest: digest,
-        manifest_size: size,
+        manifest_digest: desc.digest.clone(),
+        manifest_size: desc.size,
         names,
-        steps_run: b.steps_run.load(Ordering::Relaxed),
-        steps_cached: b.steps_cached.load(Ordering::Relaxed),
-        bases: {
-            let mut bases = b.bases.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            bases.sort();
-            bases.dedup();
-            bases
-        },
+        steps_run: built.iter().map(|b| b.steps_run).sum(),
+        steps_cached: built.iter().map(|b| b.steps_cached).sum(),
+        bases,
+        platforms: built
+            .iter()
+            .map(|b| (b.platform.to_string(), b.digest.clone()))
+            .collect(),
     })
+}
+
+/// What every platform of one build shares.
+struct Job<'a, 'p> {
+    store: &'a Store,
+    source: &'a (dyn ImageSource + Sync),
+    opts: &'a BuildOptions,
+    progress: &'a Mutex<&'p mut (dyn Progress + Send)>,
+    inflight: &'a Inflight,
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Job<'_, '_> {
+    /// Evaluates the Dockerfile for `platform` (the host's when `None`);
+    /// the first platform's warnings are shown.
+    fn evaluate(&self, platform: Option<&Platform>, first: bool) -> Result<BuildGraph, BuildError> {
+        let eval_opts = Options {
+            build_args: self.opts.build_args.clone(),
+            target: self.opts.target.clone(),
+            platform: platform.cloned(),
+            build_platform: None,
+        };
+        let source = self.source;
+        let graph = evaluate(self.text, &eval_opts, &Bases { source }).map_err(|d| {
+            BuildError::Dockerfile {
+                rendered: d.render(self.file, self.text),
+            }
+        })?;
+        if first {
+            let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+            for w in &graph.warnings {
+                progress.output(
+                    "",
+                    &format!(
+                        "warning: {}:{}: {}: {}",
+                        self.file,
+                        w.span.line,
+                        w.rule.name(),
+                        w.message
+                    ),
+                );
+            }
+        }
+        Ok(graph)
+    }
+
+    /// Resolves every image the needed stages are built on or copy from,
+    /// so none is pulled while the store is locked. Failures are left for
+    /// the step that needs the image to report.
+    fn prefetch(&self, graph: &BuildGraph) {
+        for stage in graph.stages.iter().filter(|s| s.needed) {
+            let platform = stage.platform.as_ref().unwrap_or(&graph.platform);
+            if let Base::Image { reference } = &stage.base {
+                let _ = self.source.resolve(reference, platform);
+            }
+            for image in &stage.images {
+                let _ = self.source.resolve(image, &graph.platform);
+            }
+        }
+    }
+
+    /// Builds the target stage of `graph` (evaluated for `platform`) into an image.
+    fn build_for(
+        &self,
+        platform: Option<&Platform>,
+        graph: &BuildGraph,
+        multi: bool,
+    ) -> Result<PlatformBuild, BuildError> {
+        let source = self.source;
+        let ctx = Context::open(&self.opts.context, Some(&self.opts.dockerfile))
+            .map_err(BuildError::Context)?
+            .hide(&self.opts.hidden);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let b = Builder {
+            store: self.store,
+            source,
+            opts: self.opts,
+            progress: self.progress,
+            inflight: self.inflight,
+            graph,
+            ctx,
+            file: self.file.to_string(),
+            prefix: if multi {
+                format!("{} ", graph.platform)
+            } else {
+                String::new()
+            },
+            strict: platform.is_some(),
+            created: rfc3339(self.opts.source_date_epoch.unwrap_or(now)),
+            steps_run: AtomicUsize::new(0),
+            steps_cached: AtomicUsize::new(0),
+            bases: Mutex::new(Vec::new()),
+        };
+        b.check_runnable()?;
+        let states = b.stages()?;
+        let target = states[graph.target]
+            .clone()
+            .expect("the target is in the build order");
+        let (digest, size) = b.write_image(&target)?;
+        let bases = b.bases.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(PlatformBuild {
+            platform: target.config.platform(),
+            digest,
+            size,
+            steps_run: b.steps_run.load(Ordering::Relaxed),
+            steps_cached: b.steps_cached.load(Ordering::Relaxed),
+            bases,
+        })
+    }
 }
 
 /// The stages a stage needs built first: its base stage and what it copies
@@ -262,12 +438,11 @@ impl Builder<'_, '_> {
                 match &base.base {
                     Base::Stage { index } => base = &self.graph.stages[*index],
                     Base::Scratch => {
-                        let p = base.platform.as_ref().unwrap_or(&self.graph.platform);
-                        break p.architecture.clone();
+                        break self.platform_of(base).architecture.clone();
                     }
                     Base::Image { reference } => {
                         let from_err = self.step_error(base.line, &format!("FROM {reference}"));
-                        let img = self.source.resolve(reference).map_err(&from_err)?;
+                        let img = self.base(base, reference).map_err(&from_err)?;
                         break img.config.architecture.to_string();
                     }
                 }
@@ -283,16 +458,40 @@ impl Builder<'_, '_> {
     }
 
     pub fn label(&self, stage: &Stage) -> String {
-        stage
+        let name = stage
             .name
             .clone()
-            .unwrap_or_else(|| format!("stage-{}", stage.index))
+            .unwrap_or_else(|| format!("stage-{}", stage.index));
+        format!("{}{name}", self.prefix)
+    }
+
+    /// The platform a stage is built for: its `FROM --platform`, else the target's.
+    pub fn platform_of<'s>(&'s self, stage: &'s Stage) -> &'s Platform {
+        stage.platform.as_ref().unwrap_or(&self.graph.platform)
+    }
+
+    /// The image `reference` a stage is built on, for the stage's platform.
+    /// When a platform was asked for (`--platform` or `FROM --platform`),
+    /// an image of another platform is an error rather than a surprise.
+    fn base(&self, stage: &Stage, reference: &str) -> Result<crate::BaseImage, String> {
+        let wanted = self.platform_of(stage);
+        let img = self.source.resolve(reference, wanted)?;
+        let have = img.config.platform();
+        if (self.strict || stage.platform.is_some())
+            && !have.serves(&crate::source::oci_platform(wanted))
+        {
+            return Err(format!(
+                "the image is {have}, not {wanted}: build or pull it for {wanted} \
+                 (kiln pull --platform {wanted} REF), or build it as a multi-platform image"
+            ));
+        }
+        Ok(img)
     }
 
     fn stage(&self, stage: &Stage, states: &[Option<State>]) -> Result<State, BuildError> {
         let mut st = match &stage.base {
             Base::Scratch => {
-                let p = stage.platform.as_ref().unwrap_or(&self.graph.platform);
+                let p = self.platform_of(stage);
                 State::scratch(&p.os, &p.architecture, &p.variant)
             }
             Base::Stage { index } => states[*index]
@@ -301,7 +500,7 @@ impl Builder<'_, '_> {
             Base::Image { reference } => {
                 // a base that cannot be read is an error of its FROM line
                 let from_err = self.step_error(stage.line, &format!("FROM {reference}"));
-                let base = self.source.resolve(reference).map_err(&from_err)?;
+                let base = self.base(stage, reference).map_err(&from_err)?;
                 self.bases
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -368,10 +567,13 @@ impl Builder<'_, '_> {
                 .clone()
                 .expect("dependencies are built first"));
         }
-        let base = self.source.resolve(from).map_err(|m| BuildError::Base {
-            reference: from.to_string(),
-            message: m,
-        })?;
+        let base = self
+            .source
+            .resolve(from, &self.graph.platform)
+            .map_err(|m| BuildError::Base {
+                reference: from.to_string(),
+                message: m,
+            })?;
         State::from_base(&base)
     }
 
@@ -427,6 +629,9 @@ impl Builder<'_, '_> {
 
     /// Starts a layer step: reuses its cached result when there is one
     /// (returns true: the step is done), else counts and announces it.
+    /// Returns `None` when the step is done; otherwise a guard to hold
+    /// while running it, so another platform's identical step waits for
+    /// this one and reuses its result.
     pub fn begin(
         &self,
         st: &mut State,
@@ -434,17 +639,26 @@ impl Builder<'_, '_> {
         step: &Step,
         text: &str,
         key: &str,
-    ) -> Result<bool, BuildError> {
+    ) -> Result<Option<KeyGuard<'_>>, BuildError> {
         let label = self.label(stage);
+        // a RUN of another architecture runs under QEMU: the log says so
+        let host = Platform::host().architecture;
+        let shown = match step.instruction {
+            Instruction::Run(_) if st.config.architecture != host => {
+                format!("{text}  [emulated: {}]", st.config.platform())
+            }
+            _ => text.to_string(),
+        };
+        let guard = self.inflight.hold(key);
         if let Some(made) = self.cached(st, key)? {
             self.steps_cached.fetch_add(1, Ordering::Relaxed);
-            self.progress().step(&label, step.line, text, true);
+            self.progress().step(&label, step.line, &shown, true);
             st.history(format!("{text} # kiln"), !made);
-            return Ok(true);
+            return Ok(None);
         }
-        self.progress().step(&label, step.line, text, false);
+        self.progress().step(&label, step.line, &shown, false);
         self.steps_run.fetch_add(1, Ordering::Relaxed);
-        Ok(false)
+        Ok(Some(guard))
     }
 
     /// Reuses a cached step result: `Some(true)` when it added a layer,

@@ -5,18 +5,76 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
 
-use kiln_oci::image::{Descriptor, Index, MEDIA_MANIFEST};
+use kiln_oci::image::{is_index_media, Descriptor, Index, MEDIA_MANIFEST};
 use kiln_oci::unpack::{unpack, Target};
 use kiln_store::{parse_digest, Image, Store};
 use serde_json::json;
 
 use crate::BuildError;
 
-fn blob_names(img: &Image) -> Vec<String> {
-    std::iter::once(img.manifest_digest.to_string())
-        .chain(std::iter::once(img.manifest.config.digest.clone()))
-        .chain(img.manifest.layers.iter().map(|l| l.digest.clone()))
-        .collect()
+/// What an OCI export writes: one image, or an image index with those of
+/// its images that are in the store.
+#[derive(Debug, Clone)]
+pub struct Export {
+    pub name: String,
+    /// The manifest or index descriptor the layout's index.json names.
+    pub top: Descriptor,
+    pub images: Vec<Image>,
+}
+
+impl Export {
+    /// The image or index the store's `name` holds.
+    pub fn of(store: &Store, name: &str) -> Result<Export, BuildError> {
+        let (full, mut top) = store.lookup(name)?;
+        top.annotations.clear();
+        Ok(Export {
+            name: full,
+            top,
+            images: store.images_of(name)?,
+        })
+    }
+
+    /// One image.
+    pub fn image(img: &Image) -> Export {
+        Export {
+            name: img.name.clone(),
+            top: Descriptor {
+                media_type: MEDIA_MANIFEST.into(),
+                digest: img.manifest_digest.to_string(),
+                size: img.manifest_size,
+                annotations: Default::default(),
+                platform: None,
+            },
+            images: vec![img.clone()],
+        }
+    }
+
+    /// Every blob, the index's first.
+    fn blobs(&self) -> Vec<String> {
+        let index = is_index_media(&self.top.media_type).then(|| self.top.digest.clone());
+        let mut out: Vec<String> = index.into_iter().collect();
+        for img in &self.images {
+            out.push(img.manifest_digest.to_string());
+            out.push(img.manifest.config.digest.clone());
+            out.extend(img.manifest.layers.iter().map(|l| l.digest.clone()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|b| seen.insert(b.clone()));
+        out
+    }
+
+    /// The layout's index.json: the image or index, named.
+    fn layout_index(&self, name: &str) -> Index {
+        let mut d = self.top.clone();
+        d.annotations
+            .insert("org.opencontainers.image.ref.name".into(), name.to_string());
+        d.annotations
+            .insert("io.containerd.image.name".into(), name.to_string());
+        Index {
+            manifests: vec![d],
+            ..Index::default()
+        }
+    }
 }
 
 fn add_file(
@@ -47,44 +105,25 @@ fn add_blob(
         .map_err(|e| BuildError::io(format!("writing {name}"), e))
 }
 
-fn index_for(img: &Image, name: &str) -> Index {
-    let mut d = Descriptor {
-        media_type: MEDIA_MANIFEST.into(),
-        digest: img.manifest_digest.to_string(),
-        size: img.manifest_size,
-        annotations: Default::default(),
-        platform: None,
-    };
-    d.annotations
-        .insert("org.opencontainers.image.ref.name".into(), name.to_string());
-    d.annotations
-        .insert("io.containerd.image.name".into(), name.to_string());
-    Index {
-        manifests: vec![d],
-        ..Index::default()
-    }
-}
-
 fn write_layout(
     tar: &mut tar::Builder<impl Write>,
     store: &Store,
-    img: &Image,
-    name: &str,
+    export: &Export,
 ) -> Result<(), BuildError> {
     add_file(tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    let index = serde_json::to_vec(&index_for(img, name))
+    let index = serde_json::to_vec(&export.layout_index(&export.name))
         .map_err(|e| BuildError::Context(e.to_string()))?;
     add_file(tar, "index.json", &index)?;
-    for b in blob_names(img) {
+    for b in export.blobs() {
         add_blob(tar, store, &b)?;
     }
     Ok(())
 }
 
 /// An OCI archive (`--output type=oci`): the image layout as a tar.
-pub fn save_oci(store: &Store, img: &Image, out: impl Write) -> Result<(), BuildError> {
+pub fn save_oci(store: &Store, export: &Export, out: impl Write) -> Result<(), BuildError> {
     let mut tar = tar::Builder::new(out);
-    write_layout(&mut tar, store, img, &img.name)?;
+    write_layout(&mut tar, store, export)?;
     tar.finish()
         .map_err(|e| BuildError::io("finishing the archive", e))
 }
@@ -92,13 +131,21 @@ pub fn save_oci(store: &Store, img: &Image, out: impl Write) -> Result<(), Build
 /// Writes an OCI archive (`docker: false`) or a `docker load` archive to
 /// the file `dest` atomically: a partial file in the same directory,
 /// synced, then renamed. A failure leaves no file at `dest`.
+/// A `docker load` archive holds one image: an index is refused.
 pub fn save_archive_file(
     store: &Store,
-    img: &Image,
+    export: &Export,
     names: &[String],
     docker: bool,
     dest: &Path,
 ) -> Result<(), BuildError> {
+    if docker && is_index_media(&export.top.media_type) {
+        return Err(BuildError::Context(format!(
+            "{} is a multi-platform image: a docker archive holds one platform; \
+             save it as an OCI archive, or pick one with --platform",
+            export.name
+        )));
+    }
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent)
             .map_err(|e| BuildError::io(format!("creating {}", parent.display()), e))?;
@@ -109,9 +156,9 @@ pub fn save_archive_file(
             .map_err(|e| BuildError::io(format!("creating {}", tmp.display()), e))?;
         let mut w = std::io::BufWriter::new(file);
         if docker {
-            save_docker(store, img, names, &mut w)?;
+            save_docker(store, &export.images[0], names, &mut w)?;
         } else {
-            save_oci(store, img, &mut w)?;
+            save_oci(store, export, &mut w)?;
         }
         let file = w
             .into_inner()
@@ -134,7 +181,7 @@ pub fn save_docker(
     out: impl Write,
 ) -> Result<(), BuildError> {
     let mut tar = tar::Builder::new(out);
-    write_layout(&mut tar, store, img, &img.name)?;
+    write_layout(&mut tar, store, &Export::image(img))?;
     let path = |d: &str| format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
     let manifest = json!([{
         "Config": path(&img.manifest.config.digest),
@@ -152,18 +199,18 @@ fn docker_name(name: &str) -> String {
 }
 
 /// An OCI layout directory (`--output type=oci-layout`).
-pub fn save_layout_dir(store: &Store, img: &Image, dir: &Path) -> Result<(), BuildError> {
+pub fn save_layout_dir(store: &Store, export: &Export, dir: &Path) -> Result<(), BuildError> {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs)
         .map_err(|e| BuildError::io(format!("creating {}", blobs.display()), e))?;
-    for b in blob_names(img) {
+    for b in export.blobs() {
         let d = parse_digest(&b)?;
         fs::copy(store.blob_path(&d), blobs.join(d.digest()))
             .map_err(|e| BuildError::io(format!("copying blob {b}"), e))?;
     }
     fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
         .map_err(|e| BuildError::io("writing oci-layout", e))?;
-    let index = serde_json::to_vec(&index_for(img, &img.name))
+    let index = serde_json::to_vec(&export.layout_index(&export.name))
         .map_err(|e| BuildError::Context(e.to_string()))?;
     fs::write(dir.join("index.json"), index).map_err(|e| BuildError::io("writing index.json", e))
 }

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 pub use engine::build;
 pub use kiln_oci::layer::Compression;
 pub use run::{run_image, RunOptions};
-pub use source::{BaseImage, ImageSource, StoreSource};
+pub use source::{oci_platform, BaseImage, ImageSource, StoreSource};
 
 /// A build context as a build reads it (after `.dockerignore`, without
 /// `hidden` paths, as [`BuildOptions::hidden`]) with its Dockerfile.
@@ -83,6 +83,9 @@ pub struct BuildOptions {
     /// Context files the build never sees, as if listed in `.dockerignore`
     /// (the factory hides its lock files).
     pub hidden: Vec<PathBuf>,
+    /// `--platform`: none builds for this machine; one gives an image of
+    /// that platform; several give an image index with one image each.
+    pub platforms: Vec<kiln_dockerfile::Platform>,
 }
 
 /// What a build produced.
@@ -97,6 +100,9 @@ pub struct BuildResult {
     /// Each image base as written and the manifest digest it resolved to,
     /// so the build can be pinned.
     pub bases: Vec<(String, String)>,
+    /// Each platform built (`linux/arm64`) and its image's manifest digest;
+    /// `manifest_digest` is the index's when there are several.
+    pub platforms: Vec<(String, String)>,
 }
 
 /// Where the engine reports what it does; the CLI prints it.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_dockerfile::instructions::{CommandLine, Network as StepNetwork, Run};
 use kiln_dockerfile::mount::MountType;
-use kiln_dockerfile::{Stage, Step};
+use kiln_dockerfile::{Platform, Stage, Step};
 use kiln_exec::{Mount, MountKind, Network, RunSpec};
 use kiln_store::Store;
 
@@ -227,9 +227,9 @@ impl Builder<'_, '_> {
             &from_keys,
         ]);
         st.key = key.clone();
-        if self.begin(st, stage, step, text, &key)? {
+        let Some(_running) = self.begin(st, stage, step, text, &key)? else {
             return Ok(());
-        }
+        };
         let view = st.view(self.store)?;
         let dirs = StepDirs::new(self.store)?;
         // held until the step ends: cache mounts with sharing=locked|private
@@ -397,6 +397,8 @@ pub struct RunOptions {
     /// Send the command's output, line by line, to `progress.output`
     /// instead of the terminal (factory tests).
     pub capture: bool,
+    /// Which image of a multi-platform image (default: this machine's).
+    pub platform: Option<kiln_dockerfile::Platform>,
 }
 
 /// Runs a command in a throwaway container of the image `name`; returns its
@@ -409,7 +411,8 @@ pub fn run_image(
     progress: &mut dyn Progress,
 ) -> Result<i32, BuildError> {
     let _lock = store.lock(false)?;
-    let img = store.image(name)?;
+    let platform = opts.platform.clone().unwrap_or_else(Platform::host);
+    let img = store.image_for(name, &crate::source::oci_platform(&platform))?;
     let base = crate::BaseImage {
         reference: img.name.clone(),
         manifest_digest: img.manifest_digest.to_string(),
@@ -418,7 +421,7 @@ pub fn run_image(
     };
     kiln_exec::binfmt::check(
         &base.config.architecture.to_string(),
-        &kiln_dockerfile::Platform::host().architecture,
+        &Platform::host().architecture,
     )
     .map_err(|e| BuildError::Context(format!("cannot run {name}: {e}")))?;
     let st = State::from_base(&base)?;

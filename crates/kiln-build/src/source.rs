@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use kiln_dockerfile::Platform;
 use kiln_oci::image::{Descriptor, ImageConfig, Index, Manifest, MEDIA_INDEX};
 use kiln_store::{parse_digest, Store};
 
@@ -15,9 +16,11 @@ pub struct BaseImage {
     pub layers: Vec<Descriptor>,
 }
 
-/// Resolves a FROM reference to an image in the store.
+/// Resolves a FROM reference to an image in the store, for a platform: an
+/// index gives that platform's entry. A single-platform image is returned
+/// whatever its platform; the engine compares.
 pub trait ImageSource {
-    fn resolve(&self, reference: &str) -> Result<BaseImage, String>;
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<BaseImage, String>;
 }
 
 /// Resolves each reference once per build: the frontend (base configs),
@@ -25,7 +28,7 @@ pub trait ImageSource {
 /// or import an archive.
 pub(crate) struct Memo<'a> {
     pub inner: &'a (dyn ImageSource + Sync),
-    done: std::sync::Mutex<std::collections::HashMap<String, BaseImage>>,
+    done: std::sync::Mutex<std::collections::HashMap<(String, String), BaseImage>>,
 }
 
 impl<'a> Memo<'a> {
@@ -38,21 +41,22 @@ impl<'a> Memo<'a> {
 }
 
 impl ImageSource for Memo<'_> {
-    fn resolve(&self, reference: &str) -> Result<BaseImage, String> {
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<BaseImage, String> {
+        let key = (reference.to_string(), platform.to_string());
         let known = self
             .done
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(reference)
+            .get(&key)
             .cloned();
         if let Some(img) = known {
             return Ok(img);
         }
-        let img = self.inner.resolve(reference)?;
+        let img = self.inner.resolve(reference, platform)?;
         self.done
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(reference.to_string(), img.clone());
+            .insert(key, img.clone());
         Ok(img)
     }
 }
@@ -63,15 +67,16 @@ pub struct StoreSource<'a> {
 }
 
 impl ImageSource for StoreSource<'_> {
-    fn resolve(&self, reference: &str) -> Result<BaseImage, String> {
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<BaseImage, String> {
+        let platform = oci_platform(platform);
         if let Some(rest) = reference.strip_prefix("oci-layout:") {
             let (dir, tag) = split_tag(rest);
-            return import_layout(self.store, reference, Path::new(dir), tag);
+            return import_layout(self.store, reference, Path::new(dir), tag, &platform);
         }
         if let Some(rest) = reference.strip_prefix("oci-archive:") {
             let (file, tag) = split_tag(rest);
             let dir = extract(self.store, Path::new(file))?;
-            let result = import_layout(self.store, reference, dir.path(), tag);
+            let result = import_layout(self.store, reference, dir.path(), tag, &platform);
             return result;
         }
         if let Some(rest) = reference.strip_prefix("docker-archive:") {
@@ -79,9 +84,10 @@ impl ImageSource for StoreSource<'_> {
             let dir = extract(self.store, Path::new(file))?;
             return import_docker(self.store, reference, dir.path(), tag);
         }
-        let img = self.store.image(reference).map_err(|e| {
-            format!("{e}; kiln has no registry client yet: load it with `kiln build` or use FROM oci-layout:DIR[:TAG]")
-        })?;
+        let img = self
+            .store
+            .image_for(reference, &platform)
+            .map_err(|e| e.to_string())?;
         Ok(BaseImage {
             reference: img.name,
             manifest_digest: img.manifest_digest.to_string(),
@@ -89,6 +95,11 @@ impl ImageSource for StoreSource<'_> {
             layers: img.manifest.layers,
         })
     }
+}
+
+/// The engine's platform in the image spec's terms.
+pub fn oci_platform(p: &Platform) -> kiln_oci::image::Platform {
+    kiln_oci::image::Platform::new(&p.os, &p.architecture, &p.variant)
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
@@ -234,26 +245,45 @@ fn import_layout(
     reference: &str,
     dir: &Path,
     tag: Option<&str>,
+    platform: &kiln_oci::image::Platform,
 ) -> Result<BaseImage, String> {
     let index: Index = read_json(&dir.join("index.json"))?;
-    let wanted = index
-        .manifests
-        .iter()
-        .filter(|d| d.media_type != MEDIA_INDEX)
-        .find(|d| match tag {
-            Some(t) => d
-                .annotations
-                .get("org.opencontainers.image.ref.name")
-                .is_some_and(|n| n == t),
-            None => true,
-        });
-    let desc = wanted.ok_or_else(|| {
-        format!(
-            "{}: no image{} in its index.json",
-            dir.display(),
-            tag.map(|t| format!(" tagged {t:?}")).unwrap_or_default()
-        )
-    })?;
+    let wanted = index.manifests.iter().find(|d| match tag {
+        Some(t) => d
+            .annotations
+            .get("org.opencontainers.image.ref.name")
+            .is_some_and(|n| n == t),
+        None => true,
+    });
+    let mut desc = wanted
+        .ok_or_else(|| {
+            format!(
+                "{}: no image{} in its index.json",
+                dir.display(),
+                tag.map(|t| format!(" tagged {t:?}")).unwrap_or_default()
+            )
+        })?
+        .clone();
+    // a multi-platform image: the entry for the platform
+    if desc.media_type == MEDIA_INDEX {
+        let path = dir
+            .join("blobs/sha256")
+            .join(desc.digest.trim_start_matches("sha256:"));
+        let inner: Index = read_json(&path)?;
+        desc = inner
+            .manifests
+            .iter()
+            .find(|d| d.platform.as_ref().is_some_and(|p| p.serves(platform)))
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "{}: the image index has no image for {platform} (it has {})",
+                    dir.display(),
+                    kiln_store::platforms_of(&inner).join(", ")
+                )
+            })?;
+    }
+    let desc = &desc;
     let copy = |d: &Descriptor| -> Result<(), String> {
         let digest = parse_digest(&d.digest).map_err(|e| e.to_string())?;
         if store.has_blob(&digest) {

@@ -224,6 +224,11 @@ pub struct BuildArgs {
     /// Write the image's manifest digest to this file
     #[arg(long, value_name = "FILE")]
     pub digest_file: Option<PathBuf>,
+    /// Build for these platforms (os/arch[/variant], comma-separated or
+    /// repeated); several give one image each, combined into an image index
+    /// [default: this machine's]
+    #[arg(long = "platform", value_name = "PLATFORM[,…]", value_delimiter = ',')]
+    pub platforms: Vec<String>,
     /// The build context directory
     #[arg(default_value = ".", value_name = "CONTEXT")]
     pub context: PathBuf,
@@ -268,6 +273,10 @@ pub struct LoginArgs {
 pub struct RunArgs {
     /// The image (NAME[:TAG] or sha256:DIGEST)
     pub image: String,
+    /// Which image of a multi-platform image [default: this machine's];
+    /// another architecture runs under QEMU (binfmt_misc)
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
     /// Run with no network
     #[arg(long = "network", value_name = "MODE", default_value = "host")]
     pub network: String,
@@ -286,6 +295,10 @@ pub struct ImagesArgs {
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     pub image: String,
+    /// Show this platform's image of a multi-platform image [default: the
+    /// index and every image in it]
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -303,4 +316,8 @@ pub struct SaveArgs {
     /// The archive to write
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: PathBuf,
+    /// Save only this platform's image of a multi-platform image [default:
+    /// all of it for oci; a docker archive holds one platform]
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
 }

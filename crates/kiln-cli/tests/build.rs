@@ -917,8 +917,10 @@ fn a_relative_store_path_works_for_builds_and_runs() {
 
 #[test]
 fn foreign_architectures_without_a_binfmt_handler_fail_before_any_step() {
-    // This machine registers no QEMU handler (CI does not install
-    // qemu-user-static), so arm64 programs cannot run here.
+    // CI registers Debian's QEMU handlers; the loong64 one is unregistered
+    // for this test (no other test uses loong64), so loong64 programs
+    // cannot run here, as on a machine without qemu-user-static.
+    let _off = HandlerOff::new("qemu-loongarch64");
     let (dir, store) = setup();
     let ctx = app_context(dir.path(), "FROM busybox:test\n");
     let layout = dir.path().join("layout");
@@ -933,12 +935,12 @@ fn foreign_architectures_without_a_binfmt_handler_fail_before_any_step() {
             ctx.to_str().unwrap(),
         ],
     ));
-    // umoci relabels the image arm64, as a pulled arm64 base would be
+    // umoci relabels the image loong64, as a pulled loong64 base would be
     let umoci = Command::new("umoci")
         .args([
             "config",
             "--architecture",
-            "arm64",
+            "loong64",
             "--tag",
             "arm",
             "--image",
@@ -953,7 +955,7 @@ fn foreign_architectures_without_a_binfmt_handler_fail_before_any_step() {
     );
     let base = format!("oci-layout:{}:arm", layout.display());
 
-    // without RUN nothing needs to execute: the build works and is arm64
+    // without RUN nothing needs to execute: the build works and is loong64
     let plain = dockerfile_dir(
         dir.path(),
         "plain",
@@ -965,7 +967,7 @@ fn foreign_architectures_without_a_binfmt_handler_fail_before_any_step() {
     ));
     let inspect: serde_json::Value =
         serde_json::from_str(&ok(kiln(&store, &["inspect", "arm:1"])).stdout).unwrap();
-    assert_eq!(inspect["config"]["architecture"], "arm64");
+    assert_eq!(inspect["config"]["architecture"], "loong64");
 
     // with RUN the build stops before its first step, naming the FROM line
     let runs = dockerfile_dir(
@@ -979,7 +981,7 @@ fn foreign_architectures_without_a_binfmt_handler_fail_before_any_step() {
         &out.stderr,
         &[
             "Dockerfile:3",
-            "cannot run arm64 programs",
+            "cannot run loong64 programs",
             "apt-get install qemu-user-static",
         ],
     );
@@ -994,4 +996,30 @@ fn foreign_architectures_without_a_binfmt_handler_fail_before_any_step() {
     let run = kiln(&store, &["run", "arm:1", "--", "true"]);
     assert_ne!(run.code, 0);
     assert_mentions(&run.stderr, &["cannot run arm:1", "qemu-user-static"]);
+}
+
+/// Unregisters a binfmt_misc handler until dropped, then registers it again
+/// with binfmt-support's `update-binfmts --enable`; nothing happens where
+/// the handler does not exist.
+struct HandlerOff(Option<String>);
+
+impl HandlerOff {
+    fn new(name: &str) -> Self {
+        let path = Path::new("/proc/sys/fs/binfmt_misc").join(name);
+        let registered = path.exists();
+        if registered {
+            fs::write(&path, "-1").expect("unregistering the handler");
+        }
+        HandlerOff(registered.then(|| name.to_string()))
+    }
+}
+
+impl Drop for HandlerOff {
+    fn drop(&mut self) {
+        if let Some(name) = &self.0 {
+            let _ = Command::new("update-binfmts")
+                .args(["--enable", name])
+                .status();
+        }
+    }
 }

@@ -957,8 +957,29 @@ fn an_index_yields_the_image_for_the_platform() {
             &format!("{repo}:multi"),
         ],
     ));
-    assert_eq!(r.stdout.trim(), digest, "the amd64 entry's manifest");
-    assert!(r.stderr.contains("index, taking"), "{}", r.stderr);
+    // the name holds the index (its digest, as `docker pull` prints it),
+    // with the amd64 entry's image pulled
+    let index_digest = kiln_oci::digest::sha256(index.to_string().as_bytes()).to_string();
+    assert_eq!(r.stdout.trim(), index_digest);
+    assert_mentions(&r.stderr, &[&format!("index, taking {digest}")]);
+    let inspect: serde_json::Value = serde_json::from_str(
+        &ok(kiln(
+            &fresh,
+            &[
+                "inspect",
+                "--platform",
+                "linux/amd64",
+                &format!("{repo}:multi"),
+            ],
+        ))
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        inspect["digest"],
+        digest.as_str(),
+        "the amd64 entry's manifest"
+    );
     let r = kiln(
         &fresh,
         &[

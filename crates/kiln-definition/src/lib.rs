@@ -20,6 +20,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use error::Error;
+pub use kiln_dockerfile::Platform;
 pub use model::{MmdebstrapDef, TestDef, FORMAT};
 pub use schedule::Schedule;
 
@@ -52,6 +53,8 @@ pub struct Image {
     /// Test commands as argv vectors.
     pub tests: Vec<Vec<String>>,
     pub schedule: Option<Schedule>,
+    /// Platforms to build for; empty: the machine's (one image, no index).
+    pub platforms: Vec<Platform>,
 }
 
 /// How an image is made.
@@ -113,11 +116,16 @@ impl Image {
     /// image (not where it is published or how it is versioned), so that a
     /// change to it makes the image stale.
     pub fn definition_text(&self) -> String {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "recipe": self.recipe,
             "tests": self.tests,
-        })
-        .to_string()
+        });
+        // only when set, so images without platforms keep their digests
+        if !self.platforms.is_empty() {
+            let platforms: Vec<String> = self.platforms.iter().map(|p| p.to_string()).collect();
+            v["platforms"] = serde_json::json!(platforms);
+        }
+        v.to_string()
     }
 }
 
@@ -338,6 +346,21 @@ fn read_file(factory: &mut Factory, index: usize) -> Result<(), Error> {
                 factory_schedule.clone()
             }
         };
+        let platforms = parse_platforms(
+            img.platforms.as_ref().unwrap_or(&def.factory.platforms),
+            &err,
+        )?;
+        if let Recipe::Mmdebstrap(m) = &recipe {
+            if m.architecture.is_some() && !platforms.is_empty() {
+                return Err(err(
+                    span,
+                    format!("image {name:?} has both `mmdebstrap.architecture` and `platforms`"),
+                )
+                .with_hint(
+                    "with `platforms`, each platform's Debian architecture is bootstrapped",
+                ));
+            }
+        }
         images.push(Image {
             name,
             file: index,
@@ -348,6 +371,7 @@ fn read_file(factory: &mut Factory, index: usize) -> Result<(), Error> {
             publish,
             tests,
             schedule,
+            platforms,
         });
     }
     for image in images {
@@ -371,6 +395,23 @@ fn read_file(factory: &mut Factory, index: usize) -> Result<(), Error> {
         factory.images.insert(image.name.clone(), image);
     }
     Ok(())
+}
+
+/// `platforms = [...]`: each parsed and normalised, none twice.
+fn parse_platforms(
+    list: &[toml::Spanned<String>],
+    err: &dyn Fn(Range<usize>, String) -> Error,
+) -> Result<Vec<Platform>, Error> {
+    let mut out: Vec<Platform> = Vec::new();
+    for p in list {
+        let parsed = Platform::parse(p.get_ref())
+            .map_err(|m| err(p.span(), m).with_hint("write os/arch[/variant], e.g. linux/arm64"))?;
+        if out.contains(&parsed) {
+            return Err(err(p.span(), format!("platform {parsed} is listed twice")));
+        }
+        out.push(parsed);
+    }
+    Ok(out)
 }
 
 fn tests_empty(tests: &[Vec<String>]) -> Option<usize> {

@@ -47,6 +47,12 @@ pub struct FactoryDef {
     /// `${VAR}` and `${VAR:-default}` are read from the environment.
     #[schemars(with = "Option<String>")]
     pub registry: Option<Spanned<String>>,
+    /// Platforms every image of this file is built for (`os/arch[/variant]`,
+    /// e.g. `["linux/amd64", "linux/arm64"]`) unless it lists its own; more
+    /// than one makes each image an image index. Default: the machine's.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub platforms: Vec<Spanned<String>>,
 }
 
 /// One image of the factory: built from a Dockerfile, or bootstrapped.
@@ -103,6 +109,13 @@ pub struct ImageDef {
     /// Time zone of this image's schedule (default: the factory's, or UTC).
     #[schemars(with = "Option<String>")]
     pub timezone: Option<Spanned<String>>,
+    /// Platforms this image is built for (default: the factory's, else the
+    /// machine's). An image built on a factory image takes each platform's
+    /// image of it, so a chain stays per platform; foreign platforms' RUN
+    /// steps and tests run under QEMU user emulation.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub platforms: Option<Vec<Spanned<String>>>,
 }
 
 /// A Debian root filesystem made by mmdebstrap.
@@ -120,7 +133,8 @@ pub struct MmdebstrapDef {
     /// Extra packages to install.
     #[serde(default)]
     pub packages: Vec<String>,
-    /// Debian architecture (default: the machine's).
+    /// Debian architecture (default: the machine's). With `platforms`,
+    /// leave it out: each platform's architecture is bootstrapped.
     pub architecture: Option<String>,
     /// Mirror URL (default: mmdebstrap's).
     pub mirror: Option<String>,

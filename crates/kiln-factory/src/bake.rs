@@ -323,7 +323,6 @@ fn bake_one(
                 inner: RegistrySource {
                     store,
                     client,
-                    platform: Platform::host(),
                     log: &|l: &str| log.line(name, l),
                 },
             };
@@ -339,10 +338,13 @@ fn bake_one(
                 compression: opts.compression,
                 kiln_exe: opts.kiln_exe.clone(),
                 hidden: crate::lock::hidden_paths(factory),
+                platforms: image.platforms.clone(),
             };
             kiln_build::build(store, &source, &bopts, &mut progress).map_err(|e| e.to_string())
         }
-        Recipe::Mmdebstrap(m) => crate::bootstrap::bootstrap(store, m, &tags, opts, &mut progress),
+        Recipe::Mmdebstrap(m) => {
+            crate::bootstrap::bootstrap(store, m, &image.platforms, &tags, opts, &mut progress)
+        }
     };
     let built = match built {
         Ok(b) => b,
@@ -360,45 +362,50 @@ fn bake_one(
         ),
     );
 
-    for (i, test) in image.tests.iter().enumerate() {
-        let ropts = RunOptions {
-            command: test.clone(),
-            kiln_exe: opts.kiln_exe.clone(),
-            network_none: false,
-            capture: true,
-        };
-        let shown = test_text(test);
-        let mut out = Prefixed { image: name, log };
-        match kiln_build::run_image(store, &store_name, &ropts, &mut out) {
-            Ok(0) => {
-                r.tests_passed += 1;
-                log.line(name, &format!("test {} passed: {shown}", i + 1));
-            }
-            Ok(code) => {
-                log.line(
-                    name,
-                    &format!("test {} FAILED with exit code {code}: {shown}", i + 1),
-                );
-                let _ = store.untag(&store_name);
-                return finish(
-                    r,
-                    Outcome::TestFailed {
-                        test: shown,
-                        exit_code: code,
-                    },
-                );
-            }
-            Err(e) => {
-                log.line(name, &format!("test {} could not run: {e}", i + 1));
-                let _ = store.untag(&store_name);
-                return finish(
-                    r,
-                    Outcome::TestFailed {
-                        test: shown,
-                        exit_code: -1,
-                    },
-                );
-            }
+    // every platform's image is tested (foreign ones under QEMU)
+    let platforms: Vec<Option<&Platform>> = if image.platforms.is_empty() {
+        vec![None]
+    } else {
+        image.platforms.iter().map(Some).collect()
+    };
+    for platform in platforms {
+        let on = platform.map(|p| format!(" on {p}")).unwrap_or_default();
+        for (i, test) in image.tests.iter().enumerate() {
+            let ropts = RunOptions {
+                command: test.clone(),
+                kiln_exe: opts.kiln_exe.clone(),
+                network_none: false,
+                capture: true,
+                platform: platform.cloned(),
+            };
+            let shown = test_text(test);
+            let mut out = Prefixed { image: name, log };
+            let code = match kiln_build::run_image(store, &store_name, &ropts, &mut out) {
+                Ok(0) => {
+                    r.tests_passed += 1;
+                    log.line(name, &format!("test {} passed{on}: {shown}", i + 1));
+                    continue;
+                }
+                Ok(code) => {
+                    log.line(
+                        name,
+                        &format!("test {} FAILED{on} with exit code {code}: {shown}", i + 1),
+                    );
+                    code
+                }
+                Err(e) => {
+                    log.line(name, &format!("test {} could not run{on}: {e}", i + 1));
+                    -1
+                }
+            };
+            let _ = store.untag(&store_name);
+            return finish(
+                r,
+                Outcome::TestFailed {
+                    test: format!("{shown}{on}"),
+                    exit_code: code,
+                },
+            );
         }
     }
     if let Err(e) = tag_moving(store, name, &store_name, &image.tags) {
@@ -455,6 +462,11 @@ fn bake_one(
     let locked = Locked {
         version: version.clone(),
         digest,
+        platforms: if built.platforms.len() > 1 {
+            built.platforms.iter().cloned().collect()
+        } else {
+            BTreeMap::new()
+        },
         tags: all_tags,
         published: r.published.clone(),
         baked_at: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -504,10 +516,14 @@ fn ensure_local(
 ) -> Result<(), String> {
     let locked = locks.lock().expect("locks").get(dep).cloned();
     let Some(locked) = locked else { return Ok(()) };
-    if store
-        .image(store_ref)
-        .is_ok_and(|i| i.manifest_digest.to_string() == locked.digest)
-    {
+    // every platform it was built for must be here, not just its name
+    let whole = store
+        .lookup(store_ref)
+        .is_ok_and(|(_, d)| d.digest == locked.digest)
+        && store
+            .images_of(store_ref)
+            .is_ok_and(|imgs| imgs.len() >= locked.platforms.len().max(1));
+    if whole {
         return Ok(());
     }
     for p in &locked.published {
@@ -520,13 +536,23 @@ fn ensure_local(
             continue;
         };
         log.line(dep, &format!("fetching {r} (not in the store)"));
-        let pulled = transfer::pull(client, store, &r, &Platform::host(), &|l: &str| {
-            log.line(dep, l)
-        })
-        .map_err(|e| format!("fetching {dep} from {r}: {e}"))?;
-        store
-            .tag_as(&pulled.name, store_ref)
-            .map_err(|e| e.to_string())?;
+        let mut platforms: Vec<Platform> = locked
+            .platforms
+            .keys()
+            .filter_map(|p| Platform::parse(p).ok())
+            .collect();
+        if platforms.is_empty() {
+            platforms.push(Platform::host());
+        }
+        let mut pulled_name = None;
+        for platform in &platforms {
+            let pulled = transfer::pull(client, store, &r, platform, &|l: &str| log.line(dep, l))
+                .map_err(|e| format!("fetching {dep} ({platform}) from {r}: {e}"))?;
+            pulled_name = Some(pulled.name);
+        }
+        if let Some(n) = pulled_name {
+            store.tag_as(&n, store_ref).map_err(|e| e.to_string())?;
+        }
         return Ok(());
     }
     Err(format!("{dep} {} is in neither the store nor a registry it was published to; run `kiln bake --force {dep}`", locked.digest))
@@ -540,21 +566,26 @@ struct FactorySource<'a> {
 }
 
 impl ImageSource for FactorySource<'_> {
-    fn resolve(&self, reference: &str) -> Result<kiln_build::BaseImage, String> {
+    fn resolve(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<kiln_build::BaseImage, String> {
         match self.map.get(reference) {
             Some(mapped) => {
-                let mut img = self.inner.resolve(mapped)?;
+                let mut img = self.inner.resolve(mapped, platform)?;
                 img.reference = reference.to_string();
                 Ok(img)
             }
-            None => self.inner.resolve(reference),
+            None => self.inner.resolve(reference, platform),
         }
     }
 }
 
 fn write_archive(store: &Store, name: &str, path: &Path) -> Result<(), String> {
-    let img = store.image(name).map_err(|e| e.to_string())?;
-    kiln_build::export::save_archive_file(store, &img, &[], false, path).map_err(|e| e.to_string())
+    let export = kiln_build::export::Export::of(store, name).map_err(|e| e.to_string())?;
+    kiln_build::export::save_archive_file(store, &export, &[], false, path)
+        .map_err(|e| e.to_string())
 }
 
 /// Engine progress as bake log lines of one image.

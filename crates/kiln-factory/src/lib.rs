@@ -43,19 +43,21 @@ pub enum Error {
 }
 
 /// Bases for builds: local transports and store names first, then the
-/// registry the reference names, pulled into the store on demand.
+/// registry the reference names, pulled into the store on demand for the
+/// platform asked for. A pulled multi-platform image is kept as its index,
+/// so another platform of it is pulled when first asked for; a single
+/// image in the store is used whatever its platform (the engine checks).
 pub struct RegistrySource<'a> {
     pub store: &'a Store,
     pub client: &'a Client,
-    pub platform: Platform,
     pub log: &'a (dyn Fn(&str) + Sync),
 }
 
 impl ImageSource for RegistrySource<'_> {
-    fn resolve(&self, reference: &str) -> Result<BaseImage, String> {
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<BaseImage, String> {
         let local = StoreSource { store: self.store };
         let Ok(r) = Reference::parse(reference) else {
-            return local.resolve(reference);
+            return local.resolve(reference, platform);
         };
         if reference.contains(':')
             && reference
@@ -63,16 +65,16 @@ impl ImageSource for RegistrySource<'_> {
                 .next()
                 .is_some_and(|t| ["oci-layout", "oci-archive", "docker-archive"].contains(&t))
         {
-            return local.resolve(reference);
+            return local.resolve(reference, platform);
         }
-        if let Ok(img) = local.resolve(reference) {
+        if let Ok(img) = local.resolve(reference, platform) {
             return Ok(img);
         }
-        if let Ok(img) = local.resolve(&r.to_string()) {
+        if let Ok(img) = local.resolve(&r.to_string(), platform) {
             return Ok(img);
         }
-        let pulled = transfer::pull(self.client, self.store, &r, &self.platform, self.log)
+        let pulled = transfer::pull(self.client, self.store, &r, platform, self.log)
             .map_err(|e| format!("pulling {r}: {e}"))?;
-        local.resolve(&pulled.name)
+        local.resolve(&pulled.name, platform)
     }
 }

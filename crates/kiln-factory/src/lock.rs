@@ -28,8 +28,13 @@ pub struct Lock {
 pub struct Locked {
     /// The version tag it was given.
     pub version: String,
-    /// Manifest digest of the image.
+    /// Manifest digest of the image (of its image index, when it is built
+    /// for several platforms).
     pub digest: String,
+    /// Each platform's image digest (`linux/arm64` → `sha256:…`), when it
+    /// is built for several platforms.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub platforms: BTreeMap<String, String>,
     /// Every tag it carries: the version and the moving tags.
     #[serde(default)]
     pub tags: Vec<String>,

@@ -164,8 +164,12 @@ pub struct ImagePlan {
     pub name: String,
     pub stale: bool,
     pub reasons: Vec<Reason>,
-    /// The digest the lock holds for it.
+    /// The digest the lock holds for it (its index's, when it has several
+    /// platforms).
     pub digest: Option<String>,
+    /// Each platform's image digest the lock holds, when it has several.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub platforms: BTreeMap<String, String>,
     pub version: Option<String>,
     /// The images it is built on.
     pub depends_on: Vec<String>,
@@ -358,6 +362,7 @@ pub fn plan(
                 stale: true,
                 reasons,
                 digest: None,
+                platforms: BTreeMap::new(),
                 version: None,
                 depends_on: g.deps[name].iter().cloned().collect(),
                 inputs,
@@ -425,6 +430,7 @@ pub fn plan(
             stale,
             reasons,
             digest: Some(locked.digest.clone()),
+            platforms: locked.platforms.clone(),
             version: Some(locked.version.clone()),
             depends_on: g.deps[name].iter().cloned().collect(),
             inputs,

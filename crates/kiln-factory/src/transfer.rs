@@ -17,14 +17,15 @@ use kiln_store::{parse_digest, Store};
 
 use crate::Error;
 
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-
 /// An image pulled into the store.
 #[derive(Debug, Clone)]
 pub struct Pulled {
     /// The name it has in the store (the full reference).
     pub name: String,
+    /// What the name points at: the index of a multi-platform image.
     pub digest: String,
+    /// The manifest of the platform pulled.
+    pub manifest: String,
     pub blobs_fetched: usize,
 }
 
@@ -38,7 +39,7 @@ pub struct Pushed {
 }
 
 fn is_index(bytes: &[u8], media: &str) -> bool {
-    if media.starts_with(MEDIA_INDEX) || media.starts_with(DOCKER_LIST) {
+    if kiln_oci::image::is_index_media(media) {
         return true;
     }
     serde_json::from_slice::<serde_json::Value>(bytes)
@@ -79,7 +80,9 @@ fn choose(index: &Index, platform: &Platform, r: &Reference) -> Result<Descripto
     })
 }
 
-/// Pulls `r` for `platform` into the store and names it with the full reference.
+/// Pulls `r` for `platform` into the store and names it with the full
+/// reference. A multi-platform image keeps its index under the name, with
+/// the manifests of the platforms pulled so far (each pull adds one).
 pub fn pull(
     client: &Client,
     store: &Store,
@@ -87,13 +90,13 @@ pub fn pull(
     platform: &Platform,
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<Pulled, Error> {
-    let (mut bytes, mut media) = client.get_manifest(r)?;
-    let mut digest = kiln_oci::digest::sha256(&bytes).to_string();
+    let (top, top_media) = client.get_manifest(r)?;
+    let top_digest = kiln_oci::digest::sha256(&top).to_string();
     if let Some(pinned) = &r.digest {
-        check(&bytes, pinned, &r.to_string())?;
+        check(&top, pinned, &r.to_string())?;
     }
-    if is_index(&bytes, &media) {
-        let index: Index = serde_json::from_slice(&bytes)
+    let (bytes, media, digest, index) = if is_index(&top, &top_media) {
+        let index: Index = serde_json::from_slice(&top)
             .map_err(|e| Error::Transfer(format!("{r}: the index is not valid JSON: {e}")))?;
         let entry = choose(&index, platform, r)?;
         log(&format!(
@@ -102,26 +105,44 @@ pub fn pull(
         ));
         let (b, m) = client.get_manifest_at(r, &entry.digest)?;
         check(&b, &entry.digest, &format!("{r} ({platform})"))?;
-        (bytes, media, digest) = (b, m, entry.digest.clone());
-    }
+        (b, m, entry.digest.clone(), Some(top_media))
+    } else {
+        (top.clone(), top_media, top_digest.clone(), None)
+    };
     let manifest: Manifest = serde_json::from_slice(&bytes)
         .map_err(|e| Error::Transfer(format!("{r}: the manifest is not valid JSON: {e}")))?;
     let blobs: Vec<Descriptor> = std::iter::once(manifest.config.clone())
         .chain(manifest.layers.iter().cloned())
         .collect();
     let fetched = fetch_blobs(client, store, r, &blobs, log)?;
+    // the manifest, then the index: each only once what it names is here
     store.put_blob(&bytes)?;
-    let media_type = manifest.media_type.clone().unwrap_or(if media.is_empty() {
-        kiln_oci::image::MEDIA_MANIFEST.into()
-    } else {
-        std::mem::take(&mut media)
-    });
-    let desc = Descriptor {
-        media_type,
-        digest: digest.clone(),
-        size: bytes.len() as u64,
-        annotations: Default::default(),
-        platform: None,
+    let desc = match index {
+        Some(index_media) => {
+            store.put_blob(&top)?;
+            Descriptor {
+                media_type: if index_media.is_empty() {
+                    MEDIA_INDEX.into()
+                } else {
+                    index_media
+                },
+                digest: top_digest,
+                size: top.len() as u64,
+                annotations: Default::default(),
+                platform: None,
+            }
+        }
+        None => Descriptor {
+            media_type: manifest.media_type.clone().unwrap_or(if media.is_empty() {
+                kiln_oci::image::MEDIA_MANIFEST.into()
+            } else {
+                media
+            }),
+            digest: digest.clone(),
+            size: bytes.len() as u64,
+            annotations: Default::default(),
+            platform: None,
+        },
     };
     let name = store.tag(&r.to_string(), &desc)?;
     for b in &blobs {
@@ -129,7 +150,8 @@ pub fn pull(
     }
     Ok(Pulled {
         name,
-        digest,
+        digest: desc.digest,
+        manifest: digest,
         blobs_fetched: fetched,
     })
 }
@@ -219,7 +241,9 @@ fn fetch_one(
 }
 
 /// Pushes the store's image `name` to `target` (its tag), then to each of
-/// `more_tags`; returns the manifest digest.
+/// `more_tags`; returns the manifest digest. A multi-platform image goes as
+/// its index: every platform's blobs and manifest first (by digest), the
+/// index last, so a tag never names an image that is there only in part.
 pub fn push(
     client: &Client,
     store: &Store,
@@ -229,7 +253,100 @@ pub fn push(
     docker_media_types: bool,
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<Pushed, Error> {
-    let img = store.image(name)?;
+    let Some((index_desc, index)) = store.image_index(name)? else {
+        let img = store.image(name)?;
+        let mut pushed = Pushed::default();
+        let (bytes, media) = push_image(
+            client,
+            store,
+            &img,
+            target,
+            docker_media_types,
+            &mut pushed,
+            log,
+        )?;
+        pushed.digest = kiln_oci::digest::sha256(&bytes).to_string();
+        put_tags(
+            client,
+            target,
+            more_tags,
+            &bytes,
+            &media,
+            &pushed.digest,
+            log,
+        )?;
+        return Ok(pushed);
+    };
+    if docker_media_types {
+        return Err(Error::Transfer(format!(
+            "{name} is a multi-platform image: push it with OCI media types"
+        )));
+    }
+    let mut pushed = Pushed::default();
+    for entry in &index.manifests {
+        let platform = entry
+            .platform
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| entry.digest.clone());
+        let img = store
+            .image_for(
+                name,
+                entry.platform.as_ref().ok_or_else(|| {
+                    Error::Transfer(format!(
+                        "{name}: index entry {} names no platform",
+                        entry.digest
+                    ))
+                })?,
+            )
+            .map_err(|e| Error::Transfer(format!("{e}: an index is pushed whole")))?;
+        let (bytes, media) = push_image(client, store, &img, target, false, &mut pushed, log)?;
+        client.put_manifest(target, &entry.digest, &bytes, &media)?;
+        log(&format!("{target}: pushed {platform} {}", entry.digest));
+    }
+    let bytes = store.read_blob(&parse_digest(&index_desc.digest)?)?;
+    pushed.digest = index_desc.digest.clone();
+    put_tags(
+        client,
+        target,
+        more_tags,
+        &bytes,
+        &index_desc.media_type,
+        &pushed.digest,
+        log,
+    )?;
+    Ok(pushed)
+}
+
+/// Puts a manifest (or index) under the target's tag and each of `more_tags`.
+fn put_tags(
+    client: &Client,
+    target: &Reference,
+    more_tags: &[String],
+    bytes: &[u8],
+    media: &str,
+    digest: &str,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<(), Error> {
+    let tag = target.tag.clone().unwrap_or_else(|| "latest".into());
+    for t in std::iter::once(&tag).chain(more_tags) {
+        client.put_manifest(target, t, bytes, media)?;
+        log(&format!("{}: pushed {digest}", target.with_tag(t)));
+    }
+    Ok(())
+}
+
+/// Pushes one image's blobs (not its manifest); returns the manifest bytes
+/// and media type to put.
+fn push_image(
+    client: &Client,
+    store: &Store,
+    img: &kiln_store::Image,
+    target: &Reference,
+    docker_media_types: bool,
+    pushed: &mut Pushed,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<(Vec<u8>, String), Error> {
     let (bytes, media) = if docker_media_types {
         as_docker_manifest(&img.manifest)?
     } else {
@@ -240,7 +357,6 @@ pub fn push(
             .unwrap_or_else(|| kiln_oci::image::MEDIA_MANIFEST.into());
         (store.read_blob(&img.manifest_digest)?, media)
     };
-    let manifest_digest = kiln_oci::digest::sha256(&bytes).to_string();
     let blobs: Vec<Descriptor> = img
         .manifest
         .layers
@@ -266,18 +382,10 @@ pub fn push(
         }
     };
     in_parallel(3, worker)?;
-    // the manifest goes last, when every blob it names is there
-    let tag = target.tag.clone().unwrap_or_else(|| "latest".into());
-    for t in std::iter::once(&tag).chain(more_tags) {
-        client.put_manifest(target, t, &bytes, &media)?;
-        log(&format!("{}: pushed {manifest_digest}", target.with_tag(t)));
-    }
-    Ok(Pushed {
-        digest: manifest_digest,
-        uploaded: uploaded.into_inner(),
-        mounted: mounted.into_inner(),
-        skipped: skipped.into_inner(),
-    })
+    pushed.uploaded += uploaded.into_inner();
+    pushed.mounted += mounted.into_inner();
+    pushed.skipped += skipped.into_inner();
+    Ok((bytes, media))
 }
 
 /// The manifest with Docker v2 schema 2 media types, for registries that

@@ -115,6 +115,7 @@ fn bake_all(dir: &Path, table: &Table, at: chrono::DateTime<Utc>) {
                 Locked {
                     version: n.to_string(),
                     digest: format!("sha256:{name}{n}"),
+                    platforms: Default::default(),
                     tags: vec![],
                     published: vec![],
                     baked_at: at.to_rfc3339(),

@@ -17,7 +17,13 @@ pub const MEDIA_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip"
 pub const MEDIA_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 pub const MEDIA_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+/// Whether a media type is an image index (OCI's, or Docker's manifest list).
+pub fn is_index_media(media_type: &str) -> bool {
+    media_type.starts_with(MEDIA_INDEX) || media_type.starts_with(DOCKER_LIST)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -37,6 +43,49 @@ pub struct Platform {
     pub os: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+}
+
+impl Platform {
+    pub fn new(os: &str, architecture: &str, variant: &str) -> Self {
+        Platform {
+            architecture: architecture.to_string(),
+            os: os.to_string(),
+            variant: (!variant.is_empty()).then(|| variant.to_string()),
+        }
+    }
+
+    /// The platform of the machine kiln runs on, in Go's names.
+    pub fn host() -> Self {
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "powerpc64" => "ppc64le",
+            other => other,
+        };
+        Platform::new("linux", arch, "")
+    }
+
+    /// Whether an image of platform `self` serves a request for `wanted`:
+    /// os and architecture equal, and the variant too when `wanted` names one.
+    pub fn serves(&self, wanted: &Platform) -> bool {
+        self.os == wanted.os
+            && self.architecture == wanted.architecture
+            && wanted
+                .variant
+                .as_ref()
+                .is_none_or(|v| self.variant.as_ref() == Some(v))
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +227,17 @@ pub struct ImageConfig {
     pub rootfs: RootFs,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<History>,
+}
+
+impl ImageConfig {
+    /// The platform the config says the image is for.
+    pub fn platform(&self) -> Platform {
+        Platform::new(
+            &self.os,
+            &self.architecture,
+            self.variant.as_deref().unwrap_or(""),
+        )
+    }
 }
 
 /// RFC 3339 UTC for a Unix time, as image configs write `created`.

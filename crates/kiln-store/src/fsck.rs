@@ -4,7 +4,7 @@
 use std::fs;
 
 use kiln_oci::digest::{from_hex, HashReader};
-use kiln_oci::image::Manifest;
+use kiln_oci::image::{is_index_media, Index, Manifest};
 
 use crate::store::parse_digest;
 
@@ -44,7 +44,13 @@ impl Store {
         for (name, desc) in self.list()? {
             let checked = parse_digest(&desc.digest)
                 .map_err(|e| e.to_string())
-                .and_then(|d| self.check_image(&d));
+                .and_then(|d| {
+                    if is_index_media(&desc.media_type) {
+                        self.check_index(&d)
+                    } else {
+                        self.check_image(&d)
+                    }
+                });
             if let Err(reason) = checked {
                 problems.push(Problem::BrokenImage { name, reason });
             }
@@ -89,6 +95,21 @@ impl Store {
             }
         }
         Ok(problems)
+    }
+
+    /// An index's entries that are in the store must be whole; entries
+    /// never pulled (another platform of a registry image) may be absent.
+    fn check_index(&self, digest: &kiln_oci::Digest) -> Result<(), String> {
+        let bytes = self.read_blob(digest).map_err(|e| e.to_string())?;
+        let index: Index =
+            serde_json::from_slice(&bytes).map_err(|e| format!("index {digest}: {e}"))?;
+        for d in &index.manifests {
+            let child = parse_digest(&d.digest).map_err(|e| e.to_string())?;
+            if self.has_blob(&child) {
+                self.check_image(&child)?;
+            }
+        }
+        Ok(())
     }
 
     fn check_image(&self, manifest: &kiln_oci::Digest) -> Result<(), String> {

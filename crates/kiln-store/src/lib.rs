@@ -25,7 +25,9 @@ mod store;
 pub use fsck::Problem;
 pub use prune::PruneReport;
 pub use refs::normalize_name;
-pub use store::{chain_id, parse_digest, CacheEntry, CachedLayer, Image, Store, StoreLock};
+pub use store::{
+    chain_id, parse_digest, platforms_of, CacheEntry, CachedLayer, Image, Store, StoreLock,
+};
 
 use std::path::PathBuf;
 
@@ -43,6 +45,12 @@ pub enum Error {
     MissingBlob(kiln_oci::Digest),
     #[error("no image named {0:?} in the store")]
     NoSuchImage(String),
+    #[error("{name} has no image for {platform} in the store (it has {have})")]
+    NoPlatform {
+        name: String,
+        platform: String,
+        have: String,
+    },
     #[error("{what}: {source}")]
     Json {
         what: String,

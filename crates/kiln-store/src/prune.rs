@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::fs;
 
-use kiln_oci::image::{ImageConfig, Manifest};
+use kiln_oci::image::{is_index_media, ImageConfig, Index, Manifest};
 
 use crate::store::{chain_id, parse_digest};
 use crate::{CacheEntry, Error, Store};
@@ -27,9 +27,29 @@ impl Store {
         self.clean_tmp()?;
         let mut blobs = HashSet::new();
         let mut chains = HashSet::new();
+        let mut manifests = Vec::new();
         for (_, desc) in self.list()? {
-            let m_digest = parse_digest(&desc.digest)?;
-            blobs.insert(m_digest.digest().to_string());
+            let digest = parse_digest(&desc.digest)?;
+            blobs.insert(digest.digest().to_string());
+            if !is_index_media(&desc.media_type) {
+                manifests.push(digest);
+                continue;
+            }
+            let Ok(bytes) = self.read_blob(&digest) else {
+                continue;
+            };
+            // an index keeps every entry of it that is in the store
+            if let Ok(index) = serde_json::from_slice::<Index>(&bytes) {
+                for d in &index.manifests {
+                    let child = parse_digest(&d.digest)?;
+                    if self.has_blob(&child) {
+                        blobs.insert(child.digest().to_string());
+                        manifests.push(child);
+                    }
+                }
+            }
+        }
+        for m_digest in manifests {
             let Ok(bytes) = self.read_blob(&m_digest) else {
                 continue;
             };

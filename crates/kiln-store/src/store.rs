@@ -5,7 +5,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use kiln_oci::digest::{from_hex, HashReader};
-use kiln_oci::image::{Descriptor, ImageConfig, Index, Manifest, MEDIA_INDEX};
+use kiln_oci::image::{
+    is_index_media, Descriptor, ImageConfig, Index, Manifest, Platform, MEDIA_INDEX,
+};
 use kiln_oci::Digest;
 use serde::{Deserialize, Serialize};
 
@@ -238,18 +240,8 @@ impl Store {
 
     /// Gives the image named `existing` the name `name` too.
     pub fn tag_as(&self, existing: &str, name: &str) -> Result<String, Error> {
-        let img = self.image(existing)?;
-        let desc = Descriptor {
-            media_type: img
-                .manifest
-                .media_type
-                .clone()
-                .unwrap_or_else(|| kiln_oci::image::MEDIA_MANIFEST.to_string()),
-            digest: img.manifest_digest.to_string(),
-            size: img.manifest_size,
-            annotations: Default::default(),
-            platform: None,
-        };
+        let (_, mut desc) = self.resolve(existing)?;
+        desc.annotations.clear();
         self.tag(name, &desc)
     }
 
@@ -270,13 +262,93 @@ impl Store {
     }
 
     /// Reads the image `name`, or one given by manifest digest (`sha256:…`).
+    /// A name holding an image index gives the entry for this machine's platform.
     pub fn image(&self, name: &str) -> Result<Image, Error> {
+        self.image_for(name, &Platform::host())
+    }
+
+    /// Reads the image `name` for `platform`: a name holding an index gives
+    /// that platform's entry; a name holding one manifest gives it whatever
+    /// its platform (the caller compares `Image::platform`).
+    pub fn image_for(&self, name: &str, platform: &Platform) -> Result<Image, Error> {
         let (name, desc) = self.resolve(name)?;
-        if desc.media_type == MEDIA_INDEX {
-            return Err(Error::Spec(format!(
-                "{name} is an image index, not an image"
-            )));
+        if !is_index_media(&desc.media_type) {
+            return self.read_image(name, &desc);
         }
+        let index: Index = self.read_json(&parse_digest(&desc.digest)?, "index")?;
+        let entry = index
+            .manifests
+            .iter()
+            .find(|d| d.platform.as_ref().is_some_and(|p| p.serves(platform)));
+        let have = || platforms_of(&index).join(", ");
+        let Some(entry) = entry else {
+            return Err(Error::NoPlatform {
+                name,
+                platform: platform.to_string(),
+                have: have(),
+            });
+        };
+        // an index pulled for some platforms lacks the others' manifests
+        if !self.has_blob(&parse_digest(&entry.digest)?) {
+            return Err(Error::NoPlatform {
+                name,
+                platform: platform.to_string(),
+                have: format!("{} in the index; that one was not pulled", have()),
+            });
+        }
+        self.read_image(name, entry)
+    }
+
+    /// The image index `name` holds, with its descriptor; `None` when it
+    /// holds a single manifest.
+    pub fn image_index(&self, name: &str) -> Result<Option<(Descriptor, Index)>, Error> {
+        let (_, desc) = self.resolve(name)?;
+        if !is_index_media(&desc.media_type) {
+            return Ok(None);
+        }
+        let index = self.read_json(&parse_digest(&desc.digest)?, "index")?;
+        Ok(Some((desc, index)))
+    }
+
+    /// Every image `name` holds that is in the store: the one manifest, or
+    /// each index entry whose manifest is here.
+    pub fn images_of(&self, name: &str) -> Result<Vec<Image>, Error> {
+        let (full, desc) = self.resolve(name)?;
+        let Some((_, index)) = self.image_index(name)? else {
+            return Ok(vec![self.read_image(full, &desc)?]);
+        };
+        let mut out = Vec::new();
+        for entry in &index.manifests {
+            if self.has_blob(&parse_digest(&entry.digest)?) {
+                out.push(self.read_image(full.clone(), entry)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores an image index of `manifests` (each with its platform) and
+    /// returns its descriptor, for [`Store::tag`].
+    pub fn put_index(&self, manifests: Vec<Descriptor>) -> Result<Descriptor, Error> {
+        let index = Index {
+            schema_version: 2,
+            media_type: Some(MEDIA_INDEX.into()),
+            manifests,
+        };
+        let bytes = serde_json::to_vec(&index).map_err(|e| Error::Json {
+            what: "writing an image index".into(),
+            source: e,
+        })?;
+        let digest = self.put_blob(&bytes)?;
+        Ok(Descriptor {
+            media_type: MEDIA_INDEX.into(),
+            digest: digest.to_string(),
+            size: bytes.len() as u64,
+            annotations: Default::default(),
+            platform: None,
+        })
+    }
+
+    fn read_image(&self, name: String, desc: &Descriptor) -> Result<Image, Error> {
         let digest = parse_digest(&desc.digest)?;
         let manifest: Manifest = self.read_json(&digest, "manifest")?;
         let config: ImageConfig =
@@ -290,12 +362,31 @@ impl Store {
         })
     }
 
+    /// The name `name` (or a `sha256:…` digest an image has) and what it points at.
+    pub fn lookup(&self, name: &str) -> Result<(String, Descriptor), Error> {
+        self.resolve(name)
+    }
+
     fn resolve(&self, name: &str) -> Result<(String, Descriptor), Error> {
         let list = self.list()?;
         let wanted = name.strip_prefix("sha256:").map(|_| name);
         if let Some(d) = wanted {
             if let Some((n, desc)) = list.iter().find(|(_, desc)| desc.digest == d) {
                 return Ok((n.clone(), desc.clone()));
+            }
+            // a manifest inside an index, or one no name holds (a build's result)
+            if self.has_blob(&parse_digest(d)?) {
+                let bytes = self.read_blob(&parse_digest(d)?)?;
+                return Ok((
+                    d.to_string(),
+                    Descriptor {
+                        media_type: media_type_of(&bytes),
+                        digest: d.to_string(),
+                        size: bytes.len() as u64,
+                        annotations: Default::default(),
+                        platform: None,
+                    },
+                ));
             }
             return Err(Error::NoSuchImage(name.to_string()));
         }
@@ -385,6 +476,26 @@ impl Store {
             source: e,
         })?;
         atomic::write(&self.tmp_dir(), &self.cache_path(key), &bytes)
+    }
+}
+
+/// The platforms an index's entries name, as `os/arch[/variant]`.
+pub fn platforms_of(index: &Index) -> Vec<String> {
+    index
+        .manifests
+        .iter()
+        .filter_map(|d| d.platform.as_ref().map(Platform::to_string))
+        .collect()
+}
+
+/// The media type a manifest or index document declares (an index when it
+/// lists manifests and no layers).
+fn media_type_of(bytes: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    match v.get("mediaType").and_then(|m| m.as_str()) {
+        Some(m) => m.to_string(),
+        None if v.get("manifests").is_some() => MEDIA_INDEX.into(),
+        None => kiln_oci::image::MEDIA_MANIFEST.into(),
     }
 }
 

@@ -41,13 +41,13 @@ pub fn run(
         compression: compression(&args.compression)?,
         kiln_exe: std::env::current_exe().context("finding the kiln binary")?,
         hidden: Vec::new(),
+        platforms: platforms(&args.platforms)?,
     };
     let mut progress = StepPrinter::new(printer);
     let log = |l: &str| printer.error(l);
     let source = kiln_factory::RegistrySource {
         store,
         client,
-        platform: kiln_dockerfile::Platform::host(),
         log: &log,
     };
     let result = build(store, &source, &opts, &mut progress);
@@ -63,6 +63,11 @@ pub fn run(
         "built {} ({} steps run, {} cached)",
         result.manifest_digest, result.steps_run, result.steps_cached
     ));
+    if result.platforms.len() > 1 {
+        for (platform, digest) in &result.platforms {
+            printer.error(&format!("  {platform}: {digest}"));
+        }
+    }
     for (reference, digest) in &result.bases {
         printer.error(&format!("base {reference} is {digest}"));
     }
@@ -70,17 +75,17 @@ pub fn run(
         printer.error(&format!("named {name}"));
     }
     if !outputs.is_empty() {
-        let img = store.image(&result.manifest_digest).or_else(|_| {
-            // an untagged build: read it by digest through a temporary name
-            let name = format!("kiln-output@{}", result.manifest_digest);
-            store.image(&name)
-        });
-        let img = match img {
-            Ok(i) => i,
-            Err(_) => return Err(Failure::usage("--output needs the image named with -t")),
-        };
+        let mut what = kiln_build::export::Export::of(store, &result.manifest_digest)?;
+        if let Some(first) = result.names.first() {
+            what.name = first.clone();
+        }
         for (kind, dest) in outputs {
-            crate::commands::store_cmds::export(store, &img, &result.names, &kind, &dest)?;
+            if let Err(e) =
+                crate::commands::store_cmds::export_to(store, &what, &result.names, &kind, &dest)
+            {
+                printer.error(&format!("error: --output type={kind}: {e:#}"));
+                return Ok(Exit::Failure);
+            }
             printer.error(&format!("wrote {kind} output to {}", dest.display()));
         }
     }
@@ -95,6 +100,21 @@ pub fn run(
     }
     printer.data(&result.manifest_digest);
     Ok(Exit::Success)
+}
+
+/// `--platform`, each checked; the same platform twice is an error.
+fn platforms(list: &[String]) -> anyhow::Result<Vec<kiln_dockerfile::Platform>> {
+    let mut out: Vec<kiln_dockerfile::Platform> = Vec::new();
+    for p in list.iter().filter(|p| !p.trim().is_empty()) {
+        let parsed = super::platform(Some(p.trim()))?.expect("given");
+        if out.contains(&parsed) {
+            return Err(Failure::usage(format!(
+                "--platform {parsed} is given twice"
+            )));
+        }
+        out.push(parsed);
+    }
+    Ok(out)
 }
 
 fn parse_output(spec: &str) -> anyhow::Result<(String, PathBuf)> {

@@ -61,3 +61,22 @@ fn dockerfile_path(
     }
     Ok(path)
 }
+
+/// A `--platform` value; a bad one is a usage error.
+fn platform(flag: Option<&str>) -> anyhow::Result<Option<kiln_dockerfile::Platform>> {
+    flag.map(|p| {
+        kiln_dockerfile::Platform::parse(p)
+            .map_err(|e| crate::exit::Failure::usage(format!("--platform: {e}")))
+    })
+    .transpose()
+}
+
+/// The store image `name` for `--platform` (this machine's when not given).
+fn image_for(
+    store: &kiln_store::Store,
+    name: &str,
+    flag: Option<&str>,
+) -> anyhow::Result<kiln_store::Image> {
+    let p = platform(flag)?.unwrap_or_else(kiln_dockerfile::Platform::host);
+    Ok(store.image_for(name, &kiln_build::oci_platform(&p))?)
+}

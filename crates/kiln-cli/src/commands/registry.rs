@@ -35,8 +35,13 @@ pub fn pull(
     let log = |l: &str| printer.error(l);
     let pulled = transfer::pull(client, store, &r, &platform, &log)
         .map_err(|e| Failure::failed(format!("pulling {r}: {e}")))?;
+    let image = if pulled.manifest == pulled.digest {
+        String::new()
+    } else {
+        format!("its {platform} image {}, ", pulled.manifest)
+    };
     printer.error(&format!(
-        "pulled {} as {} ({} blobs fetched)",
+        "pulled {} as {} ({image}{} blobs fetched)",
         pulled.digest, pulled.name, pulled.blobs_fetched
     ));
     printer.data(&pulled.digest);

@@ -27,6 +27,7 @@ pub fn run(args: RunArgs, store: &Store, printer: &Printer) -> anyhow::Result<Ex
         kiln_exe: std::env::current_exe().context("finding the kiln binary")?,
         network_none,
         capture: false,
+        platform: super::platform(args.platform.as_deref())?,
     };
     let mut out = StepPrinter::passthrough(printer);
     let code = run_image(store, &args.image, &opts, &mut out)
@@ -39,22 +40,53 @@ pub fn images(args: ImagesArgs, store: &Store, printer: &Printer) -> anyhow::Res
     if args.json {
         let items: Vec<_> = list
             .iter()
-            .map(|(n, d)| json!({"name": n, "digest": d.digest, "size": d.size}))
+            .map(|(n, d)| json!({"name": n, "digest": d.digest, "size": d.size, "platforms": platforms(store, n)}))
             .collect();
         printer.data(&serde_json::to_string_pretty(&items)?);
         return Ok(Exit::Success);
     }
-    let mut out = format!("{:<40} {}\n", "NAME", "DIGEST");
+    let mut out = format!("{:<40} {:<72} {}\n", "NAME", "DIGEST", "PLATFORMS");
     for (name, desc) in list {
-        out.push_str(&format!("{name:<40} {}\n", desc.digest));
+        let platforms = platforms(store, &name).join(",");
+        out.push_str(&format!("{name:<40} {:<72} {platforms}\n", desc.digest));
     }
     printer.data(&out);
     Ok(Exit::Success)
 }
 
+/// The platforms of the images a name holds (those in the store).
+fn platforms(store: &Store, name: &str) -> Vec<String> {
+    store
+        .images_of(name)
+        .map(|imgs| {
+            imgs.iter()
+                .map(|i| i.config.platform().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn image_json(img: &Image) -> serde_json::Value {
+    json!({"name": img.name, "digest": img.manifest_digest.to_string(), "platform": img.config.platform().to_string(), "manifest": img.manifest, "config": img.config})
+}
+
+/// One image as JSON; a multi-platform image as its index with each image.
 pub fn inspect(args: InspectArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
-    let img = store.image(&args.image)?;
-    let v = json!({"name": img.name, "digest": img.manifest_digest.to_string(), "manifest": img.manifest, "config": img.config});
+    let v = match (store.image_index(&args.image)?, &args.platform) {
+        (Some((desc, index)), None) => {
+            let images: Vec<_> = store
+                .images_of(&args.image)?
+                .iter()
+                .map(image_json)
+                .collect();
+            json!({"name": store.lookup(&args.image)?.0, "digest": desc.digest, "mediaType": desc.media_type, "index": index, "images": images})
+        }
+        _ => image_json(&super::image_for(
+            store,
+            &args.image,
+            args.platform.as_deref(),
+        )?),
+    };
     printer.data(&serde_json::to_string_pretty(&v)?);
     Ok(Exit::Success)
 }
@@ -94,7 +126,6 @@ pub fn prune(store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
 }
 
 pub fn save(args: SaveArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
-    let img = store.image(&args.image)?;
     let kind = match args.format.as_str() {
         "oci" | "docker" => args.format.clone(),
         other => {
@@ -103,29 +134,45 @@ pub fn save(args: SaveArgs, store: &Store, printer: &Printer) -> anyhow::Result<
             )))
         }
     };
-    export(
+    // an OCI archive keeps a multi-platform image whole; --platform or a
+    // docker archive takes one image of it
+    let what = if kind == "oci" && args.platform.is_none() {
+        export::Export::of(store, &args.image)?
+    } else {
+        let img = super::image_for(store, &args.image, args.platform.as_deref())?;
+        export::Export::image(&img)
+    };
+    export_to(
         store,
-        &img,
-        std::slice::from_ref(&img.name),
+        &what,
+        std::slice::from_ref(&what.name),
         &kind,
         &args.output,
     )?;
-    printer.error(&format!("wrote {} to {}", img.name, args.output.display()));
+    printer.error(&format!("wrote {} to {}", what.name, args.output.display()));
     Ok(Exit::Success)
 }
 
-/// Writes `img` as `kind` to `dest`, atomically for archive files.
-pub fn export(
+/// Writes `what` as `kind` to `dest`, atomically for archive files. A
+/// root filesystem of a multi-platform image is one directory per platform
+/// (`dest/linux_arm64`), as BuildKit writes it.
+pub fn export_to(
     store: &Store,
-    img: &Image,
+    what: &export::Export,
     names: &[String],
     kind: &str,
     dest: &Path,
 ) -> anyhow::Result<()> {
     match kind {
-        "oci" | "docker" => export::save_archive_file(store, img, names, kind == "docker", dest)?,
-        "oci-layout" => export::save_layout_dir(store, img, dest)?,
-        "local" => export::save_rootfs(store, img, dest)?,
+        "oci" | "docker" => export::save_archive_file(store, what, names, kind == "docker", dest)?,
+        "oci-layout" => export::save_layout_dir(store, what, dest)?,
+        "local" if what.images.len() == 1 => export::save_rootfs(store, &what.images[0], dest)?,
+        "local" => {
+            for img in &what.images {
+                let dir = dest.join(img.config.platform().to_string().replace('/', "_"));
+                export::save_rootfs(store, img, &dir)?;
+            }
+        }
         other => anyhow::bail!("unknown output type {other}"),
     }
     Ok(())

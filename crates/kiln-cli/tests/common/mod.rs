@@ -44,9 +44,35 @@ pub fn ok(o: Out) -> Out {
 /// small fixture of these tests (Debian's busybox-static).
 pub fn busybox_context(dir: &Path) -> PathBuf {
     let ctx = dir.join("busybox");
-    let bin = ctx.join("rootfs/bin");
+    busybox_rootfs(&ctx.join("rootfs"), Path::new("/bin/busybox"));
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY rootfs/ /\nENV PATH=/usr/sbin:/usr/bin:/sbin:/bin\nCMD [\"sh\"]\n",
+    )
+    .unwrap();
+    ctx
+}
+
+/// The busybox fixture for amd64 and arm64: `ARCH/` holds each root, and
+/// the Dockerfile copies `${TARGETARCH}/`, so `--platform
+/// linux/amd64,linux/arm64` builds a two-platform busybox.
+pub fn multi_busybox_context(dir: &Path) -> PathBuf {
+    let ctx = dir.join("busybox-multi");
+    busybox_rootfs(&ctx.join("amd64"), Path::new("/bin/busybox"));
+    busybox_rootfs(&ctx.join("arm64"), &arm64_busybox());
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nARG TARGETARCH\nCOPY ${TARGETARCH}/ /\nENV PATH=/usr/sbin:/usr/bin:/sbin:/bin\nCMD [\"sh\"]\n",
+    )
+    .unwrap();
+    ctx
+}
+
+/// A busybox root filesystem in `root` with the static binary `busybox`.
+fn busybox_rootfs(root: &Path, busybox: &Path) {
+    let bin = root.join("bin");
     fs::create_dir_all(&bin).unwrap();
-    fs::copy("/bin/busybox", bin.join("busybox"))
+    fs::copy(busybox, bin.join("busybox"))
         .expect("busybox-static must be installed (.ci/run installs it)");
     let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
@@ -54,26 +80,54 @@ pub fn busybox_context(dir: &Path) -> PathBuf {
             std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
         }
     }
-    fs::create_dir_all(ctx.join("rootfs/etc")).unwrap();
-    fs::create_dir_all(ctx.join("rootfs/tmp")).unwrap();
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::create_dir_all(root.join("tmp")).unwrap();
     use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(ctx.join("rootfs/tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
     fs::write(
-        ctx.join("rootfs/etc/passwd"),
+        root.join("etc/passwd"),
         "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
     )
     .unwrap();
     fs::write(
-        ctx.join("rootfs/etc/group"),
+        root.join("etc/group"),
         "root:x:0:\napp:x:1000:\nextra:x:2000:app\n",
     )
     .unwrap();
-    fs::write(
-        ctx.join("Dockerfile"),
-        "FROM scratch\nCOPY rootfs/ /\nENV PATH=/usr/sbin:/usr/bin:/sbin:/bin\nCMD [\"sh\"]\n",
-    )
-    .unwrap();
-    ctx
+}
+
+/// Debian's arm64 busybox-static, extracted once per machine by mmdebstrap
+/// (`--variant=extract`: nothing runs) into /var/tmp/kiln-test-fixtures.
+pub fn arm64_busybox() -> PathBuf {
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONCE.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = Path::new("/var/tmp/kiln-test-fixtures/busybox-arm64");
+    let bin = dir.join("bin/busybox");
+    if bin.is_file() {
+        return bin;
+    }
+    let temp = dir.with_extension(format!("tmp{}", std::process::id()));
+    let _ = fs::remove_dir_all(&temp);
+    fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    let out = Command::new("mmdebstrap")
+        .args([
+            "--variant=extract",
+            "--architectures=arm64",
+            "--include=busybox-static",
+            "--quiet",
+            "bookworm",
+        ])
+        .arg(&temp)
+        .output()
+        .expect("mmdebstrap (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "mmdebstrap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = fs::remove_dir_all(dir);
+    fs::rename(&temp, dir).unwrap();
+    bin
 }
 
 pub fn setup() -> (tempfile::TempDir, PathBuf) {
@@ -127,8 +181,17 @@ pub fn wait_for_port(addr: &str) {
 /// pull worked; returns the run's stdout, asserting it exited 0. The image
 /// is removed from Docker afterwards.
 pub fn docker_pull_and_run(reference: &str) -> String {
+    docker_pull_and_run_on(reference, None, &[])
+}
+
+/// [`docker_pull_and_run`] for one platform of the image (`--platform` on
+/// both) with an optional command.
+pub fn docker_pull_and_run_on(reference: &str, platform: Option<&str>, cmd: &[&str]) -> String {
+    let platform: Vec<&str> = platform.map(|p| vec!["--platform", p]).unwrap_or_default();
     let pull = Command::new("docker")
-        .args(["pull", reference])
+        .arg("pull")
+        .args(&platform)
+        .arg(reference)
         .output()
         .expect("docker (started by scripts/test)");
     assert!(
@@ -137,7 +200,10 @@ pub fn docker_pull_and_run(reference: &str) -> String {
         String::from_utf8_lossy(&pull.stderr)
     );
     let run = Command::new("docker")
-        .args(["run", "--rm", "--network", "host", reference])
+        .args(["run", "--rm", "--network", "host"])
+        .args(&platform)
+        .arg(reference)
+        .args(cmd)
         .output()
         .unwrap();
     let _ = Command::new("docker").args(["rmi", reference]).output();
