@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # kiln's main job on the bundled example: bake the factory in
 # examples/factory — a Debian base bootstrapped with mmdebstrap, a tools image
-# on it and three applications on that — test every image and publish it to
-# a local docker-registry, then show that a second bake has nothing to do.
-# Run as root on Debian 12 (kiln builds without a daemon, in namespaces).
+# on it and three applications on that, each for linux/amd64 and linux/arm64,
+# and a C program cross-compiled for both — test every image and publish it
+# to a local docker-registry, then show that a second bake has nothing to do.
+# Run as root on Debian 12 (kiln builds without a daemon, in namespaces;
+# arm64 steps run under QEMU user emulation through binfmt_misc).
 #
 # The factory is copied to $KILN_DEMO_DIR (default: a new temporary
 # directory) so its kiln.lock does not land in your checkout; set
@@ -14,9 +16,14 @@ cd "$(dirname "$0")/.."
 need=()
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
+command -v update-binfmts >/dev/null || need+=(binfmt-support)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update && apt-get install -y "${need[@]}"
 fi
+# QEMU's binfmt_misc handlers run arm64 programs on this machine
+[ -e /proc/sys/fs/binfmt_misc/status ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64
 cargo build --release -q -p kiln-cli
 kiln="$PWD/target/release/kiln"
 
@@ -54,5 +61,8 @@ echo "== kiln.lock pins every image:"
 grep -E '^\[image\.[a-z]+\]$|^(version|digest) =' "$work/kiln.lock"
 echo "== a second bake has nothing to do"
 "$kiln" bake -f "$work"
-echo "== run the hello application"
+echo "== run the hello application, on this machine and on arm64 (emulated)"
 "$kiln" run hello:latest
+"$kiln" run --platform linux/arm64 hello:latest
+echo "== the cross-compiled C program, arm64 image"
+"$kiln" run --platform linux/arm64 hello-c:latest

@@ -170,7 +170,9 @@ fn plan_of_the_bundled_factory_shows_waves_and_reasons() {
         output(kiln(&repo_root()).args(["plan", "-f", "examples/factory"]));
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stdout.contains("wave 1: base\nwave 2: tools\nwave 3: count, greet, hello"),
+        stdout.contains(
+            "wave 1: base, toolchain\nwave 2: hello-c, tools\nwave 3: count, greet, hello"
+        ),
         "{stdout}"
     );
     let (code, stdout, _) = output(kiln(&repo_root()).args([

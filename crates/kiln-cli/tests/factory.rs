@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::registry::{skopeo_digest, Registry};
+use common::registry::{skopeo, skopeo_digest, Registry};
 use common::*;
 
 const FACTORY: &str = r#"kiln = 1
@@ -393,22 +393,44 @@ fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
     let _ = fs::remove_file(fdir.join("kiln.lock"));
     let reg = Registry::start(dir.path());
     let env = [("KILN_EXAMPLE_REGISTRY", reg.addr.as_str())];
-    let bake = |extra: &[&str]| {
+    let bake_logged = |extra: &[&str]| {
         let mut args = vec!["bake", "-f", fdir.to_str().unwrap(), "--json"];
         args.extend_from_slice(extra);
         let out = kiln_env(&store, &args, &env);
         assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-        serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()
+        (
+            serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap(),
+            out.stderr,
+        )
     };
-    let names = ["base", "tools", "count", "greet", "hello"];
+    let bake = |extra: &[&str]| bake_logged(extra).0;
+    let names = [
+        "base",
+        "tools",
+        "count",
+        "greet",
+        "hello",
+        "toolchain",
+        "hello-c",
+    ];
 
-    let v = bake(&[]);
+    let (v, log) = bake_logged(&[]);
     assert!(
         outcomes(&v).iter().all(|(_, o)| o == "built"),
         "{:?}",
         outcomes(&v)
     );
     let l = lock(&fdir);
+    multi_platform_checks(&l, &log, &reg, &store);
+    // kiln plan shows each platform's digest next to the index's
+    let p = plan(&fdir, &store, &reg);
+    assert_eq!(image(&p, "hello")["digest"], locked(&l, "hello", "digest"));
+    assert_eq!(
+        image(&p, "hello")["platforms"]["linux/arm64"],
+        l["image"]["hello"]["platforms"]["linux/arm64"]
+            .as_str()
+            .unwrap()
+    );
     for name in names {
         let tag = format!(
             "{}/kiln-example/{name}:{}",
@@ -450,7 +472,7 @@ fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
     );
 
     // The base's package set changes: all four images above it rebuild,
-    // after it, the applications concurrently.
+    // after it, the applications concurrently; the toolchain chain stays.
     let toml = fs::read_to_string(fdir.join("kiln.toml")).unwrap();
     fs::write(
         fdir.join("kiln.toml"),
@@ -461,8 +483,11 @@ fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
     )
     .unwrap();
     let v = bake(&[]);
+    let chain = ["base", "tools", "count", "greet", "hello"];
     assert!(
-        outcomes(&v).iter().all(|(_, o)| o == "built"),
+        outcomes(&v)
+            .iter()
+            .all(|(n, o)| (o == "built") == chain.contains(&n.as_str())),
         "{:?}",
         outcomes(&v)
     );
@@ -494,13 +519,85 @@ fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
         "the applications did not build concurrently: {v}"
     );
     let l2 = lock(&fdir);
-    for name in names {
+    for name in chain {
         assert_ne!(
             locked(&l2, name, "digest"),
             locked(&l, name, "digest"),
             "{name} was rebuilt"
         );
     }
+}
+
+/// The bundled example's platforms: every chain image is an index of an
+/// amd64 and an arm64 image (in kiln.lock, in the registry, run by Docker
+/// on arm64), arm64 RUN steps ran under QEMU, and the cross-compiled C
+/// program was built with no emulated step yet runs on arm64.
+fn multi_platform_checks(l: &toml::Table, log: &str, reg: &Registry, store: &Path) {
+    let version = locked(l, "hello", "version");
+    let hello = format!("{}/kiln-example/hello:{version}", reg.addr);
+    let platforms = l["image"]["hello"]["platforms"].as_table().unwrap();
+    assert_eq!(
+        platforms.keys().collect::<Vec<_>>(),
+        ["linux/amd64", "linux/arm64"]
+    );
+    let raw: serde_json::Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{hello}"),
+    ]))
+    .unwrap();
+    assert_eq!(raw["mediaType"], "application/vnd.oci.image.index.v1+json");
+    for m in raw["manifests"].as_array().unwrap() {
+        let p = format!("linux/{}", m["platform"]["architecture"].as_str().unwrap());
+        assert_eq!(
+            m["digest"].as_str().unwrap(),
+            platforms[&p].as_str().unwrap()
+        );
+    }
+    let arch = docker_pull_and_run_on(&hello, Some("linux/arm64"), &["uname", "-m"]);
+    assert_eq!(arch.trim(), "aarch64");
+    assert!(
+        l["image"]["toolchain"].get("platforms").is_none(),
+        "the toolchain is built for this machine only"
+    );
+
+    // arm64 RUN steps are emulated and the log says so; the cross build is not
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("[tools] linux/arm64") && l.contains("[emulated: linux/arm64]")),
+        "{log}"
+    );
+    let cross: Vec<&str> = log.lines().filter(|l| l.starts_with("[hello-c]")).collect();
+    assert!(
+        cross.iter().any(|l| l.contains("aarch64-linux-gnu-gcc")),
+        "{log}"
+    );
+    assert!(
+        cross.iter().all(|l| !l.contains("emulated")),
+        "no step of the cross build ran emulated:\n{}",
+        cross.join("\n")
+    );
+    // the source COPY is the same for both platforms: done once
+    assert_eq!(
+        cross
+            .iter()
+            .filter(|l| l.contains("COPY [\"hello.c\"") && l.ends_with("(cached)"))
+            .count(),
+        1,
+        "{}",
+        cross.join("\n")
+    );
+    let run = kiln(
+        store,
+        &["run", "--platform", "linux/arm64", "hello-c:latest"],
+    );
+    assert_eq!(
+        run.stdout.trim(),
+        "hello from C on aarch64",
+        "{}",
+        run.stderr
+    );
 }
 
 /// A base from another team's registry is pinned by digest in kiln.lock;

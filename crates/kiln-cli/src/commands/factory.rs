@@ -66,6 +66,10 @@ pub fn plan(
                 image.digest.as_deref().unwrap_or("")
             ));
         }
+        // a multi-platform image: its index digest above, each image here
+        for (platform, digest) in &image.platforms {
+            printer.data(&format!("{:width$}    {platform:<12} {digest}", ""));
+        }
     }
     if plan.waves.is_empty() {
         printer.data("nothing to bake");
