@@ -4,7 +4,8 @@ run, for kiln, buildah and BuildKit, interleaved, several repetitions.
 
 Started by bench/run.sh, which installs the peers and builds kiln. Writes
 every measurement to $KILN_BENCH_DIR/times.tsv and the table (medians,
-spread, peak memory, kiln-to-peer ratios) to bench/results.md.
+spread, peak memory, kiln-to-peer ratios) to bench/results.md (a run of
+some workloads, --only, to bench/results-WORKLOADS.md).
 
     bench/bench.py [--reps N] [--only WORKLOAD,...]
     bench/bench.py --table TIMES.TSV      (the table again, from a TSV)
@@ -34,7 +35,8 @@ TOOLS = ["kiln", "buildah", "buildkit"]
 APT_PROXY = 'Acquire::http::Proxy "http://127.0.0.1:3142";'
 APPS = ["a", "b", "c"]
 CHAIN = ["tools"] + [f"app-{a}" for a in APPS]
-WORKLOADS = ["chain", "bake", "large", "publish", "multistage", "floor"]
+WORKLOADS = ["chain", "bake", "large", "publish", "multistage", "floor", "cross"]
+ARM64 = "linux/arm64"
 
 
 class Failed(Exception):
@@ -128,8 +130,8 @@ class Kiln:
     def __init__(self, store):
         self.env = dict(os.environ, KILN_STORE=str(store))
 
-    def build(self, tag, ctx):
-        return [str(KILN), "build", "-t", tag, str(ctx)]
+    def build(self, tag, ctx, platform=None):
+        return [str(KILN), "build", "-t", tag] + (["--platform", platform] if platform else []) + [str(ctx)]
 
     def push(self, tag, ref):
         return [str(KILN), "push", tag, ref]
@@ -151,8 +153,9 @@ class Buildah:
         self.cmd = ["buildah", "--root", str(root / "root"), "--runroot", str(root / "run"),
                     "--storage-driver", "overlay"]
 
-    def build(self, tag, ctx):
-        return self.cmd + ["build", "-q", "--pull-never", "--layers", "-t", tag, str(ctx)]
+    def build(self, tag, ctx, platform=None):
+        return self.cmd + ["build", "-q", "--pull-never", "--layers", "-t", tag] + \
+            (["--platform", platform] if platform else []) + [str(ctx)]
 
     def push(self, tag, ref):
         return self.cmd + ["push", "-q", "--tls-verify=false", tag, f"docker://{ref}"]
@@ -173,9 +176,10 @@ class BuildKit:
         self.env = dict(os.environ, DOCKER_BUILDKIT="1")
         self.engine_pid = engine_pid
 
-    def build(self, tag, ctx):
+    def build(self, tag, ctx, platform=None):
         # The engine runs with --bridge=none, so RUN steps use the host's network.
-        return [DOCKER, "build", "-q", "--network", "host", "-t", tag, str(ctx)]
+        return [DOCKER, "build", "-q", "--network", "host", "-t", tag] + \
+            (["--platform", platform] if platform else []) + [str(ctx)]
 
     def push(self, tag, ref):
         return ["sh", "-c", f"{DOCKER} tag {tag} {ref} && {DOCKER} push -q {ref}"]
@@ -337,13 +341,45 @@ def make_inputs():
           "FROM bench/gcc:1 AS build\nCOPY hello.c /src/\nRUN gcc -O2 -static -o /hello /src/hello.c\n"
           'FROM scratch\nCOPY --from=build /hello /hello\nENTRYPOINT ["/hello"]\n')
 
+    # Workload 6: the same C program for arm64, compiled emulated (gcc of an
+    # arm64 Debian, every instruction through QEMU) and cross (this
+    # machine's aarch64-linux-gnu-gcc in a $BUILDPLATFORM stage).
+    cross = WORK / "cross"
+    for arch, packages in [("arm64", "gcc,libc6-dev"), ("amd64", "gcc-aarch64-linux-gnu,libc6-dev-arm64-cross")]:
+        d = cross / f"toolchain-{arch}"
+        if not (d / "rootfs.tar").exists():
+            log(f"making the {arch} compiler base with mmdebstrap ({packages})")
+            d.mkdir(parents=True, exist_ok=True)
+            quiet(["mmdebstrap", "--variant=minbase", "--quiet", f"--architectures={arch}",
+                   f"--include={packages}", f"--aptopt={APT_PROXY}", "bookworm", str(d / "rootfs.tar.part")])
+            (d / "rootfs.tar.part").rename(d / "rootfs.tar")
+        write(d / "Dockerfile", 'FROM scratch\nADD rootfs.tar /\nCMD ["bash"]\n')
+    # 600 functions of loops and arithmetic: a few seconds of native gcc -O2
+    body = "".join(
+        f"static unsigned long f{i}(unsigned long x) {{ unsigned long s = {i};"
+        f" for (int k = 0; k < (int)(x % {i + 7}); k++) {{ s = s * {i * 2 + 1} + (x >> (k % 13)) ^ {i * 31}; }}"
+        f" return s; }}\n" for i in range(600))
+    calls = " + ".join(f"f{i}(n)" for i in range(600))
+    write(cross / "prog.c", f"#include <stdio.h>\n{body}int main(void) {{ unsigned long n = 12345;"
+          f' printf("%lu\\n", {calls}); return 0; }}\n')
+    tail = 'FROM scratch\nCOPY --from=build /prog /prog\nENTRYPOINT ["/prog"]\n'
+    write(cross / "emulated/Dockerfile",
+          "FROM bench/gcc-arm64:1 AS build\nCOPY prog.c /src/\nRUN gcc -O2 -static -o /prog /src/prog.c\n" + tail)
+    write(cross / "cross/Dockerfile",
+          "FROM --platform=$BUILDPLATFORM bench/cross-gcc:1 AS build\nCOPY prog.c /src/\n"
+          "RUN aarch64-linux-gnu-gcc -O2 -static -o /prog /src/prog.c\n" + tail)
+    for path in ["emulated", "cross"]:
+        shutil.copy(cross / "prog.c", cross / path / "prog.c")
+
 
 def import_bases(kiln, buildah, buildkit):
     """The same base (and the compiler image made from it by kiln) in every tool."""
     log("importing the shared base into kiln, buildah and the Docker engine")
     quiet(kiln.build("bench/base:1", WORK / "base"), env=kiln.env)
     quiet(kiln.build("bench/gcc:1", WORK / "gcc"), env=kiln.env)
-    for tag in ["bench/base:1", "bench/gcc:1"]:
+    quiet(kiln.build("bench/gcc-arm64:1", WORK / "cross/toolchain-arm64", ARM64), env=kiln.env)
+    quiet(kiln.build("bench/cross-gcc:1", WORK / "cross/toolchain-amd64"), env=kiln.env)
+    for tag in ["bench/base:1", "bench/gcc:1", "bench/gcc-arm64:1", "bench/cross-gcc:1"]:
         stem = tag.split("/")[1].replace(":", "-")
         quiet([str(KILN), "save", tag, "--format", "oci", "-o", str(WORK / f"{stem}-oci.tar")], env=kiln.env)
         quiet([str(KILN), "save", tag, "--format", "docker", "-o", str(WORK / f"{stem}-docker.tar")], env=kiln.env)
@@ -477,6 +513,14 @@ def workload_multistage(run, tool, rep):
                 [tool.build("bench/hello:1", WORK / "multistage")])
 
 
+def workload_cross(run, tool, rep):
+    """The same arm64 program: every compiler instruction emulated, then
+    cross-compiled natively in a $BUILDPLATFORM stage."""
+    for path in ["emulated", "cross"]:
+        run.measure(tool, f"arm64 C program, {path}: cold", rep,
+                    [tool.build(f"bench/prog-{path}:1", WORK / "cross" / path, ARM64)])
+
+
 def workload_floor(run, rep):
     os.sync()
     secs, kib = timed([[str(FLOOR), str(WORK / "large/data")]])
@@ -538,12 +582,18 @@ def main():
                 workload_floor(run, rep)
             if "multistage" in only:
                 phase(tools, ["bench/hello:1"], args.settle, lambda t: workload_multistage(run, t, rep))
+            if "cross" in only:
+                phase(tools, ["bench/prog-emulated:1", "bench/prog-cross:1"], args.settle,
+                      lambda t: workload_cross(run, t, rep))
     finally:
         bases_registry.stop()
         for r in registries.values():
             r.stop()
     text = header(args.reps) + table(run.results)
-    (REPO / "bench/results.md").write_text(text)
+    # a partial run (--only) keeps the full table and writes its own beside it
+    partial = set(WORKLOADS) - only
+    name = "results.md" if not partial else f"results-{'-'.join(sorted(only))}.md"
+    (REPO / "bench" / name).write_text(text)
     print(text)
 
 
@@ -623,6 +673,11 @@ def table(tsv):
         parts = ", ".join(f"{t} {size / (1 << 20) / med(push, t):.0f} MiB/s" for t in TOOLS if med(push, t))
         notes.append(f"Push throughput of the large image (its {size / (1 << 30):.2f} GiB of files per second "
                      f"of push): {parts}.")
+    emu, crs = "arm64 C program, emulated: cold", "arm64 C program, cross: cold"
+    if rows.get(emu) and rows.get(crs):
+        parts = ", ".join(f"{t} {med(emu, t) / med(crs, t):.1f}x" for t in TOOLS if med(emu, t) and med(crs, t))
+        notes.append("The same arm64 program, emulated (gcc of an arm64 Debian under QEMU user emulation) against "
+                     f"cross-compiled (aarch64-linux-gnu-gcc in a $BUILDPLATFORM stage): emulated/cross {parts}.")
     notes.append("Peak memory: the largest resident set of the tool's processes; for BuildKit, the Docker "
                  "engine's process tree (sampled every 50 ms) plus the client. kiln bake is compared with the "
                  "peers' chain runs (the four images built one after another).")

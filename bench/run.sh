@@ -15,12 +15,16 @@ shift || true
 
 need=()
 for p in buildah:buildah docker.io:dockerd mmdebstrap:mmdebstrap docker-registry:docker-registry \
-  python3:python3 curl:curl time:/usr/bin/time apt-cacher-ng:/usr/sbin/apt-cacher-ng; do
+  python3:python3 curl:curl time:/usr/bin/time apt-cacher-ng:/usr/sbin/apt-cacher-ng \
+  qemu-user-static:qemu-aarch64-static binfmt-support:update-binfmts; do
   command -v "${p#*:}" >/dev/null || need+=("${p%%:*}")
 done
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update && apt-get install -y "${need[@]}"
 fi
+# the arm64 workload runs under QEMU user emulation
+[ -e /proc/sys/fs/binfmt_misc/status ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64
 cargo build --release -q -p kiln-cli
 cargo build --release -q -p kiln-oci --example floor
 exec python3 bench/bench.py --reps "$reps" "$@"

@@ -57,17 +57,20 @@ const UNAME: &str =
 fn a_multi_platform_build_is_one_index_that_kiln_skopeo_and_docker_run() {
     let (dir, store) = setup_multi();
     let ctx = dockerfile_dir(dir.path(), "uname", UNAME);
-    let built = ok(kiln(
-        &store,
-        &[
-            "build",
-            "-t",
-            "uname:1",
-            "--platform",
-            BOTH,
-            ctx.to_str().unwrap(),
-        ],
-    ));
+    let build_both = || {
+        ok(kiln(
+            &store,
+            &[
+                "build",
+                "-t",
+                "uname:1",
+                "--platform",
+                BOTH,
+                ctx.to_str().unwrap(),
+            ],
+        ))
+    };
+    let built = build_both();
     // the arm64 RUN ran under QEMU and the log says so; the amd64 one did not
     let emulated: Vec<&str> = built
         .stderr
@@ -107,17 +110,7 @@ fn a_multi_platform_build_is_one_index_that_kiln_skopeo_and_docker_run() {
     assert_eq!(run_host.stdout.trim(), "x86_64");
 
     // nothing changed: every step of both platforms is cached, same index
-    let again = ok(kiln(
-        &store,
-        &[
-            "build",
-            "-t",
-            "uname:1",
-            "--platform",
-            BOTH,
-            ctx.to_str().unwrap(),
-        ],
-    ));
+    let again = build_both();
     assert_eq!(again.stdout.trim(), index_digest);
     assert_mentions(&again.stderr, &["(0 steps run, 4 cached)"]);
 
