@@ -66,6 +66,9 @@ pub enum Command {
     /// Work with Dockerfiles without building them.
     #[command(subcommand)]
     Dockerfile(DockerfileCommand),
+    /// Bake and boot VM disk images made from images in the store.
+    #[command(subcommand)]
+    Vm(VmCommand),
     /// Show which images of the factory are stale, why, and how a bake
     /// would rebuild them.
     ///
@@ -152,6 +155,63 @@ pub struct PlanArgs {
     /// Print the plan as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Write a bootable disk from an image in the store: GPT, an EFI system
+    /// partition with systemd-boot and the image's kernel, an ext4 root
+    /// filled from the image's layers (no loop devices, no mounts).
+    ///
+    /// The image must contain a kernel and an initramfs (e.g. Debian's
+    /// linux-image-cloud-amd64) and systemd. With --boot-test the disk is
+    /// booted in QEMU (software emulation, OVMF) until a first-boot unit
+    /// reports multi-user.target. Prints the raw disk's path.
+    /// Exit status: 0 written (and booted), 1 the image or the boot failed,
+    /// 2 bad command line.
+    Build(VmBuildArgs),
+    /// Boot a disk for a person: QEMU with the serial console on this
+    /// terminal (Ctrl-A X quits); the disk is not changed.
+    Boot(VmBootArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VmBuildArgs {
+    /// The image in the store (NAME[:TAG])
+    pub image: String,
+    /// Where the disk files go
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub output: PathBuf,
+    /// The VM image's name, for its files (NAME.raw, NAME.qcow2…) [default: the image's name]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Disk size (K, M, G, T)
+    #[arg(long, default_value = "2G")]
+    pub size: String,
+    /// Output formats besides raw: qcow2, vmdk, vhdx (comma-separated)
+    #[arg(long = "format", value_delimiter = ',', value_name = "FORMAT")]
+    pub formats: Vec<String>,
+    /// The VM's hostname [default: the name]
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Extra kernel command line
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+    /// Boot the disk in QEMU and wait for a full boot
+    #[arg(long)]
+    pub boot_test: bool,
+    /// Seconds the boot test waits
+    #[arg(long, default_value = "300")]
+    pub timeout: u64,
+    /// Clamp times and seed identifiers for identical disks [default: $SOURCE_DATE_EPOCH]
+    #[arg(long, value_name = "SECONDS")]
+    pub source_date_epoch: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct VmBootArgs {
+    /// A raw disk written by `kiln vm build`
+    pub disk: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,10 +5,11 @@ mod dockerfile_check;
 mod factory;
 mod registry;
 pub mod store_cmds;
+mod vm;
 
 use anyhow::Context as _;
 
-use crate::args::{Cli, Command, DockerfileCommand};
+use crate::args::{Cli, Command, DockerfileCommand, VmCommand};
 use crate::exit::Exit;
 use crate::printer::Printer;
 
@@ -39,6 +40,8 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
             Ok(Exit::Success)
         }
         Command::Login(args) => registry::login(args, &client()?, printer),
+        Command::Vm(VmCommand::Build(args)) => vm::build(args, &open()?, printer),
+        Command::Vm(VmCommand::Boot(args)) => vm::boot(args, &open()?, printer),
     }
 }
 

@@ -1,0 +1,83 @@
+//! `kiln vm build` and `kiln vm boot`.
+
+use std::time::Duration;
+
+use kiln_store::Store;
+use kiln_vm::{Format, VmSpec};
+
+use crate::args::{VmBootArgs, VmBuildArgs};
+use crate::exit::{Exit, Failure};
+use crate::printer::Printer;
+
+pub fn build(args: VmBuildArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
+    let size =
+        kiln_vm::parse_size(&args.size).map_err(|e| Failure::usage(format!("--size: {e}")))?;
+    let mut formats = vec![Format::Raw];
+    for f in args.formats.iter().filter(|f| !f.is_empty()) {
+        let f = Format::parse(f).map_err(|e| Failure::usage(format!("--format: {e}")))?;
+        if !formats.contains(&f) {
+            formats.push(f);
+        }
+    }
+    let name = args.name.clone().unwrap_or_else(|| {
+        let last = args.image.rsplit('/').next().unwrap_or(&args.image);
+        last.split([':', '@']).next().unwrap_or(last).to_string()
+    });
+    let spec = VmSpec {
+        hostname: args.hostname.clone().unwrap_or_else(|| name.clone()),
+        name,
+        size,
+        cmdline: args.cmdline.clone(),
+        formats,
+        source_date_epoch: super::build::source_date_epoch(args.source_date_epoch),
+    };
+    let log = |l: &str| printer.error(l);
+    let disk = match kiln_vm::bake(store, &args.image, &spec, &args.output, &log) {
+        Ok(d) => d,
+        Err(e) => {
+            printer.error(&format!("error: {e}"));
+            return Ok(Exit::Failure);
+        }
+    };
+    for (f, path) in &disk.files {
+        printer.error(&format!("wrote {} {}", f.name(), path.display()));
+    }
+    if args.boot_test {
+        printer.error(&format!(
+            "booting {} in QEMU (software emulation, up to {} s)",
+            disk.raw.display(),
+            args.timeout
+        ));
+        let work = store.temp_path("boot");
+        let booted = kiln_vm::boot::boot_test(&disk.raw, &work, Duration::from_secs(args.timeout));
+        let _ = std::fs::remove_dir_all(&work);
+        match booted {
+            Ok(b) => printer.error(&format!("booted in {:.1} s: {}", b.seconds, b.marker)),
+            Err(e) => {
+                printer.error(&format!("error: boot test of {}: {e}", disk.raw.display()));
+                return Ok(Exit::Failure);
+            }
+        }
+    }
+    printer.data(&disk.raw.display().to_string());
+    Ok(Exit::Success)
+}
+
+pub fn boot(args: VmBootArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
+    if !args.disk.is_file() {
+        return Err(Failure::usage(format!(
+            "{}: no such disk",
+            args.disk.display()
+        )));
+    }
+    let work = store.temp_path("boot");
+    let status = kiln_vm::boot::boot_console(&args.disk, &work);
+    let _ = std::fs::remove_dir_all(&work);
+    let status = status?;
+    printer.error(&format!("QEMU ended ({status})"));
+    Ok(if status.success() {
+        Exit::Success
+    } else {
+        Exit::Failure
+    })
+}

@@ -1,0 +1,150 @@
+//! Booting a disk in QEMU: the boot test (headless, waits for the marker
+//! the first-boot unit writes) and a person's console.
+//!
+//! Always software emulation (`-accel tcg`): a /dev/kvm that exists but
+//! does not work makes QEMU pause forever. `-cpu max` and a virtio RNG keep
+//! the kernel from waiting for entropy. The disk is attached with
+//! `snapshot=on`, so booting never changes the artifact. QEMU is ended by
+//! its process id when the marker appears or the timeout passes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::VmError;
+
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// What a successful boot test saw.
+#[derive(Debug, Clone)]
+pub struct Booted {
+    /// The marker line (`KILN-READY HOSTNAME root=…`).
+    pub marker: String,
+    pub seconds: f64,
+}
+
+/// The QEMU command for `disk`, with the marker port written to `marker`
+/// and the serial console to `console` (`None`: the terminal).
+fn qemu(disk: &Path, vars: &Path, marker: &Path, console: Option<&Path>) -> Command {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2"])
+        .args(["-display", "none", "-no-reboot"])
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+        .arg("-drive")
+        .arg(format!(
+            "file={},format=raw,if=virtio,snapshot=on",
+            disk.display()
+        ))
+        .args(["-device", "virtio-rng-pci", "-device", "virtio-serial-pci"])
+        .arg("-chardev")
+        .arg(format!("file,id=kilnmarker,path={}", marker.display()))
+        .args([
+            "-device",
+            "virtserialport,chardev=kilnmarker,name=kiln.marker",
+        ]);
+    match console {
+        Some(c) => {
+            cmd.args(["-monitor", "none", "-serial"])
+                .arg(format!("file:{}", c.display()));
+        }
+        None => {
+            cmd.args(["-nographic"]);
+        }
+    }
+    cmd
+}
+
+/// A copy of OVMF's variable store (firmware writes to it).
+fn vars_copy(work: &Path) -> Result<PathBuf, VmError> {
+    let vars = work.join("OVMF_VARS.fd");
+    std::fs::copy(OVMF_VARS, &vars).map_err(|e| {
+        VmError::Boot(format!(
+            "copying {OVMF_VARS}: {e} (apt-get install ovmf qemu-system-x86)"
+        ))
+    })?;
+    Ok(vars)
+}
+
+/// Kills QEMU when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Boots `disk` headless until the first-boot unit reports a full boot,
+/// or fails after `timeout` with the end of the serial console.
+pub fn boot_test(disk: &Path, work: &Path, timeout: Duration) -> Result<Booted, VmError> {
+    std::fs::create_dir_all(work).map_err(|e| VmError::io("creating", work, e))?;
+    let vars = vars_copy(work)?;
+    let marker = work.join("marker.log");
+    let console = work.join("console.log");
+    let _ = std::fs::remove_file(&marker);
+    let started = Instant::now();
+    let child = qemu(disk, &vars, &marker, Some(&console))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            VmError::Boot(format!(
+                "starting qemu-system-x86_64: {e} (apt-get install qemu-system-x86 ovmf)"
+            ))
+        })?;
+    let mut qemu = Running(child);
+    loop {
+        let text = std::fs::read_to_string(&marker).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.starts_with("KILN-READY")) {
+            return Ok(Booted {
+                marker: line.to_string(),
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+        if let Ok(Some(status)) = qemu.0.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = qemu.0.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            return Err(VmError::Boot(format!(
+                "QEMU exited ({status}) before the boot finished: {}\n{}",
+                err.trim(),
+                tail(&console)
+            )));
+        }
+        if started.elapsed() > timeout {
+            return Err(VmError::Boot(format!(
+                "no finished boot within {} s; the serial console ended with:\n{}",
+                timeout.as_secs(),
+                tail(&console)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Boots `disk` with the serial console on this terminal, for a person.
+pub fn boot_console(disk: &Path, work: &Path) -> Result<std::process::ExitStatus, VmError> {
+    std::fs::create_dir_all(work).map_err(|e| VmError::io("creating", work, e))?;
+    let vars = vars_copy(work)?;
+    qemu(disk, &vars, &work.join("marker.log"), None)
+        .status()
+        .map_err(|e| VmError::Boot(format!("starting qemu-system-x86_64: {e}")))
+}
+
+/// The last lines of the serial console, for errors.
+fn tail(console: &Path) -> String {
+    let text = std::fs::read_to_string(console).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(25)..]
+        .iter()
+        .map(|l| format!("  | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

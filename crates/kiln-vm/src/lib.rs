@@ -1,0 +1,232 @@
+//! VM disk images from images in kiln's store, without booting a builder VM.
+//!
+//! [`bake`] flattens the image's layers into one root filesystem, sets what
+//! must not leak from the build host (hostname, machine-id, resolv.conf, SSH
+//! host keys) and what a VM needs (fstab, a first-boot marker unit), writes
+//! it as a reproducible tar, and lays out a raw GPT disk: an EFI system
+//! partition (FAT32, systemd-boot, the image's kernel and initramfs) and an
+//! ext4 root filled from the tar by `mke2fs -d` at its offset — no loop
+//! devices, no mounts. `qemu-img` converts the raw disk to the requested
+//! formats. [`boot::boot_test`] boots a disk under QEMU with OVMF and waits
+//! for the marker the first-boot unit writes to a virtio-serial port.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
+pub mod boot;
+mod disk;
+mod rootfs;
+mod tool;
+
+use std::path::{Path, PathBuf};
+
+pub use disk::Layout;
+
+/// Output formats of a VM image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Raw,
+    Qcow2,
+    Vmdk,
+    Vhdx,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Result<Format, VmError> {
+        match s {
+            "raw" => Ok(Format::Raw),
+            "qcow2" => Ok(Format::Qcow2),
+            "vmdk" => Ok(Format::Vmdk),
+            "vhdx" => Ok(Format::Vhdx),
+            other => Err(VmError::UnknownFormat(other.to_string())),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+            Format::Vmdk => "vmdk",
+            Format::Vhdx => "vhdx",
+        }
+    }
+}
+
+/// What to bake: the disk and the first-boot settings.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    /// The VM image's name (files are `NAME.raw`, `NAME.qcow2`, …).
+    pub name: String,
+    /// Disk size in bytes.
+    pub size: u64,
+    /// Extra kernel command line (after root= and the serial console).
+    pub cmdline: String,
+    pub hostname: String,
+    pub formats: Vec<Format>,
+    /// Clamps file times and seeds every UUID, for identical raw bytes.
+    pub source_date_epoch: Option<u64>,
+}
+
+/// A baked disk.
+#[derive(Debug, Clone)]
+pub struct Disk {
+    /// The raw disk, always written.
+    pub raw: PathBuf,
+    /// Each requested format's file (raw included when asked for).
+    pub files: Vec<(Format, PathBuf)>,
+    pub layout: Layout,
+    /// The kernel found in the image (`/boot/vmlinuz-VERSION`).
+    pub kernel: String,
+}
+
+/// Why a VM image could not be baked or booted.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("{image} has no kernel: /boot holds no vmlinuz-* (install a kernel package in the image, e.g. linux-image-cloud-amd64)")]
+    NoKernel { image: String },
+    #[error("{image} has a kernel but no initramfs (/boot/initrd.img-{version}): install initramfs-tools in the image")]
+    NoInitramfs { image: String, version: String },
+    #[error("the disk is too small: the root filesystem needs {need_mib} MiB, the root partition of a {disk_mib} MiB disk has {have_mib} MiB")]
+    TooSmall {
+        need_mib: u64,
+        have_mib: u64,
+        disk_mib: u64,
+    },
+    #[error("unknown disk format {0:?}: kiln writes raw, qcow2, vmdk and vhdx")]
+    UnknownFormat(String),
+    #[error("{0}")]
+    Tool(String),
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] kiln_store::Error),
+    #[error(transparent)]
+    Oci(#[from] kiln_oci::Error),
+    #[error("{0}")]
+    Boot(String),
+}
+
+impl VmError {
+    pub(crate) fn io(what: &str, path: &Path, source: std::io::Error) -> Self {
+        VmError::Io {
+            what: what.to_string(),
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Bakes the store image `image` into a VM disk in `out_dir`. Checks the
+/// image (a kernel, an initramfs) and the size before writing any disk.
+pub fn bake(
+    store: &kiln_store::Store,
+    image: &str,
+    spec: &VmSpec,
+    out_dir: &Path,
+    log: &dyn Fn(&str),
+) -> Result<Disk, VmError> {
+    let img = store.image(image)?;
+    let work = store.temp_path("vm");
+    std::fs::create_dir_all(&work).map_err(|e| VmError::io("creating", &work, e))?;
+    let _cleanup = RemoveOnDrop(work.clone());
+    let seed = format!("{}:{}", img.manifest_digest, spec.name);
+    let layout = Layout::new(spec.size, &seed);
+    log(&format!(
+        "{image}: flattening {} layers",
+        img.manifest.layers.len()
+    ));
+    let root = work.join("rootfs");
+    let prepared = rootfs::prepare(store, &img, image, &root, spec, &layout)?;
+    let tar = work.join("rootfs.tar");
+    let need = rootfs::write_tar(&root, &tar, spec.source_date_epoch)?;
+    layout.check_fits(need)?;
+    std::fs::create_dir_all(out_dir).map_err(|e| VmError::io("creating", out_dir, e))?;
+    let raw = out_dir.join(format!("{}.raw", spec.name));
+    log(&format!(
+        "{}: writing a {} MiB disk (kernel {})",
+        spec.name,
+        spec.size >> 20,
+        prepared.kernel_version
+    ));
+    disk::write(&raw, &layout, &tar, &prepared, spec, &work)?;
+    let mut files = Vec::new();
+    for f in &spec.formats {
+        if *f == Format::Raw {
+            files.push((*f, raw.clone()));
+            continue;
+        }
+        let out = out_dir.join(format!("{}.{}", spec.name, f.name()));
+        log(&format!("{}: converting to {}", spec.name, f.name()));
+        disk::convert(&raw, &out, *f)?;
+        files.push((*f, out));
+    }
+    Ok(Disk {
+        raw,
+        files,
+        layout,
+        kernel: format!("/boot/vmlinuz-{}", prepared.kernel_version),
+    })
+}
+
+/// Parses a size: bytes, or a number with K, M, G or T (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let unit = t[i..]
+                .trim_end_matches(['B', 'b', 'i'])
+                .to_ascii_uppercase();
+            let m = match unit.as_str() {
+                "K" => 1u64 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                "T" => 1 << 40,
+                _ => return Err(format!("size {s:?}: unknown unit (use K, M, G or T)")),
+            };
+            (&t[..i], m)
+        }
+        None => (t, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("size {s:?} is not a number with an optional K, M, G or T"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4G").unwrap(), 4 << 30);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert!(parse_size("4X").is_err());
+        assert!(parse_size("G").is_err());
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(Format::parse("qcow2").unwrap(), Format::Qcow2);
+        let e = Format::parse("vdi").unwrap_err().to_string();
+        assert!(
+            e.contains("\"vdi\"") && e.contains("raw, qcow2, vmdk and vhdx"),
+            "{e}"
+        );
+    }
+}

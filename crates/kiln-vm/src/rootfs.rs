@@ -1,0 +1,249 @@
+//! The VM's root filesystem: the image's layers flattened, the kernel
+//! found, host leftovers removed and first-boot settings written, then one
+//! reproducible tar for `mke2fs -d`.
+
+use std::path::{Component, Path, PathBuf};
+
+use kiln_oci::layer::{write_layer, Compression, LayerOptions};
+use kiln_oci::unpack::{unpack, Target};
+use kiln_store::{parse_digest, Image, Store};
+
+use crate::disk::Layout;
+use crate::{VmError, VmSpec};
+
+/// What the disk writer takes from the root filesystem.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub kernel_version: String,
+    /// systemd-boot's EFI binary (the image's, else this machine's).
+    pub bootloader: PathBuf,
+}
+
+const SYSTEMD_BOOT: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+
+/// The unit that tells a boot test the machine is fully up: once
+/// multi-user.target is reached it writes a line to the virtio-serial port
+/// `kiln.marker` (present only when kiln boots the disk).
+const READY_UNIT: &str = "[Unit]
+Description=kiln: report a finished boot to the boot test
+After=multi-user.target
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'for i in $(seq 50); do [ -e /dev/virtio-ports/kiln.marker ] && break; sleep 0.2; done; [ -e /dev/virtio-ports/kiln.marker ] || exit 0; echo \"KILN-READY $(cat /etc/hostname) root=$(findmnt -n -o SOURCE /)\" > /dev/virtio-ports/kiln.marker'
+
+[Install]
+WantedBy=multi-user.target
+";
+
+/// Host keys are made on the VM's first boot, never baked in.
+const SSH_KEYS_UNIT: &str = "[Unit]
+Description=kiln: generate SSH host keys on first boot
+Before=ssh.service
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+
+[Install]
+WantedBy=multi-user.target
+";
+
+/// Flattens `img` into `root` and makes it a VM's root filesystem.
+pub fn prepare(
+    store: &Store,
+    img: &Image,
+    name: &str,
+    root: &Path,
+    spec: &VmSpec,
+    layout: &Layout,
+) -> Result<Prepared, VmError> {
+    std::fs::create_dir_all(root).map_err(|e| VmError::io("creating", root, e))?;
+    for l in &img.manifest.layers {
+        let blob = store.open_blob(&parse_digest(&l.digest)?)?;
+        unpack(blob, root, Target::Flat)?;
+    }
+    let (kernel_version, kernel) = newest_kernel(root).ok_or_else(|| VmError::NoKernel {
+        image: name.to_string(),
+    })?;
+    let initrd = root.join(format!("boot/initrd.img-{kernel_version}"));
+    if !initrd.is_file() {
+        return Err(VmError::NoInitramfs {
+            image: name.to_string(),
+            version: kernel_version,
+        });
+    }
+    let bootloader = [root.join(SYSTEMD_BOOT), Path::new("/").join(SYSTEMD_BOOT)]
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            VmError::Tool(format!(
+                "no systemd-boot: neither {name} nor this machine has /{SYSTEMD_BOOT} (apt-get install systemd-boot-efi)"
+            ))
+        })?;
+    // what must not leak from the build host into every VM
+    write(root, "etc/hostname", &format!("{}\n", spec.hostname))?;
+    write(
+        root,
+        "etc/hosts",
+        &format!(
+            "127.0.0.1\tlocalhost\n127.0.1.1\t{}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+            spec.hostname
+        ),
+    )?;
+    write(root, "etc/machine-id", "")?; // empty: systemd makes one on first boot
+    remove(root, "var/lib/dbus/machine-id")?;
+    remove(root, "etc/resolv.conf")?;
+    if let Ok(entries) = std::fs::read_dir(root.join("etc/ssh")) {
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with("ssh_host_") {
+                remove(root, &format!("etc/ssh/{n}"))?;
+            }
+        }
+    }
+    write(
+        root,
+        "etc/fstab",
+        &format!(
+            "# written by kiln\nPARTUUID={} / ext4 rw,errors=remount-ro 0 1\n",
+            layout.root_guid
+        ),
+    )?;
+    enable(root, "kiln-ready.service", READY_UNIT)?;
+    if root.join("usr/bin/ssh-keygen").is_file() {
+        enable(root, "kiln-ssh-keygen.service", SSH_KEYS_UNIT)?;
+    }
+    Ok(Prepared {
+        kernel,
+        initrd,
+        kernel_version,
+        bootloader,
+    })
+}
+
+/// Writes the root filesystem as a tar (times clamped to the epoch) and
+/// returns its size, what the filesystem must hold.
+pub fn write_tar(root: &Path, tar: &Path, epoch: Option<u64>) -> Result<u64, VmError> {
+    let f = std::fs::File::create(tar).map_err(|e| VmError::io("creating", tar, e))?;
+    let opts = LayerOptions {
+        compression: Compression::None,
+        source_date_epoch: Some(epoch.unwrap_or(0)),
+    };
+    let info = write_layer(root, std::io::BufWriter::new(f), &opts)?;
+    Ok(info.size)
+}
+
+/// The newest `/boot/vmlinuz-VERSION`, by version order.
+fn newest_kernel(root: &Path) -> Option<(String, PathBuf)> {
+    let mut found: Vec<(String, PathBuf)> = std::fs::read_dir(root.join("boot"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let version = name.strip_prefix("vmlinuz-")?.to_string();
+            e.path().is_file().then(|| (version, e.path()))
+        })
+        .collect();
+    found.sort_by_key(|a| version_key(&a.0));
+    found.pop()
+}
+
+/// Numbers compare as numbers: 6.1.10 after 6.1.9.
+fn version_key(v: &str) -> Vec<(u64, String)> {
+    v.split(|c: char| !c.is_ascii_alphanumeric())
+        .map(|part| (part.parse().unwrap_or(0), part.to_string()))
+        .collect()
+}
+
+/// `root/rel` with every parent a real directory inside `root` (made when
+/// missing): a symlink in the image never redirects a write to the host.
+fn inside(root: &Path, rel: &str) -> Result<PathBuf, VmError> {
+    let rel = Path::new(rel);
+    let mut p = root.to_path_buf();
+    let parts: Vec<Component> = rel.components().collect();
+    for (i, c) in parts.iter().enumerate() {
+        let Component::Normal(n) = c else {
+            return Err(VmError::Tool(format!(
+                "{} is not a plain relative path",
+                rel.display()
+            )));
+        };
+        p.push(n);
+        if i + 1 == parts.len() {
+            break;
+        }
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(VmError::Tool(format!(
+                "/{} in the image is not a directory (a symlink?); kiln will not write through it",
+                rel.display()
+            )))
+            }
+            Err(_) => std::fs::create_dir(&p).map_err(|e| VmError::io("creating", &p, e))?,
+        }
+    }
+    Ok(p)
+}
+
+fn remove(root: &Path, rel: &str) -> Result<(), VmError> {
+    let p = inside(root, rel)?;
+    match std::fs::symlink_metadata(&p) {
+        Ok(m) if m.is_dir() => Err(VmError::Tool(format!("/{rel} in the image is a directory"))),
+        Ok(_) => std::fs::remove_file(&p).map_err(|e| VmError::io("removing", &p, e)),
+        Err(_) => Ok(()),
+    }
+}
+
+fn write(root: &Path, rel: &str, text: &str) -> Result<(), VmError> {
+    remove(root, rel)?; // a symlink is replaced, never followed
+    let p = inside(root, rel)?;
+    std::fs::write(&p, text).map_err(|e| VmError::io("writing", &p, e))
+}
+
+/// Installs a unit in /etc/systemd/system and enables it for multi-user.target.
+fn enable(root: &Path, unit: &str, text: &str) -> Result<(), VmError> {
+    write(root, &format!("etc/systemd/system/{unit}"), text)?;
+    let link = format!("etc/systemd/system/multi-user.target.wants/{unit}");
+    remove(root, &link)?;
+    let p = inside(root, &link)?;
+    std::os::unix::fs::symlink(format!("/etc/systemd/system/{unit}"), &p)
+        .map_err(|e| VmError::io("linking", &p, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_kernel_by_version() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("boot")).unwrap();
+        for v in ["6.1.9-amd64", "6.1.10-amd64", "5.10.0-cloud-amd64"] {
+            std::fs::write(dir.path().join(format!("boot/vmlinuz-{v}")), "").unwrap();
+        }
+        assert_eq!(newest_kernel(dir.path()).unwrap().0, "6.1.10-amd64");
+    }
+
+    #[test]
+    fn writes_never_follow_symlinks_out_of_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("etc")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("victim"), root.join("etc/resolv.conf"))
+            .unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("var")).unwrap();
+        write(root, "etc/resolv.conf", "x").unwrap();
+        assert!(!outside.path().join("victim").exists());
+        assert!(!std::fs::symlink_metadata(root.join("etc/resolv.conf"))
+            .unwrap()
+            .is_symlink());
+        assert!(write(root, "var/lib/x", "y").is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+}
