@@ -169,7 +169,7 @@ pub enum VmCommand {
     /// reports multi-user.target. Prints the raw disk's path.
     /// Exit status: 0 written (and booted), 1 the image or the boot failed,
     /// 2 bad command line.
-    Build(VmBuildArgs),
+    Build(Box<VmBuildArgs>),
     /// Boot a disk for a person: QEMU with the serial console on this
     /// terminal (Ctrl-A X quits); the disk is not changed.
     Boot(VmBootArgs),
@@ -197,7 +197,18 @@ pub struct VmBuildArgs {
     /// Extra kernel command line
     #[arg(long, default_value = "")]
     pub cmdline: String,
-    /// Boot the disk in QEMU and wait for a full boot
+    /// A data disk, apart from the OS disk: LABEL:SIZE:MOUNT (repeatable);
+    /// mounted by label, created once in --data-dir, never part of the image
+    #[arg(long = "data-disk", value_name = "LABEL:SIZE:MOUNT")]
+    pub data_disks: Vec<String>,
+    /// Where data disks live (LABEL.raw) [default: the output directory]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A shell command the booted VM runs under --boot-test; it must exit 0
+    /// (repeatable)
+    #[arg(long = "test", value_name = "CMD")]
+    pub tests: Vec<String>,
+    /// Boot the disk in QEMU (with its data disks) and wait for a full boot
     #[arg(long)]
     pub boot_test: bool,
     /// Seconds the boot test waits
@@ -212,6 +223,9 @@ pub struct VmBuildArgs {
 pub struct VmBootArgs {
     /// A raw disk written by `kiln vm build`
     pub disk: PathBuf,
+    /// A data disk to attach (repeatable)
+    #[arg(long = "data", value_name = "DISK")]
+    pub data: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -77,29 +77,46 @@ fn a_debian_image_becomes_a_disk_that_boots_converts_and_reproduces() {
     ));
 
     let out = dir.path().join("out");
-    let built = ok(kiln(
-        &store,
-        &[
+    let data_dir = dir.path().join("data");
+    let vm_build = |image: &str, out: &Path, extra: &[&str]| {
+        let mut args = vec![
             "vm",
             "build",
-            "debian-vm:1",
+            image,
             "-o",
             out.to_str().unwrap(),
             "--name",
             "node",
-            "--format",
-            "qcow2,vmdk",
-            "--boot-test",
-            "--timeout",
-            "300",
-        ],
-    ));
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--data-disk",
+            "data:256M:/srv/data",
+        ];
+        args.extend_from_slice(extra);
+        ok(kiln(&store, &args))
+    };
+    // the definition (formats, tests), then the boot test
+    let first_boot = [
+        "--format",
+        "qcow2,vmdk",
+        "--test",
+        "echo written in the first boot > /srv/data/first",
+        "--boot-test",
+        "--timeout",
+        "300",
+    ];
+    let built = vm_build("debian-vm:1", &out, &first_boot);
     let raw = out.join("node.raw");
     assert_eq!(built.stdout.trim(), raw.to_str().unwrap());
-    // the first-boot unit reported multi-user.target, on the baked root
+    // the first-boot unit reported multi-user.target, on the baked root,
+    // with the data disk mounted by its label
     assert_mentions(
         &built.stderr,
-        &["booted in", "KILN-READY node root=/dev/vda2"],
+        &[
+            "created data disk",
+            "booted in",
+            "KILN-READY node root=/dev/vda2 /srv/data=/dev/vdb",
+        ],
     );
     assert_eq!(qemu_img_format(&out.join("node.qcow2")), "qcow2");
     assert_eq!(qemu_img_format(&out.join("node.vmdk")), "vmdk");
@@ -107,19 +124,41 @@ fn a_debian_image_becomes_a_disk_that_boots_converts_and_reproduces() {
 
     // the same image and definition give the same raw bytes
     let again = dir.path().join("again");
+    vm_build("debian-vm:1", &again, &first_boot[..4]);
+    assert_eq!(sha256(&again.join("node.raw")), sha256(&raw));
+
+    // a newer image replaces the OS disk; the data disk keeps what the
+    // first boot wrote
+    let v2 = dockerfile_dir(
+        dir.path(),
+        "v2",
+        "FROM debian-vm:1\nCOPY version /etc/kiln-v2\n",
+    );
+    fs::write(v2.join("version"), "v2\n").unwrap();
     ok(kiln(
         &store,
-        &[
-            "vm",
-            "build",
-            "debian-vm:1",
-            "-o",
-            again.to_str().unwrap(),
-            "--name",
-            "node",
-        ],
+        &["build", "-t", "debian-vm:2", v2.to_str().unwrap()],
     ));
-    assert_eq!(sha256(&again.join("node.raw")), sha256(&raw));
+    let replaced = vm_build(
+        "debian-vm:2",
+        &dir.path().join("out2"),
+        &[
+            "--boot-test",
+            "--test",
+            "cat /srv/data/first",
+            "--test",
+            "cat /etc/kiln-v2",
+        ],
+    );
+    assert_mentions(
+        &replaced.stderr,
+        &[
+            "kept data disk",
+            "test 1: written in the first boot",
+            "test 2: v2",
+            "/srv/data=/dev/vdb",
+        ],
+    );
 }
 
 #[test]

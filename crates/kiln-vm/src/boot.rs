@@ -19,14 +19,22 @@ const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 /// What a successful boot test saw.
 #[derive(Debug, Clone)]
 pub struct Booted {
-    /// The marker line (`KILN-READY HOSTNAME root=…`).
+    /// The marker line (`KILN-READY HOSTNAME root=… /mount=…`).
     pub marker: String,
+    /// Each boot test's output lines, in order.
+    pub outputs: Vec<Vec<String>>,
     pub seconds: f64,
 }
 
 /// The QEMU command for `disk`, with the marker port written to `marker`
 /// and the serial console to `console` (`None`: the terminal).
-fn qemu(disk: &Path, vars: &Path, marker: &Path, console: Option<&Path>) -> Command {
+fn qemu(
+    disk: &Path,
+    data: &[PathBuf],
+    vars: &Path,
+    marker: &Path,
+    console: Option<&Path>,
+) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2"])
         .args(["-display", "none", "-no-reboot"])
@@ -38,8 +46,13 @@ fn qemu(disk: &Path, vars: &Path, marker: &Path, console: Option<&Path>) -> Comm
         .arg(format!(
             "file={},format=raw,if=virtio,snapshot=on",
             disk.display()
-        ))
-        .args(["-device", "virtio-rng-pci", "-device", "virtio-serial-pci"])
+        ));
+    // data disks are written for real: they outlive OS disks
+    for d in data {
+        cmd.arg("-drive")
+            .arg(format!("file={},format=raw,if=virtio", d.display()));
+    }
+    cmd.args(["-device", "virtio-rng-pci", "-device", "virtio-serial-pci"])
         .arg("-chardev")
         .arg(format!("file,id=kilnmarker,path={}", marker.display()))
         .args([
@@ -81,14 +94,19 @@ impl Drop for Running {
 
 /// Boots `disk` headless until the first-boot unit reports a full boot,
 /// or fails after `timeout` with the end of the serial console.
-pub fn boot_test(disk: &Path, work: &Path, timeout: Duration) -> Result<Booted, VmError> {
+pub fn boot_test(
+    disk: &Path,
+    data: &[PathBuf],
+    work: &Path,
+    timeout: Duration,
+) -> Result<Booted, VmError> {
     std::fs::create_dir_all(work).map_err(|e| VmError::io("creating", work, e))?;
     let vars = vars_copy(work)?;
     let marker = work.join("marker.log");
     let console = work.join("console.log");
     let _ = std::fs::remove_file(&marker);
     let started = Instant::now();
-    let child = qemu(disk, &vars, &marker, Some(&console))
+    let child = qemu(disk, data, &vars, &marker, Some(&console))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -102,10 +120,7 @@ pub fn boot_test(disk: &Path, work: &Path, timeout: Duration) -> Result<Booted, 
     loop {
         let text = std::fs::read_to_string(&marker).unwrap_or_default();
         if let Some(line) = text.lines().find(|l| l.starts_with("KILN-READY")) {
-            return Ok(Booted {
-                marker: line.to_string(),
-                seconds: started.elapsed().as_secs_f64(),
-            });
+            return report(&text, line, started.elapsed().as_secs_f64());
         }
         if let Ok(Some(status)) = qemu.0.try_wait() {
             let mut err = String::new();
@@ -130,12 +145,47 @@ pub fn boot_test(disk: &Path, work: &Path, timeout: Duration) -> Result<Booted, 
 }
 
 /// Boots `disk` with the serial console on this terminal, for a person.
-pub fn boot_console(disk: &Path, work: &Path) -> Result<std::process::ExitStatus, VmError> {
+pub fn boot_console(
+    disk: &Path,
+    data: &[PathBuf],
+    work: &Path,
+) -> Result<std::process::ExitStatus, VmError> {
     std::fs::create_dir_all(work).map_err(|e| VmError::io("creating", work, e))?;
     let vars = vars_copy(work)?;
-    qemu(disk, &vars, &work.join("marker.log"), None)
+    qemu(disk, data, &vars, &work.join("marker.log"), None)
         .status()
         .map_err(|e| VmError::Boot(format!("starting qemu-system-x86_64: {e}")))
+}
+
+/// The boot tests' results from the marker port: a test that failed fails
+/// the boot test, with its output.
+fn report(text: &str, marker: &str, seconds: f64) -> Result<Booted, VmError> {
+    let mut outputs: Vec<Vec<String>> = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("KILN-OUT ") {
+            let (n, out) = rest.split_once(": ").unwrap_or((rest, ""));
+            let n: usize = n.trim_end_matches(':').parse().unwrap_or(0);
+            if n >= 1 {
+                outputs.resize(outputs.len().max(n), Vec::new());
+                outputs[n - 1].push(out.to_string());
+            }
+        } else if let Some(rest) = line.strip_prefix("KILN-TEST ") {
+            let (n, code) = rest.split_once(" exit=").unwrap_or((rest, "?"));
+            if code != "0" {
+                let n: usize = n.parse().unwrap_or(0);
+                let out = outputs.get(n.wrapping_sub(1)).cloned().unwrap_or_default();
+                return Err(VmError::Boot(format!(
+                    "boot test {n} exited with {code} in the booted VM:{}",
+                    out.iter().map(|l| format!("\n  | {l}")).collect::<String>()
+                )));
+            }
+        }
+    }
+    Ok(Booted {
+        marker: marker.to_string(),
+        outputs,
+        seconds,
+    })
 }
 
 /// The last lines of the serial console, for errors.
@@ -147,4 +197,23 @@ fn tail(console: &Path) -> String {
         .map(|l| format!("  | {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_boot_test_fails_with_its_output() {
+        let ok = "KILN-OUT 1: hello\nKILN-TEST 1 exit=0\nKILN-READY vm root=/dev/vda2\n";
+        let b = report(ok, "KILN-READY vm root=/dev/vda2", 1.0).unwrap();
+        assert_eq!(b.outputs, vec![vec!["hello".to_string()]]);
+        let bad =
+            "KILN-TEST 1 exit=0\nKILN-OUT 2: no such file\nKILN-TEST 2 exit=1\nKILN-READY vm\n";
+        let e = report(bad, "KILN-READY vm", 1.0).unwrap_err().to_string();
+        assert!(
+            e.contains("boot test 2 exited with 1") && e.contains("| no such file"),
+            "{e}"
+        );
+    }
 }

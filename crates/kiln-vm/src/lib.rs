@@ -64,6 +64,77 @@ pub struct VmSpec {
     pub formats: Vec<Format>,
     /// Clamps file times and seeds every UUID, for identical raw bytes.
     pub source_date_epoch: Option<u64>,
+    /// Disks kept apart from the OS disk, mounted by label.
+    pub data_disks: Vec<DataDisk>,
+    /// Shell commands the booted VM runs under the boot test; each must
+    /// exit 0.
+    pub tests: Vec<String>,
+}
+
+/// A data disk: an ext4 filesystem on a whole disk of its own, created
+/// once, mounted by its label; replacing the OS disk keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDisk {
+    pub label: String,
+    pub size: u64,
+    /// Absolute mount point in the VM.
+    pub mount: String,
+}
+
+impl DataDisk {
+    /// `LABEL:SIZE:MOUNT`, e.g. `data:1G:/srv/data`.
+    pub fn parse(s: &str) -> Result<DataDisk, String> {
+        let parts: Vec<&str> = s.splitn(3, ':').collect();
+        let [label, size, mount] = parts[..] else {
+            return Err(format!(
+                "data disk {s:?}: expected LABEL:SIZE:MOUNT, e.g. data:1G:/srv/data"
+            ));
+        };
+        let ok_label = !label.is_empty()
+            && label.len() <= 16
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok_label {
+            return Err(format!(
+                "data disk {s:?}: the label must be 1 to 16 of [A-Za-z0-9_-] (ext4's limit)"
+            ));
+        }
+        if !mount.starts_with('/') || mount == "/" || mount.split('/').any(|c| c == "..") {
+            return Err(format!(
+                "data disk {s:?}: the mount point must be an absolute path below /"
+            ));
+        }
+        Ok(DataDisk {
+            label: label.to_string(),
+            size: parse_size(size)?,
+            mount: mount.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// Makes the data disk `path` unless it exists: a data disk is created
+    /// once and then only ever attached.
+    pub fn ensure(&self, path: &Path) -> Result<bool, VmError> {
+        if path.exists() {
+            return Ok(false);
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| VmError::io("creating", dir, e))?;
+        }
+        let partial = path.with_extension("partial");
+        let f =
+            std::fs::File::create(&partial).map_err(|e| VmError::io("creating", &partial, e))?;
+        f.set_len(self.size)
+            .map_err(|e| VmError::io("sizing", &partial, e))?;
+        drop(f);
+        tool::run(
+            std::process::Command::new("mke2fs")
+                .args(["-q", "-F", "-t", "ext4", "-L", &self.label])
+                .arg(&partial),
+        )?;
+        std::fs::rename(&partial, path).map_err(|e| VmError::io("renaming", path, e))?;
+        Ok(true)
+    }
 }
 
 /// A baked disk.

@@ -24,19 +24,59 @@ pub struct Prepared {
 const SYSTEMD_BOOT: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 
 /// The unit that tells a boot test the machine is fully up: once
-/// multi-user.target is reached it writes a line to the virtio-serial port
-/// `kiln.marker` (present only when kiln boots the disk).
+/// multi-user.target is reached it runs the boot report (which does
+/// nothing unless kiln's boot test attached the `kiln.marker` port).
 const READY_UNIT: &str = "[Unit]
 Description=kiln: report a finished boot to the boot test
 After=multi-user.target
 
 [Service]
 Type=oneshot
-ExecStart=/bin/sh -c 'for i in $(seq 50); do [ -e /dev/virtio-ports/kiln.marker ] && break; sleep 0.2; done; [ -e /dev/virtio-ports/kiln.marker ] || exit 0; echo \"KILN-READY $(cat /etc/hostname) root=$(findmnt -n -o SOURCE /)\" > /dev/virtio-ports/kiln.marker'
+ExecStart=/usr/lib/kiln/boot-report
 
 [Install]
 WantedBy=multi-user.target
 ";
+
+/// The boot report: the VM image's boot tests (one file each), their
+/// output and exit codes, then the marker line with the root and each data
+/// disk's mount, all to the virtio-serial port.
+fn boot_report(mounts: &[String]) -> String {
+    let mounts = mounts.join(" ");
+    format!(
+        r#"#!/bin/sh
+# Written by kiln. Under kiln's boot test (the virtio-serial port
+# kiln.marker exists) runs the boot tests and reports a finished boot.
+port=/dev/virtio-ports/kiln.marker
+i=0
+while [ ! -e "$port" ] && [ "$i" -lt 50 ]; do sleep 0.2; i=$((i + 1)); done
+[ -e "$port" ] || exit 0
+# the data disks are mounted (nofail: the boot does not wait for them)
+for m in {mounts}; do
+  i=0
+  while ! mountpoint -q "$m" && [ "$i" -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
+done
+{{
+  n=0
+  for t in /usr/lib/kiln/boot-tests/*; do
+    [ -f "$t" ] || continue
+    n=$((n + 1))
+    out=$(sh "$t" 2>&1)
+    code=$?
+    [ -z "$out" ] || printf '%s\n' "$out" | sed "s/^/KILN-OUT $n: /"
+    echo "KILN-TEST $n exit=$code"
+  done
+  # what the tests wrote reaches the disks before QEMU is ended
+  sync
+  mounts=""
+  for m in {mounts}; do
+    mounts="$mounts $m=$(findmnt -n -o SOURCE "$m" || echo none)"
+  done
+  echo "KILN-READY $(cat /etc/hostname) root=$(findmnt -n -o SOURCE /)$mounts"
+}} > "$port"
+"#
+    )
+}
 
 /// Host keys are made on the VM's first boot, never baked in.
 const SSH_KEYS_UNIT: &str = "[Unit]
@@ -105,14 +145,37 @@ pub fn prepare(
             }
         }
     }
-    write(
-        root,
-        "etc/fstab",
-        &format!(
-            "# written by kiln\nPARTUUID={} / ext4 rw,errors=remount-ro 0 1\n",
-            layout.root_guid
-        ),
-    )?;
+    // data disks are mounted by label and never part of this disk
+    let mut fstab = format!(
+        "# written by kiln\nPARTUUID={} / ext4 rw,errors=remount-ro 0 1\n",
+        layout.root_guid
+    );
+    for d in &spec.data_disks {
+        fstab.push_str(&format!(
+            "LABEL={} {} ext4 defaults,nofail 0 2\n",
+            d.label, d.mount
+        ));
+        let dir = inside(root, &format!("{}/.kiln", d.mount.trim_matches('/')))?;
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| VmError::io("creating", parent, e))?;
+        }
+    }
+    write(root, "etc/fstab", &fstab)?;
+    let mounts: Vec<String> = spec.data_disks.iter().map(|d| d.mount.clone()).collect();
+    write(root, "usr/lib/kiln/boot-report", &boot_report(&mounts))?;
+    make_executable(&inside(root, "usr/lib/kiln/boot-report")?)?;
+    let tests = inside(root, "usr/lib/kiln/boot-tests/x")?;
+    if let Some(dir) = tests.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).map_err(|e| VmError::io("creating", dir, e))?;
+    }
+    for (i, t) in spec.tests.iter().enumerate() {
+        write(
+            root,
+            &format!("usr/lib/kiln/boot-tests/{:03}", i + 1),
+            &format!("{t}\n"),
+        )?;
+    }
     enable(root, "kiln-ready.service", READY_UNIT)?;
     if root.join("usr/bin/ssh-keygen").is_file() {
         enable(root, "kiln-ssh-keygen.service", SSH_KEYS_UNIT)?;
@@ -203,6 +266,12 @@ fn write(root: &Path, rel: &str, text: &str) -> Result<(), VmError> {
     remove(root, rel)?; // a symlink is replaced, never followed
     let p = inside(root, rel)?;
     std::fs::write(&p, text).map_err(|e| VmError::io("writing", &p, e))
+}
+
+fn make_executable(p: &Path) -> Result<(), VmError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| VmError::io("making executable", p, e))
 }
 
 /// Installs a unit in /etc/systemd/system and enables it for multi-user.target.

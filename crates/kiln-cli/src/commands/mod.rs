@@ -40,7 +40,7 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
             Ok(Exit::Success)
         }
         Command::Login(args) => registry::login(args, &client()?, printer),
-        Command::Vm(VmCommand::Build(args)) => vm::build(args, &open()?, printer),
+        Command::Vm(VmCommand::Build(args)) => vm::build(*args, &open()?, printer),
         Command::Vm(VmCommand::Boot(args)) => vm::boot(args, &open()?, printer),
     }
 }

@@ -23,7 +23,16 @@ pub fn build(args: VmBuildArgs, store: &Store, printer: &Printer) -> anyhow::Res
         let last = args.image.rsplit('/').next().unwrap_or(&args.image);
         last.split([':', '@']).next().unwrap_or(last).to_string()
     });
+    let data_disks = args
+        .data_disks
+        .iter()
+        .map(|d| {
+            kiln_vm::DataDisk::parse(d).map_err(|e| Failure::usage(format!("--data-disk: {e}")))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let spec = VmSpec {
+        data_disks,
+        tests: args.tests.clone(),
         hostname: args.hostname.clone().unwrap_or_else(|| name.clone()),
         name,
         size,
@@ -42,6 +51,20 @@ pub fn build(args: VmBuildArgs, store: &Store, printer: &Printer) -> anyhow::Res
     for (f, path) in &disk.files {
         printer.error(&format!("wrote {} {}", f.name(), path.display()));
     }
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| args.output.clone());
+    let mut data = Vec::new();
+    for d in &spec.data_disks {
+        let path = data_dir.join(format!("{}.raw", d.label));
+        match d.ensure(&path) {
+            Ok(true) => printer.error(&format!("created data disk {}", path.display())),
+            Ok(false) => printer.error(&format!("kept data disk {}", path.display())),
+            Err(e) => {
+                printer.error(&format!("error: data disk {}: {e}", d.label));
+                return Ok(Exit::Failure);
+            }
+        }
+        data.push(path);
+    }
     if args.boot_test {
         printer.error(&format!(
             "booting {} in QEMU (software emulation, up to {} s)",
@@ -49,10 +72,18 @@ pub fn build(args: VmBuildArgs, store: &Store, printer: &Printer) -> anyhow::Res
             args.timeout
         ));
         let work = store.temp_path("boot");
-        let booted = kiln_vm::boot::boot_test(&disk.raw, &work, Duration::from_secs(args.timeout));
+        let booted =
+            kiln_vm::boot::boot_test(&disk.raw, &data, &work, Duration::from_secs(args.timeout));
         let _ = std::fs::remove_dir_all(&work);
         match booted {
-            Ok(b) => printer.error(&format!("booted in {:.1} s: {}", b.seconds, b.marker)),
+            Ok(b) => {
+                for (i, out) in b.outputs.iter().enumerate() {
+                    for l in out {
+                        printer.error(&format!("  test {}: {l}", i + 1));
+                    }
+                }
+                printer.error(&format!("booted in {:.1} s: {}", b.seconds, b.marker))
+            }
             Err(e) => {
                 printer.error(&format!("error: boot test of {}: {e}", disk.raw.display()));
                 return Ok(Exit::Failure);
@@ -71,7 +102,7 @@ pub fn boot(args: VmBootArgs, store: &Store, printer: &Printer) -> anyhow::Resul
         )));
     }
     let work = store.temp_path("boot");
-    let status = kiln_vm::boot::boot_console(&args.disk, &work);
+    let status = kiln_vm::boot::boot_console(&args.disk, &args.data, &work);
     let _ = std::fs::remove_dir_all(&work);
     let status = status?;
     printer.error(&format!("QEMU ended ({status})"));
