@@ -13,32 +13,15 @@ use std::process::Command;
 use common::*;
 
 /// A Debian bookworm root filesystem with a kernel and systemd, made once
-/// per machine by mmdebstrap (~35 s) into /var/tmp/kiln-test-fixtures.
+/// per machine by mmdebstrap (~35 s).
 fn vm_rootfs() -> PathBuf {
-    let tar = Path::new("/var/tmp/kiln-test-fixtures/vm-rootfs.tar");
-    if tar.is_file() {
-        return tar.to_path_buf();
-    }
-    fs::create_dir_all(tar.parent().unwrap()).unwrap();
-    // mmdebstrap picks its output format from the name: keep .tar last
-    let partial = tar.with_extension(format!("{}.tar", std::process::id()));
-    let out = Command::new("mmdebstrap")
-        .args([
+    mmdebstrap_fixture(
+        "vm-rootfs.tar",
+        &[
             "--variant=minbase",
             "--include=linux-image-cloud-amd64,systemd-sysv,udev",
-            "--quiet",
-            "bookworm",
-        ])
-        .arg(&partial)
-        .output()
-        .expect("mmdebstrap (.ci/run installs it)");
-    assert!(
-        out.status.success(),
-        "mmdebstrap: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    fs::rename(&partial, tar).unwrap();
-    tar.to_path_buf()
+        ],
+    )
 }
 
 fn sha256(path: &Path) -> String {

@@ -97,37 +97,49 @@ fn busybox_rootfs(root: &Path, busybox: &Path) {
 }
 
 /// Debian's arm64 busybox-static, extracted once per machine by mmdebstrap
-/// (`--variant=extract`: nothing runs) into /var/tmp/kiln-test-fixtures.
+/// (`--variant=extract`: nothing runs).
 pub fn arm64_busybox() -> PathBuf {
-    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = ONCE.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = Path::new("/var/tmp/kiln-test-fixtures/busybox-arm64");
-    let bin = dir.join("bin/busybox");
-    if bin.is_file() {
-        return bin;
-    }
-    let temp = dir.with_extension(format!("tmp{}", std::process::id()));
-    let _ = fs::remove_dir_all(&temp);
-    fs::create_dir_all(dir.parent().unwrap()).unwrap();
-    let out = Command::new("mmdebstrap")
-        .args([
+    mmdebstrap_fixture(
+        "busybox-arm64",
+        &[
             "--variant=extract",
             "--architectures=arm64",
             "--include=busybox-static",
-            "--quiet",
-            "bookworm",
-        ])
-        .arg(&temp)
+        ],
+    )
+    .join("bin/busybox")
+}
+
+/// What `mmdebstrap ARGS bookworm` makes, once per machine, in
+/// /var/tmp/kiln-test-fixtures/NAME: a directory, or a tarball when NAME
+/// ends in `.tar` (mmdebstrap picks its output from the name).
+pub fn mmdebstrap_fixture(name: &str, args: &[&str]) -> PathBuf {
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONCE.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = Path::new("/var/tmp/kiln-test-fixtures");
+    let done = dir.join(name);
+    if done.exists() {
+        return done;
+    }
+    fs::create_dir_all(dir).unwrap();
+    let partial = match name.strip_suffix(".tar") {
+        Some(stem) => dir.join(format!("{stem}.{}.tar", std::process::id())),
+        None => dir.join(format!("{name}.{}", std::process::id())),
+    };
+    let _ = fs::remove_dir_all(&partial);
+    let out = Command::new("mmdebstrap")
+        .args(args)
+        .args(["--quiet", "bookworm"])
+        .arg(&partial)
         .output()
         .expect("mmdebstrap (.ci/run installs it)");
     assert!(
         out.status.success(),
-        "mmdebstrap: {}",
+        "mmdebstrap {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = fs::remove_dir_all(dir);
-    fs::rename(&temp, dir).unwrap();
-    bin
+    fs::rename(&partial, &done).unwrap();
+    done
 }
 
 pub fn setup() -> (tempfile::TempDir, PathBuf) {
