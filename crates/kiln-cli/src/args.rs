@@ -173,6 +173,32 @@ pub enum VmCommand {
     /// Boot a disk for a person: QEMU with the serial console on this
     /// terminal (Ctrl-A X quits); the disk is not changed.
     Boot(VmBootArgs),
+    /// Publish disk files (NAME.raw, .qcow2, .vmdk, .vhdx) to a registry as
+    /// one OCI artifact (artifactType application/vnd.kiln.vm.v1, each file
+    /// a layer of type application/vnd.kiln.vm.disk.v1.FORMAT). Prints the
+    /// manifest digest.
+    Push(VmPushArgs),
+    /// Fetch the disk files of a VM artifact into a directory, each verified
+    /// against its digest.
+    Pull(VmPullArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VmPushArgs {
+    /// REGISTRY/REPOSITORY[:TAG]
+    pub target: String,
+    /// The disk files
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VmPullArgs {
+    /// REGISTRY/REPOSITORY[:TAG|@DIGEST]
+    pub reference: String,
+    /// Where the files go
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -105,6 +105,44 @@ fn a_debian_image_becomes_a_disk_that_boots_converts_and_reproduces() {
     assert_eq!(qemu_img_format(&out.join("node.vmdk")), "vmdk");
     assert_eq!(qemu_img_format(&raw), "raw");
 
+    // published to a registry as one OCI artifact, pulled back byte-identical
+    let reg = common::registry::Registry::start(dir.path());
+    let target = format!("{}/vms/node:1", reg.addr);
+    let files = [out.join("node.qcow2"), out.join("node.vmdk")];
+    let pushed = ok(kiln(
+        &store,
+        &[
+            "vm",
+            "push",
+            &target,
+            files[0].to_str().unwrap(),
+            files[1].to_str().unwrap(),
+        ],
+    ));
+    let raw_manifest: serde_json::Value = serde_json::from_str(&common::registry::skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{target}"),
+    ]))
+    .unwrap();
+    assert_eq!(raw_manifest["artifactType"], "application/vnd.kiln.vm.v1");
+    assert_eq!(
+        raw_manifest["layers"][0]["mediaType"],
+        "application/vnd.kiln.vm.disk.v1.qcow2"
+    );
+    let back = dir.path().join("pulled");
+    let by_digest = format!("{}/vms/node@{}", reg.addr, pushed.stdout.trim());
+    ok(kiln(
+        &store,
+        &["vm", "pull", &by_digest, "-o", back.to_str().unwrap()],
+    ));
+    for f in &files {
+        let name = f.file_name().unwrap();
+        assert_eq!(sha256(&back.join(name)), sha256(f), "{name:?}");
+    }
+    drop(reg);
+
     // the same image and definition give the same raw bytes
     let again = dir.path().join("again");
     vm_build("debian-vm:1", &again, &first_boot[..4]);

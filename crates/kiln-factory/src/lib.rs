@@ -5,6 +5,7 @@
 //! and why ([`plan`]).
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
+pub mod artifact;
 pub mod bake;
 mod bootstrap;
 pub mod graph;

@@ -42,6 +42,8 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
         Command::Login(args) => registry::login(args, &client()?, printer),
         Command::Vm(VmCommand::Build(args)) => vm::build(*args, &open()?, printer),
         Command::Vm(VmCommand::Boot(args)) => vm::boot(args, &open()?, printer),
+        Command::Vm(VmCommand::Push(args)) => vm::push(args, &client()?, printer),
+        Command::Vm(VmCommand::Pull(args)) => vm::pull(args, &client()?, printer),
     }
 }
 

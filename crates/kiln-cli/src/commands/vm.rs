@@ -5,7 +5,7 @@ use std::time::Duration;
 use kiln_store::Store;
 use kiln_vm::{Format, VmSpec};
 
-use crate::args::{VmBootArgs, VmBuildArgs};
+use crate::args::{VmBootArgs, VmBuildArgs, VmPullArgs, VmPushArgs};
 use crate::exit::{Exit, Failure};
 use crate::printer::Printer;
 
@@ -111,4 +111,57 @@ pub fn boot(args: VmBootArgs, store: &Store, printer: &Printer) -> anyhow::Resul
     } else {
         Exit::Failure
     })
+}
+
+pub fn push(
+    args: VmPushArgs,
+    client: &kiln_registry::Client,
+    printer: &Printer,
+) -> anyhow::Result<Exit> {
+    let target =
+        kiln_registry::Reference::parse(&args.target).map_err(|e| Failure::usage(e.to_string()))?;
+    let mut files = Vec::new();
+    for f in &args.files {
+        let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("");
+        let format = Format::parse(ext).map_err(|_| {
+            Failure::usage(format!(
+                "{}: a VM disk file ends in .raw, .qcow2, .vmdk or .vhdx",
+                f.display()
+            ))
+        })?;
+        if !f.is_file() {
+            return Err(Failure::usage(format!("{}: no such file", f.display())));
+        }
+        files.push((
+            f.clone(),
+            kiln_factory::artifact::disk_media_type(format.name()),
+        ));
+    }
+    let log = |l: &str| printer.error(l);
+    let digest = kiln_factory::artifact::push_files(
+        client,
+        &target,
+        kiln_factory::artifact::VM_ARTIFACT_TYPE,
+        &files,
+        &log,
+    )
+    .map_err(|e| Failure::failed(format!("pushing to {target}: {e}")))?;
+    printer.data(&digest);
+    Ok(Exit::Success)
+}
+
+pub fn pull(
+    args: VmPullArgs,
+    client: &kiln_registry::Client,
+    printer: &Printer,
+) -> anyhow::Result<Exit> {
+    let r = kiln_registry::Reference::parse(&args.reference)
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let log = |l: &str| printer.error(l);
+    let files = kiln_factory::artifact::pull_files(client, &r, &args.output, &log)
+        .map_err(|e| Failure::failed(format!("pulling {r}: {e}")))?;
+    for f in files {
+        printer.data(&f.display().to_string());
+    }
+    Ok(Exit::Success)
 }
