@@ -230,6 +230,12 @@ pub struct VmBuildArgs {
     /// Where data disks live (LABEL.raw) [default: the output directory]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// A login user made at bake time (locked password, key logins only)
+    #[arg(long, value_name = "NAME", requires = "ssh_key")]
+    pub user: Option<String>,
+    /// The user's SSH public key file (one line of authorized_keys)
+    #[arg(long, value_name = "FILE", requires = "user")]
+    pub ssh_key: Option<PathBuf>,
     /// A shell command the booted VM runs under --boot-test; it must exit 0
     /// (repeatable)
     #[arg(long = "test", value_name = "CMD")]

@@ -160,6 +160,13 @@ fn a_debian_image_becomes_a_disk_that_boots_converts_and_reproduces() {
         &store,
         &["build", "-t", "debian-vm:2", v2.to_str().unwrap()],
     ));
+    // and a login user with an SSH key, made at bake time
+    let key = dir.path().join("id.pub");
+    fs::write(
+        &key,
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKilnTestKey ops@kiln\n",
+    )
+    .unwrap();
     let replaced = vm_build(
         "debian-vm:2",
         &dir.path().join("out2"),
@@ -169,6 +176,12 @@ fn a_debian_image_becomes_a_disk_that_boots_converts_and_reproduces() {
             "cat /srv/data/first",
             "--test",
             "cat /etc/kiln-v2",
+            "--user",
+            "ops",
+            "--ssh-key",
+            key.to_str().unwrap(),
+            "--test",
+            "stat -c %U:%a /home/ops/.ssh/authorized_keys && cat /home/ops/.ssh/authorized_keys",
         ],
     );
     assert_mentions(
@@ -177,6 +190,8 @@ fn a_debian_image_becomes_a_disk_that_boots_converts_and_reproduces() {
             "kept data disk",
             "test 1: written in the first boot",
             "test 2: v2",
+            "test 3: ops:600",
+            "test 3: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKilnTestKey ops@kiln",
             "/srv/data=/dev/vdb",
         ],
     );

@@ -69,6 +69,42 @@ pub struct VmSpec {
     /// Shell commands the booted VM runs under the boot test; each must
     /// exit 0.
     pub tests: Vec<String>,
+    /// A login user (locked password) whose `authorized_keys` is this
+    /// public key.
+    pub user: Option<User>,
+}
+
+/// A user made at bake time, for SSH logins with a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    /// One line of `authorized_keys` (`ssh-ed25519 AAAA… comment`).
+    pub ssh_key: String,
+}
+
+impl User {
+    pub fn new(name: &str, ssh_key: &str) -> Result<User, String> {
+        let ok = !name.is_empty()
+            && name.len() <= 32
+            && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !ok {
+            return Err(format!("user name {name:?}: use lowercase letters, digits, _ and -, starting with a letter"));
+        }
+        let key = ssh_key.trim();
+        if key.lines().count() != 1
+            || !key.starts_with(|c: char| c.is_ascii_alphabetic())
+            || key.split_whitespace().count() < 2
+        {
+            return Err("the SSH public key must be one line: TYPE BASE64 [COMMENT]".into());
+        }
+        Ok(User {
+            name: name.to_string(),
+            ssh_key: key.to_string(),
+        })
+    }
 }
 
 /// A data disk: an ext4 filesystem on a whole disk of its own, created

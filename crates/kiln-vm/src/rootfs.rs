@@ -176,6 +176,9 @@ pub fn prepare(
             &format!("{t}\n"),
         )?;
     }
+    if let Some(user) = &spec.user {
+        add_user(root, user)?;
+    }
     enable(root, "kiln-ready.service", READY_UNIT)?;
     if root.join("usr/bin/ssh-keygen").is_file() {
         enable(root, "kiln-ssh-keygen.service", SSH_KEYS_UNIT)?;
@@ -266,6 +269,76 @@ fn write(root: &Path, rel: &str, text: &str) -> Result<(), VmError> {
     remove(root, rel)?; // a symlink is replaced, never followed
     let p = inside(root, rel)?;
     std::fs::write(&p, text).map_err(|e| VmError::io("writing", &p, e))
+}
+
+/// Adds `user` (the first free id from 1000, its own group, a locked
+/// password) with `~/.ssh/authorized_keys` holding its key.
+fn add_user(root: &Path, user: &crate::User) -> Result<(), VmError> {
+    let read = |rel: &str| std::fs::read_to_string(root.join(rel)).unwrap_or_default();
+    let (passwd, group, shadow) = (read("etc/passwd"), read("etc/group"), read("etc/shadow"));
+    let field = |line: &str, i: usize| line.split(':').nth(i).unwrap_or("").to_string();
+    if passwd.lines().any(|l| field(l, 0) == user.name) {
+        return Err(VmError::Tool(format!(
+            "the image already has a user {:?}",
+            user.name
+        )));
+    }
+    let used: Vec<u32> = passwd
+        .lines()
+        .map(|l| field(l, 2))
+        .chain(group.lines().map(|l| field(l, 2)))
+        .filter_map(|id| id.parse().ok())
+        .collect();
+    let id = (1000..60000).find(|i| !used.contains(i)).unwrap_or(60000);
+    let shell = if root.join("bin/bash").exists() {
+        "/bin/bash"
+    } else {
+        "/bin/sh"
+    };
+    let name = &user.name;
+    let line = |text: &str, add: String| {
+        let mut t = text.to_string();
+        if !t.is_empty() && !t.ends_with('\n') {
+            t.push('\n');
+        }
+        t + &add
+    };
+    write(
+        root,
+        "etc/passwd",
+        &line(
+            &passwd,
+            format!("{name}:x:{id}:{id}::/home/{name}:{shell}\n"),
+        ),
+    )?;
+    write(
+        root,
+        "etc/group",
+        &line(&group, format!("{name}:x:{id}:\n")),
+    )?;
+    write(
+        root,
+        "etc/shadow",
+        &line(&shadow, format!("{name}:!:0:0:99999:7:::\n")),
+    )?;
+    use std::os::unix::fs::PermissionsExt;
+    let shadow_path = inside(root, "etc/shadow")?;
+    std::fs::set_permissions(&shadow_path, std::fs::Permissions::from_mode(0o640))
+        .map_err(|e| VmError::io("setting the mode of", &shadow_path, e))?;
+    let keys = format!("home/{name}/.ssh/authorized_keys");
+    write(root, &keys, &format!("{}\n", user.ssh_key))?;
+    for (rel, mode) in [
+        (format!("home/{name}"), 0o755),
+        (format!("home/{name}/.ssh"), 0o700),
+        (keys, 0o600),
+    ] {
+        let p = inside(root, &rel)?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| VmError::io("setting the mode of", &p, e))?;
+        std::os::unix::fs::chown(&p, Some(id), Some(id))
+            .map_err(|e| VmError::io("setting the owner of", &p, e))?;
+    }
+    Ok(())
 }
 
 fn make_executable(p: &Path) -> Result<(), VmError> {

@@ -30,7 +30,19 @@ pub fn build(args: VmBuildArgs, store: &Store, printer: &Printer) -> anyhow::Res
             kiln_vm::DataDisk::parse(d).map_err(|e| Failure::usage(format!("--data-disk: {e}")))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let user = match (&args.user, &args.ssh_key) {
+        (Some(name), Some(key)) => {
+            let text = std::fs::read_to_string(key)
+                .map_err(|e| Failure::usage(format!("--ssh-key {}: {e}", key.display())))?;
+            Some(
+                kiln_vm::User::new(name, &text)
+                    .map_err(|e| Failure::usage(format!("--user/--ssh-key: {e}")))?,
+            )
+        }
+        _ => None,
+    };
     let spec = VmSpec {
+        user,
         data_disks,
         tests: args.tests.clone(),
         hostname: args.hostname.clone().unwrap_or_else(|| name.clone()),
