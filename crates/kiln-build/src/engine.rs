@@ -6,45 +6,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use kiln_dockerfile::instructions::{CommandLine, Healthcheck as HcStep};
-use kiln_dockerfile::{
-    evaluate, Base, BaseConfig, BaseImages, BuildGraph, Instruction, Options, Platform, Stage, Step,
-};
-use kiln_oci::image::{
-    rfc3339, Descriptor, Empty, Healthcheck, Manifest, MEDIA_CONFIG, MEDIA_MANIFEST,
-};
+use kiln_dockerfile::{Base, BuildGraph, Instruction, Platform, Stage, Step};
+use kiln_oci::image::{Descriptor, Empty, Healthcheck, Manifest, MEDIA_CONFIG, MEDIA_MANIFEST};
 use kiln_oci::layer::{write_layer, LayerOptions};
 use kiln_store::{CacheEntry, CachedLayer, Store};
 
 use crate::context::Context;
+use crate::job::{Inflight, KeyGuard};
 use crate::source::ImageSource;
 use crate::state::State;
-use crate::{BuildError, BuildOptions, BuildResult, Progress};
-
-/// Lets the frontend see base image configs (env, workdir, ONBUILD…).
-struct Bases<'a> {
-    source: &'a dyn ImageSource,
-}
-
-impl BaseImages for Bases<'_> {
-    fn config(&self, reference: &str, platform: &Platform) -> Option<BaseConfig> {
-        let img = self.source.resolve(reference, platform).ok()?;
-        let c = img.config.config;
-        Some(BaseConfig {
-            env: c
-                .env
-                .iter()
-                .filter_map(|e| {
-                    e.split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                })
-                .collect(),
-            workdir: c.working_dir,
-            user: c.user,
-            shell: c.shell,
-            onbuild: c.on_build,
-        })
-    }
-}
+use crate::{BuildError, BuildOptions, Progress};
 
 pub(crate) struct Builder<'a, 'p> {
     pub store: &'a Store,
@@ -65,266 +36,6 @@ pub(crate) struct Builder<'a, 'p> {
     pub bases: Mutex<Vec<(String, String)>>,
 }
 
-/// One platform's image of a build.
-struct PlatformBuild {
-    platform: kiln_oci::image::Platform,
-    digest: String,
-    size: u64,
-    steps_run: usize,
-    steps_cached: usize,
-    bases: Vec<(String, String)>,
-}
-
-/// Steps being run right now, by cache key: a platform that reaches a step
-/// another platform is running waits for it and then takes the result from
-/// the cache, so work that is the same for every platform is done once.
-#[derive(Default)]
-pub(crate) struct Inflight {
-    running: Mutex<std::collections::HashSet<String>>,
-    done: std::sync::Condvar,
-}
-
-/// Holds one cache key in [`Inflight`] until dropped.
-pub(crate) struct KeyGuard<'a> {
-    inflight: &'a Inflight,
-    key: String,
-}
-
-impl Inflight {
-    fn hold(&self, key: &str) -> KeyGuard<'_> {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        while running.contains(key) {
-            running = self.done.wait(running).unwrap_or_else(|p| p.into_inner());
-        }
-        running.insert(key.to_string());
-        KeyGuard {
-            inflight: self,
-            key: key.to_string(),
-        }
-    }
-}
-
-impl Drop for KeyGuard<'_> {
-    fn drop(&mut self) {
-        let mut running = self
-            .inflight
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        running.remove(&self.key);
-        self.inflight.done.notify_all();
-    }
-}
-
-/// Builds the image `opts` describes into `store` and names it: one image,
-/// or with several `platforms` one per platform (built at the same time)
-/// combined into an image index. A platform that fails fails the build, and
-/// nothing is named.
-pub fn build(
-    store: &Store,
-    source: &(dyn ImageSource + Sync),
-    opts: &BuildOptions,
-    progress: &mut (dyn Progress + Send),
-) -> Result<BuildResult, BuildError> {
-    let memo = crate::source::Memo::new(source);
-    let file = opts.dockerfile.display().to_string();
-    let text = std::fs::read_to_string(&opts.dockerfile)
-        .map_err(|e| BuildError::io(format!("reading {file}"), e))?;
-    let targets: Vec<Option<&Platform>> = if opts.platforms.is_empty() {
-        vec![None]
-    } else {
-        opts.platforms.iter().map(Some).collect()
-    };
-    let multi = targets.len() > 1;
-    let progress = Mutex::new(progress);
-    let inflight = Inflight::default();
-    let job = Job {
-        store,
-        source: &memo,
-        opts,
-        progress: &progress,
-        inflight: &inflight,
-        file: &file,
-        text: &text,
-    };
-    // every base is resolved (pulled, imported) before the store is locked:
-    // naming a pulled image takes the lock exclusively
-    let mut graphs = Vec::new();
-    for (i, t) in targets.iter().enumerate() {
-        let graph = job.evaluate(*t, i == 0)?;
-        job.prefetch(&graph);
-        graphs.push((*t, graph));
-    }
-    // shared: other builds may run, prune may not; released before naming
-    let lock = store.lock(false)?;
-    let results: Vec<Result<PlatformBuild, BuildError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = graphs
-            .iter()
-            .map(|(t, graph)| {
-                let job = &job;
-                scope.spawn(move || job.build_for(*t, graph, multi))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(BuildError::Context(
-                        "a platform's build thread panicked".into(),
-                    ))
-                })
-            })
-            .collect()
-    });
-    let built = results.into_iter().collect::<Result<Vec<_>, _>>()?;
-    drop(lock);
-    let manifest = |b: &PlatformBuild| Descriptor {
-        media_type: MEDIA_MANIFEST.into(),
-        digest: b.digest.clone(),
-        size: b.size,
-        annotations: Default::default(),
-        platform: multi.then(|| b.platform.clone()),
-    };
-    let desc = if multi {
-        store.put_index(built.iter().map(manifest).collect())?
-    } else {
-        manifest(&built[0])
-    };
-    let mut names = Vec::new();
-    for tag in &opts.tags {
-        names.push(store.tag(tag, &desc)?);
-    }
-    let mut bases: Vec<(String, String)> =
-        built.iter().flat_map(|b| b.bases.iter().cloned()).collect();
-    bases.sort();
-    bases.dedup();
-    Ok(BuildResult {
-        manifest_digest: desc.digest.clone(),
-        manifest_size: desc.size,
-        names,
-        steps_run: built.iter().map(|b| b.steps_run).sum(),
-        steps_cached: built.iter().map(|b| b.steps_cached).sum(),
-        bases,
-        platforms: built
-            .iter()
-            .map(|b| (b.platform.to_string(), b.digest.clone()))
-            .collect(),
-    })
-}
-
-/// What every platform of one build shares.
-struct Job<'a, 'p> {
-    store: &'a Store,
-    source: &'a (dyn ImageSource + Sync),
-    opts: &'a BuildOptions,
-    progress: &'a Mutex<&'p mut (dyn Progress + Send)>,
-    inflight: &'a Inflight,
-    file: &'a str,
-    text: &'a str,
-}
-
-impl Job<'_, '_> {
-    /// Evaluates the Dockerfile for `platform` (the host's when `None`);
-    /// the first platform's warnings are shown.
-    fn evaluate(&self, platform: Option<&Platform>, first: bool) -> Result<BuildGraph, BuildError> {
-        let eval_opts = Options {
-            build_args: self.opts.build_args.clone(),
-            target: self.opts.target.clone(),
-            platform: platform.cloned(),
-            build_platform: None,
-        };
-        let source = self.source;
-        let graph = evaluate(self.text, &eval_opts, &Bases { source }).map_err(|d| {
-            BuildError::Dockerfile {
-                rendered: d.render(self.file, self.text),
-            }
-        })?;
-        if first {
-            let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-            for w in &graph.warnings {
-                progress.output(
-                    "",
-                    &format!(
-                        "warning: {}:{}: {}: {}",
-                        self.file,
-                        w.span.line,
-                        w.rule.name(),
-                        w.message
-                    ),
-                );
-            }
-        }
-        Ok(graph)
-    }
-
-    /// Resolves every image the needed stages are built on or copy from,
-    /// so none is pulled while the store is locked. Failures are left for
-    /// the step that needs the image to report.
-    fn prefetch(&self, graph: &BuildGraph) {
-        for stage in graph.stages.iter().filter(|s| s.needed) {
-            let platform = stage.platform.as_ref().unwrap_or(&graph.platform);
-            if let Base::Image { reference } = &stage.base {
-                let _ = self.source.resolve(reference, platform);
-            }
-            for image in &stage.images {
-                let _ = self.source.resolve(image, &graph.platform);
-            }
-        }
-    }
-
-    /// Builds the target stage of `graph` (evaluated for `platform`) into an image.
-    fn build_for(
-        &self,
-        platform: Option<&Platform>,
-        graph: &BuildGraph,
-        multi: bool,
-    ) -> Result<PlatformBuild, BuildError> {
-        let source = self.source;
-        let ctx = Context::open(&self.opts.context, Some(&self.opts.dockerfile))
-            .map_err(BuildError::Context)?
-            .hide(&self.opts.hidden);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let b = Builder {
-            store: self.store,
-            source,
-            opts: self.opts,
-            progress: self.progress,
-            inflight: self.inflight,
-            graph,
-            ctx,
-            file: self.file.to_string(),
-            prefix: if multi {
-                format!("{} ", graph.platform)
-            } else {
-                String::new()
-            },
-            strict: platform.is_some(),
-            created: rfc3339(self.opts.source_date_epoch.unwrap_or(now)),
-            steps_run: AtomicUsize::new(0),
-            steps_cached: AtomicUsize::new(0),
-            bases: Mutex::new(Vec::new()),
-        };
-        b.check_runnable()?;
-        let states = b.stages()?;
-        let target = states[graph.target]
-            .clone()
-            .expect("the target is in the build order");
-        let (digest, size) = b.write_image(&target)?;
-        let bases = b.bases.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        Ok(PlatformBuild {
-            platform: target.config.platform(),
-            digest,
-            size,
-            steps_run: b.steps_run.load(Ordering::Relaxed),
-            steps_cached: b.steps_cached.load(Ordering::Relaxed),
-            bases,
-        })
-    }
-}
-
 /// The stages a stage needs built first: its base stage and what it copies
 /// or mounts from.
 fn needs(stage: &Stage) -> Vec<usize> {
@@ -338,7 +49,7 @@ fn needs(stage: &Stage) -> Vec<usize> {
 impl<'p> Builder<'_, 'p> {
     /// Builds the needed stages in waves: every stage whose dependencies are
     /// built runs at once, each on its own thread.
-    fn stages(&self) -> Result<Vec<Option<State>>, BuildError> {
+    pub(crate) fn stages(&self) -> Result<Vec<Option<State>>, BuildError> {
         let mut states: Vec<Option<State>> = vec![None; self.graph.stages.len()];
         let mut left: Vec<usize> = self.graph.order.clone();
         while !left.is_empty() {
@@ -423,7 +134,7 @@ impl Builder<'_, '_> {
     /// Before any step runs: every stage with RUN steps must be of an
     /// architecture this machine can execute (natively or through a
     /// binfmt_misc handler); otherwise the error names its FROM line.
-    fn check_runnable(&self) -> Result<(), BuildError> {
+    pub(crate) fn check_runnable(&self) -> Result<(), BuildError> {
         let host = Platform::host().architecture;
         for stage in self.graph.stages.iter().filter(|s| s.needed) {
             let runs = stage
@@ -737,7 +448,7 @@ impl Builder<'_, '_> {
         Ok(())
     }
 
-    fn write_image(&self, st: &State) -> Result<(String, u64), BuildError> {
+    pub(crate) fn write_image(&self, st: &State) -> Result<(String, u64), BuildError> {
         let mut image_config = st.config.clone();
         image_config.created = Some(st.created.clone());
         let config = serde_json::to_vec(&image_config)

@@ -14,6 +14,7 @@ mod copy;
 mod engine;
 pub mod export;
 mod fetch;
+mod job;
 mod run;
 mod source;
 mod state;
@@ -23,7 +24,7 @@ mod view;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-pub use engine::build;
+pub use job::build;
 pub use kiln_oci::layer::Compression;
 pub use run::{run_image, RunOptions};
 pub use source::{oci_platform, BaseImage, ImageSource, StoreSource};

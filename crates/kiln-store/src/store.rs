@@ -375,8 +375,7 @@ impl Store {
                 return Ok((n.clone(), desc.clone()));
             }
             // a manifest inside an index, or one no name holds (a build's result)
-            if self.has_blob(&parse_digest(d)?) {
-                let bytes = self.read_blob(&parse_digest(d)?)?;
+            if let Ok(bytes) = self.read_blob(&parse_digest(d)?) {
                 return Ok((
                     d.to_string(),
                     Descriptor {

@@ -131,32 +131,12 @@ pub fn write(
 }
 
 fn partition(disk: &Path, layout: &Layout) -> Result<(), VmError> {
-    let script = layout.sfdisk_script();
-    let mut child = Command::new("sfdisk")
-        .args(["--quiet", "--no-reread", "--no-tell-kernel"])
-        .arg(disk)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| VmError::Tool(format!("running sfdisk (apt-get install fdisk): {e}")))?;
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("piped");
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| VmError::io("writing the partition table of", disk, e))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| VmError::io("running sfdisk on", disk, e))?;
-    if !out.status.success() {
-        return Err(VmError::Tool(format!(
-            "sfdisk {}: {}",
-            disk.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
+    crate::tool::run_with_input(
+        Command::new("sfdisk")
+            .args(["--quiet", "--no-reread", "--no-tell-kernel"])
+            .arg(disk),
+        layout.sfdisk_script().as_bytes(),
+    )?;
     Ok(())
 }
 
