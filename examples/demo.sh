@@ -2,8 +2,10 @@
 # kiln's main job on the bundled example: bake the factory in
 # examples/factory — a Debian base bootstrapped with mmdebstrap, a tools image
 # on it and three applications on that, each for linux/amd64 and linux/arm64,
-# and a C program cross-compiled for both — test every image and publish it
-# to a local docker-registry, then show that a second bake has nothing to do.
+# a C program cross-compiled for both, and a server OS image (kernel, systemd,
+# SSH) baked into a bootable VM disk that is boot-tested in QEMU — test every
+# image and publish it to a local docker-registry, then show that a second
+# bake has nothing to do.
 # Run as root on Debian 12 (kiln builds without a daemon, in namespaces;
 # arm64 steps run under QEMU user emulation through binfmt_misc).
 #
@@ -21,6 +23,8 @@ command -v update-binfmts >/dev/null || need+=(binfmt-support)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update && apt-get install -y "${need[@]}"
 fi
+# the VM image: QEMU's system emulator, OVMF, mtools, … (idempotent)
+scripts/vm-packages
 # QEMU's binfmt_misc handlers run arm64 programs on this machine
 [ -e /proc/sys/fs/binfmt_misc/status ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
 [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64
@@ -58,7 +62,7 @@ echo "== kiln plan: what is stale and why"
 echo "== kiln bake: build, test, publish to $KILN_EXAMPLE_REGISTRY"
 "$kiln" bake -f "$work"
 echo "== kiln.lock pins every image:"
-grep -E '^\[image\.[a-z]+\]$|^(version|digest) =' "$work/kiln.lock"
+grep -E '^\[(image|vm)\.[a-z-]+\]$|^(version|digest) =' "$work/kiln.lock"
 echo "== a second bake has nothing to do"
 "$kiln" bake -f "$work"
 echo "== run the hello application, on this machine and on arm64 (emulated)"
@@ -66,3 +70,7 @@ echo "== run the hello application, on this machine and on arm64 (emulated)"
 "$kiln" run --platform linux/arm64 hello:latest
 echo "== the cross-compiled C program, arm64 image"
 "$kiln" run --platform linux/arm64 hello-c:latest
+echo "== boot the VM image node-vm: headless until systemd reports multi-user,"
+echo "   with its data disk (kept in the store across versions) mounted"
+"$kiln" vm boot node-vm --check
+echo "   (\`kiln vm boot node-vm\` gives you its serial console; Ctrl-A X quits)"

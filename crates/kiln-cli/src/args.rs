@@ -170,8 +170,15 @@ pub enum VmCommand {
     /// Exit status: 0 written (and booted), 1 the image or the boot failed,
     /// 2 bad command line.
     Build(Box<VmBuildArgs>),
-    /// Boot a disk for a person: QEMU with the serial console on this
-    /// terminal (Ctrl-A X quits); the disk is not changed.
+    /// Boot a VM image for a person: QEMU with the serial console on this
+    /// terminal (Ctrl-A X quits); the OS disk is not changed, data disks are.
+    ///
+    /// NAME is a `[vm.NAME]` a bake kept in the store (the newest version,
+    /// or NAME:TAG / NAME:VERSION): its data disks are made once in the
+    /// store (STORE/vms/NAME/data/LABEL.raw) and attached at every boot, so
+    /// booting a newer version keeps their contents.
+    /// Exit status: 0 QEMU ended normally (--check: the VM booted), 1 it
+    /// failed, 2 bad command line.
     Boot(VmBootArgs),
     /// Publish disk files (NAME.raw, .qcow2, .vmdk, .vhdx) to a registry as
     /// one OCI artifact (artifactType application/vnd.kiln.vm.v1, each file
@@ -214,6 +221,9 @@ pub struct VmBuildArgs {
     /// Disk size (K, M, G, T)
     #[arg(long, default_value = "2G")]
     pub size: String,
+    /// A separate /var partition of this size, filled with the image's /var
+    #[arg(long, value_name = "SIZE")]
+    pub var: Option<String>,
     /// Output formats besides raw: qcow2, vmdk, vhdx (comma-separated)
     #[arg(long = "format", value_delimiter = ',', value_name = "FORMAT")]
     pub formats: Vec<String>,
@@ -253,11 +263,19 @@ pub struct VmBuildArgs {
 
 #[derive(Debug, Args)]
 pub struct VmBootArgs {
-    /// A raw disk written by `kiln vm build`
-    pub disk: PathBuf,
+    /// A VM image a bake kept in the store, NAME[:TAG|:VERSION] (its data
+    /// disks attached, made on first boot in the store), or a raw disk file
+    pub vm: String,
     /// A data disk to attach (repeatable)
     #[arg(long = "data", value_name = "DISK")]
     pub data: Vec<PathBuf>,
+    /// No console: boot headless until the VM reports a full boot (its data
+    /// disks mounted, its boot tests passed), print that, and stop it
+    #[arg(long)]
+    pub check: bool,
+    /// Seconds --check waits
+    #[arg(long, default_value = "300", requires = "check")]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 pub use error::Error;
 pub use kiln_dockerfile::Platform;
 pub use model::{MmdebstrapDef, TestDef, FORMAT};
+
+mod vm;
 pub use schedule::Schedule;
 
 /// Every image of the factory files baked together.
@@ -71,6 +73,33 @@ pub enum Recipe {
         bases: BTreeMap<String, String>,
     },
     Mmdebstrap(MmdebstrapDef),
+    /// A VM disk image made from a factory image (`[vm.NAME]`).
+    Vm(VmRecipe),
+}
+
+/// A VM image's disk and first-boot settings, checked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VmRecipe {
+    /// The factory image it is made from.
+    pub image: String,
+    /// Where `image` is written in the file.
+    #[serde(skip)]
+    pub image_span: Range<usize>,
+    /// Disk size in bytes.
+    pub size: u64,
+    /// Size of a separate /var partition, in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub var: Option<u64>,
+    pub cmdline: String,
+    pub hostname: String,
+    pub user: Option<kiln_vm::User>,
+    /// What is published (the raw disk is always kept in the store).
+    pub formats: Vec<kiln_vm::Format>,
+    pub data_disks: Vec<kiln_vm::DataDisk>,
+    /// Seconds the boot test waits for the marker (not part of what the
+    /// disk is made from).
+    #[serde(skip)]
+    pub boot_timeout: u64,
 }
 
 /// How an image's version tag is chosen.
@@ -95,6 +124,8 @@ pub enum Publish {
     OciArchive(PathBuf),
     /// kiln's local store (names `NAME:VERSION` and the moving tags).
     Store,
+    /// A directory the files of a VM image are copied to.
+    Dir(PathBuf),
 }
 
 impl Factory {
@@ -102,6 +133,14 @@ impl Factory {
     pub fn error_at(&self, file: usize, span: Range<usize>, message: impl Into<String>) -> Error {
         let f = &self.files[file];
         Error::at(&f.path, &f.text, span, message)
+    }
+
+    /// The VM images, by name.
+    pub fn vms(&self) -> impl Iterator<Item = (&String, &VmRecipe)> {
+        self.images.iter().filter_map(|(n, i)| match &i.recipe {
+            Recipe::Vm(v) => Some((n, v)),
+            _ => None,
+        })
     }
 
     /// An error pointing at image `name`'s declaration.
@@ -280,20 +319,7 @@ fn read_file(factory: &mut Factory, index: usize) -> Result<(), Error> {
                 }
             }
         };
-        let version = match &img.version {
-            None => VersionScheme::Date,
-            Some(v) => match v.get_ref().as_str() {
-                "date" => VersionScheme::Date,
-                "git" => VersionScheme::Git,
-                s => match s.strip_prefix("file:") {
-                    Some(f) if !f.is_empty() => VersionScheme::File(dir.join(f)),
-                    _ => {
-                        return Err(err(v.span(), format!("version scheme {s:?} is not known"))
-                            .with_hint("use \"date\", \"git\" or \"file:PATH\""))
-                    }
-                },
-            },
-        };
+        let version = parse_version(img.version.as_ref(), &dir, &err)?;
         for tag in &img.tags {
             if !valid_tag(tag) {
                 return Err(err(
@@ -306,9 +332,17 @@ fn read_file(factory: &mut Factory, index: usize) -> Result<(), Error> {
         let mut publish = Vec::new();
         for target in &img.publish {
             let text = interpolate(target.get_ref()).map_err(|m| err(target.span(), m))?;
-            publish.push(parse_publish(&text, &dir).map_err(|m| {
+            let parsed = parse_publish(&text, &dir).map_err(|m| {
                 err(target.span(), m).with_hint("use docker://HOST/REPO, oci-archive:PATH or store")
-            })?);
+            })?;
+            if let Publish::Dir(_) = parsed {
+                return Err(err(
+                    target.span(),
+                    format!("publish target {text:?} is for VM images"),
+                )
+                .with_hint("an image goes to docker://HOST/REPO, oci-archive:PATH or store"));
+            }
+            publish.push(parsed);
         }
         if img.publish.is_empty() {
             if let Some(registry) = &registry {
@@ -374,6 +408,74 @@ fn read_file(factory: &mut Factory, index: usize) -> Result<(), Error> {
             platforms,
         });
     }
+    for (name, vm) in def.vm {
+        let span = name.span();
+        let name = name.into_inner();
+        if !valid_name(&name) {
+            return Err(err(span, format!("VM image name {name:?} is not valid"))
+                .with_hint("use lowercase letters, digits and `.`, `_`, `-`, starting with a letter or digit"));
+        }
+        let version = parse_version(vm.version.as_ref(), &dir, &err)?;
+        for tag in &vm.tags {
+            if !valid_tag(tag) {
+                return Err(err(
+                    span.clone(),
+                    format!("tag {tag:?} of VM image {name:?} is not a valid tag"),
+                )
+                .with_hint("a tag is up to 128 of [A-Za-z0-9_.-], not starting with `.` or `-`"));
+            }
+        }
+        let mut publish = Vec::new();
+        for target in &vm.publish {
+            let text = interpolate(target.get_ref()).map_err(|m| err(target.span(), m))?;
+            let parsed = parse_publish(&text, &dir).map_err(|m| {
+                err(target.span(), m).with_hint("use docker://HOST/REPO, dir:PATH or store")
+            })?;
+            if let Publish::OciArchive(_) = parsed {
+                return Err(err(
+                    target.span(),
+                    format!("publish target {text:?} is for container images"),
+                )
+                .with_hint(
+                    "a VM image goes to docker://HOST/REPO (as an OCI artifact), dir:PATH or store",
+                ));
+            }
+            publish.push(parsed);
+        }
+        if vm.publish.is_empty() {
+            if let Some(registry) = &registry {
+                publish.push(Publish::Registry(format!(
+                    "{}/{name}",
+                    registry.trim_end_matches('/')
+                )));
+            }
+        }
+        let tests: Vec<Vec<String>> = vm
+            .test
+            .iter()
+            .map(|t| vec!["/bin/sh".into(), "-c".into(), t.clone()])
+            .collect();
+        if let Some(empty) = tests_empty(&tests) {
+            return Err(err(
+                span,
+                format!("test {} of VM image {name:?} is empty", empty + 1),
+            ));
+        }
+        let tags = vm.tags.clone();
+        let recipe = vm::read(&name, span.clone(), vm, &dir, &err)?;
+        images.push(Image {
+            name,
+            file: index,
+            span,
+            recipe: Recipe::Vm(recipe),
+            version,
+            tags,
+            publish,
+            tests,
+            schedule: None,
+            platforms: Vec::new(),
+        });
+    }
     for image in images {
         if let Some(first) = factory.images.get(&image.name) {
             let other = &factory.files[first.file];
@@ -385,7 +487,10 @@ fn read_file(factory: &mut Factory, index: usize) -> Result<(), Error> {
                 .error_at(
                     index,
                     image.span.clone(),
-                    format!("image {:?} is declared twice", image.name),
+                    format!(
+                        "{:?} is declared twice (image and VM image names are one namespace)",
+                        image.name
+                    ),
                 )
                 .with_hint(format!(
                     "first declared at {}:{line}:{col}",
@@ -395,6 +500,26 @@ fn read_file(factory: &mut Factory, index: usize) -> Result<(), Error> {
         factory.images.insert(image.name.clone(), image);
     }
     Ok(())
+}
+
+/// `version = "date" | "git" | "file:PATH"`.
+fn parse_version(
+    v: Option<&toml::Spanned<String>>,
+    dir: &Path,
+    err: &dyn Fn(Range<usize>, String) -> Error,
+) -> Result<VersionScheme, Error> {
+    let Some(v) = v else {
+        return Ok(VersionScheme::Date);
+    };
+    match v.get_ref().as_str() {
+        "date" => Ok(VersionScheme::Date),
+        "git" => Ok(VersionScheme::Git),
+        s => match s.strip_prefix("file:") {
+            Some(f) if !f.is_empty() => Ok(VersionScheme::File(dir.join(f))),
+            _ => Err(err(v.span(), format!("version scheme {s:?} is not known"))
+                .with_hint("use \"date\", \"git\" or \"file:PATH\"")),
+        },
+    }
 }
 
 /// `platforms = [...]`: each parsed and normalised, none twice.
@@ -439,6 +564,43 @@ fn parse_schedule(
 }
 
 fn check_references(factory: &Factory) -> Result<(), Error> {
+    for (name, vm) in factory.vms() {
+        let file = factory.images[name].file;
+        let known = || {
+            let known: Vec<&str> = factory
+                .images
+                .iter()
+                .filter(|(_, i)| !matches!(i.recipe, Recipe::Vm(_)))
+                .map(|(n, _)| n.as_str())
+                .collect();
+            format!("known images: {}", known.join(", "))
+        };
+        match factory.images.get(&vm.image).map(|i| &i.recipe) {
+            Some(Recipe::Vm(_)) => {
+                return Err(factory
+                    .error_at(
+                        file,
+                        vm.image_span.clone(),
+                        format!(
+                            "VM image {name:?} is made from {:?}, another VM image",
+                            vm.image
+                        ),
+                    )
+                    .with_hint(known()))
+            }
+            None => return Err(factory
+                .error_at(
+                    file,
+                    vm.image_span.clone(),
+                    format!(
+                        "VM image {name:?} is made from image {:?}, which no factory file declares",
+                        vm.image
+                    ),
+                )
+                .with_hint(known())),
+            Some(_) => {}
+        }
+    }
     for image in factory.images.values() {
         if let Recipe::Dockerfile { bases, .. } = &image.recipe {
             for (from, target) in bases {
@@ -494,6 +656,12 @@ fn parse_publish(text: &str, dir: &Path) -> Result<Publish, String> {
             ));
         }
         return Ok(Publish::Registry(repo.to_string()));
+    }
+    if let Some(d) = text.strip_prefix("dir:") {
+        if d.is_empty() {
+            return Err("publish target \"dir:\" needs a path".into());
+        }
+        return Ok(Publish::Dir(dir.join(d)));
     }
     if let Some(file) = text.strip_prefix("oci-archive:") {
         if file.is_empty() {

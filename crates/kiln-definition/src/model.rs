@@ -28,6 +28,12 @@ pub struct FileDef {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, ImageDef>")]
     pub image: BTreeMap<Spanned<String>, ImageDef>,
+    /// VM disk images, by name: each made from an image of the factory,
+    /// rebuilt when that image is, boot-tested before it is published.
+    /// Names are unique across images and VM images.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, VmDef>")]
+    pub vm: BTreeMap<Spanned<String>, VmDef>,
 }
 
 /// Settings shared by the images of one file.
@@ -159,4 +165,104 @@ pub enum TestDef {
     Shell(String),
     /// Run as is (exec form).
     Exec(Vec<String>),
+}
+
+/// A VM disk image made from a factory image: the image's root filesystem
+/// (which must install a kernel, an initramfs and systemd) on a GPT disk
+/// with an EFI system partition and systemd-boot.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmDef {
+    /// The factory image it is made from (its image for this machine's
+    /// platform). The VM image is rebuilt whenever that image is.
+    #[schemars(with = "String")]
+    pub image: Spanned<String>,
+    /// Disk size: a number with K, M, G or T (default `2G`).
+    #[schemars(with = "Option<String>")]
+    pub size: Option<Spanned<String>>,
+    /// A separate /var partition of this size (K, M, G or T), filled with
+    /// the image's /var; none: /var is on the root filesystem.
+    #[schemars(with = "Option<String>")]
+    pub var: Option<Spanned<String>>,
+    /// Root filesystem: `ext4` (the only one; the default).
+    #[schemars(with = "Option<String>")]
+    pub filesystem: Option<Spanned<String>>,
+    /// EFI bootloader: `systemd-boot` (the only one; the default). It comes
+    /// from the image (`systemd-boot-efi`) or, when absent, from this
+    /// machine.
+    #[schemars(with = "Option<String>")]
+    pub bootloader: Option<Spanned<String>>,
+    /// Extra kernel command line, after `root=` and the serial console
+    /// (`console=ttyS0`, always set).
+    #[serde(default)]
+    pub cmdline: String,
+    /// The VM's hostname (default: the VM image's name).
+    pub hostname: Option<String>,
+    /// A login user made at bake time: a locked password, logins with this
+    /// SSH key only.
+    pub user: Option<VmUserDef>,
+    /// Files published besides the raw disk kiln keeps: any of `raw`,
+    /// `qcow2`, `vmdk`, `vhdx` (default `["qcow2"]`).
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub formats: Option<Vec<Spanned<String>>>,
+    /// Seconds the boot test waits for the VM to reach multi-user with its
+    /// data disks mounted (default 300; software emulation is slow).
+    #[schemars(with = "Option<u64>")]
+    pub boot_timeout: Option<Spanned<u64>>,
+    /// Shell commands run in the booted VM during the boot test (as root,
+    /// after multi-user.target, data disks mounted); each must exit 0
+    /// before the VM image is published. Their output comes back over a
+    /// serial port.
+    #[serde(default)]
+    pub test: Vec<String>,
+    /// Disks kept apart from the OS disk: created once (empty) where the VM
+    /// runs, mounted by label; replacing the OS disk keeps them. The boot
+    /// test attaches fresh ones.
+    #[serde(default)]
+    pub data_disks: Vec<DataDiskDef>,
+    /// Version scheme, as for images (`date`, `git`, `file:PATH`).
+    #[schemars(with = "Option<String>")]
+    pub version: Option<Spanned<String>>,
+    /// Moving tags applied next to the version tag.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Where the disk files go once the boot test passes:
+    /// `docker://HOST/REPO` (an OCI artifact, artifactType
+    /// `application/vnd.kiln.vm.v1`), `dir:PATH` (a directory relative to
+    /// this kiln.toml), `store` (kiln's store, where every VM image is also
+    /// kept). Default: the factory's `registry`.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub publish: Vec<Spanned<String>>,
+}
+
+/// The login user of a VM image.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmUserDef {
+    /// User name (lowercase letters, digits, `_`, `-`).
+    pub name: String,
+    /// Its SSH public key: the key itself (`ssh-ed25519 AAAA… comment`) or
+    /// a `.pub` file relative to this kiln.toml.
+    #[schemars(with = "String")]
+    pub ssh_key: Spanned<String>,
+}
+
+/// A data disk: a whole disk of its own with one filesystem.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DataDiskDef {
+    /// Filesystem label it is mounted by (1 to 16 of `[A-Za-z0-9_-]`).
+    #[schemars(with = "String")]
+    pub label: Spanned<String>,
+    /// Size (K, M, G or T).
+    #[schemars(with = "String")]
+    pub size: Spanned<String>,
+    /// Absolute mount point in the VM.
+    #[schemars(with = "String")]
+    pub mount: Spanned<String>,
+    /// Filesystem: `ext4` (the only one; the default).
+    #[schemars(with = "Option<String>")]
+    pub filesystem: Option<Spanned<String>>,
 }

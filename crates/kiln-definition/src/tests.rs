@@ -234,3 +234,87 @@ fn the_committed_schema_is_the_generated_one() {
     );
     assert!(generated.contains("\"mmdebstrap\""));
 }
+
+const VM: &str = r#"
+kiln = 1
+[factory]
+registry = "localhost:5000/f"
+[image.node]
+mmdebstrap = { suite = "bookworm" }
+[vm.node-vm]
+image = "node"
+size = "3G"
+var = "512M"
+formats = ["qcow2", "vmdk"]
+cmdline = "quiet"
+user = { name = "admin", ssh_key = "ssh-ed25519 AAAAC3Nza admin@example" }
+boot_timeout = 120
+test = ["systemctl is-active ssh"]
+data_disks = [{ label = "data", size = "1G", mount = "/srv/data" }]
+tags = ["stable"]
+"#;
+
+#[test]
+fn a_vm_image_is_read_with_its_disk_and_first_boot_settings() {
+    let f = load_text(VM).unwrap();
+    let vm = &f.images["node-vm"];
+    let Recipe::Vm(r) = &vm.recipe else {
+        panic!("a VM recipe")
+    };
+    assert_eq!(r.image, "node");
+    assert_eq!((r.size, r.var), (3 << 30, Some(512 << 20)));
+    assert_eq!(r.formats, [kiln_vm::Format::Qcow2, kiln_vm::Format::Vmdk]);
+    assert_eq!(r.hostname, "node-vm");
+    assert_eq!(r.user.as_ref().unwrap().name, "admin");
+    assert_eq!(r.boot_timeout, 120);
+    assert_eq!(r.data_disks[0].mount, "/srv/data");
+    assert_eq!(vm.tests[0][2], "systemctl is-active ssh");
+    assert_eq!(
+        vm.publish,
+        [Publish::Registry("localhost:5000/f/node-vm".into())]
+    );
+    assert_eq!(f.vms().count(), 1);
+    // the boot timeout does not shape the disk; the size does
+    let slower = load_text(&VM.replace("boot_timeout = 120", "boot_timeout = 600")).unwrap();
+    assert_eq!(
+        slower.images["node-vm"].definition_text(),
+        vm.definition_text()
+    );
+    let bigger = load_text(&VM.replace("\"3G\"", "\"4G\"")).unwrap();
+    assert_ne!(
+        bigger.images["node-vm"].definition_text(),
+        vm.definition_text()
+    );
+}
+
+#[test]
+fn bad_vm_definitions_point_at_the_value() {
+    let at = |from: &str, to: &str| error(&VM.replace(from, to));
+    let e = at(
+        "formats = [\"qcow2\", \"vmdk\"]",
+        "formats = [\"qcow2\", \"vdi\"]",
+    );
+    assert_eq!(e.line, 11, "{e}");
+    assert!(e.message.contains("\"vdi\""), "{e}");
+    let e = at("\"3G\"", "\"3X\"");
+    assert_eq!(e.line, 9, "{e}");
+    let e = at("var = \"512M\"", "var = \"4G\"");
+    assert!(e.message.contains("does not fit"), "{e}");
+    let e = at("image = \"node\"", "image = \"nope\"");
+    assert!(e.message.contains("\"nope\""), "{e}");
+    assert_eq!(e.line, 8, "{e}");
+    let e = at("size = \"3G\"", "size = \"3G\"\nbootloader = \"grub\"");
+    assert!(e.message.contains("\"grub\""), "{e}");
+    assert_eq!(e.line, 10, "{e}");
+    let e = at("label = \"data\"", "label = \"a label that is too long\"");
+    assert!(e.message.contains("label"), "{e}");
+    assert_eq!(e.line, 16, "{e}");
+    let e = at("ssh-ed25519 AAAAC3Nza admin@example", "keys/missing.pub");
+    assert!(e.message.contains("cannot read the SSH key"), "{e}");
+    let e = at("[vm.node-vm]", "[vm.node]");
+    assert!(e.message.contains("declared twice"), "{e}");
+    let e = at("tags = [\"stable\"]", "publish = [\"oci-archive:x.tar\"]");
+    assert!(e.message.contains("container images"), "{e}");
+    let e = at("boot_timeout = 120", "boot_timeout = 0");
+    assert!(e.message.contains("boot_timeout"), "{e}");
+}

@@ -27,23 +27,22 @@ pub fn disk_media_type(format: &str) -> String {
     format!("application/vnd.kiln.vm.disk.v1.{format}")
 }
 
-/// Pushes `files` (each with its media type) as one artifact to `target`
-/// (its tag); returns the manifest digest.
-pub fn push_files(
-    client: &Client,
-    target: &Reference,
-    artifact_type: &str,
-    files: &[(PathBuf, String)],
-    log: &(dyn Fn(&str) + Sync),
-) -> Result<String, Error> {
-    let config = b"{}";
-    let config_digest = kiln_oci::digest::sha256(config).to_string();
-    if !client.has_blob(target, &config_digest)? {
-        let open = || -> std::io::Result<Box<dyn Read + Send>> {
-            Ok(Box::new(std::io::Cursor::new(config.to_vec())))
-        };
-        client.upload_blob(target, &config_digest, 2, &open, None)?;
-    }
+/// An artifact described from files on disk: its manifest (and digest)
+/// and where each layer's bytes are.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub manifest: Vec<u8>,
+    pub digest: String,
+    /// Each file with its layer descriptor.
+    pub files: Vec<(PathBuf, Descriptor)>,
+}
+
+const EMPTY: &[u8] = b"{}";
+
+/// Hashes `files` (each with its media type) and writes the artifact's
+/// manifest; nothing is sent anywhere. The digest is the one a registry
+/// will have, so it pins the artifact before (or without) a push.
+pub fn describe(artifact_type: &str, files: &[(PathBuf, String)]) -> Result<Artifact, Error> {
     let mut layers = Vec::new();
     for (path, media_type) in files {
         let name = path
@@ -55,39 +54,85 @@ pub fn push_files(
         let (digest, size) = kiln_oci::digest::HashReader::new(std::io::BufReader::new(f))
             .finish()
             .map_err(|e| Error::Transfer(format!("reading {}: {e}", path.display())))?;
-        let digest = digest.to_string();
-        if client.has_blob(target, &digest)? {
-            log(&format!("{target}: {name} is there already"));
-        } else {
-            log(&format!("{target}: uploading {name} ({size} bytes)"));
-            let open = || -> std::io::Result<Box<dyn Read + Send>> {
-                Ok(Box::new(std::io::BufReader::new(std::fs::File::open(
-                    path,
-                )?)))
-            };
-            client.upload_blob(target, &digest, size, &open, None)?;
-        }
-        layers.push(Descriptor {
-            media_type: media_type.clone(),
-            digest,
-            size,
-            annotations: BTreeMap::from([(TITLE.to_string(), name)]),
-            platform: None,
-        });
+        layers.push((
+            path.clone(),
+            Descriptor {
+                media_type: media_type.clone(),
+                digest: digest.to_string(),
+                size,
+                annotations: BTreeMap::from([(TITLE.to_string(), name)]),
+                platform: None,
+            },
+        ));
     }
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MEDIA_MANIFEST,
         "artifactType": artifact_type,
-        "config": {"mediaType": EMPTY_CONFIG, "digest": config_digest, "size": 2},
-        "layers": layers,
+        "config": {
+            "mediaType": EMPTY_CONFIG,
+            "digest": kiln_oci::digest::sha256(EMPTY).to_string(),
+            "size": EMPTY.len(),
+        },
+        "layers": layers.iter().map(|(_, d)| d).collect::<Vec<_>>(),
     });
     let bytes = serde_json::to_vec(&manifest).map_err(|e| Error::Transfer(e.to_string()))?;
-    let digest = kiln_oci::digest::sha256(&bytes).to_string();
+    Ok(Artifact {
+        digest: kiln_oci::digest::sha256(&bytes).to_string(),
+        manifest: bytes,
+        files: layers,
+    })
+}
+
+/// Pushes `files` (each with its media type) as one artifact to `target`
+/// (its tag); returns the manifest digest.
+pub fn push_files(
+    client: &Client,
+    target: &Reference,
+    artifact_type: &str,
+    files: &[(PathBuf, String)],
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<String, Error> {
+    let artifact = describe(artifact_type, files)?;
+    push(client, target, &artifact, &[], log)
+}
+
+/// Pushes an artifact: the blobs the registry lacks, streamed from disk,
+/// then the manifest under `target`'s tag and each of `more_tags`.
+pub fn push(
+    client: &Client,
+    target: &Reference,
+    artifact: &Artifact,
+    more_tags: &[String],
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<String, Error> {
+    let config_digest = kiln_oci::digest::sha256(EMPTY).to_string();
+    if !client.has_blob(target, &config_digest)? {
+        let open = || -> std::io::Result<Box<dyn Read + Send>> {
+            Ok(Box::new(std::io::Cursor::new(EMPTY.to_vec())))
+        };
+        client.upload_blob(target, &config_digest, EMPTY.len() as u64, &open, None)?;
+    }
+    for (path, d) in &artifact.files {
+        let name = d.annotations.get(TITLE).cloned().unwrap_or_default();
+        if client.has_blob(target, &d.digest)? {
+            log(&format!("{target}: {name} is there already"));
+            continue;
+        }
+        log(&format!("{target}: uploading {name} ({} bytes)", d.size));
+        let open = || -> std::io::Result<Box<dyn Read + Send>> {
+            Ok(Box::new(std::io::BufReader::new(std::fs::File::open(
+                path,
+            )?)))
+        };
+        client.upload_blob(target, &d.digest, d.size, &open, None)?;
+    }
     let tag = target.tag.clone().unwrap_or_else(|| "latest".into());
-    client.put_manifest(target, &tag, &bytes, MEDIA_MANIFEST)?;
-    log(&format!("{target}: pushed {digest}"));
-    Ok(digest)
+    for t in std::iter::once(&tag).chain(more_tags) {
+        client.put_manifest(target, t, &artifact.manifest, MEDIA_MANIFEST)?;
+    }
+    log(&format!("{target}: pushed {}", artifact.digest));
+    Ok(artifact.digest.clone())
 }
 
 /// Pulls the files of the artifact `r` into `dir`, each verified against

@@ -292,6 +292,57 @@ fn bake_one(
             return finish(r, Outcome::Failed { error: e });
         }
     }
+    if let Recipe::Vm(vm) = &image.recipe {
+        let vlog = |l: &str| log.line(name, l);
+        let job = crate::vm::VmJob {
+            store,
+            name,
+            version: &version,
+            recipe: vm,
+            image: &dep_names[&vm.image],
+            tests: &image.tests,
+            tags: &image.tags,
+            source_date_epoch: opts.source_date_epoch,
+            log: &vlog,
+        };
+        let built = match crate::vm::bake(&job) {
+            Ok(b) => b,
+            Err(outcome) => return finish(r, outcome),
+        };
+        r.digest = Some(built.digest.clone());
+        r.tests_passed = built.tests_passed;
+        if opts.no_publish {
+            return finish(r, Outcome::Built);
+        }
+        for target in &image.publish {
+            match crate::vm::publish(client, target, name, &version, &image.tags, &built, &vlog) {
+                Ok(p) => {
+                    log.line(name, &format!("published {p}"));
+                    r.published.push(p);
+                }
+                Err(error) => {
+                    log.line(name, &format!("publishing failed: {error}"));
+                    return finish(r, Outcome::PublishFailed { error });
+                }
+            }
+        }
+        let locked = Locked {
+            version: version.clone(),
+            digest: built.digest.clone(),
+            files: built.files.clone(),
+            tags: std::iter::once(version.clone())
+                .chain(image.tags.iter().cloned())
+                .collect(),
+            published: r.published.clone(),
+            baked_at: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            inputs: r.inputs.clone(),
+            ..Locked::default()
+        };
+        return match record(locks, name, locked) {
+            Ok(()) => finish(r, Outcome::Built),
+            Err(error) => finish(r, Outcome::PublishFailed { error }),
+        };
+    }
     let mut progress = Prefixed { image: name, log };
     let built = match &image.recipe {
         Recipe::Dockerfile {
@@ -345,6 +396,7 @@ fn bake_one(
         Recipe::Mmdebstrap(m) => {
             crate::bootstrap::bootstrap(store, m, &image.platforms, &tags, opts, &mut progress)
         }
+        Recipe::Vm(_) => unreachable!("VM images are baked above"),
     };
     let built = match built {
         Ok(b) => b,
@@ -445,6 +497,10 @@ fn bake_one(
             Publish::OciArchive(path) => write_archive(store, &store_name, path)
                 .map(|()| format!("oci-archive:{}", path.display())),
             Publish::Store => Ok(format!("store:{store_name}")),
+            Publish::Dir(d) => Err(format!(
+                "{}: an image is not published to a directory",
+                d.display()
+            )),
         };
         match done {
             Ok(p) => {
@@ -471,20 +527,19 @@ fn bake_one(
         published: r.published.clone(),
         baked_at: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         inputs: r.inputs.clone(),
+        files: BTreeMap::new(),
     };
-    {
-        let mut locks = locks.lock().expect("locks");
-        locks.set(name, locked);
-        if let Err(e) = locks.write_for(name) {
-            return finish(
-                r,
-                Outcome::PublishFailed {
-                    error: e.to_string(),
-                },
-            );
-        }
+    match record(locks, name, locked) {
+        Ok(()) => finish(r, Outcome::Built),
+        Err(error) => finish(r, Outcome::PublishFailed { error }),
     }
-    finish(r, Outcome::Built)
+}
+
+/// Writes `name`'s new lock entry (its lock file, atomically).
+fn record(locks: &Mutex<Locks>, name: &str, locked: Locked) -> Result<(), String> {
+    let mut locks = locks.lock().expect("locks");
+    locks.set(name, locked);
+    locks.write_for(name).map_err(|e| e.to_string())
 }
 
 /// Points NAME:TAG at the image NAME:VERSION in the store.

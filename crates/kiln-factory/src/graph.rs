@@ -33,7 +33,11 @@ fn factory_image<'a>(
         return Some(name);
     }
     let name = reference.split_once(':').map_or(reference, |(n, _)| n);
-    factory.images.get_key_value(name).map(|(k, _)| k.as_str())
+    factory
+        .images
+        .get_key_value(name)
+        .filter(|(_, i)| !matches!(i.recipe, Recipe::Vm(_)))
+        .map(|(k, _)| k.as_str())
 }
 
 /// Reads each image's Dockerfile and builds the graph. A cycle is an error
@@ -44,6 +48,9 @@ pub fn graph(factory: &Factory) -> Result<Graph, FactoryError> {
         let mut deps = BTreeSet::new();
         let mut mapped = BTreeMap::new();
         let mut external = BTreeSet::new();
+        if let Recipe::Vm(vm) = &image.recipe {
+            deps.insert(vm.image.clone());
+        }
         if let Recipe::Dockerfile {
             dockerfile,
             args,

@@ -14,6 +14,7 @@ pub mod lock;
 pub mod plan;
 pub mod transfer;
 mod version;
+mod vm;
 
 use kiln_build::{BaseImage, ImageSource, StoreSource};
 use kiln_dockerfile::Platform;

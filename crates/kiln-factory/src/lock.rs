@@ -20,6 +20,9 @@ pub struct Lock {
     pub kiln_lock: u32,
     #[serde(default)]
     pub image: BTreeMap<String, Locked>,
+    /// The VM images, as `[vm.NAME]` in kiln.toml.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vm: BTreeMap<String, Locked>,
 }
 
 /// The last bake of one image.
@@ -35,6 +38,10 @@ pub struct Locked {
     /// is built for several platforms.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub platforms: BTreeMap<String, String>,
+    /// A VM image's files (`NAME.qcow2` → `sha256:…`); its `digest` is
+    /// that of the OCI artifact holding them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
     /// Every tag it carries: the version and the moving tags.
     #[serde(default)]
     pub tags: Vec<String>,
@@ -101,7 +108,7 @@ impl Lock {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Lock {
                     kiln_lock: LOCK_FORMAT,
-                    image: BTreeMap::new(),
+                    ..Lock::default()
                 })
             }
             Err(e) => return Err(format!("{}: cannot read: {e}", path.display())),

@@ -44,6 +44,8 @@ pub struct Locks {
     pub files: BTreeMap<PathBuf, Lock>,
     /// Image → the lock file it belongs to.
     pub owner: BTreeMap<String, PathBuf>,
+    /// The names that are VM images (kept under `[vm.NAME]`).
+    pub vms: BTreeSet<String>,
 }
 
 impl Locks {
@@ -58,18 +60,28 @@ impl Locks {
             locks
                 .owner
                 .insert(name.clone(), lock_path(&factory.files[image.file].path));
+            if let Recipe::Vm(_) = image.recipe {
+                locks.vms.insert(name.clone());
+            }
         }
         Ok(locks)
     }
 
     pub fn get(&self, image: &str) -> Option<&Locked> {
-        self.files.get(self.owner.get(image)?)?.image.get(image)
+        let lock = self.files.get(self.owner.get(image)?)?;
+        if self.vms.contains(image) {
+            lock.vm.get(image)
+        } else {
+            lock.image.get(image)
+        }
     }
 
     pub fn set(&mut self, image: &str, locked: Locked) {
+        let vm = self.vms.contains(image);
         if let Some(path) = self.owner.get(image) {
             if let Some(lock) = self.files.get_mut(path) {
-                lock.image.insert(image.to_string(), locked);
+                let table = if vm { &mut lock.vm } else { &mut lock.image };
+                table.insert(image.to_string(), locked);
             }
         }
     }
@@ -233,7 +245,7 @@ fn own_inputs(
             }
             Some(summary)
         }
-        Recipe::Mmdebstrap(_) => None,
+        Recipe::Mmdebstrap(_) | Recipe::Vm(_) => None,
     };
     let inputs = Inputs {
         definition,

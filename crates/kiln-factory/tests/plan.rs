@@ -116,6 +116,7 @@ fn bake_all(dir: &Path, table: &Table, at: chrono::DateTime<Utc>) {
                     version: n.to_string(),
                     digest: format!("sha256:{name}{n}"),
                     platforms: Default::default(),
+                    files: Default::default(),
                     tags: vec![],
                     published: vec![],
                     baked_at: at.to_rfc3339(),

@@ -16,6 +16,8 @@ const ESP_SIZE: u64 = 256 * MIB;
 const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 /// The Discoverable Partitions type of an x86-64 root filesystem.
 const ROOT_TYPE: &str = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709";
+/// The Discoverable Partitions type of /var.
+const VAR_TYPE: &str = "4D21B016-B534-45C2-A9FB-5C16E091FD2D";
 
 /// Where the partitions are and what they are called; every identifier is
 /// derived from a seed (the image digest and the VM's name), so the same
@@ -35,16 +37,34 @@ pub struct Layout {
     pub root_fs_uuid: String,
     /// The FAT volume id (8 hex digits).
     pub esp_volume_id: String,
+    /// A separate /var partition after the root.
+    pub var: Option<VarPartition>,
+}
+
+/// The /var partition.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VarPartition {
+    pub start: u64,
+    pub size: u64,
+    pub guid: String,
+    pub fs_uuid: String,
 }
 
 impl Layout {
-    pub fn new(disk_size: u64, seed: &str) -> Layout {
+    pub fn new(disk_size: u64, var: Option<u64>, seed: &str) -> Layout {
         let disk_size = disk_size / MIB * MIB;
         let esp_start = MIB;
         let root_start = esp_start + ESP_SIZE;
+        let var_size = var.map_or(0, |v| v.div_ceil(MIB) * MIB);
         // the backup GPT takes the last 33 sectors: leave the last MiB
-        let root_size = disk_size.saturating_sub(root_start + MIB);
+        let root_size = disk_size.saturating_sub(root_start + var_size + MIB);
         let id = |what: &str| uuid_from(&format!("{seed}:{what}"));
+        let var = var.map(|_| VarPartition {
+            start: root_start + root_size,
+            size: var_size,
+            guid: id("var"),
+            fs_uuid: id("var-fs"),
+        });
         Layout {
             disk_size,
             esp_start,
@@ -56,19 +76,34 @@ impl Layout {
             root_guid: id("root"),
             root_fs_uuid: id("root-fs"),
             esp_volume_id: id("esp-fs")[..8].to_string(),
+            var,
         }
     }
 
     /// A root filesystem of `need` bytes of files must fit, with room for
     /// ext4's own structures.
     pub fn check_fits(&self, need: u64) -> Result<(), VmError> {
-        let need_fs = need + need / 10 + 64 * MIB;
+        let need_fs = fs_size(need);
         if need_fs > self.root_size {
             return Err(VmError::TooSmall {
                 need_mib: need_fs.div_ceil(MIB),
                 have_mib: self.root_size / MIB,
                 disk_mib: self.disk_size / MIB,
             });
+        }
+        Ok(())
+    }
+
+    /// `need` bytes of /var must fit its partition.
+    pub fn check_var_fits(&self, need: u64) -> Result<(), VmError> {
+        let Some(var) = &self.var else { return Ok(()) };
+        let need_fs = fs_size(need);
+        if need_fs > var.size {
+            return Err(VmError::Tool(format!(
+                "the /var partition is too small: the image's /var needs {} MiB, the partition has {} MiB",
+                need_fs.div_ceil(MIB),
+                var.size / MIB
+            )));
         }
         Ok(())
     }
@@ -85,8 +120,25 @@ impl Layout {
             self.root_start / SECTOR,
             self.root_size / SECTOR,
             self.root_guid,
-        )
+        ) + &self
+            .var
+            .as_ref()
+            .map(|v| {
+                format!(
+                    "start={}, size={}, type={VAR_TYPE}, uuid={}, name=\"var\"\n",
+                    v.start / SECTOR,
+                    v.size / SECTOR,
+                    v.guid
+                )
+            })
+            .unwrap_or_default()
     }
+}
+
+/// An ext4 filesystem holding `need` bytes of files, with room for its
+/// own structures.
+fn fs_size(need: u64) -> u64 {
+    need + need / 10 + 64 * MIB
 }
 
 /// A version-4-shaped UUID from sha256 of `text`.
@@ -108,6 +160,7 @@ pub fn write(
     raw: &Path,
     layout: &Layout,
     tar: &Path,
+    var_tar: Option<&Path>,
     prepared: &Prepared,
     spec: &VmSpec,
     work: &Path,
@@ -121,7 +174,22 @@ pub fn write(
     let result = (|| {
         partition(&partial, layout)?;
         write_esp(&partial, layout, prepared, spec, work)?;
-        write_root(&partial, layout, tar, spec)?;
+        let root = Ext4 {
+            label: "root",
+            start: layout.root_start,
+            size: layout.root_size,
+            uuid: &layout.root_fs_uuid,
+        };
+        root.write(&partial, tar, spec)?;
+        if let (Some(v), Some(var_tar)) = (&layout.var, var_tar) {
+            let var = Ext4 {
+                label: "var",
+                start: v.start,
+                size: v.size,
+                uuid: &v.fs_uuid,
+            };
+            var.write(&partial, var_tar, spec)?;
+        }
         std::fs::rename(&partial, raw).map_err(|e| VmError::io("renaming", raw, e))
     })();
     if result.is_err() {
@@ -194,33 +262,34 @@ fn write_esp(
     Ok(())
 }
 
-/// ext4 at the root partition's offset, filled from the tar.
-fn write_root(disk: &Path, layout: &Layout, tar: &Path, spec: &VmSpec) -> Result<(), VmError> {
-    let mut cmd = Command::new("mke2fs");
-    cmd.args([
-        "-q",
-        "-F",
-        "-t",
-        "ext4",
-        "-L",
-        "root",
-        "-U",
-        &layout.root_fs_uuid,
-    ])
-    .arg("-E")
-    .arg(format!(
-        "offset={},hash_seed={},root_owner=0:0",
-        layout.root_start, layout.root_fs_uuid
-    ))
-    .arg("-d")
-    .arg(tar)
-    .arg(disk)
-    .arg(format!("{}k", layout.root_size / 1024));
-    let epoch = spec.source_date_epoch.unwrap_or(0);
-    cmd.env("E2FSPROGS_FAKE_TIME", epoch.to_string())
-        .env("SOURCE_DATE_EPOCH", epoch.to_string());
-    run(&mut cmd)?;
-    Ok(())
+/// An ext4 filesystem at a partition's offset.
+struct Ext4<'a> {
+    label: &'a str,
+    start: u64,
+    size: u64,
+    uuid: &'a str,
+}
+
+impl Ext4<'_> {
+    /// Makes the filesystem, filled from `tar`.
+    fn write(&self, disk: &Path, tar: &Path, spec: &VmSpec) -> Result<(), VmError> {
+        let mut cmd = Command::new("mke2fs");
+        cmd.args(["-q", "-F", "-t", "ext4", "-L", self.label, "-U", self.uuid])
+            .arg("-E")
+            .arg(format!(
+                "offset={},hash_seed={},root_owner=0:0",
+                self.start, self.uuid
+            ))
+            .arg("-d")
+            .arg(tar)
+            .arg(disk)
+            .arg(format!("{}k", self.size / 1024));
+        let epoch = spec.source_date_epoch.unwrap_or(0);
+        cmd.env("E2FSPROGS_FAKE_TIME", epoch.to_string())
+            .env("SOURCE_DATE_EPOCH", epoch.to_string());
+        run(&mut cmd)?;
+        Ok(())
+    }
 }
 
 /// Converts the raw disk with qemu-img.
@@ -266,12 +335,15 @@ mod tests {
 
     #[test]
     fn layout_is_aligned_and_seeded() {
-        let a = Layout::new(2 << 30, "img:vm");
+        let a = Layout::new(2 << 30, None, "img:vm");
         assert_eq!(a.esp_start, MIB);
         assert_eq!(a.root_start, MIB + ESP_SIZE);
         assert_eq!(a.root_start + a.root_size + MIB, 2 << 30);
-        assert_eq!(a.root_guid, Layout::new(2 << 30, "img:vm").root_guid);
-        assert_ne!(a.root_guid, Layout::new(2 << 30, "img:other").root_guid);
+        assert_eq!(a.root_guid, Layout::new(2 << 30, None, "img:vm").root_guid);
+        assert_ne!(
+            a.root_guid,
+            Layout::new(2 << 30, None, "img:other").root_guid
+        );
         assert_eq!(a.root_guid.len(), 36);
         assert!(a.check_fits(1 << 30).is_ok());
         let e = a.check_fits(2 << 30).unwrap_err().to_string();
@@ -279,5 +351,13 @@ mod tests {
             e.contains("too small") && e.contains("2048 MiB disk"),
             "{e}"
         );
+        // a /var partition takes the end of the disk
+        let b = Layout::new(2 << 30, Some(512 << 20), "img:vm");
+        let v = b.var.as_ref().unwrap();
+        assert_eq!(b.root_start + b.root_size, v.start);
+        assert_eq!(v.start + v.size + MIB, 2 << 30);
+        assert_eq!(b.root_size, a.root_size - (512 << 20));
+        assert!(b.sfdisk_script().contains("name=\"var\""));
+        assert!(b.check_var_fits(600 << 20).is_err());
     }
 }

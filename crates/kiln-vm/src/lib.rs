@@ -13,6 +13,7 @@
 
 pub mod boot;
 mod disk;
+pub mod kept;
 mod rootfs;
 mod tool;
 
@@ -58,6 +59,8 @@ pub struct VmSpec {
     pub name: String,
     /// Disk size in bytes.
     pub size: u64,
+    /// A separate /var partition of this many bytes.
+    pub var: Option<u64>,
     /// Extra kernel command line (after root= and the serial console).
     pub cmdline: String,
     pub hostname: String,
@@ -75,7 +78,7 @@ pub struct VmSpec {
 }
 
 /// A user made at bake time, for SSH logins with a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct User {
     pub name: String,
     /// One line of `authorized_keys` (`ssh-ed25519 AAAA… comment`).
@@ -109,7 +112,7 @@ impl User {
 
 /// A data disk: an ext4 filesystem on a whole disk of its own, created
 /// once, mounted by its label; replacing the OS disk keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DataDisk {
     pub label: String,
     pub size: u64,
@@ -126,26 +129,38 @@ impl DataDisk {
                 "data disk {s:?}: expected LABEL:SIZE:MOUNT, e.g. data:1G:/srv/data"
             ));
         };
-        let ok_label = !label.is_empty()
+        let label = DataDisk::check_label(label).map_err(|e| format!("data disk {s:?}: {e}"))?;
+        let mount = DataDisk::check_mount(mount).map_err(|e| format!("data disk {s:?}: {e}"))?;
+        Ok(DataDisk {
+            label,
+            size: parse_size(size)?,
+            mount,
+        })
+    }
+
+    /// A filesystem label ext4 accepts and a kernel command line can name.
+    pub fn check_label(label: &str) -> Result<String, String> {
+        let ok = !label.is_empty()
             && label.len() <= 16
             && label
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !ok_label {
+        if !ok {
             return Err(format!(
-                "data disk {s:?}: the label must be 1 to 16 of [A-Za-z0-9_-] (ext4's limit)"
+                "the label {label:?} must be 1 to 16 of [A-Za-z0-9_-] (ext4's limit)"
             ));
         }
+        Ok(label.to_string())
+    }
+
+    /// An absolute mount point below `/`, without `..`.
+    pub fn check_mount(mount: &str) -> Result<String, String> {
         if !mount.starts_with('/') || mount == "/" || mount.split('/').any(|c| c == "..") {
             return Err(format!(
-                "data disk {s:?}: the mount point must be an absolute path below /"
+                "the mount point {mount:?} must be an absolute path below /"
             ));
         }
-        Ok(DataDisk {
-            label: label.to_string(),
-            size: parse_size(size)?,
-            mount: mount.trim_end_matches('/').to_string(),
-        })
+        Ok(mount.trim_end_matches('/').to_string())
     }
 
     /// Makes the data disk `path` unless it exists: a data disk is created
@@ -241,13 +256,26 @@ pub fn bake(
     std::fs::create_dir_all(&work).map_err(|e| VmError::io("creating", &work, e))?;
     let _cleanup = RemoveOnDrop(work.clone());
     let seed = format!("{}:{}", img.manifest_digest, spec.name);
-    let layout = Layout::new(spec.size, &seed);
+    let layout = Layout::new(spec.size, spec.var, &seed);
     log(&format!(
         "{image}: flattening {} layers",
         img.manifest.layers.len()
     ));
     let root = work.join("rootfs");
     let prepared = rootfs::prepare(store, &img, image, &root, spec, &layout)?;
+    // a separate /var: its contents go to their own filesystem, the root
+    // keeps an empty mount point
+    let var_tar = match &layout.var {
+        Some(_) => {
+            let var = work.join("varfs");
+            rootfs::split_var(&root, &var)?;
+            let tar = work.join("var.tar");
+            let need = rootfs::write_tar(&var, &tar, spec.source_date_epoch)?;
+            layout.check_var_fits(need)?;
+            Some(tar)
+        }
+        None => None,
+    };
     let tar = work.join("rootfs.tar");
     let need = rootfs::write_tar(&root, &tar, spec.source_date_epoch)?;
     layout.check_fits(need)?;
@@ -259,7 +287,15 @@ pub fn bake(
         spec.size >> 20,
         prepared.kernel_version
     ));
-    disk::write(&raw, &layout, &tar, &prepared, spec, &work)?;
+    disk::write(
+        &raw,
+        &layout,
+        &tar,
+        var_tar.as_deref(),
+        &prepared,
+        spec,
+        &work,
+    )?;
     let mut files = Vec::new();
     for f in &spec.formats {
         if *f == Format::Raw {

@@ -160,8 +160,14 @@ pub fn prepare(
             std::fs::create_dir_all(parent).map_err(|e| VmError::io("creating", parent, e))?;
         }
     }
+    if let Some(var) = &layout.var {
+        fstab.push_str(&format!("PARTUUID={} /var ext4 rw 0 2\n", var.guid));
+    }
     write(root, "etc/fstab", &fstab)?;
-    let mounts: Vec<String> = spec.data_disks.iter().map(|d| d.mount.clone()).collect();
+    let mut mounts: Vec<String> = spec.data_disks.iter().map(|d| d.mount.clone()).collect();
+    if layout.var.is_some() {
+        mounts.insert(0, "/var".into());
+    }
     write(root, "usr/lib/kiln/boot-report", &boot_report(&mounts))?;
     make_executable(&inside(root, "usr/lib/kiln/boot-report")?)?;
     let tests = inside(root, "usr/lib/kiln/boot-tests/x")?;
@@ -189,6 +195,23 @@ pub fn prepare(
         kernel_version,
         bootloader,
     })
+}
+
+/// Moves the root filesystem's /var to `var` (its own filesystem) and
+/// leaves an empty /var to mount it on.
+pub fn split_var(root: &Path, var: &Path) -> Result<(), VmError> {
+    let inner = inside(root, "var")?;
+    let meta = std::fs::symlink_metadata(&inner).map_err(|e| VmError::io("reading", &inner, e))?;
+    if !meta.is_dir() {
+        return Err(VmError::Tool(
+            "the image's /var is not a directory: it cannot be a partition of its own".into(),
+        ));
+    }
+    std::fs::rename(&inner, var).map_err(|e| VmError::io("moving", &inner, e))?;
+    std::fs::create_dir(&inner).map_err(|e| VmError::io("creating", &inner, e))?;
+    std::fs::set_permissions(&inner, meta.permissions())
+        .map_err(|e| VmError::io("setting the mode of", &inner, e))?;
+    Ok(())
 }
 
 /// Writes the root filesystem as a tar (times clamped to the epoch) and

@@ -12,6 +12,10 @@ use crate::printer::Printer;
 pub fn build(args: VmBuildArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
     let size =
         kiln_vm::parse_size(&args.size).map_err(|e| Failure::usage(format!("--size: {e}")))?;
+    let var = match &args.var {
+        Some(v) => Some(kiln_vm::parse_size(v).map_err(|e| Failure::usage(format!("--var: {e}")))?),
+        None => None,
+    };
     let mut formats = vec![Format::Raw];
     for f in args.formats.iter().filter(|f| !f.is_empty()) {
         let f = Format::parse(f).map_err(|e| Failure::usage(format!("--format: {e}")))?;
@@ -48,6 +52,7 @@ pub fn build(args: VmBuildArgs, store: &Store, printer: &Printer) -> anyhow::Res
         hostname: args.hostname.clone().unwrap_or_else(|| name.clone()),
         name,
         size,
+        var,
         cmdline: args.cmdline.clone(),
         formats,
         source_date_epoch: super::build::source_date_epoch(args.source_date_epoch),
@@ -107,14 +112,53 @@ pub fn build(args: VmBuildArgs, store: &Store, printer: &Printer) -> anyhow::Res
 }
 
 pub fn boot(args: VmBootArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
-    if !args.disk.is_file() {
-        return Err(Failure::usage(format!(
-            "{}: no such disk",
-            args.disk.display()
-        )));
-    }
+    let log = |l: &str| printer.error(l);
+    let file = std::path::Path::new(&args.vm);
+    let (disk, mut data) = if file.is_file() {
+        (file.to_path_buf(), Vec::new())
+    } else {
+        let kept = kiln_vm::kept::find(store.root(), &args.vm).map_err(|e| {
+            Failure::failed(format!(
+                "{e} ({} is not a disk file either)",
+                file.display()
+            ))
+        })?;
+        printer.error(&format!(
+            "{}:{} from {} ({})",
+            kept.name, kept.version, kept.image, kept.digest
+        ));
+        let data = kiln_vm::kept::data_disks(store.root(), &kept, &log)?;
+        (kept.raw(), data)
+    };
+    data.extend(args.data.iter().cloned());
     let work = store.temp_path("boot");
-    let status = kiln_vm::boot::boot_console(&args.disk, &args.data, &work);
+    if args.check {
+        printer.error(&format!(
+            "booting {} in QEMU (software emulation, up to {} s)",
+            disk.display(),
+            args.timeout
+        ));
+        let booted =
+            kiln_vm::boot::boot_test(&disk, &data, &work, Duration::from_secs(args.timeout));
+        let _ = std::fs::remove_dir_all(&work);
+        return match booted {
+            Ok(b) => {
+                for (i, out) in b.outputs.iter().enumerate() {
+                    for l in out {
+                        printer.error(&format!("  test {}: {l}", i + 1));
+                    }
+                }
+                printer.error(&format!("booted in {:.1} s", b.seconds));
+                printer.data(&b.marker);
+                Ok(Exit::Success)
+            }
+            Err(e) => {
+                printer.error(&format!("error: booting {}: {e}", disk.display()));
+                Ok(Exit::Failure)
+            }
+        };
+    }
+    let status = kiln_vm::boot::boot_console(&disk, &data, &work);
     let _ = std::fs::remove_dir_all(&work);
     let status = status?;
     printer.error(&format!("QEMU ended ({status})"));

@@ -1,0 +1,227 @@
+//! A VM image in a bake: the disk written from its factory image, boot-tested
+//! in QEMU with fresh data disks, kept in the store, then published as an
+//! OCI artifact (and to directories). Nothing is kept or published unless
+//! the boot test passed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kiln_definition::{Publish, VmRecipe};
+use kiln_registry::{Client, Reference};
+use kiln_store::Store;
+use kiln_vm::{Format, VmSpec};
+
+use crate::artifact;
+use crate::bake::Outcome;
+
+/// A VM image baked, tested and kept.
+pub(crate) struct VmBuilt {
+    /// The artifact digest of its published files.
+    pub digest: String,
+    /// File name → sha256 digest.
+    pub files: BTreeMap<String, String>,
+    pub tests_passed: usize,
+    pub artifact: artifact::Artifact,
+}
+
+pub(crate) struct VmJob<'a> {
+    pub store: &'a Store,
+    pub name: &'a str,
+    pub version: &'a str,
+    pub recipe: &'a VmRecipe,
+    /// Its image in the store (`NAME:VERSION`).
+    pub image: &'a str,
+    pub tests: &'a [Vec<String>],
+    pub tags: &'a [String],
+    pub source_date_epoch: Option<u64>,
+    pub log: &'a (dyn Fn(&str) + Sync),
+}
+
+/// The shell command of a test (`/bin/sh -c CMD` → `CMD`).
+fn script(test: &[String]) -> String {
+    match test {
+        [sh, c, s] if sh == "/bin/sh" && c == "-c" => s.clone(),
+        _ => test.join(" "),
+    }
+}
+
+/// Bakes, boot-tests and keeps the VM image; a failure is the outcome to
+/// report, with nothing kept.
+pub(crate) fn bake(job: &VmJob<'_>) -> Result<VmBuilt, Outcome> {
+    let failed = |error: String| {
+        (job.log)(&format!("failed: {error}"));
+        Outcome::Failed { error }
+    };
+    let recipe = job.recipe;
+    let mut formats = vec![Format::Raw];
+    formats.extend(recipe.formats.iter().filter(|f| **f != Format::Raw));
+    let spec = VmSpec {
+        name: job.name.to_string(),
+        size: recipe.size,
+        var: recipe.var,
+        cmdline: recipe.cmdline.clone(),
+        hostname: recipe.hostname.clone(),
+        formats,
+        source_date_epoch: job.source_date_epoch,
+        data_disks: recipe.data_disks.clone(),
+        tests: job.tests.iter().map(|t| script(t)).collect(),
+        user: recipe.user.clone(),
+    };
+    let root = job.store.root();
+    let staged = kiln_vm::kept::staging(root, job.name, job.version);
+    let _ = std::fs::remove_dir_all(&staged);
+    let cleanup = RemoveOnDrop(staged.clone());
+    let log = |l: &str| (job.log)(l);
+    let disk = kiln_vm::bake(job.store, job.image, &spec, &staged, &log)
+        .map_err(|e| failed(format!("{}: {e}", job.image)))?;
+    let image_digest = job
+        .store
+        .image(job.image)
+        .map(|i| i.manifest_digest.to_string())
+        .map_err(|e| failed(e.to_string()))?;
+
+    // the boot test: fresh data disks, the OS disk unchanged (snapshot)
+    let work = job.store.temp_path("vm-boot");
+    let _work = RemoveOnDrop(work.clone());
+    let mut data = Vec::new();
+    for d in &recipe.data_disks {
+        let path = work.join(format!("{}.raw", d.label));
+        d.ensure(&path)
+            .map_err(|e| failed(format!("data disk {}: {e}", d.label)))?;
+        data.push(path);
+    }
+    (job.log)(&format!(
+        "boot test: QEMU (software emulation), up to {} s",
+        recipe.boot_timeout
+    ));
+    let booted = kiln_vm::boot::boot_test(
+        &disk.raw,
+        &data,
+        &work.join("qemu"),
+        Duration::from_secs(recipe.boot_timeout),
+    );
+    let booted = match booted {
+        Ok(b) => b,
+        Err(e) => {
+            (job.log)(&format!("boot test FAILED: {e}"));
+            return Err(Outcome::TestFailed {
+                test: "boot test".into(),
+                exit_code: 1,
+            });
+        }
+    };
+    for (i, out) in booted.outputs.iter().enumerate() {
+        for l in out {
+            (job.log)(&format!("  test {}: {l}", i + 1));
+        }
+        (job.log)(&format!(
+            "test {} passed in the VM: {}",
+            i + 1,
+            spec.tests.get(i).map(String::as_str).unwrap_or("")
+        ));
+    }
+    (job.log)(&format!(
+        "boot test passed in {:.1} s: {}",
+        booted.seconds, booted.marker
+    ));
+
+    // what is published, described (hashed) once: its digest pins it
+    let published: Vec<(PathBuf, String)> = disk
+        .files
+        .iter()
+        .filter(|(f, _)| recipe.formats.contains(f))
+        .map(|(f, p)| (p.clone(), artifact::disk_media_type(f.name())))
+        .collect();
+    let mut described = artifact::describe(artifact::VM_ARTIFACT_TYPE, &published)
+        .map_err(|e| failed(e.to_string()))?;
+    let files: BTreeMap<String, String> = described
+        .files
+        .iter()
+        .map(|(p, d)| (file_name(p), d.digest.clone()))
+        .collect();
+    let kept = kiln_vm::kept::Kept {
+        name: job.name.to_string(),
+        version: job.version.to_string(),
+        image: job.image.to_string(),
+        image_digest,
+        digest: described.digest.clone(),
+        data_disks: recipe.data_disks.clone(),
+        files: disk.files.iter().map(|(_, p)| file_name(p)).collect(),
+        dir: PathBuf::new(),
+    };
+    let dir =
+        kiln_vm::kept::keep(root, &staged, &kept, job.tags).map_err(|e| failed(e.to_string()))?;
+    drop(cleanup);
+    // the files moved with their directory
+    for (p, _) in described.files.iter_mut() {
+        *p = dir.join(file_name(p));
+    }
+    (job.log)(&format!("kept {} ({})", dir.display(), described.digest));
+    Ok(VmBuilt {
+        digest: described.digest.clone(),
+        files,
+        tests_passed: job.tests.len(),
+        artifact: described,
+    })
+}
+
+/// Publishes a kept VM image to one target; returns how the lock names it.
+pub(crate) fn publish(
+    client: &Client,
+    target: &Publish,
+    name: &str,
+    version: &str,
+    tags: &[String],
+    built: &VmBuilt,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<String, String> {
+    match target {
+        Publish::Registry(repo) => {
+            let dest = Reference::parse(&format!("{repo}:{version}"))
+                .map_err(|e| format!("{repo}: {e}"))?;
+            artifact::push(client, &dest, &built.artifact, tags, log)
+                .map(|d| format!("docker://{repo}:{version}@{d}"))
+                .map_err(|e| format!("pushing to {repo}: {e}"))
+        }
+        Publish::Dir(dir) => {
+            copy_files(&built.artifact, dir)?;
+            Ok(format!("dir:{}", dir.display()))
+        }
+        Publish::Store => Ok(format!("store:vms/{name}/{version}")),
+        Publish::OciArchive(p) => Err(format!(
+            "{}: a VM image is not published as an OCI archive",
+            p.display()
+        )),
+    }
+}
+
+/// Copies the files into `dir`, each as a partial file renamed when whole.
+fn copy_files(a: &artifact::Artifact, dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    for (path, _) in &a.files {
+        let name = file_name(path);
+        let partial = dir.join(format!(".{name}.partial"));
+        std::fs::copy(path, &partial)
+            .and_then(|_| std::fs::rename(&partial, dir.join(&name)))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&partial);
+                format!("copying {name} to {}: {e}", dir.display())
+            })?;
+    }
+    Ok(())
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
