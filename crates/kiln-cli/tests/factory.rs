@@ -412,6 +412,7 @@ fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
         "hello",
         "toolchain",
         "hello-c",
+        "node",
     ];
 
     let (v, log) = bake_logged(&[]);
@@ -422,6 +423,9 @@ fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
     );
     let l = lock(&fdir);
     multi_platform_checks(&l, &log, &reg, &store);
+    vm_checks(&l, &log, &reg, &store, dir.path());
+    let first_boot = vm_boot_check(&store, locked_vm(&l, "version"));
+    assert_eq!(first_boot.len(), 1, "{first_boot:?}");
     // kiln plan shows each platform's digest next to the index's
     let p = plan(&fdir, &store, &reg);
     assert_eq!(image(&p, "hello")["digest"], locked(&l, "hello", "digest"));
@@ -483,7 +487,9 @@ fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
     )
     .unwrap();
     let v = bake(&[]);
-    let chain = ["base", "tools", "count", "greet", "hello"];
+    let chain = [
+        "base", "tools", "count", "greet", "hello", "node", "node-vm",
+    ];
     assert!(
         outcomes(&v)
             .iter()
@@ -493,7 +499,11 @@ fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
     );
     assert_eq!(
         v["plan"]["waves"],
-        serde_json::json!([["base"], ["tools"], ["count", "greet", "hello"]])
+        serde_json::json!([
+            ["base"],
+            ["node", "tools"],
+            ["count", "greet", "hello", "node-vm"]
+        ])
     );
     assert_eq!(
         image(&v, "base")["reasons"],
@@ -518,13 +528,127 @@ fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
         last_start < first_end,
         "the applications did not build concurrently: {v}"
     );
+    assert!(time(&v, "node-vm", "started") >= time(&v, "node", "finished"));
+    assert_eq!(
+        image(&v, "node-vm")["reasons"],
+        serde_json::json!([{"reason": "upstream-will-rebuild", "image": "node"}])
+    );
     let l2 = lock(&fdir);
-    for name in chain {
+    for name in chain.iter().filter(|n| **n != "node-vm") {
         assert_ne!(
             locked(&l2, name, "digest"),
             locked(&l, name, "digest"),
             "{name} was rebuilt"
         );
+    }
+    assert_ne!(locked_vm(&l2, "digest"), locked_vm(&l, "digest"));
+    // the OS disk is replaced by the new version; the data disk is kept:
+    // what the first boot wrote on it is still there
+    let second_boot = vm_boot_check(&store, locked_vm(&l2, "version"));
+    assert_eq!(second_boot.len(), 2, "{second_boot:?}");
+    assert_eq!(second_boot[0], first_boot[0]);
+}
+
+fn locked_vm<'a>(lock: &'a toml::Table, key: &str) -> &'a str {
+    lock["vm"]["node-vm"][key].as_str().unwrap()
+}
+
+/// `kiln vm boot node-vm --check`: it boots the newest version with its
+/// data disk from the store; returns the boots recorded on the data disk
+/// (the example's last VM test appends one line per boot and prints them).
+fn vm_boot_check(store: &Path, version: &str) -> Vec<String> {
+    let out = kiln(store, &["vm", "boot", "node-vm", "--check"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout.trim(),
+        "KILN-READY node-vm root=/dev/vda2 /srv/data=/dev/vdb",
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("node-vm:{version} from node:")),
+        "{}",
+        out.stderr
+    );
+    out.stderr
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("test 4: "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The bundled example's VM image: baked from node, boot-tested until the
+/// marker with its data disk mounted and its tests passed (over the serial
+/// port), kept as raw, qcow2 and vmdk, published as an OCI artifact that
+/// `kiln vm pull` fetches back byte-identical.
+fn vm_checks(l: &toml::Table, log: &str, reg: &Registry, store: &Path, tmp: &Path) {
+    let vm: Vec<&str> = log.lines().filter(|l| l.starts_with("[node-vm]")).collect();
+    let shown = vm.join("\n");
+    assert!(
+        vm.iter().any(|l| l.contains("boot test passed")
+            && l.ends_with("KILN-READY node-vm root=/dev/vda2 /srv/data=/dev/vdb")),
+        "{shown}"
+    );
+    for t in ["systemctl is-active ssh", "id admin"] {
+        assert!(
+            vm.iter()
+                .any(|l| l.contains("passed in the VM") && l.ends_with(t)),
+            "{t}: {shown}"
+        );
+    }
+    assert_eq!(
+        l["vm"]["node-vm"]["inputs"]["bases"]["node"].as_str(),
+        Some(locked(l, "node", "digest"))
+    );
+    let version = locked_vm(l, "version");
+    let kept = store.join("vms/node-vm").join(version);
+    assert_eq!(qemu_img_format(&kept.join("node-vm.qcow2")), "qcow2");
+    assert_eq!(qemu_img_format(&kept.join("node-vm.vmdk")), "vmdk");
+    assert_eq!(qemu_img_format(&kept.join("node-vm.raw")), "raw");
+    let files = l["vm"]["node-vm"]["files"].as_table().unwrap();
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        ["node-vm.qcow2", "node-vm.vmdk"]
+    );
+    // the registry holds the artifact the lock pins
+    let repo = format!("{}/kiln-example/node-vm", reg.addr);
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{repo}:{version}"),
+    ]);
+    assert_eq!(
+        kiln_oci::digest::sha256(raw.as_bytes()).to_string(),
+        locked_vm(l, "digest")
+    );
+    let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(m["artifactType"], "application/vnd.kiln.vm.v1");
+    let types: Vec<&str> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["mediaType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "application/vnd.kiln.vm.disk.v1.qcow2",
+            "application/vnd.kiln.vm.disk.v1.vmdk"
+        ]
+    );
+    // pulled back by the digest in the lock: the same bytes
+    let back = tmp.join("node-vm-pulled");
+    let by_digest = format!("{repo}@{}", locked_vm(l, "digest"));
+    let out = kiln(
+        store,
+        &["vm", "pull", &by_digest, "-o", back.to_str().unwrap()],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for (name, digest) in files {
+        assert_eq!(sha256(&back.join(name)), digest.as_str().unwrap(), "{name}");
+        assert_eq!(sha256(&back.join(name)), sha256(&kept.join(name)), "{name}");
     }
 }
 

@@ -8,7 +8,6 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 
@@ -22,26 +21,6 @@ fn vm_rootfs() -> PathBuf {
             "--include=linux-image-cloud-amd64,systemd-sysv,udev",
         ],
     )
-}
-
-fn sha256(path: &Path) -> String {
-    kiln_oci::digest::sha256(&fs::read(path).unwrap()).to_string()
-}
-
-fn qemu_img_format(path: &Path) -> String {
-    let out = Command::new("qemu-img")
-        .args(["info", "--output=json"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "qemu-img info {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["format"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -182,6 +161,11 @@ fn a_debian_image_becomes_a_disk_that_boots_converts_and_reproduces() {
             key.to_str().unwrap(),
             "--test",
             "stat -c %U:%a /home/ops/.ssh/authorized_keys && cat /home/ops/.ssh/authorized_keys",
+            // a separate /var, filled with the image's
+            "--var",
+            "512M",
+            "--test",
+            "findmnt -n -o SOURCE,FSTYPE /var && test -s /var/lib/dpkg/status",
         ],
     );
     assert_mentions(
@@ -192,7 +176,8 @@ fn a_debian_image_becomes_a_disk_that_boots_converts_and_reproduces() {
             "test 2: v2",
             "test 3: ops:600",
             "test 3: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKilnTestKey ops@kiln",
-            "/srv/data=/dev/vdb",
+            "test 4: /dev/vda3 ext4",
+            "root=/dev/vda2 /var=/dev/vda3 /srv/data=/dev/vdb",
         ],
     );
 }

@@ -588,16 +588,18 @@ fn check_references(factory: &Factory) -> Result<(), Error> {
                     )
                     .with_hint(known()))
             }
-            None => return Err(factory
-                .error_at(
-                    file,
-                    vm.image_span.clone(),
-                    format!(
+            None => {
+                return Err(factory
+                    .error_at(
+                        file,
+                        vm.image_span.clone(),
+                        format!(
                         "VM image {name:?} is made from image {:?}, which no factory file declares",
                         vm.image
                     ),
-                )
-                .with_hint(known())),
+                    )
+                    .with_hint(known()))
+            }
             Some(_) => {}
         }
     }

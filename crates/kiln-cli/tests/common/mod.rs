@@ -241,3 +241,25 @@ pub fn assert_mentions(text: &str, needles: &[&str]) {
         assert!(text.contains(n), "expected {n:?} in:\n{text}");
     }
 }
+
+/// The sha256 digest of a file, as `sha256:HEX`.
+pub fn sha256(path: &Path) -> String {
+    kiln_oci::digest::sha256(&fs::read(path).unwrap()).to_string()
+}
+
+/// The disk format `qemu-img info` reads in `path`.
+pub fn qemu_img_format(path: &Path) -> String {
+    let out = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "qemu-img info {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["format"].as_str().unwrap().to_string()
+}
