@@ -35,8 +35,11 @@ TOOLS = ["kiln", "buildah", "buildkit"]
 APT_PROXY = 'Acquire::http::Proxy "http://127.0.0.1:3142";'
 APPS = ["a", "b", "c"]
 CHAIN = ["tools"] + [f"app-{a}" for a in APPS]
-WORKLOADS = ["chain", "bake", "large", "publish", "multistage", "floor", "cross"]
+WORKLOADS = ["chain", "bake", "large", "publish", "multistage", "floor", "cross", "vm"]
 ARM64 = "linux/arm64"
+VM_PACKAGE = "curl"  # the package the VM workload adds to a server image
+VM_SSH_PORT = 2299
+VM_ROW = f"VM image: add {VM_PACKAGE}, to a boot-tested qcow2"
 
 
 class Failed(Exception):
@@ -372,6 +375,46 @@ def make_inputs():
         shutil.copy(cross / "prog.c", cross / path / "prog.c")
 
 
+def make_vm_inputs():
+    """Workload 7's inputs: a Debian with a kernel, systemd, an SSH server
+    and DHCP on its NIC (the base of both paths), the package the workload
+    adds fetched once into the apt cache, an SSH key the Packer-style path
+    logs in with, and the factory kiln bakes."""
+    vm = WORK / "vm"
+    vm.mkdir(parents=True, exist_ok=True)
+    key = vm / "key"
+    if not key.exists():
+        quiet(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", str(key)])
+    base = vm / "base"
+    if not (base / "rootfs.tar").exists():
+        log("making the VM base (kernel, systemd, SSH server) with mmdebstrap")
+        base.mkdir(parents=True, exist_ok=True)
+        pub = (vm / "key.pub").read_text().strip()
+        hooks = [
+            f'mkdir -m 700 -p "$1/root/.ssh" && echo "{pub}" > "$1/root/.ssh/authorized_keys"',
+            'printf "[Match]\\nName=en*\\n\\n[Network]\\nDHCP=yes\\n" > "$1/etc/systemd/network/en.network"',
+            'chroot "$1" systemctl enable systemd-networkd',
+            f'chroot "$1" apt-get install --download-only -y --no-install-recommends {VM_PACKAGE}',
+            'chroot "$1" apt-get clean',
+        ]
+        quiet(["mmdebstrap", "--variant=minbase", "--quiet", f"--aptopt={APT_PROXY}",
+               "--include=linux-image-cloud-amd64,initramfs-tools,systemd-sysv,udev,openssh-server"]
+              + [f"--customize-hook={h}" for h in hooks] + ["bookworm", str(base / "rootfs.tar.part")])
+        (base / "rootfs.tar.part").rename(base / "rootfs.tar")
+    write(base / "Dockerfile", "FROM scratch\nADD rootfs.tar /\n")
+    factory = vm / "factory"
+    write(factory / "kiln.toml",
+          'kiln = 1\n\n[image.server]\ncontext = "server"\npublish = ["store"]\n\n'
+          '[vm.server-disk]\nimage = "server"\nformats = ["qcow2"]\nboot_timeout = 600\n'
+          f'test = ["dpkg -s {VM_PACKAGE} >/dev/null"]\npublish = ["store"]\n')
+    server_dockerfile("echo baseline > /etc/bench-run")
+
+
+def server_dockerfile(run):
+    write(WORK / "vm/factory/server/Dockerfile",
+          f"ARG BASE=127.0.0.1:{BASES_PORT}/bench/vm-base:1\nFROM ${{BASE}}\nRUN {run}\n")
+
+
 def import_bases(kiln, buildah, buildkit):
     """The same base (and the compiler image made from it by kiln) in every tool."""
     log("importing the shared base into kiln, buildah and the Docker engine")
@@ -389,6 +432,13 @@ def import_bases(kiln, buildah, buildkit):
         quiet(buildah.cmd + ["tag", image_id, tag], env=buildah.env)
         quiet([DOCKER, "load", "-q", "-i", str(WORK / f"{stem}-docker.tar")], env=buildkit.env)
     quiet(kiln.push("bench/base:1", f"127.0.0.1:{BASES_PORT}/bench/base:1"), env=kiln.env)
+    # The VM base: in kiln's store and the bases registry (the factory's
+    # FROM), and as the Packer-style path's base disk.
+    quiet(kiln.build("bench/vm-base:1", WORK / "vm/base"), env=kiln.env)
+    quiet(kiln.push("bench/vm-base:1", f"127.0.0.1:{BASES_PORT}/bench/vm-base:1"), env=kiln.env)
+    if not (WORK / "vm/base-disk/base.raw").exists():
+        quiet([str(KILN), "vm", "build", "bench/vm-base:1", "--name", "base", "-o", str(WORK / "vm/base-disk")],
+              env=kiln.env)
     # Fill the apt cache with what the chain installs, then go offline.
     quiet(kiln.build("bench/warm-up:1", WORK / "chain/tools"), env=kiln.env)
     kiln.forget(["bench/warm-up:1"])
@@ -524,6 +574,67 @@ def workload_cross(run, tool, rep):
                     [tool.build(f"bench/prog-{path}:1", WORK / "cross" / path, ARM64)])
 
 
+PACKER_STYLE = r"""#!/bin/bash
+# The Packer-style loop, as a Packer qemu builder does it: boot the base VM
+# (a qcow2 overlay on the base disk), wait for SSH, install the package
+# inside it, power it off, convert the disk.
+set -euo pipefail
+w=$1 base=$2 key=$3 pkg=$4 port=$5
+rm -rf "$w" && mkdir -p "$w"
+qemu-img create -q -f qcow2 -b "$base" -F raw "$w/work.qcow2"
+cp /usr/share/OVMF/OVMF_VARS_4M.fd "$w/vars.fd"
+qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp 2 -display none -no-reboot \
+  -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+  -drive if=pflash,format=raw,file="$w/vars.fd" \
+  -drive file="$w/work.qcow2",format=qcow2,if=virtio \
+  -device virtio-rng-pci -nic user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:$port-:22 \
+  -serial file:"$w/console.log" -monitor none &
+qemu=$!
+trap 'kill $qemu 2>/dev/null || true' EXIT
+in_vm=(ssh -i "$key" -p "$port" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
+       -o ConnectTimeout=5 -o LogLevel=ERROR root@127.0.0.1)
+for _ in $(seq 600); do "${in_vm[@]}" true 2>/dev/null && break; sleep 1; done
+"${in_vm[@]}" "apt-get -o Acquire::http::Proxy=http://10.0.2.2:3142 update -q \
+  && DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::http::Proxy=http://10.0.2.2:3142 \
+     install -y -q --no-install-recommends $pkg && rm -rf /var/lib/apt/lists/*"
+"${in_vm[@]}" "systemctl poweroff" || true
+for _ in $(seq 300); do kill -0 $qemu 2>/dev/null || break; sleep 0.5; done
+trap - EXIT
+if kill -0 $qemu 2>/dev/null; then kill $qemu; echo "the VM did not power off" >&2; exit 1; fi
+qemu-img convert -O qcow2 "$w/work.qcow2" "$w/out.qcow2"
+"""
+
+
+def workload_vm(run, kiln, rep):
+    """Workload 7: a server image gains one package, and the VM image made
+    from it must follow. kiln: the Dockerfile changes, `kiln bake` rebuilds
+    the image (apt-get on this machine), writes the disk from its layers,
+    converts it to qcow2 and boot-tests it in QEMU. Packer-style: boot the
+    base VM disk in QEMU, install the package over SSH inside it, power off,
+    convert the disk to qcow2 (no boot test afterwards). Both under
+    software emulation, the same base, the same apt cache."""
+    factory = WORK / "vm/factory"
+    server_dockerfile("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y"
+                      f" --no-install-recommends {VM_PACKAGE} && rm -rf /var/lib/apt/lists/*"
+                      f" && echo run-{rep}-{time.time_ns()} > /etc/bench-run")
+    run.measure(kiln, VM_ROW, rep, [[str(KILN), "bake", "-f", str(factory / "kiln.toml")]])
+    script = WORK / "vm/packer-style.sh"
+    script.write_text(PACKER_STYLE)
+
+    class Packer:
+        name, env = "packer-style", None
+    run.measure(Packer, VM_ROW, rep,
+                [["bash", str(script), str(WORK / "vm/packer-run"), str(WORK / "vm/base-disk/base.raw"),
+                  str(WORK / "vm/key"), VM_PACKAGE, str(VM_SSH_PORT)]])
+
+
+def vm_baseline(kiln):
+    """The server image and its VM image as they were before the change,
+    baked once (not measured), so each run is a changed definition."""
+    server_dockerfile("echo baseline > /etc/bench-run")
+    quiet([str(KILN), "bake", "-f", str(WORK / "vm/factory/kiln.toml")], env=kiln.env)
+
+
 def workload_floor(run, rep):
     os.sync()
     secs, kib = timed([[str(FLOOR), str(WORK / "large/data")]])
@@ -549,6 +660,7 @@ def main():
     WORK.mkdir(parents=True, exist_ok=True)
     apt_cache()
     make_inputs()
+    make_vm_inputs()
     bases_registry = Registry(BASES_PORT)
     bases_registry.start()
     registries = {name: Registry(port) for name, port in PUBLISH_PORTS.items()}
@@ -588,6 +700,10 @@ def main():
             if "cross" in only:
                 phase(tools, ["bench/prog-emulated:1", "bench/prog-cross:1"], args.settle,
                       lambda t: workload_cross(run, t, rep))
+            if "vm" in only:
+                vm_baseline(kiln)
+                settle(args.settle)
+                workload_vm(run, kiln, rep)
     finally:
         bases_registry.stop()
         for r in registries.values():
@@ -651,7 +767,7 @@ def table(tsv):
 
     out = ["| workload | kiln | buildah | BuildKit | kiln/buildah | kiln/BuildKit |", "|---|---|---|---|---|---|"]
     for workload in rows:
-        if workload.startswith("large COPY floor"):
+        if workload.startswith("large COPY floor") or workload == VM_ROW:
             continue
         ratios = []
         for peer in ["buildah", "buildkit"]:
@@ -683,6 +799,17 @@ def table(tsv):
                      f"cross-compiled (aarch64-linux-gnu-gcc in a $BUILDPLATFORM stage): emulated/cross {parts}. "
                      "buildah 1.28 runs only the emulated path: under --platform linux/arm64 it does not find the "
                      "local $BUILDPLATFORM base (\"image not known\").")
+    if rows.get(VM_ROW):
+        k, p = med(VM_ROW, "kiln"), med(VM_ROW, "packer-style")
+        ratio = f"{k / p:.2f}" if k and p else "–"
+        out += ["", "| workload | kiln bake | Packer-style loop | kiln/Packer-style |", "|---|---|---|---|",
+                f"| {VM_ROW} | {cell(VM_ROW, 'kiln')} | {cell(VM_ROW, 'packer-style')} | {ratio} |"]
+        notes.append(f"VM image: kiln bake after the server image's Dockerfile gains `{VM_PACKAGE}` — the image "
+                     "rebuilt (apt-get on this machine), the disk written from its layers, converted to qcow2 and "
+                     "boot-tested in QEMU until multi-user with the package checked inside — against the "
+                     "Packer-style loop on the same base disk: boot it in QEMU, wait for SSH, apt-get install "
+                     "inside it, power off, convert to qcow2 (not boot-tested again). Both under software "
+                     "emulation (TCG), the same apt cache.")
     notes.append("Peak memory: the largest resident set of the tool's processes; for BuildKit, the Docker "
                  "engine's process tree (sampled every 50 ms) plus the client. kiln bake is compared with the "
                  "peers' chain runs (the four images built one after another).")

@@ -3,7 +3,8 @@
 # from Debian packages, builds kiln in release mode, and runs bench/bench.py,
 # which measures kiln, buildah (chroot isolation, its own storage root) and
 # BuildKit (the Docker engine's builder) on the same workloads, interleaved,
-# and writes the table to bench/results.md.
+# and kiln's VM image path against a Packer-style loop (boot, install over
+# SSH, power off, convert), and writes the table to bench/results.md.
 #
 #   bench/run.sh [REPETITIONS] [bench.py options]    (default 3; as root on Debian 12)
 #
@@ -16,12 +17,14 @@ shift || true
 need=()
 for p in buildah:buildah docker.io:dockerd mmdebstrap:mmdebstrap docker-registry:docker-registry \
   python3:python3 curl:curl time:/usr/bin/time apt-cacher-ng:/usr/sbin/apt-cacher-ng \
-  qemu-user-static:qemu-aarch64-static binfmt-support:update-binfmts; do
+  qemu-user-static:qemu-aarch64-static binfmt-support:update-binfmts openssh-client:ssh; do
   command -v "${p#*:}" >/dev/null || need+=("${p%%:*}")
 done
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update && apt-get install -y "${need[@]}"
 fi
+# the VM workload: QEMU's system emulator, OVMF, mtools, … (idempotent)
+scripts/vm-packages
 # the arm64 workload runs under QEMU user emulation
 [ -e /proc/sys/fs/binfmt_misc/status ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
 [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64

@@ -171,7 +171,7 @@ fn plan_of_the_bundled_factory_shows_waves_and_reasons() {
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stdout.contains(
-            "wave 1: base, toolchain\nwave 2: hello-c, tools\nwave 3: count, greet, hello"
+            "wave 1: base, toolchain\nwave 2: hello-c, node, tools\nwave 3: count, greet, hello, node-vm"
         ),
         "{stdout}"
     );
