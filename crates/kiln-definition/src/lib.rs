@@ -320,38 +320,16 @@ fn read_file(factory: &mut Factory, index: usize) -> Result<(), Error> {
             }
         };
         let version = parse_version(img.version.as_ref(), &dir, &err)?;
-        for tag in &img.tags {
-            if !valid_tag(tag) {
-                return Err(err(
-                    span.clone(),
-                    format!("tag {tag:?} of image {name:?} is not a valid tag"),
-                )
-                .with_hint("a tag is up to 128 of [A-Za-z0-9_.-], not starting with `.` or `-`"));
-            }
-        }
-        let mut publish = Vec::new();
-        for target in &img.publish {
-            let text = interpolate(target.get_ref()).map_err(|m| err(target.span(), m))?;
-            let parsed = parse_publish(&text, &dir).map_err(|m| {
-                err(target.span(), m).with_hint("use docker://HOST/REPO, oci-archive:PATH or store")
-            })?;
-            if let Publish::Dir(_) = parsed {
-                return Err(err(
-                    target.span(),
-                    format!("publish target {text:?} is for VM images"),
-                )
-                .with_hint("an image goes to docker://HOST/REPO, oci-archive:PATH or store"));
-            }
-            publish.push(parsed);
-        }
-        if img.publish.is_empty() {
-            if let Some(registry) = &registry {
-                publish.push(Publish::Registry(format!(
-                    "{}/{name}",
-                    registry.trim_end_matches('/')
-                )));
-            }
-        }
+        let publish = targets(
+            Kind::Image,
+            &name,
+            &span,
+            &img.tags,
+            &img.publish,
+            registry.as_deref(),
+            &dir,
+            &err,
+        )?;
         let tests: Vec<Vec<String>> = img
             .test
             .into_iter()
@@ -416,40 +394,16 @@ fn read_file(factory: &mut Factory, index: usize) -> Result<(), Error> {
                 .with_hint("use lowercase letters, digits and `.`, `_`, `-`, starting with a letter or digit"));
         }
         let version = parse_version(vm.version.as_ref(), &dir, &err)?;
-        for tag in &vm.tags {
-            if !valid_tag(tag) {
-                return Err(err(
-                    span.clone(),
-                    format!("tag {tag:?} of VM image {name:?} is not a valid tag"),
-                )
-                .with_hint("a tag is up to 128 of [A-Za-z0-9_.-], not starting with `.` or `-`"));
-            }
-        }
-        let mut publish = Vec::new();
-        for target in &vm.publish {
-            let text = interpolate(target.get_ref()).map_err(|m| err(target.span(), m))?;
-            let parsed = parse_publish(&text, &dir).map_err(|m| {
-                err(target.span(), m).with_hint("use docker://HOST/REPO, dir:PATH or store")
-            })?;
-            if let Publish::OciArchive(_) = parsed {
-                return Err(err(
-                    target.span(),
-                    format!("publish target {text:?} is for container images"),
-                )
-                .with_hint(
-                    "a VM image goes to docker://HOST/REPO (as an OCI artifact), dir:PATH or store",
-                ));
-            }
-            publish.push(parsed);
-        }
-        if vm.publish.is_empty() {
-            if let Some(registry) = &registry {
-                publish.push(Publish::Registry(format!(
-                    "{}/{name}",
-                    registry.trim_end_matches('/')
-                )));
-            }
-        }
+        let publish = targets(
+            Kind::Vm,
+            &name,
+            &span,
+            &vm.tags,
+            &vm.publish,
+            registry.as_deref(),
+            &dir,
+            &err,
+        )?;
         let tests: Vec<Vec<String>> = vm
             .test
             .iter()
@@ -500,6 +454,70 @@ fn read_file(factory: &mut Factory, index: usize) -> Result<(), Error> {
         factory.images.insert(image.name.clone(), image);
     }
     Ok(())
+}
+
+/// A container image or a VM image: they publish to different places.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Image,
+    Vm,
+}
+
+/// Checks the moving tags and reads the publish targets (the factory's
+/// registry when none are given).
+#[allow(clippy::too_many_arguments)]
+fn targets(
+    kind: Kind,
+    name: &str,
+    span: &Range<usize>,
+    tags: &[String],
+    publish: &[toml::Spanned<String>],
+    registry: Option<&str>,
+    dir: &Path,
+    err: &dyn Fn(Range<usize>, String) -> Error,
+) -> Result<Vec<Publish>, Error> {
+    let what = match kind {
+        Kind::Image => "image",
+        Kind::Vm => "VM image",
+    };
+    for tag in tags {
+        if !valid_tag(tag) {
+            return Err(err(
+                span.clone(),
+                format!("tag {tag:?} of {what} {name:?} is not a valid tag"),
+            )
+            .with_hint("a tag is up to 128 of [A-Za-z0-9_.-], not starting with `.` or `-`"));
+        }
+    }
+    let accepted = match kind {
+        Kind::Image => "docker://HOST/REPO, oci-archive:PATH or store",
+        Kind::Vm => "docker://HOST/REPO (as an OCI artifact), dir:PATH or store",
+    };
+    let mut out = Vec::new();
+    for target in publish {
+        let text = interpolate(target.get_ref()).map_err(|m| err(target.span(), m))?;
+        let parsed = parse_publish(&text, dir)
+            .map_err(|m| err(target.span(), m).with_hint(format!("use {accepted}")))?;
+        let misfit = matches!(
+            (&parsed, kind),
+            (Publish::Dir(_), Kind::Image) | (Publish::OciArchive(_), Kind::Vm)
+        );
+        if misfit {
+            return Err(err(
+                target.span(),
+                format!("publish target {text:?} is not for a {what}"),
+            )
+            .with_hint(format!("a {what} goes to {accepted}")));
+        }
+        out.push(parsed);
+    }
+    if let (true, Some(registry)) = (publish.is_empty(), registry) {
+        out.push(Publish::Registry(format!(
+            "{}/{name}",
+            registry.trim_end_matches('/')
+        )));
+    }
+    Ok(out)
 }
 
 /// `version = "date" | "git" | "file:PATH"`.

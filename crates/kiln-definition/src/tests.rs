@@ -314,7 +314,7 @@ fn bad_vm_definitions_point_at_the_value() {
     let e = at("[vm.node-vm]", "[vm.node]");
     assert!(e.message.contains("declared twice"), "{e}");
     let e = at("tags = [\"stable\"]", "publish = [\"oci-archive:x.tar\"]");
-    assert!(e.message.contains("container images"), "{e}");
+    assert!(e.message.contains("is not for a VM image"), "{e}");
     let e = at("boot_timeout = 120", "boot_timeout = 0");
     assert!(e.message.contains("boot_timeout"), "{e}");
 }

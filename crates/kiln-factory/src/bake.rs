@@ -314,17 +314,11 @@ fn bake_one(
         if opts.no_publish {
             return finish(r, Outcome::Built);
         }
-        for target in &image.publish {
-            match crate::vm::publish(client, target, name, &version, &image.tags, &built, &vlog) {
-                Ok(p) => {
-                    log.line(name, &format!("published {p}"));
-                    r.published.push(p);
-                }
-                Err(error) => {
-                    log.line(name, &format!("publishing failed: {error}"));
-                    return finish(r, Outcome::PublishFailed { error });
-                }
-            }
+        let published = publish_each(&mut r, name, log, &image.publish, |target| {
+            crate::vm::publish(client, target, name, &version, &image.tags, &built, &vlog)
+        });
+        if let Err(outcome) = published {
+            return finish(r, outcome);
         }
         let locked = Locked {
             version: version.clone(),
@@ -468,50 +462,32 @@ fn bake_one(
     }
     let digest = built.manifest_digest.clone();
     let moving: Vec<String> = image.tags.clone();
-    for target in &image.publish {
-        let done = match target {
-            Publish::Registry(repo) => {
-                let dest = match Reference::parse(&format!("{repo}:{version}")) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        return finish(
-                            r,
-                            Outcome::PublishFailed {
-                                error: format!("{repo}: {e}"),
-                            },
-                        )
-                    }
-                };
-                transfer::push(
-                    client,
-                    store,
-                    &store_name,
-                    &dest,
-                    &moving,
-                    false,
-                    &|l: &str| log.line(name, l),
-                )
-                .map(|p| format!("docker://{repo}:{version}@{}", p.digest))
-                .map_err(|e| format!("pushing to {repo}: {e}"))
-            }
-            Publish::OciArchive(path) => write_archive(store, &store_name, path)
-                .map(|()| format!("oci-archive:{}", path.display())),
-            Publish::Store => Ok(format!("store:{store_name}")),
-            Publish::Dir(d) => Err(format!(
-                "{}: an image is not published to a directory",
-                d.display()
-            )),
-        };
-        match done {
-            Ok(p) => {
-                log.line(name, &format!("published {p}"));
-                r.published.push(p);
-            }
-            Err(error) => {
-                log.line(name, &format!("publishing failed: {error}"));
-                return finish(r, Outcome::PublishFailed { error });
-            }
+    let published = publish_each(&mut r, name, log, &image.publish, |target| match target {
+        Publish::Registry(repo) => {
+            let dest = Reference::parse(&format!("{repo}:{version}"))
+                .map_err(|e| format!("{repo}: {e}"))?;
+            transfer::push(
+                client,
+                store,
+                &store_name,
+                &dest,
+                &moving,
+                false,
+                &|l: &str| log.line(name, l),
+            )
+            .map(|p| format!("docker://{repo}:{version}@{}", p.digest))
+            .map_err(|e| format!("pushing to {repo}: {e}"))
         }
+        Publish::OciArchive(path) => write_archive(store, &store_name, path)
+            .map(|()| format!("oci-archive:{}", path.display())),
+        Publish::Store => Ok(format!("store:{store_name}")),
+        Publish::Dir(d) => Err(format!(
+            "{}: an image is not published to a directory",
+            d.display()
+        )),
+    });
+    if let Err(outcome) = published {
+        return finish(r, outcome);
     }
     let mut all_tags = vec![version.clone()];
     all_tags.extend(moving);
@@ -533,6 +509,30 @@ fn bake_one(
         Ok(()) => finish(r, Outcome::Built),
         Err(error) => finish(r, Outcome::PublishFailed { error }),
     }
+}
+
+/// Publishes to each target in turn (`one` returns how the lock names the
+/// result); the first failure is the outcome.
+fn publish_each(
+    r: &mut ImageResult,
+    name: &str,
+    log: Log<'_>,
+    targets: &[Publish],
+    mut one: impl FnMut(&Publish) -> Result<String, String>,
+) -> Result<(), Outcome> {
+    for target in targets {
+        match one(target) {
+            Ok(p) => {
+                log.line(name, &format!("published {p}"));
+                r.published.push(p);
+            }
+            Err(error) => {
+                log.line(name, &format!("publishing failed: {error}"));
+                return Err(Outcome::PublishFailed { error });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes `name`'s new lock entry (its lock file, atomically).
