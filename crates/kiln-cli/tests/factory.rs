@@ -858,3 +858,49 @@ fn a_killed_bake_resumes_where_it_stopped() {
         fsck.stderr
     );
 }
+
+/// A VM image made from an image without a kernel: its bake fails with the
+/// reason before any disk is written — nothing kept, no lock entry — while
+/// the image itself is baked and recorded as usual.
+#[test]
+fn a_vm_image_of_an_image_without_a_kernel_fails_before_any_disk() {
+    let (dir, store) = setup();
+    let fdir = dir.path().join("f");
+    busybox_context(&fdir);
+    fs::write(
+        fdir.join("kiln.toml"),
+        "kiln = 1\n[image.base]\ncontext = \"busybox\"\npublish = [\"store\"]\n\n[vm.base-vm]\nimage = \"base\"\npublish = [\"store\"]\n",
+    )
+    .unwrap();
+    let out = kiln(&store, &["bake", "-f", fdir.to_str().unwrap(), "--json"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        outcomes(&v),
+        [
+            ("base".to_string(), "built".to_string()),
+            ("base-vm".to_string(), "failed".to_string())
+        ]
+    );
+    let error = image(&v, "base-vm")["error"].as_str().unwrap();
+    assert!(
+        error.contains("has no kernel") && error.contains("linux-image-cloud-amd64"),
+        "{error}"
+    );
+    let l = lock(&fdir);
+    assert!(l["image"].get("base").is_some());
+    assert!(l.get("vm").is_none(), "{l:?}");
+    let kept: Vec<_> = fs::read_dir(store.join("vms/base-vm"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(kept.is_empty(), "{kept:?}");
+    // plan still says it is stale, and why
+    let out = kiln(&store, &["plan", "-f", fdir.to_str().unwrap()]);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("base-vm") && l.contains("never built")),
+        "{}",
+        out.stdout
+    );
+}
