@@ -224,6 +224,9 @@ pub struct VmBuildArgs {
     /// A separate /var partition of this size, filled with the image's /var
     #[arg(long, value_name = "SIZE")]
     pub var: Option<String>,
+    /// EFI bootloader: systemd-boot or grub
+    #[arg(long, default_value = "systemd-boot")]
+    pub bootloader: String,
     /// Output formats besides raw: qcow2, vmdk, vhdx (comma-separated)
     #[arg(long = "format", value_delimiter = ',', value_name = "FORMAT")]
     pub formats: Vec<String>,

@@ -161,9 +161,11 @@ fn a_debian_image_becomes_a_disk_that_boots_converts_and_reproduces() {
             key.to_str().unwrap(),
             "--test",
             "stat -c %U:%a /home/ops/.ssh/authorized_keys && cat /home/ops/.ssh/authorized_keys",
-            // a separate /var, filled with the image's
+            // a separate /var, filled with the image's, and GRUB
             "--var",
             "512M",
+            "--bootloader",
+            "grub",
             "--test",
             "findmnt -n -o SOURCE,FSTYPE /var && test -s /var/lib/dpkg/status",
         ],

@@ -90,6 +90,7 @@ pub struct VmRecipe {
     /// Size of a separate /var partition, in bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub var: Option<u64>,
+    pub bootloader: kiln_vm::Bootloader,
     pub cmdline: String,
     pub hostname: String,
     pub user: Option<kiln_vm::User>,

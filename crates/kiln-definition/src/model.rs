@@ -187,9 +187,10 @@ pub struct VmDef {
     /// Root filesystem: `ext4` (the only one; the default).
     #[schemars(with = "Option<String>")]
     pub filesystem: Option<Spanned<String>>,
-    /// EFI bootloader: `systemd-boot` (the only one; the default). It comes
-    /// from the image (`systemd-boot-efi`) or, when absent, from this
-    /// machine.
+    /// EFI bootloader: `systemd-boot` (the default; from the image's
+    /// `systemd-boot-efi`, else this machine's) or `grub` (one EFI image
+    /// made by `grub-mkimage` with its configuration built in, from the
+    /// image's `grub-efi-amd64-bin` modules, else this machine's).
     #[schemars(with = "Option<String>")]
     pub bootloader: Option<Spanned<String>>,
     /// Extra kernel command line, after `root=` and the serial console

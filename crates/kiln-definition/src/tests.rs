@@ -280,6 +280,16 @@ fn a_vm_image_is_read_with_its_disk_and_first_boot_settings() {
         slower.images["node-vm"].definition_text(),
         vm.definition_text()
     );
+    assert_eq!(r.bootloader, kiln_vm::Bootloader::SystemdBoot);
+    let grub = load_text(&VM.replace("cmdline", "bootloader = \"grub\"\ncmdline")).unwrap();
+    let Recipe::Vm(g) = &grub.images["node-vm"].recipe else {
+        panic!("a VM recipe")
+    };
+    assert_eq!(g.bootloader, kiln_vm::Bootloader::Grub);
+    assert_ne!(
+        grub.images["node-vm"].definition_text(),
+        vm.definition_text()
+    );
     let bigger = load_text(&VM.replace("\"3G\"", "\"4G\"")).unwrap();
     assert_ne!(
         bigger.images["node-vm"].definition_text(),
@@ -303,8 +313,8 @@ fn bad_vm_definitions_point_at_the_value() {
     let e = at("image = \"node\"", "image = \"nope\"");
     assert!(e.message.contains("\"nope\""), "{e}");
     assert_eq!(e.line, 8, "{e}");
-    let e = at("size = \"3G\"", "size = \"3G\"\nbootloader = \"grub\"");
-    assert!(e.message.contains("\"grub\""), "{e}");
+    let e = at("size = \"3G\"", "size = \"3G\"\nbootloader = \"lilo\"");
+    assert!(e.message.contains("\"lilo\""), "{e}");
     assert_eq!(e.line, 10, "{e}");
     let e = at("label = \"data\"", "label = \"a label that is too long\"");
     assert!(e.message.contains("label"), "{e}");

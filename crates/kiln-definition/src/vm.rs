@@ -4,7 +4,7 @@
 use std::ops::Range;
 use std::path::Path;
 
-use kiln_vm::{DataDisk, Format, User};
+use kiln_vm::{Bootloader, DataDisk, Format, User};
 use toml::Spanned;
 
 use crate::model::VmDef;
@@ -65,7 +65,10 @@ pub(crate) fn read(
         None => None,
     };
     only(vm.filesystem.as_ref(), "filesystem", "ext4", err)?;
-    only(vm.bootloader.as_ref(), "bootloader", "systemd-boot", err)?;
+    let bootloader = match &vm.bootloader {
+        Some(b) => Bootloader::parse(b.get_ref()).map_err(|m| err(b.span(), m))?,
+        None => Bootloader::SystemdBoot,
+    };
     let mut formats = Vec::new();
     for f in vm.formats.as_deref().unwrap_or_default() {
         let parsed = Format::parse(f.get_ref()).map_err(|e| err(f.span(), e.to_string()))?;
@@ -152,6 +155,7 @@ pub(crate) fn read(
         image: vm.image.into_inner(),
         size: disk,
         var,
+        bootloader,
         cmdline: vm.cmdline,
         hostname,
         user,

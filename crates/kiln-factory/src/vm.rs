@@ -60,6 +60,7 @@ pub(crate) fn bake(job: &VmJob<'_>) -> Result<VmBuilt, Outcome> {
         name: job.name.to_string(),
         size: recipe.size,
         var: recipe.var,
+        bootloader: recipe.bootloader,
         cmdline: recipe.cmdline.clone(),
         hostname: recipe.hostname.clone(),
         formats,

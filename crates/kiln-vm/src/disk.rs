@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::rootfs::Prepared;
+use crate::rootfs::{Loader, Prepared};
 use crate::tool::run;
 use crate::{Format, VmError, VmSpec};
 
@@ -13,6 +13,17 @@ const SECTOR: u64 = 512;
 /// A 256 MiB FAT32 ESP (one sector per cluster: mtools reads the default
 /// cluster size of this size wrongly).
 const ESP_SIZE: u64 = 256 * MIB;
+/// The GRUB modules built into its EFI image: enough to find the ESP by
+/// its volume id and boot a Linux kernel with an initramfs.
+const GRUB_BUILT_IN: &[&str] = &[
+    "part_gpt",
+    "fat",
+    "search",
+    "search_fs_uuid",
+    "linux",
+    "echo",
+    "boot",
+];
 const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 /// The Discoverable Partitions type of an x86-64 root filesystem.
 const ROOT_TYPE: &str = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709";
@@ -224,28 +235,58 @@ fn write_esp(
         .arg(disk)
         .arg((layout.esp_size / 1024).to_string()))?;
     let esp = work.join("esp");
-    for d in ["EFI/BOOT", "loader/entries"] {
-        std::fs::create_dir_all(esp.join(d)).map_err(|e| VmError::io("creating", &esp, e))?;
-    }
-    copy(&prepared.bootloader, &esp.join("EFI/BOOT/BOOTX64.EFI"))?;
+    let mkdir = |d: &str| {
+        std::fs::create_dir_all(esp.join(d)).map_err(|e| VmError::io("creating", &esp, e))
+    };
+    mkdir("EFI/BOOT")?;
     copy(&prepared.kernel, &esp.join("vmlinuz"))?;
     copy(&prepared.initrd, &esp.join("initrd.img"))?;
-    write_file(
-        &esp.join("loader/loader.conf"),
-        "default kiln.conf\ntimeout 0\n",
-    )?;
     let options = format!(
         "root=PARTUUID={} rw console=tty0 console=ttyS0,115200 {}",
         layout.root_guid, spec.cmdline
     );
-    write_file(
-        &esp.join("loader/entries/kiln.conf"),
-        &format!(
-            "title {}\nlinux /vmlinuz\ninitrd /initrd.img\noptions {}\n",
-            spec.name,
-            options.trim()
-        ),
-    )?;
+    let options = options.trim();
+    let boot_efi = esp.join("EFI/BOOT/BOOTX64.EFI");
+    match &prepared.bootloader {
+        Loader::SystemdBoot(binary) => {
+            copy(binary, &boot_efi)?;
+            mkdir("loader/entries")?;
+            write_file(
+                &esp.join("loader/loader.conf"),
+                "default kiln.conf\ntimeout 0\n",
+            )?;
+            write_file(
+                &esp.join("loader/entries/kiln.conf"),
+                &format!(
+                    "title {}\nlinux /vmlinuz\ninitrd /initrd.img\noptions {options}\n",
+                    spec.name
+                ),
+            )?;
+        }
+        Loader::Grub(modules) => {
+            // everything GRUB needs is built into one EFI image, its
+            // configuration too: no modules or grub.cfg on the ESP to find
+            let volume = &layout.esp_volume_id;
+            let config = work.join("grub-early.cfg");
+            write_file(
+                &config,
+                &format!(
+                    "search --no-floppy --fs-uuid --set=root {}-{}\n\
+                     linux /vmlinuz {options}\ninitrd /initrd.img\nboot\n",
+                    &volume[..4],
+                    &volume[4..]
+                ),
+            )?;
+            run(Command::new("grub-mkimage")
+                .args(["-O", "x86_64-efi", "-p", "/EFI/BOOT", "-d"])
+                .arg(modules)
+                .arg("-c")
+                .arg(&config)
+                .arg("-o")
+                .arg(&boot_efi)
+                .args(GRUB_BUILT_IN))?;
+        }
+    }
     // mtools takes file times from the files: clamp them
     let epoch = spec.source_date_epoch.unwrap_or(0);
     set_times(&esp, epoch)?;
@@ -255,7 +296,9 @@ fn write_esp(
         .env("SOURCE_DATE_EPOCH", epoch.to_string())
         .args(["-s", "-p", "-m", "-i", &target]);
     for entry in ["EFI", "loader", "vmlinuz", "initrd.img"] {
-        cmd.arg(esp.join(entry));
+        if esp.join(entry).exists() {
+            cmd.arg(esp.join(entry));
+        }
     }
     cmd.arg("::/");
     run(&mut cmd)?;

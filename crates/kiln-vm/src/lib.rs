@@ -52,6 +52,30 @@ impl Format {
     }
 }
 
+/// The EFI bootloader written to the ESP as `EFI/BOOT/BOOTX64.EFI`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bootloader {
+    /// systemd-boot (from the image, else this machine) with a loader entry.
+    #[default]
+    SystemdBoot,
+    /// A GRUB EFI image made by `grub-mkimage` (the image's GRUB modules,
+    /// else this machine's) with its configuration built in.
+    Grub,
+}
+
+impl Bootloader {
+    pub fn parse(s: &str) -> Result<Bootloader, String> {
+        match s {
+            "systemd-boot" => Ok(Bootloader::SystemdBoot),
+            "grub" => Ok(Bootloader::Grub),
+            other => Err(format!(
+                "unknown bootloader {other:?}: kiln installs systemd-boot or grub"
+            )),
+        }
+    }
+}
+
 /// What to bake: the disk and the first-boot settings.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
@@ -61,6 +85,7 @@ pub struct VmSpec {
     pub size: u64,
     /// A separate /var partition of this many bytes.
     pub var: Option<u64>,
+    pub bootloader: Bootloader,
     /// Extra kernel command line (after root= and the serial console).
     pub cmdline: String,
     pub hostname: String,

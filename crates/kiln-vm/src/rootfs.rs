@@ -17,11 +17,20 @@ pub struct Prepared {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub kernel_version: String,
+    pub bootloader: Loader,
+}
+
+/// Where the bootloader comes from.
+#[derive(Debug, Clone)]
+pub enum Loader {
     /// systemd-boot's EFI binary (the image's, else this machine's).
-    pub bootloader: PathBuf,
+    SystemdBoot(PathBuf),
+    /// GRUB's x86_64-efi modules directory (the image's, else this machine's).
+    Grub(PathBuf),
 }
 
 const SYSTEMD_BOOT: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+const GRUB_MODULES: &str = "usr/lib/grub/x86_64-efi";
 
 /// The unit that tells a boot test the machine is fully up: once
 /// multi-user.target is reached it runs the boot report (which does
@@ -116,14 +125,30 @@ pub fn prepare(
             version: kernel_version,
         });
     }
-    let bootloader = [root.join(SYSTEMD_BOOT), Path::new("/").join(SYSTEMD_BOOT)]
-        .into_iter()
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            VmError::Tool(format!(
-                "no systemd-boot: neither {name} nor this machine has /{SYSTEMD_BOOT} (apt-get install systemd-boot-efi)"
-            ))
-        })?;
+    let bootloader = match spec.bootloader {
+        crate::Bootloader::SystemdBoot => {
+            let found = [root.join(SYSTEMD_BOOT), Path::new("/").join(SYSTEMD_BOOT)]
+                .into_iter()
+                .find(|p| p.is_file())
+                .ok_or_else(|| {
+                    VmError::Tool(format!(
+                        "no systemd-boot: neither {name} nor this machine has /{SYSTEMD_BOOT} (apt-get install systemd-boot-efi)"
+                    ))
+                })?;
+            Loader::SystemdBoot(found)
+        }
+        crate::Bootloader::Grub => {
+            let found = [root.join(GRUB_MODULES), Path::new("/").join(GRUB_MODULES)]
+                .into_iter()
+                .find(|p| p.join("linux.mod").is_file())
+                .ok_or_else(|| {
+                    VmError::Tool(format!(
+                        "no GRUB for EFI: neither {name} nor this machine has /{GRUB_MODULES} (apt-get install grub-efi-amd64-bin)"
+                    ))
+                })?;
+            Loader::Grub(found)
+        }
+    };
     // what must not leak from the build host into every VM
     write(root, "etc/hostname", &format!("{}\n", spec.hostname))?;
     write(

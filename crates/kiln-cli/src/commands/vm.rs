@@ -16,6 +16,8 @@ pub fn build(args: VmBuildArgs, store: &Store, printer: &Printer) -> anyhow::Res
         Some(v) => Some(kiln_vm::parse_size(v).map_err(|e| Failure::usage(format!("--var: {e}")))?),
         None => None,
     };
+    let bootloader = kiln_vm::Bootloader::parse(&args.bootloader)
+        .map_err(|e| Failure::usage(format!("--bootloader: {e}")))?;
     let mut formats = vec![Format::Raw];
     for f in args.formats.iter().filter(|f| !f.is_empty()) {
         let f = Format::parse(f).map_err(|e| Failure::usage(format!("--format: {e}")))?;
@@ -53,6 +55,7 @@ pub fn build(args: VmBuildArgs, store: &Store, printer: &Printer) -> anyhow::Res
         name,
         size,
         var,
+        bootloader,
         cmdline: args.cmdline.clone(),
         formats,
         source_date_epoch: super::build::source_date_epoch(args.source_date_epoch),
