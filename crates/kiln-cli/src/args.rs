@@ -176,7 +176,10 @@ pub enum VmCommand {
     /// NAME is a `[vm.NAME]` a bake kept in the store (the newest version,
     /// or NAME:TAG / NAME:VERSION): its data disks are made once in the
     /// store (STORE/vms/NAME/data/LABEL.raw) and attached at every boot, so
-    /// booting a newer version keeps their contents.
+    /// booting a newer version keeps their contents. The VM has QEMU's
+    /// user-mode network (its DHCP address is 10.0.2.15); --ssh-port makes
+    /// its SSH server reachable on this machine. The boot tests baked into
+    /// the disk run only with --check.
     /// Exit status: 0 QEMU ended normally (--check: the VM booted), 1 it
     /// failed, 2 bad command line.
     Boot(VmBootArgs),
@@ -279,6 +282,10 @@ pub struct VmBootArgs {
     /// Seconds --check waits
     #[arg(long, default_value = "300", requires = "check")]
     pub timeout: u64,
+    /// Forward this port of 127.0.0.1 to the VM's SSH server (the VM gets
+    /// its address by DHCP from QEMU's user-mode network)
+    #[arg(long, value_name = "PORT", conflicts_with = "check")]
+    pub ssh_port: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]

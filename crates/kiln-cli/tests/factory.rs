@@ -391,6 +391,15 @@ fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
         &fdir,
     );
     let _ = fs::remove_file(fdir.join("kiln.lock"));
+    // the VM's admin logs in with a key whose private half the test holds
+    let key = dir.path().join("admin-key");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "admin@test", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    fs::copy(key.with_extension("pub"), fdir.join("keys/admin.pub")).unwrap();
     let reg = Registry::start(dir.path());
     let env = [("KILN_EXAMPLE_REGISTRY", reg.addr.as_str())];
     let bake_logged = |extra: &[&str]| {
@@ -426,6 +435,12 @@ fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
     vm_checks(&l, &log, &reg, &store, dir.path());
     let first_boot = vm_boot_check(&store, locked_vm(&l, "version"));
     assert_eq!(first_boot.len(), 1, "{first_boot:?}");
+    let login = vm_ssh_login(&store, &key);
+    assert_eq!(
+        login.lines().collect::<Vec<_>>(),
+        ["node-vm", "admin", &first_boot[0]],
+        "{login}"
+    );
     // kiln plan shows each platform's digest next to the index's
     let p = plan(&fdir, &store, &reg);
     assert_eq!(image(&p, "hello")["digest"], locked(&l, "hello", "digest"));
@@ -547,6 +562,73 @@ fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
     let second_boot = vm_boot_check(&store, locked_vm(&l2, "version"));
     assert_eq!(second_boot.len(), 2, "{second_boot:?}");
     assert_eq!(second_boot[0], first_boot[0]);
+}
+
+/// `kiln vm boot node-vm --ssh-port P`, as a person boots it: the
+/// definition's admin logs in over SSH with its key (the VM took its address
+/// by DHCP from QEMU's user-mode network) and reads the data disk; then
+/// kiln and its QEMU are stopped.
+fn vm_ssh_login(store: &Path, key: &Path) -> String {
+    use std::os::unix::process::CommandExt;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--store")
+        .arg(store)
+        .args(["vm", "boot", "node-vm", "--ssh-port", &port])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    // kiln and QEMU are one process group: it ends with the test
+    struct Group(std::process::Child);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &format!("-{}", self.0.id())])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+    let _group = Group(child);
+    let started = std::time::Instant::now();
+    loop {
+        let out = Command::new("ssh")
+            .arg("-i")
+            .arg(key)
+            .args(["-p", &port, "-o", "StrictHostKeyChecking=no"])
+            .args([
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "ConnectTimeout=5",
+            ])
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "LogLevel=ERROR",
+                "admin@127.0.0.1",
+            ])
+            .arg("hostname && id -un && cat /srv/data/boots.log")
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            started.elapsed().as_secs() < 300,
+            "no SSH login within 300 s: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
 fn locked_vm<'a>(lock: &'a toml::Table, key: &str) -> &'a str {

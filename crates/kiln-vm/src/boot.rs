@@ -27,13 +27,15 @@ pub struct Booted {
 }
 
 /// The QEMU command for `disk`, with the marker port written to `marker`
+/// (none: no port, so the boot tests baked into the disk do not run)
 /// and the serial console to `console` (`None`: the terminal).
 fn qemu(
     disk: &Path,
     data: &[PathBuf],
     vars: &Path,
-    marker: &Path,
+    marker: Option<&Path>,
     console: Option<&Path>,
+    ssh_port: Option<u16>,
 ) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2"])
@@ -52,13 +54,23 @@ fn qemu(
         cmd.arg("-drive")
             .arg(format!("file={},format=raw,if=virtio", d.display()));
     }
-    cmd.args(["-device", "virtio-rng-pci", "-device", "virtio-serial-pci"])
-        .arg("-chardev")
-        .arg(format!("file,id=kilnmarker,path={}", marker.display()))
-        .args([
-            "-device",
-            "virtserialport,chardev=kilnmarker,name=kiln.marker",
-        ]);
+    // user-mode networking: the guest's DHCP gets 10.0.2.15; its SSH
+    // server can be reached on a port of this machine's loopback
+    let forward = ssh_port
+        .map(|p| format!(",hostfwd=tcp:127.0.0.1:{p}-:22"))
+        .unwrap_or_default();
+    cmd.arg("-nic")
+        .arg(format!("user,model=virtio-net-pci{forward}"));
+    cmd.args(["-device", "virtio-rng-pci"]);
+    if let Some(marker) = marker {
+        cmd.args(["-device", "virtio-serial-pci"])
+            .arg("-chardev")
+            .arg(format!("file,id=kilnmarker,path={}", marker.display()))
+            .args([
+                "-device",
+                "virtserialport,chardev=kilnmarker,name=kiln.marker",
+            ]);
+    }
     match console {
         Some(c) => {
             cmd.args(["-monitor", "none", "-serial"])
@@ -106,7 +118,7 @@ pub fn boot_test(
     let console = work.join("console.log");
     let _ = std::fs::remove_file(&marker);
     let started = Instant::now();
-    let child = qemu(disk, data, &vars, &marker, Some(&console))
+    let child = qemu(disk, data, &vars, Some(&marker), Some(&console), None)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -144,15 +156,18 @@ pub fn boot_test(
     }
 }
 
-/// Boots `disk` with the serial console on this terminal, for a person.
+/// Boots `disk` with the serial console on this terminal, for a person;
+/// with `ssh_port`, the VM's port 22 is that port of 127.0.0.1.
 pub fn boot_console(
     disk: &Path,
     data: &[PathBuf],
     work: &Path,
+    ssh_port: Option<u16>,
 ) -> Result<std::process::ExitStatus, VmError> {
     std::fs::create_dir_all(work).map_err(|e| VmError::io("creating", work, e))?;
     let vars = vars_copy(work)?;
-    qemu(disk, data, &vars, &work.join("marker.log"), None)
+    // a person's boot: the boot tests stay quiet
+    qemu(disk, data, &vars, None, None, ssh_port)
         .status()
         .map_err(|e| VmError::Boot(format!("starting qemu-system-x86_64: {e}")))
 }

@@ -211,6 +211,7 @@ pub fn prepare(
         add_user(root, user)?;
     }
     enable(root, "kiln-ready.service", READY_UNIT)?;
+    network(root)?;
     if root.join("usr/bin/ssh-keygen").is_file() {
         enable(root, "kiln-ssh-keygen.service", SSH_KEYS_UNIT)?;
     }
@@ -364,10 +365,12 @@ fn add_user(root: &Path, user: &crate::User) -> Result<(), VmError> {
         "etc/group",
         &line(&group, format!("{name}:x:{id}:\n")),
     )?;
+    // a locked password and no date of last change: 0 there would mean
+    // "change the password at the next login", which ends every SSH session
     write(
         root,
         "etc/shadow",
-        &line(&shadow, format!("{name}:!:0:0:99999:7:::\n")),
+        &line(&shadow, format!("{name}:!::0:99999:7:::\n")),
     )?;
     use std::os::unix::fs::PermissionsExt;
     let shadow_path = inside(root, "etc/shadow")?;
@@ -398,11 +401,58 @@ fn make_executable(p: &Path) -> Result<(), VmError> {
 /// Installs a unit in /etc/systemd/system and enables it for multi-user.target.
 fn enable(root: &Path, unit: &str, text: &str) -> Result<(), VmError> {
     write(root, &format!("etc/systemd/system/{unit}"), text)?;
-    let link = format!("etc/systemd/system/multi-user.target.wants/{unit}");
+    want(
+        root,
+        "multi-user.target",
+        &format!("/etc/systemd/system/{unit}"),
+    )
+}
+
+/// Links the unit file at `unit` (a path in the image) into `target`'s
+/// wants, as `systemctl enable` would.
+fn want(root: &Path, target: &str, unit: &str) -> Result<(), VmError> {
+    let name = unit.rsplit('/').next().unwrap_or(unit);
+    let link = format!("etc/systemd/system/{target}.wants/{name}");
     remove(root, &link)?;
     let p = inside(root, &link)?;
-    std::os::unix::fs::symlink(format!("/etc/systemd/system/{unit}"), &p)
-        .map_err(|e| VmError::io("linking", &p, e))
+    std::os::unix::fs::symlink(unit, &p).map_err(|e| VmError::io("linking", &p, e))
+}
+
+/// DHCP on every Ethernet interface through systemd-networkd, when the
+/// image has networkd and no network configuration of its own (so `kiln vm
+/// boot --ssh-port` and a cloud's virtual NIC work out of the box).
+fn network(root: &Path) -> Result<bool, VmError> {
+    let units = "usr/lib/systemd/system";
+    if !root.join(units).join("systemd-networkd.service").is_file() {
+        return Ok(false);
+    }
+    let configured = std::fs::read_dir(root.join("etc/systemd/network")).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".network"))
+    });
+    let ifupdown = std::fs::read_to_string(root.join("etc/network/interfaces")).is_ok_and(|t| {
+        t.lines()
+            .any(|l| l.trim_start().starts_with("iface") && !l.contains(" lo "))
+    });
+    if configured || ifupdown {
+        return Ok(false);
+    }
+    write(
+        root,
+        "etc/systemd/network/80-kiln-dhcp.network",
+        "# written by kiln: DHCP on every Ethernet interface\n[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n",
+    )?;
+    want(
+        root,
+        "multi-user.target",
+        &format!("/{units}/systemd-networkd.service"),
+    )?;
+    want(
+        root,
+        "sockets.target",
+        &format!("/{units}/systemd-networkd.socket"),
+    )?;
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -161,7 +161,12 @@ pub fn boot(args: VmBootArgs, store: &Store, printer: &Printer) -> anyhow::Resul
             }
         };
     }
-    let status = kiln_vm::boot::boot_console(&disk, &data, &work);
+    if let Some(port) = args.ssh_port {
+        printer.error(&format!(
+            "the VM's SSH server will be at 127.0.0.1:{port}: ssh -p {port} USER@127.0.0.1"
+        ));
+    }
+    let status = kiln_vm::boot::boot_console(&disk, &data, &work, args.ssh_port);
     let _ = std::fs::remove_dir_all(&work);
     let status = status?;
     printer.error(&format!("QEMU ended ({status})"));
