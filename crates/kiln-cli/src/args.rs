@@ -191,6 +191,26 @@ pub enum VmCommand {
     /// Fetch the disk files of a VM artifact into a directory, each verified
     /// against its digest.
     Pull(VmPullArgs),
+    /// List the VM images bakes kept in the store: name, version, tags,
+    /// artifact digest, the image they were made from, space on disk.
+    Ls(VmLsArgs),
+    /// Remove kept VM image versions (NAME:VERSION or NAME:TAG) from the
+    /// store, with the tags naming them; data disks stay.
+    Rm(VmRmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VmLsArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VmRmArgs {
+    /// NAME:VERSION or NAME:TAG
+    #[arg(required = true)]
+    pub versions: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -562,6 +562,34 @@ fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
     let second_boot = vm_boot_check(&store, locked_vm(&l2, "version"));
     assert_eq!(second_boot.len(), 2, "{second_boot:?}");
     assert_eq!(second_boot[0], first_boot[0]);
+    // both versions are kept until removed; `latest` moved to the new one
+    let kept = |store: &Path| -> Vec<(String, serde_json::Value)> {
+        let out = ok(kiln(store, &["vm", "ls", "--json"]));
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                (
+                    k["version"].as_str().unwrap().to_string(),
+                    k["tags"].clone(),
+                )
+            })
+            .collect()
+    };
+    let (old, new) = (locked_vm(&l, "version"), locked_vm(&l2, "version"));
+    assert_eq!(
+        kept(&store),
+        [
+            (old.to_string(), serde_json::json!([])),
+            (new.to_string(), serde_json::json!(["latest"]))
+        ]
+    );
+    ok(kiln(&store, &["vm", "rm", &format!("node-vm:{old}")]));
+    assert_eq!(
+        kept(&store),
+        [(new.to_string(), serde_json::json!(["latest"]))]
+    );
 }
 
 /// `kiln vm boot node-vm --ssh-port P`, as a person boots it: the

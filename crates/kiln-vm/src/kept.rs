@@ -97,13 +97,7 @@ pub fn find(store_root: &Path, reference: &str) -> Result<Kept, VmError> {
     let vdir = base.join(&version);
     let meta = vdir.join("vm.json");
     let text = std::fs::read(&meta).map_err(|_| {
-        let mut have: Vec<String> = std::fs::read_dir(&base)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with('.') && n != "tags" && n != "data")
-            .collect();
+        let mut have = versions(&base);
         have.sort();
         none(format!("versions kept: {}", have.join(", ")))
     })?;
@@ -111,6 +105,117 @@ pub fn find(store_root: &Path, reference: &str) -> Result<Kept, VmError> {
         .map_err(|e| VmError::Tool(format!("{}: {e}", meta.display())))?;
     kept.dir = vdir;
     Ok(kept)
+}
+
+/// A kept VM image with the tags that name it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub kept: Kept,
+    pub tags: Vec<String>,
+    /// Bytes its files take on disk (raw disks are sparse).
+    pub disk_usage: u64,
+}
+
+/// Every kept VM image, by name then version.
+pub fn list(store_root: &Path) -> Result<Vec<Listed>, VmError> {
+    let vms = store_root.join("vms");
+    let mut out = Vec::new();
+    let Ok(names) = std::fs::read_dir(&vms) else {
+        return Ok(out);
+    };
+    let mut names: Vec<String> = names
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for name in names {
+        let tags = tags_of(&dir(store_root, &name));
+        let mut versions = versions(&dir(store_root, &name));
+        versions.sort();
+        for v in versions {
+            let Ok(kept) = find(store_root, &format!("{name}:{v}")) else {
+                continue;
+            };
+            let disk_usage = kept
+                .files
+                .iter()
+                .filter_map(|f| std::fs::metadata(kept.dir.join(f)).ok())
+                .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+                .sum();
+            let tags = tags
+                .iter()
+                .filter(|(t, to)| *to == v && t != NEWEST)
+                .map(|(t, _)| t.clone())
+                .collect();
+            out.push(Listed {
+                kept,
+                tags,
+                disk_usage,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Removes the kept version `NAME:VERSION` (or the one `NAME:TAG` names)
+/// and the tags naming it; [`NEWEST`] moves to the newest version left.
+/// Data disks stay.
+pub fn remove(store_root: &Path, reference: &str) -> Result<Kept, VmError> {
+    if !reference.contains(':') {
+        return Err(VmError::Boot(format!(
+            "{reference}: name a version or a tag (NAME:VERSION), so that no version is removed by accident"
+        )));
+    }
+    let kept = find(store_root, reference)?;
+    let base = dir(store_root, &kept.name);
+    std::fs::remove_dir_all(&kept.dir).map_err(|e| VmError::io("removing", &kept.dir, e))?;
+    let mut newest_gone = false;
+    for (tag, to) in tags_of(&base) {
+        if to == kept.version {
+            newest_gone |= tag == NEWEST;
+            let path = base.join("tags").join(&tag);
+            std::fs::remove_file(&path).map_err(|e| VmError::io("removing", &path, e))?;
+        }
+    }
+    if newest_gone {
+        let newest = versions(&base).into_iter().max_by_key(|v| {
+            std::fs::metadata(base.join(v).join("vm.json"))
+                .and_then(|m| m.modified())
+                .ok()
+        });
+        if let Some(v) = newest {
+            let path = base.join("tags").join(NEWEST);
+            std::fs::write(&path, v).map_err(|e| VmError::io("tagging", &path, e))?;
+        }
+    }
+    Ok(kept)
+}
+
+/// The version directories of `STORE/vms/NAME`.
+fn versions(base: &Path) -> Vec<String> {
+    std::fs::read_dir(base)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.') && n != "tags" && n != "data")
+        .collect()
+}
+
+/// Tag → version, from `STORE/vms/NAME/tags`.
+fn tags_of(base: &Path) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = std::fs::read_dir(base.join("tags"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let tag = e.file_name().to_string_lossy().into_owned();
+            let v = std::fs::read_to_string(e.path()).ok()?;
+            (!tag.starts_with('.')).then(|| (tag, v.trim().to_string()))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// The data disks of a kept VM image, made on first use in
@@ -175,5 +280,23 @@ mod tests {
         let e = find(root.path(), "node:nope").unwrap_err().to_string();
         assert!(e.contains("20261128.1, 20261128.2"), "{e}");
         assert!(find(root.path(), "other").is_err());
+        let listed = list(root.path()).unwrap();
+        let shown: Vec<(&str, &[String])> = listed
+            .iter()
+            .map(|l| (l.kept.version.as_str(), l.tags.as_slice()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("20261128.1", &[][..]),
+                ("20261128.2", &["stable".to_string()][..])
+            ]
+        );
+        // removing the newest moves `newest` back; a bare name is refused
+        assert!(remove(root.path(), "node").is_err());
+        remove(root.path(), "node:stable").unwrap();
+        assert_eq!(find(root.path(), "node").unwrap().version, "20261128.1");
+        assert!(find(root.path(), "node:stable").is_err());
+        assert_eq!(list(root.path()).unwrap().len(), 1);
     }
 }

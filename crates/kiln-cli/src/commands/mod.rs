@@ -44,6 +44,8 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
         Command::Vm(VmCommand::Boot(args)) => vm::boot(args, &open()?, printer),
         Command::Vm(VmCommand::Push(args)) => vm::push(args, &client()?, printer),
         Command::Vm(VmCommand::Pull(args)) => vm::pull(args, &client()?, printer),
+        Command::Vm(VmCommand::Ls(args)) => vm::ls(args, &open()?, printer),
+        Command::Vm(VmCommand::Rm(args)) => vm::rm(args, &open()?, printer),
     }
 }
 

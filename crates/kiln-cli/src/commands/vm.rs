@@ -5,7 +5,7 @@ use std::time::Duration;
 use kiln_store::Store;
 use kiln_vm::{Format, VmSpec};
 
-use crate::args::{VmBootArgs, VmBuildArgs, VmPullArgs, VmPushArgs};
+use crate::args::{VmBootArgs, VmBuildArgs, VmLsArgs, VmPullArgs, VmPushArgs, VmRmArgs};
 use crate::exit::{Exit, Failure};
 use crate::printer::Printer;
 
@@ -228,4 +228,64 @@ pub fn pull(
         printer.data(&f.display().to_string());
     }
     Ok(Exit::Success)
+}
+
+pub fn ls(args: VmLsArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
+    let listed = kiln_vm::kept::list(store.root())?;
+    if args.json {
+        let items: Vec<_> = listed
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "name": l.kept.name,
+                    "version": l.kept.version,
+                    "tags": l.tags,
+                    "digest": l.kept.digest,
+                    "image": l.kept.image,
+                    "image_digest": l.kept.image_digest,
+                    "files": l.kept.files,
+                    "dir": l.kept.dir,
+                    "disk_usage": l.disk_usage,
+                })
+            })
+            .collect();
+        printer.data(&serde_json::to_string_pretty(&items)?);
+        return Ok(Exit::Success);
+    }
+    let mut out = format!(
+        "{:<20} {:<14} {:<16} {:<20} {:<28} {}\n",
+        "NAME", "VERSION", "TAGS", "DIGEST", "IMAGE", "ON DISK"
+    );
+    for l in &listed {
+        let digest = l
+            .kept
+            .digest
+            .strip_prefix("sha256:")
+            .unwrap_or(&l.kept.digest);
+        out.push_str(&format!(
+            "{:<20} {:<14} {:<16} {:<20} {:<28} {} MiB\n",
+            l.kept.name,
+            l.kept.version,
+            l.tags.join(","),
+            &digest[..digest.len().min(12)],
+            l.kept.image,
+            l.disk_usage >> 20
+        ));
+    }
+    printer.data(out.trim_end());
+    Ok(Exit::Success)
+}
+
+pub fn rm(args: VmRmArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
+    let mut exit = Exit::Success;
+    for r in &args.versions {
+        match kiln_vm::kept::remove(store.root(), r) {
+            Ok(k) => printer.data(&format!("removed {}:{}", k.name, k.version)),
+            Err(e) => {
+                printer.error(&format!("error: {e}"));
+                exit = Exit::Failure;
+            }
+        }
+    }
+    Ok(exit)
 }
