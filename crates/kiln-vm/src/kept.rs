@@ -116,7 +116,7 @@ pub struct Listed {
     pub disk_usage: u64,
 }
 
-/// Every kept VM image, by name then version.
+/// Every kept VM image, by name, then in the order they were baked.
 pub fn list(store_root: &Path) -> Result<Vec<Listed>, VmError> {
     let vms = store_root.join("vms");
     let mut out = Vec::new();
@@ -130,8 +130,13 @@ pub fn list(store_root: &Path) -> Result<Vec<Listed>, VmError> {
     names.sort();
     for name in names {
         let tags = tags_of(&dir(store_root, &name));
-        let mut versions = versions(&dir(store_root, &name));
-        versions.sort();
+        // in the order they were baked
+        let base = dir(store_root, &name);
+        let mut versions = versions(&base);
+        versions.sort_by_key(|v| {
+            let made = std::fs::metadata(base.join(v).join("vm.json")).and_then(|m| m.modified());
+            (made.ok(), v.clone())
+        });
         for v in versions {
             let Ok(kept) = find(store_root, &format!("{name}:{v}")) else {
                 continue;
