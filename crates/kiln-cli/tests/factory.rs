@@ -618,8 +618,9 @@ fn vm_ssh_login(store: &Path, key: &Path) -> String {
     struct Group(std::process::Child);
     impl Drop for Group {
         fn drop(&mut self) {
+            // `--`: procps's kill would read `-PGID` as a signal
             let _ = Command::new("kill")
-                .args(["-TERM", &format!("-{}", self.0.id())])
+                .args(["-s", "TERM", "--", &format!("-{}", self.0.id())])
                 .status();
             let _ = self.0.wait();
         }
