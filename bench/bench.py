@@ -406,7 +406,8 @@ def make_vm_inputs():
     write(factory / "kiln.toml",
           'kiln = 1\n\n[image.server]\ncontext = "server"\npublish = ["store"]\n\n'
           '[vm.server-disk]\nimage = "server"\nformats = ["qcow2"]\nboot_timeout = 600\n'
-          f'test = ["dpkg -s {VM_PACKAGE} >/dev/null"]\npublish = ["store"]\n')
+          # the baseline has no package; every changed run must have it
+          f'test = ["grep -q baseline /etc/bench-run || dpkg -s {VM_PACKAGE} >/dev/null"]\npublish = ["store"]\n')
     server_dockerfile("echo baseline > /etc/bench-run")
 
 

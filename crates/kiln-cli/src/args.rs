@@ -160,8 +160,8 @@ pub struct PlanArgs {
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
     /// Write a bootable disk from an image in the store: GPT, an EFI system
-    /// partition with systemd-boot and the image's kernel, an ext4 root
-    /// filled from the image's layers (no loop devices, no mounts).
+    /// partition with systemd-boot (or GRUB) and the image's kernel, an ext4
+    /// root filled from the image's layers (no loop devices, no mounts).
     ///
     /// The image must contain a kernel and an initramfs (e.g. Debian's
     /// linux-image-cloud-amd64) and systemd. With --boot-test the disk is
