@@ -46,21 +46,30 @@ fn qemu(
         .arg(format!("if=pflash,format=raw,file={}", vars.display()))
         .arg("-drive")
         .arg(format!(
-            "file={},format=raw,if=virtio,snapshot=on",
+            "file={},format=raw,if=none,id=os,snapshot=on",
             disk.display()
-        ));
+        ))
+        // the firmware boots the OS disk first, without trying the CD-ROM
+        // and network boot
+        .args(["-device", "virtio-blk-pci,drive=os,bootindex=0"]);
     // data disks are written for real: they outlive OS disks
-    for d in data {
+    for (i, d) in data.iter().enumerate() {
         cmd.arg("-drive")
-            .arg(format!("file={},format=raw,if=virtio", d.display()));
+            .arg(format!(
+                "file={},format=raw,if=none,id=data{i}",
+                d.display()
+            ))
+            .arg("-device")
+            .arg(format!("virtio-blk-pci,drive=data{i}"));
     }
     // user-mode networking: the guest's DHCP gets 10.0.2.15; its SSH
     // server can be reached on a port of this machine's loopback
     let forward = ssh_port
         .map(|p| format!(",hostfwd=tcp:127.0.0.1:{p}-:22"))
         .unwrap_or_default();
-    cmd.arg("-nic")
-        .arg(format!("user,model=virtio-net-pci{forward}"));
+    cmd.arg("-netdev")
+        .arg(format!("user,id=net{forward}"))
+        .args(["-device", "virtio-net-pci,netdev=net,romfile="]);
     cmd.args(["-device", "virtio-rng-pci"]);
     if let Some(marker) = marker {
         cmd.args(["-device", "virtio-serial-pci"])
