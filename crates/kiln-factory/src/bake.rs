@@ -552,7 +552,7 @@ fn tag_moving(store: &Store, name: &str, store_name: &str, tags: &[String]) -> R
     Ok(())
 }
 
-fn test_text(argv: &[String]) -> String {
+pub(crate) fn test_text(argv: &[String]) -> String {
     match argv {
         [sh, c, script] if sh == "/bin/sh" && c == "-c" => script.clone(),
         _ => serde_json::to_string(argv).unwrap_or_default(),

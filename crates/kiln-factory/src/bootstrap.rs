@@ -1,7 +1,9 @@
 //! Roots of chains: a Debian root filesystem made by mmdebstrap (one per
 //! platform, with `--architectures`), turned into an image by a short build.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::RemoveOnDrop;
 
 use kiln_build::{BuildOptions, Progress};
 use kiln_definition::MmdebstrapDef;
@@ -167,13 +169,5 @@ impl Progress for Collect {
     fn step(&mut self, _: &str, _: usize, _: &str, _: bool) {}
     fn output(&mut self, _: &str, line: &str) {
         self.0.push(line.to_string());
-    }
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -13,7 +13,8 @@ use kiln_store::Store;
 use kiln_vm::{Format, VmSpec};
 
 use crate::artifact;
-use crate::bake::Outcome;
+use crate::bake::{test_text, Outcome};
+use crate::RemoveOnDrop;
 
 /// A VM image baked, tested and kept.
 pub(crate) struct VmBuilt {
@@ -38,14 +39,6 @@ pub(crate) struct VmJob<'a> {
     pub log: &'a (dyn Fn(&str) + Sync),
 }
 
-/// The shell command of a test (`/bin/sh -c CMD` → `CMD`).
-fn script(test: &[String]) -> String {
-    match test {
-        [sh, c, s] if sh == "/bin/sh" && c == "-c" => s.clone(),
-        _ => test.join(" "),
-    }
-}
-
 /// Bakes, boot-tests and keeps the VM image; a failure is the outcome to
 /// report, with nothing kept.
 pub(crate) fn bake(job: &VmJob<'_>) -> Result<VmBuilt, Outcome> {
@@ -66,7 +59,7 @@ pub(crate) fn bake(job: &VmJob<'_>) -> Result<VmBuilt, Outcome> {
         formats,
         source_date_epoch: job.source_date_epoch,
         data_disks: recipe.data_disks.clone(),
-        tests: job.tests.iter().map(|t| script(t)).collect(),
+        tests: job.tests.iter().map(|t| test_text(t)).collect(),
         user: recipe.user.clone(),
     };
     let root = job.store.root();
@@ -76,11 +69,6 @@ pub(crate) fn bake(job: &VmJob<'_>) -> Result<VmBuilt, Outcome> {
     let log = |l: &str| (job.log)(l);
     let disk = kiln_vm::bake(job.store, job.image, &spec, &staged, &log)
         .map_err(|e| failed(format!("{}: {e}", job.image)))?;
-    let image_digest = job
-        .store
-        .image(job.image)
-        .map(|i| i.manifest_digest.to_string())
-        .map_err(|e| failed(e.to_string()))?;
 
     // the boot test: fresh data disks, the OS disk unchanged (snapshot)
     let work = job.store.temp_path("vm-boot");
@@ -145,7 +133,7 @@ pub(crate) fn bake(job: &VmJob<'_>) -> Result<VmBuilt, Outcome> {
         name: job.name.to_string(),
         version: job.version.to_string(),
         image: job.image.to_string(),
-        image_digest,
+        image_digest: disk.image_digest.clone(),
         digest: described.digest.clone(),
         data_disks: recipe.data_disks.clone(),
         files: disk.files.iter().map(|(_, p)| file_name(p)).collect(),
@@ -217,12 +205,4 @@ fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

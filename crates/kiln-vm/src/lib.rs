@@ -223,6 +223,8 @@ pub struct Disk {
     pub layout: Layout,
     /// The kernel found in the image (`/boot/vmlinuz-VERSION`).
     pub kernel: String,
+    /// The manifest digest of the image it was made from.
+    pub image_digest: String,
 }
 
 /// Why a VM image could not be baked or booted.
@@ -337,6 +339,7 @@ pub fn bake(
         files,
         layout,
         kernel: format!("/boot/vmlinuz-{}", prepared.kernel_version),
+        image_digest: img.manifest_digest.to_string(),
     })
 }
 

@@ -97,11 +97,7 @@ pub fn build(args: VmBuildArgs, store: &Store, printer: &Printer) -> anyhow::Res
         let _ = std::fs::remove_dir_all(&work);
         match booted {
             Ok(b) => {
-                for (i, out) in b.outputs.iter().enumerate() {
-                    for l in out {
-                        printer.error(&format!("  test {}: {l}", i + 1));
-                    }
-                }
+                show_outputs(&b, printer);
                 printer.error(&format!("booted in {:.1} s: {}", b.seconds, b.marker))
             }
             Err(e) => {
@@ -146,11 +142,7 @@ pub fn boot(args: VmBootArgs, store: &Store, printer: &Printer) -> anyhow::Resul
         let _ = std::fs::remove_dir_all(&work);
         return match booted {
             Ok(b) => {
-                for (i, out) in b.outputs.iter().enumerate() {
-                    for l in out {
-                        printer.error(&format!("  test {}: {l}", i + 1));
-                    }
-                }
+                show_outputs(&b, printer);
                 printer.error(&format!("booted in {:.1} s", b.seconds));
                 printer.data(&b.marker);
                 Ok(Exit::Success)
@@ -175,6 +167,15 @@ pub fn boot(args: VmBootArgs, store: &Store, printer: &Printer) -> anyhow::Resul
     } else {
         Exit::Failure
     })
+}
+
+/// What each boot test printed in the VM.
+fn show_outputs(b: &kiln_vm::boot::Booted, printer: &Printer) {
+    for (i, out) in b.outputs.iter().enumerate() {
+        for l in out {
+            printer.error(&format!("  test {}: {l}", i + 1));
+        }
+    }
 }
 
 pub fn push(
