@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use kiln_oci::image::{History, ImageConfig};
-use kiln_oci::unpack::{unpack, Target};
 use kiln_oci::Digest;
 use kiln_store::{chain_id, parse_digest, Store};
 
@@ -99,25 +98,7 @@ impl State {
     pub fn snapshots(&self, store: &Store) -> Result<Vec<PathBuf>, BuildError> {
         let mut out = Vec::new();
         for l in &self.layers {
-            let dir = match store.snapshot(&l.chain) {
-                Some(d) => d,
-                None => {
-                    let tmp = store.temp_path("snapshot");
-                    std::fs::create_dir(&tmp)
-                        .map_err(|e| BuildError::io(format!("creating {}", tmp.display()), e))?;
-                    let blob = store.open_blob(&l.digest)?;
-                    let diff_id = unpack(blob, &tmp, Target::OverlayDiff)?;
-                    if diff_id != l.diff_id {
-                        let _ = std::fs::remove_dir_all(&tmp);
-                        return Err(kiln_oci::Error::DigestMismatch {
-                            expected: l.diff_id.clone(),
-                            actual: diff_id,
-                        }
-                        .into());
-                    }
-                    store.commit_snapshot(&tmp, &l.chain)?
-                }
-            };
+            let dir = store.ensure_snapshot(&l.digest, &l.diff_id, &l.chain)?;
             out.push(dir);
         }
         out.reverse();

@@ -165,7 +165,8 @@ pub enum VmCommand {
     ///
     /// The image must contain a kernel and an initramfs (e.g. Debian's
     /// linux-image-cloud-amd64) and systemd. With --boot-test the disk is
-    /// booted in QEMU (software emulation, OVMF) until a first-boot unit
+    /// booted in QEMU (OVMF; KVM when it works, else software emulation;
+    /// KILN_ACCEL=kvm|tcg decides) until a first-boot unit
     /// reports multi-user.target. Prints the raw disk's path.
     /// Exit status: 0 written (and booted), 1 the image or the boot failed,
     /// 2 bad command line.

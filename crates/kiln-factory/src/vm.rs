@@ -81,7 +81,8 @@ pub(crate) fn bake(job: &VmJob<'_>) -> Result<VmBuilt, Outcome> {
         data.push(path);
     }
     (job.log)(&format!(
-        "boot test: QEMU (software emulation), up to {} s",
+        "boot test: QEMU ({}), up to {} s",
+        kiln_vm::boot::Accel::detect(&work).describe(),
         recipe.boot_timeout
     ));
     let booted = kiln_vm::boot::boot_test(

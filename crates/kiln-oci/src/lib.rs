@@ -5,6 +5,7 @@
 pub mod digest;
 pub mod image;
 pub mod layer;
+pub mod merge;
 pub mod pgzip;
 pub mod tree;
 pub mod unpack;

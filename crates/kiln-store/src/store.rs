@@ -8,6 +8,7 @@ use kiln_oci::digest::{from_hex, HashReader};
 use kiln_oci::image::{
     is_index_media, Descriptor, ImageConfig, Index, Manifest, Platform, MEDIA_INDEX,
 };
+use kiln_oci::unpack::{unpack, Target};
 use kiln_oci::Digest;
 use serde::{Deserialize, Serialize};
 
@@ -399,6 +400,63 @@ impl Store {
     pub fn snapshot(&self, chain: &Digest) -> Option<PathBuf> {
         let p = self.root.join("snapshots").join(chain.digest());
         p.is_dir().then_some(p)
+    }
+
+    /// The snapshot of a layer (`blob`, whose tar has `diff_id`, at chain
+    /// `chain`), unpacked from its blob and committed first when the store
+    /// does not have it yet.
+    pub fn ensure_snapshot(
+        &self,
+        blob: &Digest,
+        diff_id: &Digest,
+        chain: &Digest,
+    ) -> Result<PathBuf, Error> {
+        if let Some(dir) = self.snapshot(chain) {
+            return Ok(dir);
+        }
+        let tmp = self.temp_path("snapshot");
+        fs::create_dir(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
+        let unpacked = self
+            .open_blob(blob)
+            .and_then(|f| Ok(unpack(f, &tmp, Target::OverlayDiff)?));
+        match unpacked {
+            Ok(actual) if actual == *diff_id => self.commit_snapshot(&tmp, chain),
+            Ok(actual) => {
+                let _ = fs::remove_dir_all(&tmp);
+                Err(kiln_oci::Error::DigestMismatch {
+                    expected: diff_id.clone(),
+                    actual,
+                }
+                .into())
+            }
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// The snapshot of each of `img`'s layers, bottom-most first (made when
+    /// missing, see [`Store::ensure_snapshot`]).
+    pub fn snapshots(&self, img: &Image) -> Result<Vec<PathBuf>, Error> {
+        let diff_ids = &img.config.rootfs.diff_ids;
+        if diff_ids.len() != img.manifest.layers.len() {
+            return Err(Error::Spec(format!(
+                "{}: the config lists {} layers, the manifest {}",
+                img.name,
+                diff_ids.len(),
+                img.manifest.layers.len()
+            )));
+        }
+        let mut parent: Option<Digest> = None;
+        let mut out = Vec::new();
+        for (layer, diff_id) in img.manifest.layers.iter().zip(diff_ids) {
+            let diff_id = parse_digest(diff_id)?;
+            let chain = chain_id(parent.as_ref(), &diff_id);
+            out.push(self.ensure_snapshot(&parse_digest(&layer.digest)?, &diff_id, &chain)?);
+            parent = Some(chain);
+        }
+        Ok(out)
     }
 
     /// Makes `dir` (a finished overlay diff dir in tmp/) the snapshot of `chain`.

@@ -53,3 +53,39 @@ fn put_blob_from_checks_the_digest() {
         "nothing left behind"
     );
 }
+
+/// A layer's snapshot is unpacked from its blob once, checked against its
+/// diff_id, and a blob that does not match leaves no snapshot behind.
+#[test]
+fn snapshots_are_unpacked_once_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(5);
+    b.append_data(&mut h, "etc/motd", &b"hello"[..]).unwrap();
+    let layer = b.into_inner().unwrap();
+    let blob = store.put_blob(&layer).unwrap();
+    let diff_id = kiln_oci::digest::sha256(&layer);
+    let chain = kiln_store::chain_id(None, &diff_id);
+    assert!(store.snapshot(&chain).is_none());
+    let snap = store.ensure_snapshot(&blob, &diff_id, &chain).unwrap();
+    assert_eq!(std::fs::read(snap.join("etc/motd")).unwrap(), b"hello");
+    assert_eq!(store.snapshot(&chain), Some(snap.clone()));
+    // present: not unpacked again
+    std::fs::write(snap.join("marker"), "").unwrap();
+    let again = store.ensure_snapshot(&blob, &diff_id, &chain).unwrap();
+    assert!(again.join("marker").exists());
+    // a diff_id the blob does not have: an error, no snapshot, nothing left
+    let wrong = kiln_oci::digest::sha256(b"other");
+    let wrong_chain = kiln_store::chain_id(Some(&chain), &wrong);
+    let e = store
+        .ensure_snapshot(&blob, &wrong, &wrong_chain)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&wrong.to_string()), "{e}");
+    assert!(store.snapshot(&wrong_chain).is_none());
+    assert_eq!(std::fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+}

@@ -1,14 +1,17 @@
 //! Booting a disk in QEMU: the boot test (headless, waits for the marker
 //! the first-boot unit writes) and a person's console.
 //!
-//! Always software emulation (`-accel tcg`): a /dev/kvm that exists but
-//! does not work makes QEMU pause forever. `-cpu max` and a virtio RNG keep
+//! Hardware virtualization (KVM) when this machine's works, software
+//! emulation (TCG) otherwise: see [`Accel::detect`]. A /dev/kvm that exists
+//! but does not work makes QEMU abort or pause forever, so KVM is tried on
+//! the firmware alone first. Under TCG, `-cpu max` and a virtio RNG keep
 //! the kernel from waiting for entropy. The disk is attached with
 //! `snapshot=on`, so booting never changes the artifact. QEMU is ended by
 //! its process id when the marker appears or the timeout passes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::VmError;
@@ -16,9 +19,100 @@ use crate::VmError;
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
+/// How QEMU runs the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualization, `-accel kvm -cpu host`.
+    Kvm,
+    /// Software emulation, `-accel tcg -cpu max`: slow, works anywhere.
+    Tcg,
+}
+
+/// How long the firmware may take to print its first line under KVM (it
+/// takes well under a second; under software emulation about five).
+const KVM_PROBE: Duration = Duration::from_secs(10);
+
+impl Accel {
+    /// KVM when `/dev/kvm` opens and OVMF, booted under it without disks,
+    /// prints to its serial console within [`KVM_PROBE`]; else TCG.
+    /// `KILN_ACCEL=kvm` or `tcg` skips the probe. Decided once per process.
+    pub fn detect(work: &Path) -> Accel {
+        static CHOSEN: OnceLock<Accel> = OnceLock::new();
+        *CHOSEN.get_or_init(|| match std::env::var("KILN_ACCEL").as_deref() {
+            Ok("kvm") => Accel::Kvm,
+            Ok("tcg") => Accel::Tcg,
+            _ => probe_kvm(work),
+        })
+    }
+
+    /// How logs name it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Accel::Kvm => "KVM",
+            Accel::Tcg => "software emulation",
+        }
+    }
+
+    fn args(self) -> [&'static str; 4] {
+        match self {
+            Accel::Kvm => ["-accel", "kvm", "-cpu", "host"],
+            Accel::Tcg => ["-accel", "tcg", "-cpu", "max"],
+        }
+    }
+}
+
+/// Whether a firmware runs under KVM here (see [`Accel::detect`]).
+fn probe_kvm(work: &Path) -> Accel {
+    let usable = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !usable || std::fs::create_dir_all(work).is_err() {
+        return Accel::Tcg;
+    }
+    let Ok(vars) = vars_copy(work) else {
+        return Accel::Tcg;
+    };
+    let serial = work.join("kvm-probe.log");
+    let _ = std::fs::remove_file(&serial);
+    let child = Command::new("qemu-system-x86_64")
+        .args(Accel::Kvm.args())
+        .args(["-m", "256", "-nodefaults", "-display", "none", "-no-reboot"])
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+        .args(["-monitor", "none", "-serial"])
+        .arg(format!("file:{}", serial.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(child) = child else {
+        return Accel::Tcg;
+    };
+    let mut qemu = Running(child);
+    let started = Instant::now();
+    while started.elapsed() < KVM_PROBE {
+        if std::fs::metadata(&serial).is_ok_and(|m| m.len() > 0) {
+            return Accel::Kvm;
+        }
+        // aborted (an MSR it cannot set) or gone
+        if !matches!(qemu.0.try_wait(), Ok(None)) {
+            return Accel::Tcg;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // paused on an internal error, or too slow to be worth it
+    Accel::Tcg
+}
+
 /// What a successful boot test saw.
 #[derive(Debug, Clone)]
 pub struct Booted {
+    /// How QEMU ran it.
+    pub accel: Accel,
     /// The marker line (`KILN-READY HOSTNAME root=… /mount=…`).
     pub marker: String,
     /// Each boot test's output lines, in order.
@@ -30,6 +124,7 @@ pub struct Booted {
 /// (none: no port, so the boot tests baked into the disk do not run)
 /// and the serial console to `console` (`None`: the terminal).
 fn qemu(
+    accel: Accel,
     disk: &Path,
     data: &[PathBuf],
     vars: &Path,
@@ -38,7 +133,8 @@ fn qemu(
     ssh_port: Option<u16>,
 ) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2"])
+    cmd.args(accel.args())
+        .args(["-m", "1024", "-smp", "2"])
         .args(["-display", "none", "-no-reboot"])
         .arg("-drive")
         .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
@@ -126,22 +222,31 @@ pub fn boot_test(
     let marker = work.join("marker.log");
     let console = work.join("console.log");
     let _ = std::fs::remove_file(&marker);
+    let accel = Accel::detect(work);
     let started = Instant::now();
-    let child = qemu(disk, data, &vars, Some(&marker), Some(&console), None)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            VmError::Boot(format!(
-                "starting qemu-system-x86_64: {e} (apt-get install qemu-system-x86 ovmf)"
-            ))
-        })?;
+    let child = qemu(
+        accel,
+        disk,
+        data,
+        &vars,
+        Some(&marker),
+        Some(&console),
+        None,
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .map_err(|e| {
+        VmError::Boot(format!(
+            "starting qemu-system-x86_64: {e} (apt-get install qemu-system-x86 ovmf)"
+        ))
+    })?;
     let mut qemu = Running(child);
     loop {
         let text = std::fs::read_to_string(&marker).unwrap_or_default();
         if let Some(line) = text.lines().find(|l| l.starts_with("KILN-READY")) {
-            return report(&text, line, started.elapsed().as_secs_f64());
+            return report(&text, line, started.elapsed().as_secs_f64(), accel);
         }
         if let Ok(Some(status)) = qemu.0.try_wait() {
             let mut err = String::new();
@@ -149,16 +254,18 @@ pub fn boot_test(
                 let _ = std::io::Read::read_to_string(&mut e, &mut err);
             }
             return Err(VmError::Boot(format!(
-                "QEMU exited ({status}) before the boot finished: {}\n{}",
+                "QEMU exited ({status}) before the boot finished: {}\n{}{}",
                 err.trim(),
-                tail(&console)
+                tail(&console),
+                kvm_hint(accel)
             )));
         }
         if started.elapsed() > timeout {
             return Err(VmError::Boot(format!(
-                "no finished boot within {} s; the serial console ended with:\n{}",
+                "no finished boot within {} s; the serial console ended with:\n{}{}",
                 timeout.as_secs(),
-                tail(&console)
+                tail(&console),
+                kvm_hint(accel)
             )));
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -176,14 +283,14 @@ pub fn boot_console(
     std::fs::create_dir_all(work).map_err(|e| VmError::io("creating", work, e))?;
     let vars = vars_copy(work)?;
     // a person's boot: the boot tests stay quiet
-    qemu(disk, data, &vars, None, None, ssh_port)
+    qemu(Accel::detect(work), disk, data, &vars, None, None, ssh_port)
         .status()
         .map_err(|e| VmError::Boot(format!("starting qemu-system-x86_64: {e}")))
 }
 
 /// The boot tests' results from the marker port: a test that failed fails
 /// the boot test, with its output.
-fn report(text: &str, marker: &str, seconds: f64) -> Result<Booted, VmError> {
+fn report(text: &str, marker: &str, seconds: f64, accel: Accel) -> Result<Booted, VmError> {
     let mut outputs: Vec<Vec<String>> = Vec::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("KILN-OUT ") {
@@ -206,10 +313,21 @@ fn report(text: &str, marker: &str, seconds: f64) -> Result<Booted, VmError> {
         }
     }
     Ok(Booted {
+        accel,
         marker: marker.to_string(),
         outputs,
         seconds,
     })
+}
+
+/// Under KVM, how to rule it out.
+fn kvm_hint(accel: Accel) -> &'static str {
+    match accel {
+        Accel::Kvm => {
+            "\nhint: this boot ran under KVM; KILN_ACCEL=tcg boots under software emulation instead"
+        }
+        Accel::Tcg => "",
+    }
 }
 
 /// The last lines of the serial console, for errors.
@@ -230,11 +348,13 @@ mod tests {
     #[test]
     fn a_failing_boot_test_fails_with_its_output() {
         let ok = "KILN-OUT 1: hello\nKILN-TEST 1 exit=0\nKILN-READY vm root=/dev/vda2\n";
-        let b = report(ok, "KILN-READY vm root=/dev/vda2", 1.0).unwrap();
+        let b = report(ok, "KILN-READY vm root=/dev/vda2", 1.0, Accel::Tcg).unwrap();
         assert_eq!(b.outputs, vec![vec!["hello".to_string()]]);
         let bad =
             "KILN-TEST 1 exit=0\nKILN-OUT 2: no such file\nKILN-TEST 2 exit=1\nKILN-READY vm\n";
-        let e = report(bad, "KILN-READY vm", 1.0).unwrap_err().to_string();
+        let e = report(bad, "KILN-READY vm", 1.0, Accel::Tcg)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("boot test 2 exited with 1") && e.contains("| no such file"),
             "{e}"

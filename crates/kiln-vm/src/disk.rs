@@ -170,8 +170,8 @@ fn uuid_from(text: &str) -> String {
 pub fn write(
     raw: &Path,
     layout: &Layout,
-    tar: &Path,
-    var_tar: Option<&Path>,
+    source: &Path,
+    var_source: Option<&Path>,
     prepared: &Prepared,
     spec: &VmSpec,
     work: &Path,
@@ -191,15 +191,15 @@ pub fn write(
             size: layout.root_size,
             uuid: &layout.root_fs_uuid,
         };
-        root.write(&partial, tar, spec)?;
-        if let (Some(v), Some(var_tar)) = (&layout.var, var_tar) {
+        root.write(&partial, source, spec)?;
+        if let (Some(v), Some(var_source)) = (&layout.var, var_source) {
             let var = Ext4 {
                 label: "var",
                 start: v.start,
                 size: v.size,
                 uuid: &v.fs_uuid,
             };
-            var.write(&partial, var_tar, spec)?;
+            var.write(&partial, var_source, spec)?;
         }
         std::fs::rename(&partial, raw).map_err(|e| VmError::io("renaming", raw, e))
     })();
@@ -314,8 +314,8 @@ struct Ext4<'a> {
 }
 
 impl Ext4<'_> {
-    /// Makes the filesystem, filled from `tar`.
-    fn write(&self, disk: &Path, tar: &Path, spec: &VmSpec) -> Result<(), VmError> {
+    /// Makes the filesystem, filled from `source` (a directory or a tar).
+    fn write(&self, disk: &Path, source: &Path, spec: &VmSpec) -> Result<(), VmError> {
         let mut cmd = Command::new("mke2fs");
         cmd.args(["-q", "-F", "-t", "ext4", "-L", self.label, "-U", self.uuid])
             .arg("-E")
@@ -324,7 +324,7 @@ impl Ext4<'_> {
                 self.start, self.uuid
             ))
             .arg("-d")
-            .arg(tar)
+            .arg(source)
             .arg(disk)
             .arg(format!("{}k", self.size / 1024));
         let epoch = spec.source_date_epoch.unwrap_or(0);

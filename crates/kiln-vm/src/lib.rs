@@ -1,11 +1,13 @@
 //! VM disk images from images in kiln's store, without booting a builder VM.
 //!
-//! [`bake`] flattens the image's layers into one root filesystem, sets what
+//! [`bake`] flattens the image's layers into one root filesystem (hard links
+//! to the store's unpacked layer snapshots: no decompression, no copy), sets what
 //! must not leak from the build host (hostname, machine-id, resolv.conf, SSH
-//! host keys) and what a VM needs (fstab, a first-boot marker unit), writes
-//! it as a reproducible tar, and lays out a raw GPT disk: an EFI system
-//! partition (FAT32, systemd-boot, the image's kernel and initramfs) and an
-//! ext4 root filled from the tar by `mke2fs -d` at its offset — no loop
+//! host keys) and what a VM needs (fstab, a first-boot marker unit), and
+//! lays out a raw GPT disk: an EFI system partition (FAT32, systemd-boot,
+//! the image's kernel and initramfs) and an ext4 root filled by `mke2fs -d`
+//! at its offset, from the tree itself or, when `SOURCE_DATE_EPOCH` asks
+//! for identical bytes, from a normalized tar of it — no loop
 //! devices, no mounts. `qemu-img` converts the raw disk to the requested
 //! formats. [`boot::boot_test`] boots a disk under QEMU with OVMF and waits
 //! for the marker the first-boot unit writes to a virtio-serial port.
@@ -292,20 +294,18 @@ pub fn bake(
     let prepared = rootfs::prepare(store, &img, image, &root, spec, &layout)?;
     // a separate /var: its contents go to their own filesystem, the root
     // keeps an empty mount point
-    let var_tar = match &layout.var {
+    let var_source = match &layout.var {
         Some(_) => {
             let var = work.join("varfs");
             rootfs::split_var(&root, &var)?;
-            let tar = work.join("var.tar");
-            let need = rootfs::write_tar(&var, &tar, spec.source_date_epoch)?;
-            layout.check_var_fits(need)?;
-            Some(tar)
+            let source = rootfs::source(&var, &work.join("var.tar"), spec.source_date_epoch)?;
+            layout.check_var_fits(source.need)?;
+            Some(source.path)
         }
         None => None,
     };
-    let tar = work.join("rootfs.tar");
-    let need = rootfs::write_tar(&root, &tar, spec.source_date_epoch)?;
-    layout.check_fits(need)?;
+    let source = rootfs::source(&root, &work.join("rootfs.tar"), spec.source_date_epoch)?;
+    layout.check_fits(source.need)?;
     std::fs::create_dir_all(out_dir).map_err(|e| VmError::io("creating", out_dir, e))?;
     let raw = out_dir.join(format!("{}.raw", spec.name));
     log(&format!(
@@ -317,8 +317,8 @@ pub fn bake(
     disk::write(
         &raw,
         &layout,
-        &tar,
-        var_tar.as_deref(),
+        &source.path,
+        var_source.as_deref(),
         &prepared,
         spec,
         &work,

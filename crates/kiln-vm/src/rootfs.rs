@@ -1,12 +1,14 @@
-//! The VM's root filesystem: the image's layers flattened, the kernel
+//! The VM's root filesystem: the image's layer snapshots merged by hard
+//! links (so every change below replaces a file, never writes into one:
+//! the store's snapshot shares its inode), the kernel
 //! found, host leftovers removed and first-boot settings written, then one
 //! reproducible tar for `mke2fs -d`.
 
 use std::path::{Component, Path, PathBuf};
 
 use kiln_oci::layer::{write_layer, Compression, LayerOptions};
-use kiln_oci::unpack::{unpack, Target};
-use kiln_store::{parse_digest, Image, Store};
+use kiln_oci::merge::apply_diff;
+use kiln_store::{Image, Store};
 
 use crate::disk::Layout;
 use crate::{VmError, VmSpec};
@@ -115,9 +117,10 @@ pub fn prepare(
     layout: &Layout,
 ) -> Result<Prepared, VmError> {
     std::fs::create_dir_all(root).map_err(|e| VmError::io("creating", root, e))?;
-    for l in &img.manifest.layers {
-        let blob = store.open_blob(&parse_digest(&l.digest)?)?;
-        unpack(blob, root, Target::Flat)?;
+    // the store's unpacked layers, hard-linked: no decompression, no data
+    // written (what prepare changes below, it replaces, never writes into)
+    for snapshot in store.snapshots(img)? {
+        apply_diff(&snapshot, root)?;
     }
     let (kernel_version, kernel) = newest_kernel(root).ok_or_else(|| VmError::NoKernel {
         image: name.to_string(),
@@ -244,9 +247,55 @@ pub fn split_var(root: &Path, var: &Path) -> Result<(), VmError> {
     Ok(())
 }
 
+/// What `mke2fs -d` fills a filesystem from, and the bytes it must hold
+/// (the size of the tar, or what a tar of the directory would be).
+pub struct Source {
+    pub path: PathBuf,
+    pub need: u64,
+}
+
+/// The filesystem source for the tree `dir`: with `epoch`, a tar of it
+/// (times clamped, so the filesystem's bytes are reproducible: `mke2fs`
+/// would copy a directory's access and change times); without, the
+/// directory itself, which saves writing and reading the whole tree again.
+pub fn source(dir: &Path, tar: &Path, epoch: Option<u64>) -> Result<Source, VmError> {
+    match epoch {
+        Some(epoch) => Ok(Source {
+            path: tar.to_path_buf(),
+            need: write_tar(dir, tar, Some(epoch))?,
+        }),
+        None => Ok(Source {
+            path: dir.to_path_buf(),
+            need: tar_size(dir)?,
+        }),
+    }
+}
+
+/// The size of a tar of `dir`: a 512-byte header per entry, file data in
+/// 512-byte blocks.
+fn tar_size(dir: &Path) -> Result<u64, VmError> {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).map_err(|e| VmError::io("reading", &d, e))? {
+            let e = e.map_err(|e| VmError::io("reading", &d, e))?;
+            let meta = e
+                .metadata()
+                .map_err(|err| VmError::io("reading", &e.path(), err))?;
+            total += 512;
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if meta.is_file() {
+                total += meta.len().div_ceil(512) * 512;
+            }
+        }
+    }
+    Ok(total)
+}
+
 /// Writes the root filesystem as a tar (times clamped to the epoch) and
 /// returns its size, what the filesystem must hold.
-pub fn write_tar(root: &Path, tar: &Path, epoch: Option<u64>) -> Result<u64, VmError> {
+fn write_tar(root: &Path, tar: &Path, epoch: Option<u64>) -> Result<u64, VmError> {
     let f = std::fs::File::create(tar).map_err(|e| VmError::io("creating", tar, e))?;
     let opts = LayerOptions {
         compression: Compression::None,

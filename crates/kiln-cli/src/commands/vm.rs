@@ -86,12 +86,13 @@ pub fn build(args: VmBuildArgs, store: &Store, printer: &Printer) -> anyhow::Res
         data.push(path);
     }
     if args.boot_test {
+        let work = store.temp_path("boot");
         printer.error(&format!(
-            "booting {} in QEMU (software emulation, up to {} s)",
+            "booting {} in QEMU ({}, up to {} s)",
             disk.raw.display(),
+            kiln_vm::boot::Accel::detect(&work).describe(),
             args.timeout
         ));
-        let work = store.temp_path("boot");
         let booted =
             kiln_vm::boot::boot_test(&disk.raw, &data, &work, Duration::from_secs(args.timeout));
         let _ = std::fs::remove_dir_all(&work);
@@ -133,8 +134,9 @@ pub fn boot(args: VmBootArgs, store: &Store, printer: &Printer) -> anyhow::Resul
     let work = store.temp_path("boot");
     if args.check {
         printer.error(&format!(
-            "booting {} in QEMU (software emulation, up to {} s)",
+            "booting {} in QEMU ({}, up to {} s)",
             disk.display(),
+            kiln_vm::boot::Accel::detect(&work).describe(),
             args.timeout
         ));
         let booted =
