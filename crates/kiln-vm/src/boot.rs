@@ -68,14 +68,16 @@ fn probe_kvm(work: &Path) -> Accel {
         .write(true)
         .open("/dev/kvm")
         .is_ok();
-    if !usable || std::fs::create_dir_all(work).is_err() {
+    // a directory of its own: the boot's variable store is not touched
+    let dir = work.join("kvm-probe");
+    if !usable || std::fs::create_dir_all(&dir).is_err() {
         return Accel::Tcg;
     }
-    let Ok(vars) = vars_copy(work) else {
+    let _cleanup = crate::RemoveOnDrop(dir.clone());
+    let Ok(vars) = vars_copy(&dir) else {
         return Accel::Tcg;
     };
-    let serial = work.join("kvm-probe.log");
-    let _ = std::fs::remove_file(&serial);
+    let serial = dir.join("serial.log");
     let child = Command::new("qemu-system-x86_64")
         .args(Accel::Kvm.args())
         .args(["-m", "256", "-nodefaults", "-display", "none", "-no-reboot"])
