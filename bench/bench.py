@@ -585,9 +585,12 @@ set -euo pipefail
 w=$1 base=$2 key=$3 pkg=$4 port=$5
 rm -rf "$w" && mkdir -p "$w"
 qemu-img create -q -f qcow2 -b "$base" -F raw "$w/work.qcow2"
-cp /usr/share/OVMF/OVMF_VARS_4M.fd "$w/vars.fd"
+# the firmware kiln's boot test uses: the 2 MiB OVMF build when installed
+fw=/usr/share/OVMF/OVMF_CODE.fd vars=/usr/share/OVMF/OVMF_VARS.fd
+[ -f "$fw" ] && [ -f "$vars" ] || fw=/usr/share/OVMF/OVMF_CODE_4M.fd vars=/usr/share/OVMF/OVMF_VARS_4M.fd
+cp "$vars" "$w/vars.fd"
 qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp 2 -display none -no-reboot \
-  -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+  -drive if=pflash,format=raw,readonly=on,file="$fw" \
   -drive if=pflash,format=raw,file="$w/vars.fd" \
   -drive file="$w/work.qcow2",format=qcow2,if=virtio \
   -device virtio-rng-pci -nic user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:$port-:22 \

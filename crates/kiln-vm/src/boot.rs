@@ -16,8 +16,27 @@ use std::time::{Duration, Instant};
 
 use crate::VmError;
 
-const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF's code and variable-store template, in order of preference: the
+/// 2 MiB build reaches the boot loader ~0.7 s sooner under software
+/// emulation; the 4 MiB one is the only build from Debian 13 on.
+const FIRMWARE: [(&str, &str); 2] = [
+    (
+        "/usr/share/OVMF/OVMF_CODE.fd",
+        "/usr/share/OVMF/OVMF_VARS.fd",
+    ),
+    (
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "/usr/share/OVMF/OVMF_VARS_4M.fd",
+    ),
+];
+
+/// The firmware installed here: (code, variable-store template).
+fn firmware() -> (&'static str, &'static str) {
+    FIRMWARE
+        .into_iter()
+        .find(|(code, vars)| Path::new(code).is_file() && Path::new(vars).is_file())
+        .unwrap_or(FIRMWARE[1])
+}
 
 /// How QEMU runs the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +101,10 @@ fn probe_kvm(work: &Path) -> Accel {
         .args(Accel::Kvm.args())
         .args(["-m", "256", "-nodefaults", "-display", "none", "-no-reboot"])
         .arg("-drive")
-        .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
+        .arg(format!(
+            "if=pflash,format=raw,readonly=on,file={}",
+            firmware().0
+        ))
         .arg("-drive")
         .arg(format!("if=pflash,format=raw,file={}", vars.display()))
         .args(["-monitor", "none", "-serial"])
@@ -139,7 +161,10 @@ fn qemu(
         .args(["-m", "1024", "-smp", "2"])
         .args(["-display", "none", "-no-reboot"])
         .arg("-drive")
-        .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
+        .arg(format!(
+            "if=pflash,format=raw,readonly=on,file={}",
+            firmware().0
+        ))
         .arg("-drive")
         .arg(format!("if=pflash,format=raw,file={}", vars.display()))
         .arg("-drive")
@@ -192,10 +217,11 @@ fn qemu(
 
 /// A copy of OVMF's variable store (firmware writes to it).
 fn vars_copy(work: &Path) -> Result<PathBuf, VmError> {
+    let template = firmware().1;
     let vars = work.join("OVMF_VARS.fd");
-    std::fs::copy(OVMF_VARS, &vars).map_err(|e| {
+    std::fs::copy(template, &vars).map_err(|e| {
         VmError::Boot(format!(
-            "copying {OVMF_VARS}: {e} (apt-get install ovmf qemu-system-x86)"
+            "copying {template}: {e} (apt-get install ovmf qemu-system-x86)"
         ))
     })?;
     Ok(vars)
