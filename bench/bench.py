@@ -12,6 +12,7 @@ some workloads, --only, to bench/results-WORKLOADS.md).
 """
 
 import argparse
+import json
 import os
 import platform
 import random
@@ -620,6 +621,7 @@ def workload_vm(run, kiln, rep):
     convert the disk to qcow2 (no boot test afterwards). Both under
     software emulation, the same base, the same apt cache."""
     factory = WORK / "vm/factory"
+    forget_old_vm_versions(kiln)
     server_dockerfile("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y"
                       f" --no-install-recommends {VM_PACKAGE} && rm -rf /var/lib/apt/lists/*"
                       f" && echo run-{rep}-{time.time_ns()} > /etc/bench-run")
@@ -632,6 +634,15 @@ def workload_vm(run, kiln, rep):
     run.measure(Packer, VM_ROW, rep,
                 [["bash", str(script), str(WORK / "vm/packer-run"), str(WORK / "vm/base-disk/base.raw"),
                   str(WORK / "vm/key"), VM_PACKAGE, str(VM_SSH_PORT)]])
+
+
+def forget_old_vm_versions(kiln):
+    """Every kept version of the VM image but the newest, removed (not
+    measured): each run keeps a disk of about 1 GiB."""
+    kept = json.loads(subprocess.check_output([str(KILN), "vm", "ls", "--json"], env=kiln.env, text=True))
+    versions = sorted((v["version"] for v in kept if v["name"] == "server-disk"), key=lambda v: [int(x) for x in v.split(".")])
+    for v in versions[:-1]:
+        quiet([str(KILN), "vm", "rm", f"server-disk:{v}"], env=kiln.env)
 
 
 def vm_baseline(kiln):

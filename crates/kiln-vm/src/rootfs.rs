@@ -367,17 +367,47 @@ fn remove(root: &Path, rel: &str) -> Result<(), VmError> {
     }
 }
 
+/// Replaces `rel` with a new file holding `text` (a symlink is replaced,
+/// never followed; a regular file keeps its owner and mode, e.g.
+/// /etc/shadow's group shadow).
 fn write(root: &Path, rel: &str, text: &str) -> Result<(), VmError> {
-    remove(root, rel)?; // a symlink is replaced, never followed
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let p = inside(root, rel)?;
-    std::fs::write(&p, text).map_err(|e| VmError::io("writing", &p, e))
+    let before = std::fs::symlink_metadata(&p).ok().filter(|m| m.is_file());
+    remove(root, rel)?;
+    std::fs::write(&p, text).map_err(|e| VmError::io("writing", &p, e))?;
+    if let Some(m) = before {
+        std::os::unix::fs::chown(&p, Some(m.uid()), Some(m.gid()))
+            .map_err(|e| VmError::io("setting the owner of", &p, e))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m.mode() & 0o7777))
+            .map_err(|e| VmError::io("setting the mode of", &p, e))?;
+    }
+    Ok(())
+}
+
+/// The text of the image's `rel`, empty when it has none; a symlink is
+/// refused rather than read (it could name a file of this machine).
+fn read(root: &Path, rel: &str) -> Result<String, VmError> {
+    let p = inside(root, rel)?;
+    match std::fs::symlink_metadata(&p) {
+        Ok(m) if m.is_file() => {
+            std::fs::read_to_string(&p).map_err(|e| VmError::io("reading", &p, e))
+        }
+        Ok(_) => Err(VmError::Tool(format!(
+            "/{rel} in the image is not a regular file (a symlink?); kiln will not read through it"
+        ))),
+        Err(_) => Ok(String::new()),
+    }
 }
 
 /// Adds `user` (the first free id from 1000, its own group, a locked
 /// password) with `~/.ssh/authorized_keys` holding its key.
 fn add_user(root: &Path, user: &crate::User) -> Result<(), VmError> {
-    let read = |rel: &str| std::fs::read_to_string(root.join(rel)).unwrap_or_default();
-    let (passwd, group, shadow) = (read("etc/passwd"), read("etc/group"), read("etc/shadow"));
+    let (passwd, group, shadow) = (
+        read(root, "etc/passwd")?,
+        read(root, "etc/group")?,
+        read(root, "etc/shadow")?,
+    );
     let field = |line: &str, i: usize| line.split(':').nth(i).unwrap_or("").to_string();
     if passwd.lines().any(|l| field(l, 0) == user.name) {
         return Err(VmError::Tool(format!(
@@ -538,5 +568,39 @@ mod tests {
             .is_symlink());
         assert!(write(root, "var/lib/x", "y").is_err());
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        // nor reads: a symlinked passwd would copy this machine's file
+        std::fs::write(outside.path().join("secret"), "host").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.join("etc/passwd")).unwrap();
+        let e = read(root, "etc/passwd").unwrap_err().to_string();
+        assert!(
+            e.contains("/etc/passwd in the image is not a regular file"),
+            "{e}"
+        );
+        std::fs::remove_file(outside.path().join("secret")).unwrap();
+    }
+
+    /// A replaced file keeps its owner and mode: /etc/shadow stays
+    /// readable by group shadow (unix_chkpwd) after kiln adds a user.
+    #[test]
+    fn replaced_files_keep_owner_and_mode() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("etc")).unwrap();
+        let shadow = root.join("etc/shadow");
+        std::fs::write(&shadow, "root:*:19000:0:99999:7:::\n").unwrap();
+        std::os::unix::fs::chown(&shadow, Some(0), Some(42)).unwrap();
+        std::fs::set_permissions(&shadow, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::fs::write(root.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        std::fs::write(root.join("etc/group"), "root:x:0:\nshadow:x:42:\n").unwrap();
+        let user = crate::User::new("admin", "ssh-ed25519 AAAA test").unwrap();
+        add_user(root, &user).unwrap();
+        let m = std::fs::metadata(&shadow).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (0, 42, 0o640));
+        let text = std::fs::read_to_string(&shadow).unwrap();
+        assert!(
+            text.starts_with("root:*:") && text.contains("\nadmin:!::0:"),
+            "{text}"
+        );
     }
 }
