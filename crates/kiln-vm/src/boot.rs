@@ -97,17 +97,8 @@ fn probe_kvm(work: &Path) -> Accel {
         return Accel::Tcg;
     };
     let serial = dir.join("serial.log");
-    let child = Command::new("qemu-system-x86_64")
-        .args(Accel::Kvm.args())
-        .args(["-m", "256", "-nodefaults", "-display", "none", "-no-reboot"])
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,readonly=on,file={}",
-            firmware().0
-        ))
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
-        .args(["-monitor", "none", "-serial"])
+    let child = machine(Accel::Kvm, "256", &vars)
+        .args(["-nodefaults", "-monitor", "none", "-serial"])
         .arg(format!("file:{}", serial.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -156,17 +147,8 @@ fn qemu(
     console: Option<&Path>,
     ssh_port: Option<u16>,
 ) -> Command {
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(accel.args())
-        .args(["-m", "1024", "-smp", "2"])
-        .args(["-display", "none", "-no-reboot"])
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,readonly=on,file={}",
-            firmware().0
-        ))
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+    let mut cmd = machine(accel, "1024", vars);
+    cmd.args(["-smp", "2"])
         .arg("-drive")
         .arg(format!(
             "file={},format=raw,if=none,id=os,snapshot=on",
@@ -212,6 +194,22 @@ fn qemu(
             cmd.args(["-nographic"]);
         }
     }
+    cmd
+}
+
+/// QEMU with `memory` MiB, no display, OVMF with the variable store
+/// `vars`, under `accel`.
+fn machine(accel: Accel, memory: &str, vars: &Path) -> Command {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(accel.args())
+        .args(["-m", memory, "-display", "none", "-no-reboot"])
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,readonly=on,file={}",
+            firmware().0
+        ))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,file={}", vars.display()));
     cmd
 }
 
