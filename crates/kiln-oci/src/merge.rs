@@ -22,7 +22,7 @@ use std::path::Path;
 use rustix::fs::{AtFlags, FileType, Mode as FsMode, Timespec, Timestamps, CWD};
 
 use crate::layer::{sorted_names, OPAQUE_XATTR};
-use crate::unpack::is_whiteout;
+use crate::unpack::{is_whiteout, remove_any};
 use crate::{xattr, Error};
 
 /// Applies the diff dir `diff` onto the flat root filesystem `root`.
@@ -62,17 +62,7 @@ fn apply_dir(from: &Path, to: &Path) -> Result<(), Error> {
             let overlay_attrs = xattr::list(&src)?
                 .iter()
                 .any(|(k, _)| k.starts_with("trusted.overlay."));
-            let linked = match overlay_attrs {
-                true => Ok(false),
-                false => fs::hard_link(&src, &dst).map(|()| true).or_else(|e| {
-                    // another filesystem: a copy
-                    match e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) {
-                        true => Ok(false),
-                        false => Err(Error::path("linking", &dst, e)),
-                    }
-                }),
-            }?;
-            if !linked {
+            if overlay_attrs || !hard_link(&src, &dst)? {
                 fs::copy(&src, &dst).map_err(|e| Error::path("copying", &dst, e))?;
                 copy_metadata(&src, &dst, &meta)?;
             }
@@ -105,11 +95,12 @@ fn apply_dir(from: &Path, to: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn remove_any(p: &Path) -> Result<(), Error> {
-    match fs::symlink_metadata(p) {
-        Err(_) => Ok(()),
-        Ok(m) if m.is_dir() => fs::remove_dir_all(p).map_err(|e| Error::path("removing", p, e)),
-        Ok(_) => fs::remove_file(p).map_err(|e| Error::path("removing", p, e)),
+/// Links `dst` to `src`; false when they are on different filesystems.
+fn hard_link(src: &Path, dst: &Path) -> Result<bool, Error> {
+    match fs::hard_link(src, dst) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => Ok(false),
+        Err(e) => Err(Error::path("linking", dst, e)),
     }
 }
 

@@ -115,7 +115,7 @@ fn io_err<'a>(what: &str, p: &'a Path) -> impl Fn(std::io::Error) -> Error + 'a 
     move |e| Error::path(&what, p, e)
 }
 
-fn remove_any(p: &Path) -> Result<(), Error> {
+pub(crate) fn remove_any(p: &Path) -> Result<(), Error> {
     match fs::symlink_metadata(p) {
         Err(_) => Ok(()),
         Ok(m) if m.is_dir() => fs::remove_dir_all(p).map_err(io_err("removing", p)),

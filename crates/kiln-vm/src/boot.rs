@@ -126,8 +126,6 @@ fn probe_kvm(work: &Path) -> Accel {
 /// What a successful boot test saw.
 #[derive(Debug, Clone)]
 pub struct Booted {
-    /// How QEMU ran it.
-    pub accel: Accel,
     /// The marker line (`KILN-READY HOSTNAME root=… /mount=…`).
     pub marker: String,
     /// Each boot test's output lines, in order.
@@ -272,7 +270,7 @@ pub fn boot_test(
     loop {
         let text = std::fs::read_to_string(&marker).unwrap_or_default();
         if let Some(line) = text.lines().find(|l| l.starts_with("KILN-READY")) {
-            return report(&text, line, started.elapsed().as_secs_f64(), accel);
+            return report(&text, line, started.elapsed().as_secs_f64());
         }
         if let Ok(Some(status)) = qemu.0.try_wait() {
             let mut err = String::new();
@@ -316,7 +314,7 @@ pub fn boot_console(
 
 /// The boot tests' results from the marker port: a test that failed fails
 /// the boot test, with its output.
-fn report(text: &str, marker: &str, seconds: f64, accel: Accel) -> Result<Booted, VmError> {
+fn report(text: &str, marker: &str, seconds: f64) -> Result<Booted, VmError> {
     let mut outputs: Vec<Vec<String>> = Vec::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("KILN-OUT ") {
@@ -339,7 +337,6 @@ fn report(text: &str, marker: &str, seconds: f64, accel: Accel) -> Result<Booted
         }
     }
     Ok(Booted {
-        accel,
         marker: marker.to_string(),
         outputs,
         seconds,
@@ -374,13 +371,11 @@ mod tests {
     #[test]
     fn a_failing_boot_test_fails_with_its_output() {
         let ok = "KILN-OUT 1: hello\nKILN-TEST 1 exit=0\nKILN-READY vm root=/dev/vda2\n";
-        let b = report(ok, "KILN-READY vm root=/dev/vda2", 1.0, Accel::Tcg).unwrap();
+        let b = report(ok, "KILN-READY vm root=/dev/vda2", 1.0).unwrap();
         assert_eq!(b.outputs, vec![vec!["hello".to_string()]]);
         let bad =
             "KILN-TEST 1 exit=0\nKILN-OUT 2: no such file\nKILN-TEST 2 exit=1\nKILN-READY vm\n";
-        let e = report(bad, "KILN-READY vm", 1.0, Accel::Tcg)
-            .unwrap_err()
-            .to_string();
+        let e = report(bad, "KILN-READY vm", 1.0).unwrap_err().to_string();
         assert!(
             e.contains("boot test 2 exited with 1") && e.contains("| no such file"),
             "{e}"

@@ -1,8 +1,9 @@
 //! The VM's root filesystem: the image's layer snapshots merged by hard
 //! links (so every change below replaces a file, never writes into one:
 //! the store's snapshot shares its inode), the kernel
-//! found, host leftovers removed and first-boot settings written, then one
-//! reproducible tar for `mke2fs -d`.
+//! found, host leftovers removed and first-boot settings written; `mke2fs -d`
+//! then reads the tree, or one normalized tar of it when identical bytes
+//! are asked for ([`source`]).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -262,7 +263,7 @@ pub fn source(dir: &Path, tar: &Path, epoch: Option<u64>) -> Result<Source, VmEr
     match epoch {
         Some(epoch) => Ok(Source {
             path: tar.to_path_buf(),
-            need: write_tar(dir, tar, Some(epoch))?,
+            need: write_tar(dir, tar, epoch)?,
         }),
         None => Ok(Source {
             path: dir.to_path_buf(),
@@ -295,11 +296,11 @@ fn tar_size(dir: &Path) -> Result<u64, VmError> {
 
 /// Writes the root filesystem as a tar (times clamped to the epoch) and
 /// returns its size, what the filesystem must hold.
-fn write_tar(root: &Path, tar: &Path, epoch: Option<u64>) -> Result<u64, VmError> {
+fn write_tar(root: &Path, tar: &Path, epoch: u64) -> Result<u64, VmError> {
     let f = std::fs::File::create(tar).map_err(|e| VmError::io("creating", tar, e))?;
     let opts = LayerOptions {
         compression: Compression::None,
-        source_date_epoch: Some(epoch.unwrap_or(0)),
+        source_date_epoch: Some(epoch),
     };
     let info = write_layer(root, std::io::BufWriter::new(f), &opts)?;
     Ok(info.size)
