@@ -369,8 +369,14 @@ impl Builder<'_, '_> {
                     let src = crate::context::clean(m.source.as_deref().unwrap_or("")).ok_or_else(
                         || fail("the bind source is outside the build context".into()),
                     )?;
+                    // a symlink in the context is followed inside the context
+                    let ctx =
+                        kiln_root::Root::open(&self.ctx.root).map_err(|e| fail(e.to_string()))?;
+                    let found = ctx
+                        .resolve(&src, kiln_root::Symlinks::Follow, kiln_root::Missing::Fail)
+                        .map_err(|e| fail(format!("the bind source: {e}")))?;
                     MountKind::Bind {
-                        source: self.ctx.root.join(src),
+                        source: ctx.host_path(&found.rel),
                         readonly: m.readonly,
                     }
                 }

@@ -15,6 +15,8 @@ use rustix::mount::{
 use rustix::process::Signal;
 use rustix::thread::UnshareFlags;
 
+use kiln_root::{Missing, Root, Symlinks};
+
 use crate::spec::{MountKind, Network, RunSpec};
 
 type R<T> = Result<T, String>;
@@ -157,27 +159,19 @@ fn mount_overlay(spec: &RunSpec) -> R<()> {
     .map_err(|e| format!("mounting the overlay root: {e}"))
 }
 
-/// Creates `rel` under `root` as a directory (or file) if missing, noting
-/// each created path so it can be removed from the layer afterwards.
+/// Resolves `rel` inside `root` as the image sees it (its symlinks
+/// followed, never out of the root) and creates it as a directory (or an
+/// empty file) if missing, with any missing parents; notes each created
+/// path so it can be removed from the layer afterwards. The path returned
+/// goes through no symlink: nothing else writes in the root before the step
+/// starts, so mounting on it mounts inside the root.
 fn ensure(root: &Path, rel: &str, dir: bool, stubs: &mut Vec<String>) -> R<PathBuf> {
-    let rel = rel.trim_start_matches('/');
-    let mut cur = root.to_path_buf();
-    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
-    for (i, part) in parts.iter().enumerate() {
-        cur.push(part);
-        let last = i + 1 == parts.len();
-        if fs::symlink_metadata(&cur).is_ok() {
-            continue;
-        }
-        let created = if last && !dir {
-            fs::write(&cur, b"")
-        } else {
-            fs::create_dir(&cur)
-        };
-        created.map_err(|e| format!("creating mount point {}: {e}", cur.display()))?;
-        stubs.push(parts[..=i].join("/"));
-    }
-    Ok(cur)
+    let root = Root::open(root).map_err(|e| format!("opening the step's root: {e}"))?;
+    let found = root
+        .make(Path::new(rel), !dir)
+        .map_err(|e| format!("creating mount point /{}: {e}", rel.trim_start_matches('/')))?;
+    stubs.extend(found.created.iter().map(|p| p.display().to_string()));
+    Ok(root.host_path(&found.rel))
 }
 
 fn mount_system(spec: &RunSpec, root: &Path, stubs: &mut Vec<String>) -> R<()> {
@@ -345,7 +339,13 @@ fn layers_mount(
         Some(data.as_c_str()),
     )
     .map_err(|e| format!("mounting the layers for {target}: {e}"))?;
-    let src = mnt.join(source.trim_start_matches('/'));
+    // the source is the other stage's path as that stage sees it: its
+    // symlinks are followed inside its root, never out to this machine
+    let within = Root::open(&mnt).map_err(|e| format!("opening the layers for {target}: {e}"))?;
+    let found = within
+        .resolve(Path::new(source), Symlinks::Follow, Missing::Fail)
+        .map_err(|e| format!("the bind source {source}: {e}"))?;
+    let src = within.host_path(&found.rel);
     let is_dir = src.is_dir();
     let at = ensure(root, target, is_dir, stubs)?;
     rustix::mount::mount_bind_recursive(&src, &at)

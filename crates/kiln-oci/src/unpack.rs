@@ -6,10 +6,11 @@
 //! which layers are applied in order (whiteouts delete).
 //!
 //! Layer content is untrusted. Entries with `..` or an absolute path are
-//! rejected; in a flat tree, symlinks in an entry's parent path are resolved
-//! inside the root and rejected when they would lead out of it; in a diff dir
-//! a parent that is a symlink is rejected. Nothing is ever written outside
-//! `dest`.
+//! rejected. Every path an entry names (its own and a hard link's target)
+//! is walked through [`kiln_root::Root`]: in a flat tree symlinks are
+//! followed inside the root, as the image would (an absolute one from the
+//! root, `..` never above it); in a diff dir a path through a symlink is
+//! refused. Nothing is ever written, created or linked outside `dest`.
 
 use std::collections::HashSet;
 use std::fs;
@@ -20,6 +21,8 @@ use std::path::{Component, Path, PathBuf};
 use flate2::read::MultiGzDecoder;
 use oci_spec::image::Digest;
 use rustix::fs::{AtFlags, FileType, Mode as FsMode, Timespec, Timestamps, CWD};
+
+use kiln_root::{Missing, Root, Symlinks};
 
 use crate::digest::HashReader;
 use crate::layer::{OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX};
@@ -54,7 +57,7 @@ pub fn unpack<R: Read>(blob: R, dest: &Path, target: Target) -> Result<Digest, E
     let mut hashed = HashReader::new(plain);
     let mut archive = tar::Archive::new(&mut hashed);
     let mut u = Unpacker {
-        dest: dest.to_path_buf(),
+        root: Root::open(dest).map_err(|e| walk_error("/", e))?,
         target,
         created: HashSet::new(),
         dirs: Vec::new(),
@@ -74,7 +77,7 @@ pub fn unpack<R: Read>(blob: R, dest: &Path, target: Target) -> Result<Digest, E
 }
 
 struct Unpacker {
-    dest: PathBuf,
+    root: Root,
     target: Target,
     /// Paths this layer created, which its own opaque markers must keep.
     created: HashSet<PathBuf>,
@@ -110,6 +113,26 @@ fn clean_rel(raw: &str) -> Result<PathBuf, Error> {
     Ok(out)
 }
 
+/// A path walk's refusal as the entry's error.
+fn walk_error(raw: &str, e: kiln_root::Error) -> Error {
+    match e {
+        kiln_root::Error::Symlink { at, .. } => hostile(
+            raw,
+            &format!("its path goes through the symlink /{}", at.display()),
+        ),
+        kiln_root::Error::Loop { .. } => hostile(raw, "too many levels of symlinks in its path"),
+        kiln_root::Error::NotDir { at, .. } => hostile(
+            raw,
+            &format!("/{} in its path is not a directory", at.display()),
+        ),
+        kiln_root::Error::NotFound { at, .. } => hostile(
+            raw,
+            &format!("/{} in its path does not exist", at.display()),
+        ),
+        kiln_root::Error::Io { what, path, source } => Error::path(what, &path, source),
+    }
+}
+
 fn io_err<'a>(what: &str, p: &'a Path) -> impl Fn(std::io::Error) -> Error + 'a {
     let what = what.to_string();
     move |e| Error::path(&what, p, e)
@@ -124,64 +147,26 @@ pub(crate) fn remove_any(p: &Path) -> Result<(), Error> {
 }
 
 impl Unpacker {
-    /// Resolves the parent directory of `rel` inside the root, creating
-    /// missing directories; symlinks are followed only within the root.
-    fn parent_dir(&self, raw: &str, rel: &Path) -> Result<PathBuf, Error> {
-        let mut cur = PathBuf::new();
-        let parents: Vec<_> = rel
-            .parent()
-            .map(|p| p.components().collect())
-            .unwrap_or_default();
-        let mut hops = 0;
-        let mut queue: Vec<std::ffi::OsString> = parents
-            .iter()
-            .map(|c| c.as_os_str().to_os_string())
-            .collect();
-        queue.reverse();
-        while let Some(name) = queue.pop() {
-            if name == ".." {
-                if !cur.pop() {
-                    return Err(hostile(raw, "a symlink in its path leads out of the root"));
-                }
-                continue;
-            }
-            if name == "." || name.is_empty() {
-                continue;
-            }
-            let next = cur.join(&name);
-            let full = self.dest.join(&next);
-            match fs::symlink_metadata(&full) {
-                Ok(m) if m.is_dir() => cur = next,
-                Ok(m) if m.file_type().is_symlink() => {
-                    if self.target == Target::OverlayDiff {
-                        return Err(hostile(raw, "its parent path goes through a symlink"));
-                    }
-                    hops += 1;
-                    if hops > 40 {
-                        return Err(hostile(raw, "too many levels of symlinks"));
-                    }
-                    let link = fs::read_link(&full).map_err(io_err("reading link", &full))?;
-                    if link.is_absolute() {
-                        cur = PathBuf::new();
-                    }
-                    // the target's components are resolved one by one, so
-                    // symlinks and `..` inside it are checked the same way
-                    let parts = link_components(&link);
-                    queue.extend(parts.into_iter().rev());
-                }
-                Ok(_) => {
-                    // a file where a directory is needed: the layer replaces it
-                    fs::remove_file(&full).map_err(io_err("replacing", &full))?;
-                    fs::create_dir(&full).map_err(io_err("creating", &full))?;
-                    cur = next;
-                }
-                Err(_) => {
-                    fs::create_dir(&full).map_err(io_err("creating", &full))?;
-                    cur = next;
-                }
-            }
+    /// How this target walks an entry's parent path: a flat tree follows
+    /// symlinks inside the root, as the image would; in an overlay diff dir
+    /// a symlinked parent means something else in every layer below, so it
+    /// is refused.
+    fn symlinks(&self) -> Symlinks {
+        match self.target {
+            Target::Flat => Symlinks::Follow,
+            Target::OverlayDiff => Symlinks::Reject,
         }
-        Ok(self.dest.join(cur))
+    }
+
+    /// Resolves the parent directory of `rel` inside the root, creating
+    /// missing directories; returns the entry's path on this machine, whose
+    /// parents are real directories inside the root.
+    fn entry_path(&self, raw: &str, rel: &Path) -> Result<PathBuf, Error> {
+        let parent = self
+            .root
+            .parent(rel, self.symlinks(), Missing::CreateDirs)
+            .map_err(|e| walk_error(raw, e))?;
+        Ok(self.root.host_path(&parent.entry()))
     }
 
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<(), Error> {
@@ -190,17 +175,45 @@ impl Unpacker {
         let Some(name) = rel.file_name().map(|n| n.to_string_lossy().into_owned()) else {
             return Ok(()); // the root itself ("./")
         };
-        let parent = self.parent_dir(&raw, &rel)?;
+        let path = self.entry_path(&raw, &rel)?;
+        let parent = path.parent().unwrap_or(&path).to_path_buf();
         if name == OPAQUE_MARKER {
             return self.opaque(&parent);
         }
         if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
             return self.whiteout(&raw, &parent.join(hidden));
         }
-        let path = parent.join(&name);
         self.create(entry, &raw, &path)?;
         self.created.insert(path);
         Ok(())
+    }
+
+    /// The file a hard link entry names, resolved inside the root like
+    /// any entry's path (never through a symlink out of it); it must exist.
+    fn link_source(&self, raw: &str, target: &Path) -> Result<PathBuf, Error> {
+        let rel = clean_rel(&target.to_string_lossy())?;
+        let not_here = || {
+            hostile(
+                raw,
+                &format!(
+                    "hard link to {} which is not in this layer",
+                    target.display()
+                ),
+            )
+        };
+        let parent = match self.root.parent(&rel, self.symlinks(), Missing::Fail) {
+            Ok(p) => p,
+            Err(kiln_root::Error::NotFound { .. } | kiln_root::Error::NotDir { .. }) => {
+                return Err(not_here())
+            }
+            Err(e) => return Err(walk_error(raw, e)),
+        };
+        let source = self.root.host_path(&parent.entry());
+        match fs::symlink_metadata(&source) {
+            Ok(m) if !m.is_dir() => Ok(source),
+            Ok(_) => Err(hostile(raw, "hard link to a directory")),
+            Err(_) => Err(not_here()),
+        }
     }
 
     fn opaque(&mut self, dir: &Path) -> Result<(), Error> {
@@ -253,7 +266,12 @@ impl Unpacker {
                 }
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                let mut f = fs::File::create(path).map_err(io_err("creating", path))?;
+                // O_EXCL: never written through a symlink that appeared meanwhile
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(path)
+                    .map_err(io_err("creating", path))?;
                 std::io::copy(entry, &mut f).map_err(io_err("writing", path))?;
             }
             tar::EntryType::Symlink => {
@@ -268,17 +286,7 @@ impl Unpacker {
                     .link_name()
                     .map_err(|e| Error::io("reading link target", e))?
                     .unwrap_or_default();
-                let target_rel = clean_rel(&target.to_string_lossy())?;
-                let source = self.dest.join(&target_rel);
-                if fs::symlink_metadata(&source).is_err() {
-                    return Err(hostile(
-                        raw,
-                        &format!(
-                            "hard link to {} which is not in this layer",
-                            target.display()
-                        ),
-                    ));
-                }
+                let source = self.link_source(raw, &target)?;
                 fs::hard_link(&source, path).map_err(io_err("creating hard link", path))?;
                 return Ok(()); // a hard link shares the target's metadata
             }

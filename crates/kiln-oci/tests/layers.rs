@@ -1,6 +1,7 @@
 //! Layers written from real directories and unpacked again, as root.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
@@ -153,9 +154,28 @@ fn hostile_layers_are_rejected_and_write_nothing_outside() {
             ("up/evil", tar::EntryType::Regular, ""),
         ]),
         raw_tar(&[("hl", tar::EntryType::Link, "../../etc/passwd")]),
+        // a hard link through a symlink out of the root: the host's file
+        // must not be linked into the store
+        raw_tar(&[
+            ("l", tar::EntryType::Symlink, &escape),
+            ("hl", tar::EntryType::Link, "l/secret"),
+        ]),
+        raw_tar(&[
+            ("l", tar::EntryType::Symlink, "../../../../.."),
+            ("hl", tar::EntryType::Link, &format!("l{escape}/secret")),
+        ]),
     ];
+    fs::write(outside.path().join("secret"), b"host").unwrap();
     for (i, tar) in cases.iter().enumerate() {
         for target in [Target::Flat, Target::OverlayDiff] {
+            if i == 4 && target == Target::Flat {
+                // `..` stops at the root, as in the container
+                unpack(&tar[..], &root, target).unwrap();
+                assert!(root.join("evil").is_file());
+                let _ = fs::remove_dir_all(&root);
+                fs::create_dir(&root).unwrap();
+                continue;
+            }
             if i == 3 && target == Target::Flat {
                 // an absolute symlink points into the root, as it would in the
                 // container: the file lands inside the root, never outside
@@ -178,7 +198,17 @@ fn hostile_layers_are_rejected_and_write_nothing_outside() {
             fs::create_dir(&root).unwrap();
         }
     }
-    assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+    let names: Vec<_> = fs::read_dir(outside.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, ["secret"], "nothing was created outside the root");
+    assert_eq!(
+        fs::metadata(outside.path().join("secret")).unwrap().nlink(),
+        1,
+        "the host file was hard-linked into the root"
+    );
     assert!(!root_parent.path().join("evil").exists());
 }
 

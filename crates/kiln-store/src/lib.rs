@@ -66,6 +66,13 @@ pub enum Error {
     },
     #[error("{0}")]
     Spec(String),
+    /// A layer that could not be unpacked (a hostile or malformed entry).
+    #[error("unpacking layer {layer}: {source}")]
+    Layer {
+        layer: kiln_oci::Digest,
+        #[source]
+        source: Box<kiln_oci::Error>,
+    },
 }
 
 impl Error {

@@ -416,9 +416,12 @@ impl Store {
         }
         let tmp = self.temp_path("snapshot");
         fs::create_dir(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
-        let unpacked = self
-            .open_blob(blob)
-            .and_then(|f| Ok(unpack(f, &tmp, Target::OverlayDiff)?));
+        let unpacked = self.open_blob(blob).and_then(|f| {
+            unpack(f, &tmp, Target::OverlayDiff).map_err(|source| Error::Layer {
+                layer: blob.clone(),
+                source: Box::new(source),
+            })
+        });
         match unpacked {
             Ok(actual) if actual == *diff_id => self.commit_snapshot(&tmp, chain),
             Ok(actual) => {

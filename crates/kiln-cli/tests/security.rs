@@ -1,0 +1,196 @@
+//! A hostile image must not reach the host: layers, an image's symlinks and
+//! what a RUN step may do, checked as root through the real binary.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// A tar of `entries` (name, kind, link target), each regular file empty.
+fn tar_of(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, link) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).unwrap();
+        h.set_entry_type(*kind);
+        h.set_mode(0o755);
+        h.set_size(0);
+        if !link.is_empty() {
+            h.set_link_name(link).unwrap();
+        }
+        h.set_cksum();
+        b.append(&h, std::io::empty()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut c = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = c.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
+
+/// A `docker save`-style archive of one image whose only layer is `layer`.
+fn docker_archive(dir: &Path, name: &str, layer: &[u8]) -> PathBuf {
+    let d = dir.join(format!("{name}-archive"));
+    fs::create_dir_all(&d).unwrap();
+    fs::write(d.join("layer.tar"), layer).unwrap();
+    let diff = format!("sha256:{}", sha256_hex(layer));
+    fs::write(
+        d.join("config.json"),
+        format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff}"]}}}}"#),
+    )
+    .unwrap();
+    fs::write(
+        d.join("manifest.json"),
+        format!(r#"[{{"Config":"config.json","RepoTags":["{name}:1"],"Layers":["layer.tar"]}}]"#),
+    )
+    .unwrap();
+    let archive = dir.join(format!("{name}.tar"));
+    let status = Command::new("tar")
+        .arg("-cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&d)
+        .args(["manifest.json", "config.json", "layer.tar"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    archive
+}
+
+/// A directory standing for the host's secrets: one file, linked once.
+fn host_secret(dir: &Path) -> PathBuf {
+    let host = dir.join("host-secrets");
+    fs::create_dir_all(&host).unwrap();
+    fs::write(host.join("secret"), "the host's secret\n").unwrap();
+    host
+}
+
+fn assert_untouched(host: &Path) {
+    let names: Vec<_> = fs::read_dir(host)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["secret"],
+        "kiln created files in {}",
+        host.display()
+    );
+    assert_eq!(
+        fs::metadata(host.join("secret")).unwrap().nlink(),
+        1,
+        "the host's file was hard-linked into the store"
+    );
+}
+
+#[test]
+fn a_hard_link_through_a_symlink_never_links_a_host_file() {
+    let (dir, store) = setup();
+    let host = host_secret(dir.path());
+    let layer = tar_of(&[
+        ("l", tar::EntryType::Symlink, host.to_str().unwrap()),
+        ("hl", tar::EntryType::Link, "l/secret"),
+    ]);
+    // as a base image (the same unpacking serves oci-layout, oci-archive
+    // and registry pulls)
+    let archive = docker_archive(dir.path(), "evil", &layer);
+    let ctx = dockerfile_dir(
+        dir.path(),
+        "from-archive",
+        &format!(
+            "FROM docker-archive:{}\nCOPY --from=busybox:test /bin/busybox /bin/sh\n",
+            archive.display()
+        ),
+    );
+    let r = kiln(&store, &["build", "-t", "evil:1", ctx.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_mentions(
+        &r.stderr,
+        &[
+            "Dockerfile:1: FROM docker-archive:",
+            "unpacking layer sha256:",
+            "layer entry \"hl\"",
+        ],
+    );
+    // unpacked by ADD from the context
+    let ctx = dockerfile_dir(dir.path(), "add", "FROM busybox:test\nADD evil.tar /x/\n");
+    fs::write(ctx.join("evil.tar"), &layer).unwrap();
+    let r = kiln(&store, &["build", "-t", "evil:2", ctx.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_mentions(&r.stderr, &["Dockerfile:2: ADD", "layer entry \"hl\""]);
+    assert_untouched(&host);
+    assert_eq!(ok(kiln(&store, &["fsck"])).stdout, "");
+}
+
+#[test]
+fn an_images_symlinks_never_make_kiln_write_on_the_host() {
+    let (dir, store) = setup();
+    let host_etc = host_secret(&dir.path().join("etc"));
+    let host_run = host_secret(&dir.path().join("run"));
+    let host_dev = host_secret(&dir.path().join("dev"));
+    let host_proc = host_secret(&dir.path().join("proc"));
+    let secret = dir.path().join("token");
+    fs::write(&secret, "s3cret").unwrap();
+    // the image's /etc, /run, /dev and /proc are absolute symlinks to
+    // directories of this machine
+    let df = format!(
+        "FROM busybox:test\nCOPY rootfs/ /\n\
+         RUN --mount=type=secret,id=tok cat /run/secrets/tok /etc/hosts > /dev/null && ls {etc}\n",
+        etc = host_etc.display(),
+    );
+    let ctx = dockerfile_dir(dir.path(), "links", &df);
+    fs::create_dir_all(ctx.join("rootfs")).unwrap();
+    for (name, host) in [
+        ("etc", &host_etc),
+        ("run", &host_run),
+        ("dev", &host_dev),
+        ("proc", &host_proc),
+    ] {
+        std::os::unix::fs::symlink(host, ctx.join("rootfs").join(name)).unwrap();
+    }
+    let r = kiln(
+        &store,
+        &[
+            "build",
+            "--secret",
+            &format!("id=tok,src={}", secret.display()),
+            "-t",
+            "links:1",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    // inside the step, the image's own path (under its root) holds them
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_mentions(&r.stderr, &["hosts"]);
+    for host in [&host_etc, &host_run, &host_dev, &host_proc] {
+        assert_untouched(host);
+    }
+    // and the mount points kiln made are not in the image's layer
+    let out = dir.path().join("out");
+    ok(kiln(
+        &store,
+        &[
+            "build",
+            "-t",
+            "links:1",
+            "-o",
+            &format!("type=local,dest={}", out.display()),
+            ctx.to_str().unwrap(),
+        ],
+    ));
+    let inside = out.join(host_etc.strip_prefix("/").unwrap());
+    assert!(!inside.exists(), "{} is in the image", inside.display());
+}
