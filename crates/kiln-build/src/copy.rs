@@ -33,6 +33,25 @@ impl Origin<'_> {
         }
     }
 
+    /// What a source named in the instruction stands for: a symlink is
+    /// followed (inside the context, or inside the source stage's root), as
+    /// BuildKit and buildah copy what a named symlink points to; symlinks
+    /// inside a copied directory are copied as they are.
+    fn follow(&self, rel: &Path) -> Result<PathBuf, String> {
+        match self {
+            Origin::Context(c) => {
+                let root = kiln_root::Root::open(&c.root).map_err(|e| e.to_string())?;
+                root.resolve(rel, kiln_root::Symlinks::Follow, kiln_root::Missing::Fail)
+                    .map(|f| f.rel)
+                    .map_err(|e| format!("{}: {e}", rel.display()))
+            }
+            Origin::View(v) => v
+                .resolve(rel, true)
+                .map(|(p, _)| p)
+                .ok_or_else(|| format!("{} points to nothing in the source stage", rel.display())),
+        }
+    }
+
     fn list(&self, rel: &Path) -> Vec<std::ffi::OsString> {
         match self {
             Origin::Context(c) => kiln_oci::layer::sorted_names(&c.root.join(rel))
@@ -225,13 +244,14 @@ impl Copier<'_> {
         if meta.file_type().is_symlink() {
             let target = fs::read_link(&src)
                 .map_err(|e| BuildError::io(format!("reading link {}", src.display()), e))?;
-            let _ = fs::remove_file(dst);
+            remove_any(dst)?;
             symlink(&target, dst)
                 .map_err(|e| BuildError::io(format!("creating {}", dst.display()), e))?;
             return set_meta(dst, 0o777, uid, gid, mtime);
         }
         if meta.is_dir() {
-            if !dst.is_dir() {
+            if !fs::symlink_metadata(dst).is_ok_and(|m| m.is_dir()) {
+                remove_any(dst)?;
                 fs::create_dir(dst)
                     .map_err(|e| BuildError::io(format!("creating {}", dst.display()), e))?;
             }
@@ -241,6 +261,7 @@ impl Copier<'_> {
             return self.dir_meta(&meta).apply(dst);
         }
         if meta.is_file() {
+            remove_any(dst)?;
             fs::copy(&src, dst).map_err(|e| {
                 BuildError::io(format!("copying {} to {}", src.display(), dst.display()), e)
             })?;
@@ -249,6 +270,17 @@ impl Copier<'_> {
         }
         Ok(()) // devices, fifos and sockets are not copied
     }
+}
+
+/// Removes whatever is at `p` in the layer tree, never following a symlink,
+/// so what is written next lands in the tree.
+fn remove_any(p: &Path) -> Result<(), BuildError> {
+    match fs::symlink_metadata(p) {
+        Err(_) => Ok(()),
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+    }
+    .map_err(|e| BuildError::io(format!("replacing {}", p.display()), e))
 }
 
 /// True when `path` holds a tar archive (plain or gzip), which ADD unpacks.
@@ -311,13 +343,24 @@ impl Builder<'_, '_> {
             Some(s) => Origin::View(s.view(self.store)?),
             None => Origin::Context(&self.ctx),
         };
+        // each source as named (its name is what lands) and what it stands for
         let mut sources = Vec::new();
         for s in &locals {
-            sources.extend(origin.expand(s).map_err(&fail)?);
+            for named in origin.expand(s).map_err(&fail)? {
+                let real = origin.follow(&named).map_err(&fail)?;
+                sources.push((named, real));
+            }
         }
+        let reals: Vec<PathBuf> = sources.iter().map(|(_, r)| r.clone()).collect();
         let content = match (&from, &origin) {
             (Some(s), _) => s.key.clone(),
-            (None, Origin::Context(c)) => c.hash(&sources).map_err(&fail)?,
+            (None, Origin::Context(c)) => {
+                let names: Vec<String> = sources
+                    .iter()
+                    .map(|(n, _)| n.display().to_string())
+                    .collect();
+                key_of(&[&c.hash(&reals).map_err(&fail)?, &names.join("\0")])
+            }
             _ => String::new(),
         };
         let json = serde_json::to_string(&step.instruction).unwrap_or_default();
@@ -359,7 +402,8 @@ impl Builder<'_, '_> {
                 files.dest
             )
         };
-        let dest = clean(&dest_raw).unwrap_or_default();
+        // the destination as the image sees it: through its symlinks
+        let dest = view.resolve_dest(&clean(&dest_raw).unwrap_or_default());
         let many = sources.len() + urls.len() + files.inline.len() > 1
             || locals.iter().any(|s| has_wildcard(s));
         let dest_is_dir = files.dest.ends_with('/')
@@ -378,7 +422,7 @@ impl Builder<'_, '_> {
         let mut made = Vec::new();
         let epoch = self.opts.source_date_epoch;
         let parents = |rel: &Path| make_parents(&view, &tree, rel, epoch, new_dirs);
-        for src in &sources {
+        for (named, src) in &sources {
             let backing = origin
                 .backing(src)
                 .ok_or_else(|| fail(format!("{} disappeared while copying", src.display())))?;
@@ -394,7 +438,7 @@ impl Builder<'_, '_> {
             let target = if is_dir || !dest_is_dir {
                 dest.clone()
             } else {
-                dest.join(src.file_name().unwrap_or_default())
+                dest.join(named.file_name().unwrap_or_default())
             };
             let parents_of = if is_dir {
                 target.join("x")

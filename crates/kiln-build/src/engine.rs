@@ -436,10 +436,13 @@ impl Builder<'_, '_> {
         // BuildKit creates it as the current USER
         let ids = crate::users::resolve(&view, &st.config.config.user)
             .map_err(self.step_error(step.line, text))?;
+        // through the image's symlinks: `WORKDIR /link` with `/link ->
+        // /var/lib/x` keeps the link and makes /var/lib/x, as BuildKit does
+        let target = view.resolve_dest(Path::new(path.trim_start_matches('/')));
         crate::copy::make_parents(
             &view,
             &tree,
-            Path::new(path.trim_start_matches('/')).join("x").as_path(),
+            target.join("x").as_path(),
             self.opts.source_date_epoch,
             (ids.uid, ids.gid),
         )?;

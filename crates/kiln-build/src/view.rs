@@ -110,6 +110,42 @@ impl View {
         Some((cur, backing))
     }
 
+    /// The path `rel` names as the image sees it, for writing to it: its
+    /// symlinks followed inside the root (absolute ones from the root, a
+    /// final one too, dangling ones to where they point), and the part that
+    /// does not exist yet appended as written. BuildKit and buildah resolve
+    /// a COPY destination and a WORKDIR this way, so an image's `/lib ->
+    /// usr/lib` is written through, never replaced by a directory.
+    pub fn resolve_dest(&self, rel: &Path) -> PathBuf {
+        let mut cur = PathBuf::new();
+        let mut queue = kiln_oci::unpack::link_components(rel);
+        queue.reverse();
+        let mut hops = 0;
+        while let Some(name) = queue.pop() {
+            if name == ".." {
+                cur.pop();
+                continue;
+            }
+            let next = cur.join(&name);
+            let link = self
+                .lookup_exact(&next)
+                .filter(|b| fs::symlink_metadata(b).is_ok_and(|m| m.file_type().is_symlink()))
+                .and_then(|b| fs::read_link(b).ok());
+            match link {
+                Some(target) if hops < 40 => {
+                    hops += 1;
+                    if target.is_absolute() {
+                        cur = PathBuf::new();
+                    }
+                    let parts = kiln_oci::unpack::link_components(&target);
+                    queue.extend(parts.into_iter().rev());
+                }
+                _ => cur = next,
+            }
+        }
+        cur
+    }
+
     /// Names in the merged directory `rel` (already resolved), sorted.
     pub fn list(&self, rel: &Path) -> Vec<std::ffi::OsString> {
         let mut seen = BTreeSet::new();

@@ -79,6 +79,7 @@ fn context(dir: &Path, name: &str, dockerfile: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(ctx.join("script.sh"), fs::Permissions::from_mode(0o755)).unwrap();
     fs::write(ctx.join("secret-input"), "ignored by .dockerignore\n").unwrap();
+    std::os::unix::fs::symlink("src/a.txt", ctx.join("link-to-a")).unwrap();
     fs::write(ctx.join(".dockerignore"), "secret-input\n**/*.md\n").unwrap();
     let tar_src = ctx.join("tarsrc");
     fs::create_dir_all(tar_src.join("t")).unwrap();
@@ -162,6 +163,12 @@ const CASES: &[(&str, &str)] = &[
     ("multi-stage", "FROM oci-archive:BASE AS build\nRUN mkdir /out && echo built > /out/artifact && chmod 640 /out/artifact\nFROM oci-archive:BASE\nCOPY --from=build /out/artifact /artifact\nCOPY --from=build /out /out-dir\n"),
     ("add-archive", "ADD bundle.tar.gz /unpacked/\nADD src/a.txt /added\n"),
     ("cache-and-secret-mounts", "RUN --mount=type=cache,target=/var/cache/thing echo cached > /var/cache/thing/x && echo done > /after-cache\nRUN --mount=type=secret,id=tok cat /run/secrets/tok | wc -c > /secret-size\n"),
+    // an image's symlinks on a destination are followed inside its root
+    // (usr-merged /lib, a link to a directory, a dangling one), never replaced
+    ("copy-through-symlinks", "RUN mkdir -p /real /usr/lib && ln -s /real /link && ln -s /nonexistent /dangling && ln -s usr/lib /lib\nCOPY src/a.txt /link/f\nCOPY src/a.txt /dangling/\nCOPY src/a.txt lib/custom/f\nCOPY src/ /link/tree/\n"),
+    ("workdir-through-symlink", "RUN mkdir -p /var/lib && ln -s /var/lib/tempest /tempest\nWORKDIR /tempest\nRUN echo here > made-here\n"),
+    // a named source that is a symlink is copied as what it points to
+    ("copy-source-symlinks", "FROM oci-archive:BASE AS base\nRUN mkdir -p /my/data && echo t > /target && ln -s /target /link && echo d > /my/data/x && ln -s /my/data /data\nFROM oci-archive:BASE\nCOPY --from=base /link /copied\nCOPY --from=base /data /data\nCOPY link-to-a /from-context\n"),
     ("arg-and-env-paths", "ARG DIR=/argdir\nENV FILE=name.txt\nRUN mkdir -p $DIR && echo v > $DIR/$FILE\n"),
 ];
 
@@ -267,6 +274,22 @@ fn kiln_and_buildah_build_the_same_root_filesystems() {
         !has("dockerignore", "/ctx/secret-input", "") && !has("dockerignore", "/ctx/src/b.md", "")
     );
     assert!(has("add-archive", "/unpacked/t/inside file", ""));
+    assert!(has("copy-through-symlinks", "/lib symlink", "usr/lib"));
+    assert!(has("copy-through-symlinks", "/usr/lib/custom/f file", ""));
+    assert!(has("copy-through-symlinks", "/nonexistent/a.txt file", ""));
+    assert!(has(
+        "copy-through-symlinks",
+        "/real/tree/sub/c.txt file",
+        ""
+    ));
+    assert!(has(
+        "workdir-through-symlink",
+        "/var/lib/tempest/made-here file",
+        ""
+    ));
+    assert!(has("copy-source-symlinks", "/copied file", ""));
+    assert!(has("copy-source-symlinks", "/data/x file", ""));
+    assert!(has("copy-source-symlinks", "/from-context file", ""));
     assert!(has(
         "user-workdir-env",
         "/home/app/work/made-by-app file 0644 1000:1000",
