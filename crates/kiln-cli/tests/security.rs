@@ -194,3 +194,117 @@ fn an_images_symlinks_never_make_kiln_write_on_the_host() {
     let inside = out.join(host_etc.strip_prefix("/").unwrap());
     assert!(!inside.exists(), "{} is in the image", inside.display());
 }
+
+/// The capability sets a process in `image` has, from /proc/self/status.
+fn caps(out: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| l.starts_with("Cap"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+fn a_run_step_has_no_more_privilege_than_a_docker_container() {
+    let (dir, store) = setup();
+    // what the Docker engine gives a container with default settings
+    let archive = dir.path().join("busybox-docker.tar");
+    ok(kiln(
+        &store,
+        &[
+            "save",
+            "busybox:test",
+            "--format",
+            "docker",
+            "-o",
+            archive.to_str().unwrap(),
+        ],
+    ));
+    let load = Command::new("docker")
+        .arg("load")
+        .arg("-i")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let docker = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "busybox:test",
+            "grep",
+            "^Cap",
+            "/proc/self/status",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        docker.status.success(),
+        "{}",
+        String::from_utf8_lossy(&docker.stderr)
+    );
+    let docker_caps = caps(&String::from_utf8_lossy(&docker.stdout));
+    let kiln_caps = caps(
+        &ok(kiln(
+            &store,
+            &[
+                "run",
+                "busybox:test",
+                "--",
+                "grep",
+                "^Cap",
+                "/proc/self/status",
+            ],
+        ))
+        .stdout,
+    );
+    assert!(
+        docker_caps.iter().any(|l| l.starts_with("CapBnd:")),
+        "{docker_caps:?}"
+    );
+    let bnd = |v: &[String]| v.iter().find(|l| l.starts_with("CapBnd:")).cloned();
+    assert_eq!(
+        bnd(&kiln_caps),
+        bnd(&docker_caps),
+        "kiln {kiln_caps:?}\ndocker {docker_caps:?}"
+    );
+    assert_eq!(kiln_caps, docker_caps);
+
+    // what a hostile step tries, each refused; a build step runs the same way
+    let probe = "mount -t tmpfs none /mnt && echo MOUNTED; \
+                 mknod /blk b 8 0 && echo BLOCK-DEVICE; \
+                 echo 1 > /proc/sys/kernel/panic_on_oops && echo PROC-SYS-WRITTEN; \
+                 unshare -m true && echo UNSHARED; \
+                 [ -c /proc/keys ] && echo keys-masked; \
+                 echo probed";
+    let ctx = dockerfile_dir(
+        dir.path(),
+        "probe",
+        &format!("FROM busybox:test\nRUN mkdir -p /mnt; {probe}\n"),
+    );
+    let r = ok(kiln(
+        &store,
+        &["build", "-t", "probe:1", ctx.to_str().unwrap()],
+    ));
+    assert_mentions(&r.stderr, &["| probed", "| keys-masked"]);
+    for escaped in ["MOUNTED", "BLOCK-DEVICE", "PROC-SYS-WRITTEN", "UNSHARED"] {
+        assert!(
+            !r.stderr.contains(&format!("| {escaped}")),
+            "a RUN step could do {escaped}:\n{}",
+            r.stderr
+        );
+    }
+    // a device node an image brings cannot be opened; a character device
+    // may be made (CAP_MKNOD, as in Docker), and the default ones work
+    let r = ok(kiln(
+        &store,
+        &["run", "busybox:test", "--", "sh", "-c", "mknod /mem c 1 1 && (head -c1 /mem && echo READ-MEM); echo x > /dev/null && echo devnull"],
+    ));
+    assert!(!r.stdout.contains("READ-MEM"), "{}", r.stdout);
+    assert!(r.stdout.contains("devnull"), "{}{}", r.stdout, r.stderr);
+}

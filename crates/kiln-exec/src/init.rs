@@ -74,6 +74,9 @@ pub fn exec_init_main(spec_path: &Path) -> ! {
     if spec.args.is_empty() {
         fail("no command to run")
     }
+    // no more than a Docker container: its capabilities and seccomp profile
+    crate::confine::drop_capabilities().unwrap_or_else(|e| fail(&e));
+    crate::confine::apply_seccomp().unwrap_or_else(|e| fail(&e));
     let mut cmd = command(&spec).unwrap_or_else(|e| fail(&e));
     let err = cmd.exec();
     let _ = writeln!(
@@ -149,11 +152,13 @@ fn mount_overlay(spec: &RunSpec) -> R<()> {
         spec.work.display()
     );
     let data = std::ffi::CString::new(data).map_err(|e| e.to_string())?;
+    // device nodes an image brings cannot be opened (a container's device
+    // cgroup does the same); /dev is a mount of its own
     mount(
         "overlay",
         &spec.rootfs,
         "overlay",
-        MountFlags::empty(),
+        MountFlags::NODEV,
         Some(data.as_c_str()),
     )
     .map_err(|e| format!("mounting the overlay root: {e}"))
@@ -198,6 +203,7 @@ fn mount_system(spec: &RunSpec, root: &Path, stubs: &mut Vec<String>) -> R<()> {
         mount_bind("/sys", &sys).map_err(|e| format!("mounting /sys: {e}"))?;
         let _ = mount_remount(&sys, MountFlags::BIND | MountFlags::RDONLY, "");
     }
+    crate::confine::protect_paths(root)?;
     mount_dev(root, stubs)?;
     let hosts = ensure(root, "etc/hosts", false, stubs)?;
     bind_readonly(&spec.hosts_file, &hosts)?;

@@ -11,6 +11,7 @@
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
 pub mod binfmt;
+pub mod confine;
 mod init;
 mod spec;
 

@@ -64,6 +64,7 @@ impl Store {
         let root = std::path::absolute(&root)
             .map_err(|e| Error::io("resolving the store path", &root, e))?;
         let store = Store { root };
+        store.make_private()?;
         for dir in [
             store.blobs_dir(),
             store.root.join("snapshots"),
@@ -189,6 +190,32 @@ impl Store {
             return Err(Error::MissingBlob(digest.clone()));
         }
         fs::read(&p).map_err(|e| Error::io("reading blob", &p, e))
+    }
+
+    /// Creates the store's root, readable by its owner only (0700, as
+    /// containers-storage keeps its own): snapshots hold images' setuid
+    /// files and device nodes as they are, which no other user may reach.
+    fn make_private(&self) -> Result<(), Error> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let root = &self.root;
+        if let Some(parent) = root.parent() {
+            fs::create_dir_all(parent).map_err(|e| Error::io("creating", parent, e))?;
+        }
+        match fs::DirBuilder::new().mode(0o700).create(root) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::io("creating the store", root, e))
+            }
+            _ => {}
+        }
+        let mode = fs::metadata(root)
+            .map_err(|e| Error::io("reading", root, e))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            fs::set_permissions(root, fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::io("making the store private", root, e))?;
+        }
+        Ok(())
     }
 
     pub fn open_blob(&self, digest: &Digest) -> Result<File, Error> {

@@ -89,3 +89,22 @@ fn snapshots_are_unpacked_once_and_checked() {
     assert!(store.snapshot(&wrong_chain).is_none());
     assert_eq!(std::fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
 }
+
+#[test]
+fn the_store_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("a/store");
+    kiln_store::Store::open(&root).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&root), 0o700);
+    assert_ne!(
+        mode(&dir.path().join("a")),
+        0o700,
+        "only the store itself is private"
+    );
+    // an existing store made before is made private when opened
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    kiln_store::Store::open(&root).unwrap();
+    assert_eq!(mode(&root), 0o700);
+}
