@@ -123,16 +123,15 @@ pub fn build(
         file: &file,
         text: &text,
     };
-    // every base is resolved (pulled, imported) before the store is locked:
-    // naming a pulled image takes the lock exclusively
+    // shared from the first base fetched to the last name written: prune
+    // waits for it, other builds do not
+    let _lock = store.lock(false)?;
     let mut graphs = Vec::new();
     for (i, t) in targets.iter().enumerate() {
         let graph = job.evaluate(*t, i == 0)?;
         job.prefetch(&graph);
         graphs.push((*t, graph));
     }
-    // shared: other builds may run, prune may not; released before naming
-    let lock = store.lock(false)?;
     let results: Vec<Result<PlatformBuild, BuildError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = graphs
             .iter()
@@ -153,7 +152,6 @@ pub fn build(
             .collect()
     });
     let built = results.into_iter().collect::<Result<Vec<_>, _>>()?;
-    drop(lock);
     let manifest = |b: &PlatformBuild| Descriptor {
         media_type: MEDIA_MANIFEST.into(),
         digest: b.digest.clone(),

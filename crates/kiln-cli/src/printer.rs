@@ -24,6 +24,12 @@ impl Printer {
 
     /// Errors, warnings and progress.
     pub fn error(&self, text: &str) {
+        Self::to_stderr(text)
+    }
+
+    /// A line on stderr, for messages from deep inside an operation (a
+    /// store lock that keeps it waiting).
+    pub fn to_stderr(text: &str) {
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(text.as_bytes());
         if !text.ends_with('\n') {

@@ -1023,3 +1023,85 @@ impl Drop for HandlerOff {
         }
     }
 }
+
+#[test]
+fn naming_waits_for_no_other_build_and_an_rmi_is_never_undone() {
+    let (dir, store) = setup();
+    let quick = |name: &str, text: &str| {
+        let ctx = dir.path().join(format!("quick-{text}"));
+        fs::create_dir_all(&ctx).unwrap();
+        fs::write(
+            ctx.join("Dockerfile"),
+            format!("FROM busybox:test\nRUN echo {text} > /marker\n"),
+        )
+        .unwrap();
+        kiln(&store, &["build", "-t", name, ctx.to_str().unwrap()])
+    };
+    ok(quick("x:1", "old"));
+    // a long build of x:1: its step waits until the test lets it go
+    let long = dir.path().join("long");
+    fs::create_dir_all(&long).unwrap();
+    fs::write(
+        long.join("Dockerfile"),
+        "FROM busybox:test\nRUN --mount=type=bind,source=.,target=/ctx sh -c 'echo waiting; while [ ! -e /ctx/go ]; do sleep 0.05; done; echo new > /marker'\n",
+    )
+    .unwrap();
+    let mut a = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--store")
+        .arg(&store)
+        .args(["build", "-t", "x:1", long.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(a.stderr.take().unwrap()));
+    let started = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("| waiting"));
+    assert!(started, "the long build's step did not start");
+    // another build names its image while the long one runs
+    let b = ok(quick("y:1", "other"));
+    assert!(!b.stderr.contains("waiting"), "{}", b.stderr);
+    assert!(
+        a.try_wait().unwrap().is_none(),
+        "the long build ended early"
+    );
+    // rmi acts now, on the name as it is now (the old image)
+    ok(kiln(&store, &["rmi", "x:1"]));
+    assert!(a.try_wait().unwrap().is_none());
+    fs::write(long.join("go"), "").unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(a.wait().unwrap().success(), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("named x:1")), "{rest:?}");
+    // the name the build reported stays, and prune keeps its image
+    ok(kiln(&store, &["prune"]));
+    assert_eq!(
+        ok(kiln(&store, &["run", "x:1", "--", "cat", "/marker"])).stdout,
+        "new\n"
+    );
+    assert_eq!(
+        ok(kiln(&store, &["run", "y:1", "--", "cat", "/marker"])).stdout,
+        "other\n"
+    );
+    assert_eq!(kiln(&store, &["fsck"]).code, 0);
+}
+
+#[test]
+fn rmi_removes_every_name_it_can_and_says_which_it_could_not() {
+    let (_dir, store) = setup();
+    ok(kiln(
+        &store,
+        &[
+            "build",
+            "-t",
+            "present:1",
+            "--no-cache",
+            _dir.path().join("busybox").to_str().unwrap(),
+        ],
+    ));
+    let r = kiln(&store, &["rmi", "missing:1", "present:1"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_mentions(&r.stderr, &["missing:1", "removed present:1"]);
+    assert!(!kiln(&store, &["images"]).stdout.contains("present"));
+}

@@ -236,37 +236,62 @@ fn basic_auth_over_tls_with_a_private_ca() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("kiln login"), "{}", r.stderr);
 
-    let mut login = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["--store"])
-        .arg(&store)
-        .args([
-            "--ca-cert",
-            ca.to_str().unwrap(),
-            "login",
-            &addr,
-            "-u",
-            "kilnuser",
-            "--password-stdin",
-        ])
-        .env("DOCKER_CONFIG", &docker_config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    login
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"pa55-w0rd-secret\n")
-        .unwrap();
-    let out = login.wait_with_output().unwrap();
+    let login = |password: &str| {
+        let mut login = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["--store"])
+            .arg(&store)
+            .args([
+                "--ca-cert",
+                ca.to_str().unwrap(),
+                "login",
+                &addr,
+                "-u",
+                "kilnuser",
+                "--password-stdin",
+            ])
+            .env("DOCKER_CONFIG", &docker_config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        login
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        login.wait_with_output().unwrap()
+    };
+    let out = login("pa55-w0rd-secret");
     assert!(
         out.status.success(),
         "login: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // a password the registry rejects saves nothing: the working
+    // credentials stay
+    let config = docker_config.join("config.json");
+    let saved = fs::read(&config).unwrap();
+    let out = login("wrong-password");
+    assert_eq!(out.status.code(), Some(1));
+    assert_mentions(
+        &String::from_utf8_lossy(&out.stderr),
+        &["did not accept these credentials", "nothing was saved"],
+    );
+    assert_eq!(fs::read(&config).unwrap(), saved, "config.json was changed");
+    // a config.json kiln cannot read is an error that leaves it alone
+    let broken = b"{\"auths\": {\"other.example\": {\"auth\": \"eDp5\"}}, \"credsStore\": \"pass\"";
+    fs::write(&config, broken).unwrap();
+    let out = login("pa55-w0rd-secret");
+    assert_eq!(out.status.code(), Some(1));
+    assert_mentions(
+        &String::from_utf8_lossy(&out.stderr),
+        &["config.json", "not valid JSON"],
+    );
+    assert_eq!(fs::read(&config).unwrap(), broken);
+    fs::write(&config, &saved).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         fs::metadata(docker_config.join("config.json"))
@@ -995,4 +1020,57 @@ fn an_index_yields_the_image_for_the_platform() {
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn a_prune_during_a_pull_waits_and_collects_nothing_it_fetched() {
+    let (dir, store, reg, _) = app_and_registry();
+    ok(kiln(
+        &store,
+        &["push", "app:1", &format!("{}/held/app:1", reg.addr)],
+    ));
+    // every blob of the pull comes slowly, so a prune starts while the
+    // first ones are already in the store and the name is not yet written
+    let proxy = Proxy::start(
+        &reg.addr,
+        vec![Rule {
+            method: "GET",
+            path_part: "/blobs/sha256:",
+            fault: Fault::Delay(300),
+            times: 100,
+        }],
+    );
+    let fresh = dir.path().join("fresh-store");
+    let reference = format!("{}/held/app:1", proxy.addr);
+    let pull = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--store")
+        .arg(&fresh)
+        .args(["pull", &reference])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..400 {
+        if proxy.count("GET", "/blobs/sha256:") >= 4 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let prune = kiln(&fresh, &["prune"]);
+    let pulled = pull.wait_with_output().unwrap();
+    assert!(
+        pulled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    assert_eq!(prune.code, 0, "{}", prune.stderr);
+    assert_mentions(&prune.stderr, &["waiting for the builds, pulls and runs"]);
+    let fsck = kiln(&fresh, &["fsck"]);
+    assert_eq!(
+        (fsck.code, fsck.stdout.as_str()),
+        (0, ""),
+        "{}",
+        fsck.stderr
+    );
+    ok(kiln(&fresh, &["run", &reference, "--", "true"]));
 }

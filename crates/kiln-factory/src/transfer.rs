@@ -90,6 +90,8 @@ pub fn pull(
     platform: &Platform,
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<Pulled, Error> {
+    // from the first blob fetched until the name is written, prune waits
+    let _lock = store.lock(false)?;
     let (top, top_media) = client.get_manifest(r)?;
     let top_digest = kiln_oci::digest::sha256(&top).to_string();
     if let Some(pinned) = &r.digest {

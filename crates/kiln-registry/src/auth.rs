@@ -68,16 +68,34 @@ fn keys(registry: &str) -> Vec<String> {
     k
 }
 
-fn read_config() -> Value {
-    std::fs::read(config_path())
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(json!({}))
+/// The config file's JSON: `{}` when there is none. A file that is not a
+/// JSON object is an error (never silently replaced: it may hold other
+/// registries' credentials and a `credsStore`).
+fn read_config() -> Result<Value, Error> {
+    let path = config_path();
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(json!({})),
+        Err(e) => return Err(Error::Auth(format!("reading {}: {e}", path.display()))),
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v) if v.is_object() => Ok(v),
+        Ok(_) => Err(Error::Auth(format!(
+            "{} is not a JSON object; fix or remove it",
+            path.display()
+        ))),
+        Err(e) => Err(Error::Auth(format!(
+            "{}:{}:{}: not valid JSON ({e}); fix or remove it",
+            path.display(),
+            e.line(),
+            e.column()
+        ))),
+    }
 }
 
 /// Credentials for `registry`, or `None` for anonymous access.
 pub fn lookup(registry: &str) -> Result<Option<Credentials>, Error> {
-    let cfg = read_config();
+    let cfg = read_config()?;
     let keys = keys(registry);
     if let Some(helper) = keys.iter().find_map(|k| cfg["credHelpers"][k].as_str()) {
         return helper_get(helper, registry);
@@ -145,7 +163,7 @@ fn helper_get(helper: &str, registry: &str) -> Result<Option<Credentials>, Error
 /// `docker login` does; the file is readable by its owner only.
 pub fn store(registry: &str, creds: &Credentials) -> Result<PathBuf, Error> {
     let path = config_path();
-    let mut cfg = read_config();
+    let mut cfg = read_config()?;
     let encoded = base64::engine::general_purpose::STANDARD.encode(format!(
         "{}:{}",
         creds.username,

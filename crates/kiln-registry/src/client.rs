@@ -134,6 +134,15 @@ impl Client {
         tls
     }
 
+    /// Uses `creds` for `registry` from now on instead of what the config
+    /// file says (`kiln login` checks them before saving them).
+    pub fn use_credentials(&self, registry: &str, creds: Credentials) {
+        self.creds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(registry.to_string(), Some(creds));
+    }
+
     fn credentials(&self, registry: &str) -> Result<Option<Credentials>, Error> {
         let mut cache = self.creds.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = cache.get(registry) {

@@ -19,6 +19,23 @@ use crate::{atomic, Error};
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    waiting: Notice,
+}
+
+/// What the store says when a lock keeps it waiting more than a moment.
+#[derive(Clone, Default)]
+struct Notice(Option<std::sync::Arc<NoticeFn>>);
+
+type NoticeFn = dyn Fn(&str) + Send + Sync;
+
+impl std::fmt::Debug for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Notice(set)"
+        } else {
+            "Notice(none)"
+        })
+    }
 }
 
 /// Holds the store's lock until dropped.
@@ -63,7 +80,10 @@ impl Store {
         let root: PathBuf = root.into();
         let root = std::path::absolute(&root)
             .map_err(|e| Error::io("resolving the store path", &root, e))?;
-        let store = Store { root };
+        let store = Store {
+            root,
+            waiting: Notice::default(),
+        };
         store.make_private()?;
         for dir in [
             store.blobs_dir(),
@@ -114,15 +134,59 @@ impl Store {
         atomic::temp_path(&self.tmp_dir(), hint)
     }
 
-    /// Takes the store lock shared (builds) or exclusive (index changes, prune).
+    /// Says through `notice` what a lock waits for when it cannot be
+    /// taken at once (the CLI prints it).
+    pub fn with_wait_notice(mut self, notice: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.waiting = Notice(Some(std::sync::Arc::new(notice)));
+        self
+    }
+
+    /// Takes the store's collection lock: shared by every operation that
+    /// stores blobs it names later (builds, pulls, `kiln run`), held until
+    /// its names are written, so `prune` never collects them half-way;
+    /// exclusive for `prune` and `fsck`, which wait for those to finish.
+    /// Naming images does not take it (see [`Store::tag`]), so builds never
+    /// wait for one another.
     pub fn lock(&self, exclusive: bool) -> Result<StoreLock, Error> {
-        let path = self.root.join("lock");
+        let what = if exclusive {
+            "for the builds, pulls and runs using this store to finish"
+        } else {
+            "for a prune or fsck of this store to finish"
+        };
+        self.flock("lock", exclusive, what)
+    }
+
+    /// The index lock: held for the moment a name is read, changed and
+    /// written, so concurrent namings never lose one another's names.
+    fn index_lock(&self) -> Result<StoreLock, Error> {
+        self.flock(
+            "index.lock",
+            true,
+            "for another kiln naming an image in this store",
+        )
+    }
+
+    fn flock(&self, name: &str, exclusive: bool, waits_for: &str) -> Result<StoreLock, Error> {
+        let path = self.root.join(name);
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
             .map_err(|e| Error::io("opening", &path, e))?;
+        let attempt = if exclusive {
+            file.try_lock()
+        } else {
+            file.try_lock_shared()
+        };
+        match attempt {
+            Ok(()) => return Ok(StoreLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => {}
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io("locking", &path, e)),
+        }
+        if let Some(notice) = &self.waiting.0 {
+            notice(&format!("waiting {waits_for} ({})", path.display()));
+        }
         let r = if exclusive {
             file.lock()
         } else {
@@ -255,7 +319,7 @@ impl Store {
     /// Points `name` at the manifest `desc` (which must already be stored).
     pub fn tag(&self, name: &str, desc: &Descriptor) -> Result<String, Error> {
         let name = normalize_name(name)?;
-        let _lock = self.lock(true)?;
+        let _lock = self.index_lock()?;
         let mut index = self.index()?;
         let current = refs::all(&index).into_iter().find(|(n, _)| *n == name);
         if current.is_some_and(|(_, d)| d.digest == desc.digest) {
@@ -276,7 +340,7 @@ impl Store {
     /// Removes the name `name`; blobs stay until `prune`.
     pub fn untag(&self, name: &str) -> Result<(), Error> {
         let name = normalize_name(name)?;
-        let _lock = self.lock(true)?;
+        let _lock = self.index_lock()?;
         let mut index = self.index()?;
         if !refs::remove(&mut index, &name) {
             return Err(Error::NoSuchImage(name));

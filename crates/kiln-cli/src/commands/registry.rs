@@ -118,17 +118,19 @@ pub fn login(args: LoginArgs, client: &Client, printer: &Printer) -> anyhow::Res
         username: args.username.clone(),
         password: Secret::new(password),
     };
-    let path = kiln_registry::auth::store(&args.registry, &creds)?;
-    // check them against the registry now, as docker login does
+    // check them against the registry first and save them only when it
+    // accepts them, as docker login does
     let probe = Reference::parse(&format!("{}/kiln-login-check", args.registry))
         .map_err(|e| Failure::usage(e.to_string()))?;
+    client.use_credentials(&probe.registry, creds.clone());
     if let Err(e) = client.ping(&probe) {
-        printer.error(&format!(
-            "warning: {} did not accept a request with these credentials: {e}",
+        return Err(Failure::failed(format!(
+            "{} did not accept these credentials ({e}); nothing was saved",
             args.registry
-        ));
-        return Ok(Exit::Failure);
+        )));
     }
+    let path = kiln_registry::auth::store(&args.registry, &creds)
+        .map_err(|e| Failure::failed(format!("saving the credentials: {e}")))?;
     printer.error(&format!(
         "login succeeded; credentials saved in {}",
         path.display()

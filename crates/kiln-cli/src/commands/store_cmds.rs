@@ -91,12 +91,26 @@ pub fn inspect(args: InspectArgs, store: &Store, printer: &Printer) -> anyhow::R
     Ok(Exit::Success)
 }
 
+/// Unnames each image; a name that cannot be removed (no such image) is
+/// reported and the others are still removed, as `docker rmi` does; exit 1
+/// when any failed.
 pub fn rmi(args: RmiArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
+    let mut failed = 0;
     for name in &args.images {
-        store.untag(name)?;
-        printer.error(&format!("removed {name}"));
+        match store.untag(name) {
+            Ok(()) => printer.error(&format!("removed {name}")),
+            Err(e @ (kiln_store::Error::NoSuchImage(_) | kiln_store::Error::Spec(_))) => {
+                failed += 1;
+                printer.error(&format!("error: {e}"));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("removing {name}"))),
+        }
     }
-    Ok(Exit::Success)
+    Ok(if failed == 0 {
+        Exit::Success
+    } else {
+        Exit::Failure
+    })
 }
 
 pub fn fsck(store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
