@@ -155,7 +155,24 @@ impl Image {
     /// A canonical text of everything in the definition that shapes the
     /// image (not where it is published or how it is versioned), so that a
     /// change to it makes the image stale.
-    pub fn definition_text(&self) -> String {
+    ///
+    /// Paths are written relative to `dir` (the directory of the factory
+    /// file), so the same factory checked out anywhere (another directory,
+    /// another machine, a CI runner) has the same definition.
+    pub fn definition_text(&self, dir: &Path) -> String {
+        let mut v = self.definition_json();
+        relativize(&mut v, dir);
+        v.to_string()
+    }
+
+    /// The definition text as kiln wrote it before it made paths relative
+    /// (absolute paths): a lock entry that recorded its digest is still
+    /// up to date where the factory has not moved.
+    pub fn legacy_definition_text(&self) -> String {
+        self.definition_json().to_string()
+    }
+
+    fn definition_json(&self) -> serde_json::Value {
         let mut v = serde_json::json!({
             "recipe": self.recipe,
             "tests": self.tests,
@@ -165,7 +182,23 @@ impl Image {
             let platforms: Vec<String> = self.platforms.iter().map(|p| p.to_string()).collect();
             v["platforms"] = serde_json::json!(platforms);
         }
-        v.to_string()
+        v
+    }
+}
+
+/// Rewrites every string in `v` that names `dir` or a path below it as a
+/// path relative to `dir` (`.` for `dir` itself).
+fn relativize(v: &mut serde_json::Value, dir: &Path) {
+    match v {
+        serde_json::Value::String(s) => {
+            if let Ok(rest) = Path::new(s.as_str()).strip_prefix(dir) {
+                let rel = rest.display().to_string();
+                *s = if rel.is_empty() { ".".into() } else { rel };
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|i| relativize(i, dir)),
+        serde_json::Value::Object(map) => map.values_mut().for_each(|i| relativize(i, dir)),
+        _ => {}
     }
 }
 

@@ -211,12 +211,12 @@ fn the_definition_text_changes_with_what_shapes_the_image() {
     let b = load_text(&CHAIN.replace("ca-certificates", "curl")).unwrap();
     let c = load_text(&CHAIN.replace("tags = [\"latest\"]", "tags = [\"stable\"]")).unwrap();
     assert_ne!(
-        a.images["base"].definition_text(),
-        b.images["base"].definition_text()
+        a.images["base"].definition_text(Path::new("/")),
+        b.images["base"].definition_text(Path::new("/"))
     );
     assert_eq!(
-        a.images["base"].definition_text(),
-        c.images["base"].definition_text()
+        a.images["base"].definition_text(Path::new("/")),
+        c.images["base"].definition_text(Path::new("/"))
     );
 }
 
@@ -277,8 +277,8 @@ fn a_vm_image_is_read_with_its_disk_and_first_boot_settings() {
     // the boot timeout does not shape the disk; the size does
     let slower = load_text(&VM.replace("boot_timeout = 120", "boot_timeout = 600")).unwrap();
     assert_eq!(
-        slower.images["node-vm"].definition_text(),
-        vm.definition_text()
+        slower.images["node-vm"].definition_text(Path::new("/")),
+        vm.definition_text(Path::new("/"))
     );
     assert_eq!(r.bootloader, kiln_vm::Bootloader::SystemdBoot);
     let grub = load_text(&VM.replace("cmdline", "bootloader = \"grub\"\ncmdline")).unwrap();
@@ -287,13 +287,13 @@ fn a_vm_image_is_read_with_its_disk_and_first_boot_settings() {
     };
     assert_eq!(g.bootloader, kiln_vm::Bootloader::Grub);
     assert_ne!(
-        grub.images["node-vm"].definition_text(),
-        vm.definition_text()
+        grub.images["node-vm"].definition_text(Path::new("/")),
+        vm.definition_text(Path::new("/"))
     );
     let bigger = load_text(&VM.replace("\"3G\"", "\"4G\"")).unwrap();
     assert_ne!(
-        bigger.images["node-vm"].definition_text(),
-        vm.definition_text()
+        bigger.images["node-vm"].definition_text(Path::new("/")),
+        vm.definition_text(Path::new("/"))
     );
 }
 

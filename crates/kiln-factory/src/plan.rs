@@ -225,7 +225,11 @@ fn own_inputs(
     contexts_dir: Option<&Path>,
 ) -> Result<(Inputs, Option<kiln_build::ContextSummary>), FactoryError> {
     let image = &factory.images[name];
-    let definition = kiln_oci::digest::sha256(image.definition_text().as_bytes()).to_string();
+    let dir = factory.files[image.file]
+        .path
+        .parent()
+        .unwrap_or(Path::new("/"));
+    let definition = kiln_oci::digest::sha256(image.definition_text(dir).as_bytes()).to_string();
     let summary = match &image.recipe {
         Recipe::Dockerfile {
             context,
@@ -253,6 +257,13 @@ fn own_inputs(
         bases: BTreeMap::new(),
     };
     Ok((inputs, summary))
+}
+
+/// Whether `locked` is the digest an earlier kiln wrote for `name`'s
+/// definition where it is now (with absolute paths): unchanged, then.
+fn written_before_relative_paths(factory: &Factory, name: &str, locked: &str) -> bool {
+    let legacy = factory.images[name].legacy_definition_text();
+    kiln_oci::digest::sha256(legacy.as_bytes()).to_string() == locked
 }
 
 fn listing_path(dir: &Path, digest: &str) -> PathBuf {
@@ -381,7 +392,9 @@ pub fn plan(
             });
             continue;
         };
-        if inputs.definition != locked.inputs.definition {
+        if inputs.definition != locked.inputs.definition
+            && !written_before_relative_paths(factory, name, &locked.inputs.definition)
+        {
             reasons.push(Reason::DefinitionChanged);
         }
         if inputs.context != locked.inputs.context {

@@ -378,3 +378,27 @@ fn combined_factories_chain_across_files_and_keep_their_own_locks() {
         }]
     );
 }
+
+#[test]
+fn a_factory_moved_or_checked_out_elsewhere_plans_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let here = dir.path().join("here");
+    chain(&here);
+    let table = table();
+    bake_all(&here, &table, t0());
+    // the same files, lock included, in another directory
+    let there = dir.path().join("elsewhere/checkout");
+    std::fs::create_dir_all(there.parent().unwrap()).unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&here)
+        .arg(&there)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let p = run(&there, &table, false, t0(), &[]);
+    assert!(stale(&p).is_empty(), "{p:?}");
+    // a real change is still one
+    write(&there.join("a/file.txt"), "two");
+    assert_eq!(stale(&run(&there, &table, false, t0(), &[])), ["a"]);
+}
