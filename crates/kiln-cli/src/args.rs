@@ -43,10 +43,17 @@ pub enum Command {
     Rmi(RmiArgs),
     /// Remove blobs, snapshots and cache entries that no image name reaches.
     Prune,
-    /// Verify every blob against its digest and every image's references.
+    /// Verify every blob against its digest, every image's references and
+    /// every snapshot (an unpacked layer) against its layer.
     ///
-    /// Exit status: 0 the store is clean, 1 problems were found.
-    Fsck,
+    /// Snapshots are compared by type, mode, owner, size and link target of
+    /// each entry (no file is read); --full hashes every file too. A broken
+    /// snapshot is harmless to remove: kiln unpacks it again from its layer
+    /// when next needed (--repair does that).
+    ///
+    /// Exit status: 0 the store is clean, 1 problems were found (after
+    /// --repair: problems it could not repair remain).
+    Fsck(FsckArgs),
     /// Write an image in the store to an archive.
     Save(SaveArgs),
     /// Fetch an image from a registry into the store.
@@ -454,6 +461,16 @@ pub struct InspectArgs {
     /// index and every image in it]
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FsckArgs {
+    /// Hash the content of every snapshot's files too (reads them all)
+    #[arg(long)]
+    pub full: bool,
+    /// Remove broken snapshots, to be unpacked again from their layers
+    #[arg(long)]
+    pub repair: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1105,3 +1105,44 @@ fn rmi_removes_every_name_it_can_and_says_which_it_could_not() {
     assert_mentions(&r.stderr, &["missing:1", "removed present:1"]);
     assert!(!kiln(&store, &["images"]).stdout.contains("present"));
 }
+
+#[test]
+fn fsck_checks_snapshots_against_their_layers_and_repairs_them() {
+    let (dir, store) = setup();
+    let ctx = app_context(dir.path(), APP);
+    ok(kiln(
+        &store,
+        &["build", "-t", "app:1", ctx.to_str().unwrap()],
+    ));
+    assert_eq!(ok(kiln(&store, &["fsck", "--full"])).stdout, "");
+    let snapshot_of = |rel: &str| {
+        fs::read_dir(store.join("snapshots"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path().join(rel))
+            .find(|p| p.is_file())
+            .unwrap()
+    };
+    // emptied by hand: found by its size, without --full
+    fs::write(snapshot_of("bin/busybox"), b"").unwrap();
+    let r = kiln(&store, &["fsck"]);
+    assert_eq!(r.code, 1);
+    assert_mentions(
+        &r.stdout,
+        &["/bin/busybox: 0 bytes instead of", "kiln fsck --repair"],
+    );
+    // the same size, other bytes: only --full reads them
+    let greeting = snapshot_of("app/greeting.txt");
+    let len = fs::metadata(&greeting).unwrap().len() as usize;
+    fs::write(&greeting, "x".repeat(len)).unwrap();
+    let r = kiln(&store, &["fsck", "--full"]);
+    assert_mentions(&r.stdout, &["/app/greeting.txt: its content differs"]);
+    let r = ok(kiln(&store, &["fsck", "--full", "--repair"]));
+    assert_eq!(r.stdout.lines().count(), 2, "{}", r.stdout);
+    assert_mentions(&r.stdout, &["removed"]);
+    assert_eq!(
+        ok(kiln(&store, &["run", "app:1"])).stdout,
+        "hello from the context\n"
+    );
+    assert_eq!(ok(kiln(&store, &["fsck", "--full"])).stdout, "");
+}

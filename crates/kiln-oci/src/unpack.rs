@@ -40,20 +40,7 @@ pub enum Target {
 /// Unpacks a (possibly gzip-compressed) layer tar into `dest`; returns the
 /// layer's diff_id (sha256 of the uncompressed tar).
 pub fn unpack<R: Read>(blob: R, dest: &Path, target: Target) -> Result<Digest, Error> {
-    let mut buffered = BufReader::new(blob);
-    let magic = buffered
-        .fill_buf()
-        .map_err(|e| Error::io("reading the layer", e))?;
-    let plain: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
-        Box::new(MultiGzDecoder::new(buffered))
-    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(
-            zstd::stream::read::Decoder::with_buffer(buffered)
-                .map_err(|e| Error::io("starting zstd", e))?,
-        )
-    } else {
-        Box::new(buffered)
-    };
+    let plain = decompressed(blob)?;
     let mut hashed = HashReader::new(plain);
     let mut archive = tar::Archive::new(&mut hashed);
     let mut u = Unpacker {
@@ -74,6 +61,25 @@ pub fn unpack<R: Read>(blob: R, dest: &Path, target: Target) -> Result<Digest, E
         .finish()
         .map_err(|e| Error::io("reading the layer", e))?;
     Ok(diff_id)
+}
+
+/// A layer blob's tar: gzip and zstd are recognised by their magic bytes,
+/// anything else is read as a plain tar.
+pub fn decompressed<'a, R: Read + 'a>(blob: R) -> Result<Box<dyn Read + 'a>, Error> {
+    let mut buffered = BufReader::new(blob);
+    let magic = buffered
+        .fill_buf()
+        .map_err(|e| Error::io("reading the layer", e))?;
+    Ok(if magic.starts_with(&[0x1f, 0x8b]) {
+        Box::new(MultiGzDecoder::new(buffered))
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(
+            zstd::stream::read::Decoder::with_buffer(buffered)
+                .map_err(|e| Error::io("starting zstd", e))?,
+        )
+    } else {
+        Box::new(buffered)
+    })
 }
 
 struct Unpacker {

@@ -19,6 +19,26 @@ pub enum Problem {
     StrayBlob(String),
     /// A name whose manifest, config or layer is missing or unreadable.
     BrokenImage { name: String, reason: String },
+    /// A snapshot that differs from the layer it was unpacked from;
+    /// `removed` when `--repair` took it away (it is unpacked again from
+    /// its layer when next needed).
+    BrokenSnapshot {
+        chain: String,
+        layer: String,
+        reason: String,
+        removed: bool,
+    },
+}
+
+/// How thoroughly `fsck` looks, and whether it repairs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FsckOptions {
+    /// Hash every file of every snapshot (otherwise types, modes, owners,
+    /// sizes and link targets are compared, which reads no file).
+    pub full: bool,
+    /// Remove broken snapshots: each is unpacked again from its layer the
+    /// next time a build, run or VM image needs it.
+    pub repair: bool,
 }
 
 impl std::fmt::Display for Problem {
@@ -30,6 +50,22 @@ impl std::fmt::Display for Problem {
             ),
             Problem::StrayBlob(name) => write!(f, "blobs/sha256/{name} is not named by a digest"),
             Problem::BrokenImage { name, reason } => write!(f, "image {name}: {reason}"),
+            Problem::BrokenSnapshot {
+                chain,
+                layer,
+                reason,
+                removed,
+            } => {
+                write!(f, "snapshot {chain} (of layer {layer}): {reason}; ")?;
+                if *removed {
+                    write!(
+                        f,
+                        "removed, it is unpacked again from its layer when next needed"
+                    )
+                } else {
+                    write!(f, "run `kiln fsck --repair` to remove it (it is unpacked again from its layer when next needed)")
+                }
+            }
         }
     }
 }
@@ -38,6 +74,11 @@ impl Store {
     /// Verifies the store; an empty list means it is clean. Leftovers of
     /// interrupted writes in tmp/ are removed first: they were never visible.
     pub fn fsck(&self) -> Result<Vec<Problem>, Error> {
+        self.fsck_with(FsckOptions::default())
+    }
+
+    /// [`Store::fsck`], with snapshots checked as `opts` says.
+    pub fn fsck_with(&self, opts: FsckOptions) -> Result<Vec<Problem>, Error> {
         let _lock = self.lock(true)?;
         self.clean_tmp()?;
         let mut problems = self.check_blobs()?;
@@ -55,7 +96,41 @@ impl Store {
                 problems.push(Problem::BrokenImage { name, reason });
             }
         }
+        problems.extend(self.check_snapshots(opts)?);
         Ok(problems)
+    }
+
+    /// Every snapshot a name reaches, against its layer blob.
+    fn check_snapshots(&self, opts: FsckOptions) -> Result<Vec<Problem>, Error> {
+        let mut problems = Vec::new();
+        for (chain, layer) in self.reachable()?.chains {
+            let dir = self.root().join("snapshots").join(&chain);
+            if !dir.is_dir() {
+                continue; // never unpacked, or removed: made when needed
+            }
+            let Ok(blob) = self.open_blob(&layer) else {
+                continue; // reported with the image that names it
+            };
+            let Err(reason) = crate::snapcheck::check(&dir, blob, opts.full) else {
+                continue;
+            };
+            let removed = opts.repair && self.remove_snapshot(&dir).is_ok();
+            problems.push(Problem::BrokenSnapshot {
+                chain: format!("sha256:{chain}"),
+                layer: layer.to_string(),
+                reason,
+                removed,
+            });
+        }
+        problems.sort_by_key(|p| p.to_string());
+        Ok(problems)
+    }
+
+    /// Takes a snapshot away at once (renamed into tmp), then deletes it.
+    fn remove_snapshot(&self, dir: &std::path::Path) -> Result<(), Error> {
+        let gone = self.temp_path("broken-snapshot");
+        fs::rename(dir, &gone).map_err(|e| Error::io("removing", dir, e))?;
+        fs::remove_dir_all(&gone).map_err(|e| Error::io("removing", &gone, e))
     }
 
     /// Removes what interrupted writes left in tmp/.

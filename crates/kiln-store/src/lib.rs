@@ -20,9 +20,10 @@ mod atomic;
 mod fsck;
 mod prune;
 mod refs;
+mod snapcheck;
 mod store;
 
-pub use fsck::Problem;
+pub use fsck::{FsckOptions, Problem};
 pub use prune::PruneReport;
 pub use refs::normalize_name;
 pub use store::{

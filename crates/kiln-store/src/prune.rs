@@ -2,7 +2,7 @@
 //! entries. Cache mounts (`RUN --mount=type=cache`) are kept: they are
 //! meant to persist.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 
 use kiln_oci::image::{is_index_media, ImageConfig, Index, Manifest};
@@ -25,8 +25,68 @@ impl Store {
     pub fn prune(&self) -> Result<PruneReport, Error> {
         let _lock = self.lock(true)?;
         self.clean_tmp()?;
+        let Reach { blobs, chains } = self.reachable()?;
+        let mut report = PruneReport::default();
+        let blob_dir = self.oci_dir().join("blobs/sha256");
+        for entry in fs::read_dir(&blob_dir)
+            .map_err(|e| Error::io("reading", &blob_dir, e))?
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !blobs.contains(&name) {
+                report.bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                fs::remove_file(entry.path())
+                    .map_err(|e| Error::io("removing", &entry.path(), e))?;
+                report.blobs += 1;
+            }
+        }
+        let snaps = self.root().join("snapshots");
+        for entry in fs::read_dir(&snaps)
+            .map_err(|e| Error::io("reading", &snaps, e))?
+            .flatten()
+        {
+            if !chains.contains_key(&entry.file_name().to_string_lossy().into_owned()) {
+                fs::remove_dir_all(entry.path())
+                    .map_err(|e| Error::io("removing", &entry.path(), e))?;
+                report.snapshots += 1;
+            }
+        }
+        let cache = self.root().join("cache");
+        for entry in fs::read_dir(&cache)
+            .map_err(|e| Error::io("reading", &cache, e))?
+            .flatten()
+        {
+            let keep = fs::read(entry.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<CacheEntry>(&b).ok())
+                .is_some_and(|c| {
+                    c.layer
+                        .is_none_or(|l| blobs.contains(l.digest.trim_start_matches("sha256:")))
+                });
+            if !keep {
+                fs::remove_file(entry.path())
+                    .map_err(|e| Error::io("removing", &entry.path(), e))?;
+                report.cache_entries += 1;
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// What the names in a store reach.
+pub(crate) struct Reach {
+    /// Blob digests (hex) of every manifest, index, config and layer.
+    pub blobs: HashSet<String>,
+    /// Snapshot (chain id, hex) → the layer blob it is unpacked from.
+    pub chains: HashMap<String, kiln_oci::Digest>,
+}
+
+impl Store {
+    /// Every blob and snapshot a name reaches (an index: its entries that
+    /// are in the store).
+    pub(crate) fn reachable(&self) -> Result<Reach, Error> {
         let mut blobs = HashSet::new();
-        let mut chains = HashSet::new();
+        let mut chains = HashMap::new();
         let mut manifests = Vec::new();
         for (_, desc) in self.list()? {
             let digest = parse_digest(&desc.digest)?;
@@ -66,55 +126,12 @@ impl Store {
                 continue;
             };
             let mut parent = None;
-            for diff in &cfg.rootfs.diff_ids {
+            for (diff, layer) in cfg.rootfs.diff_ids.iter().zip(&m.layers) {
                 let c = chain_id(parent.as_ref(), &parse_digest(diff)?);
-                chains.insert(c.digest().to_string());
+                chains.insert(c.digest().to_string(), parse_digest(&layer.digest)?);
                 parent = Some(c);
             }
         }
-        let mut report = PruneReport::default();
-        let blob_dir = self.oci_dir().join("blobs/sha256");
-        for entry in fs::read_dir(&blob_dir)
-            .map_err(|e| Error::io("reading", &blob_dir, e))?
-            .flatten()
-        {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !blobs.contains(&name) {
-                report.bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
-                fs::remove_file(entry.path())
-                    .map_err(|e| Error::io("removing", &entry.path(), e))?;
-                report.blobs += 1;
-            }
-        }
-        let snaps = self.root().join("snapshots");
-        for entry in fs::read_dir(&snaps)
-            .map_err(|e| Error::io("reading", &snaps, e))?
-            .flatten()
-        {
-            if !chains.contains(&entry.file_name().to_string_lossy().into_owned()) {
-                fs::remove_dir_all(entry.path())
-                    .map_err(|e| Error::io("removing", &entry.path(), e))?;
-                report.snapshots += 1;
-            }
-        }
-        let cache = self.root().join("cache");
-        for entry in fs::read_dir(&cache)
-            .map_err(|e| Error::io("reading", &cache, e))?
-            .flatten()
-        {
-            let keep = fs::read(entry.path())
-                .ok()
-                .and_then(|b| serde_json::from_slice::<CacheEntry>(&b).ok())
-                .is_some_and(|c| {
-                    c.layer
-                        .is_none_or(|l| blobs.contains(l.digest.trim_start_matches("sha256:")))
-                });
-            if !keep {
-                fs::remove_file(entry.path())
-                    .map_err(|e| Error::io("removing", &entry.path(), e))?;
-                report.cache_entries += 1;
-            }
-        }
-        Ok(report)
+        Ok(Reach { blobs, chains })
     }
 }

@@ -28,7 +28,7 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
         Command::Images(args) => store_cmds::images(args, &open()?, printer),
         Command::Inspect(args) => store_cmds::inspect(args, &open()?, printer),
         Command::Rmi(args) => store_cmds::rmi(args, &open()?, printer),
-        Command::Fsck => store_cmds::fsck(&open()?, printer),
+        Command::Fsck(args) => store_cmds::fsck(args, &open()?, printer),
         Command::Prune => store_cmds::prune(&open()?, printer),
         Command::Save(args) => store_cmds::save(args, &open()?, printer),
         Command::Pull(args) => registry::pull(args, &open()?, &client()?, printer),

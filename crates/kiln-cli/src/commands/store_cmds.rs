@@ -8,7 +8,7 @@ use kiln_build::{run_image, RunOptions};
 use kiln_store::{Image, Store};
 use serde_json::json;
 
-use crate::args::{ImagesArgs, InspectArgs, RmiArgs, RunArgs, SaveArgs};
+use crate::args::{FsckArgs, ImagesArgs, InspectArgs, RmiArgs, RunArgs, SaveArgs};
 use crate::exit::{Exit, Failure};
 use crate::printer::{Printer, StepPrinter};
 
@@ -113,10 +113,24 @@ pub fn rmi(args: RmiArgs, store: &Store, printer: &Printer) -> anyhow::Result<Ex
     })
 }
 
-pub fn fsck(store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
-    let problems = store.fsck()?;
+pub fn fsck(args: FsckArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
+    let problems = store.fsck_with(kiln_store::FsckOptions {
+        full: args.full,
+        repair: args.repair,
+    })?;
     for p in &problems {
         printer.data(&p.to_string());
+    }
+    let repaired = |p: &kiln_store::Problem| {
+        matches!(p, kiln_store::Problem::BrokenSnapshot { removed: true, .. })
+    };
+    if problems.iter().all(repaired) && !problems.is_empty() {
+        printer.error(&format!(
+            "{}: {} broken snapshot(s) removed; clean",
+            store.root().display(),
+            problems.len()
+        ));
+        return Ok(Exit::Success);
     }
     if problems.is_empty() {
         printer.error(&format!("{}: clean", store.root().display()));
