@@ -343,9 +343,14 @@ impl Builder<'_, '_> {
                 MountType::Secret => {
                     let id = m.id.clone().unwrap_or_default();
                     match self.opts.secrets.get(&id) {
-                        Some(src) => MountKind::Bind {
+                        // BuildKit's defaults: root's, 0400
+                        Some(src) => MountKind::Secret {
                             source: src.clone(),
-                            readonly: true,
+                            mode: m.mode.unwrap_or(0o400),
+                            uid: m.uid.unwrap_or(0),
+                            gid: m.gid.unwrap_or(0),
+                            env: m.env.clone(),
+                            staging: staging.join(format!("secret-{}", out.len())),
                         },
                         None if m.required => {
                             return Err(fail(format!(

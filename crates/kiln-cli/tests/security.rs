@@ -308,3 +308,53 @@ fn a_run_step_has_no_more_privilege_than_a_docker_container() {
     assert!(!r.stdout.contains("READ-MEM"), "{}", r.stdout);
     assert!(r.stdout.contains("devnull"), "{}{}", r.stdout, r.stderr);
 }
+
+#[test]
+fn secrets_as_environment_variables_and_files_with_their_mode_and_owner() {
+    let (dir, store) = setup();
+    let secret = dir.path().join("token");
+    fs::write(&secret, "s3cret-value").unwrap();
+    let df = "FROM busybox:test\n\
+              RUN --mount=type=secret,id=tok,env=TOKEN echo \"env:${#TOKEN}\"; test -e /run/secrets/tok || echo no-file\n\
+              RUN --mount=type=secret,id=tok,mode=0440,uid=1000,gid=1001 stat -c 'file:%a %u:%g %s' /run/secrets/tok\n\
+              RUN --mount=type=secret,id=tok stat -c 'default:%a %u:%g' /run/secrets/tok\n\
+              RUN --mount=type=secret,id=tok,env=BOTH,target=/etc/both test \"$BOTH\" = \"$(cat /etc/both)\" && echo both-agree\n";
+    let ctx = dockerfile_dir(dir.path(), "secrets", df);
+    let out = dir.path().join("out");
+    let r = ok(kiln(
+        &store,
+        &[
+            "build",
+            "--secret",
+            &format!("id=tok,src={}", secret.display()),
+            "-t",
+            "sec:1",
+            "-o",
+            &format!("type=local,dest={}", out.display()),
+            ctx.to_str().unwrap(),
+        ],
+    ));
+    assert_mentions(
+        &r.stderr,
+        &[
+            "| env:12",
+            "| no-file",
+            "| file:440 1000:1001 12",
+            "| default:400 0:0",
+            "| both-agree",
+        ],
+    );
+    // never in the image: no file left at the targets, no value anywhere
+    assert!(!out.join("run/secrets/tok").exists() && !out.join("etc/both").exists());
+    let grep = Command::new("grep")
+        .args(["-r", "-l", "s3cret-value"])
+        .arg(&out)
+        .arg(store.join("oci"))
+        .output()
+        .unwrap();
+    assert!(
+        grep.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&grep.stdout)
+    );
+}

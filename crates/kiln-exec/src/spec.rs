@@ -17,6 +17,19 @@ pub enum Network {
 pub enum MountKind {
     /// A host path bound into the step.
     Bind { source: PathBuf, readonly: bool },
+    /// A secret: its file copied into a tmpfs of the step's own (so nothing
+    /// of it is written to disk) with `mode`, `uid` and `gid`, and bound
+    /// read-only at the target (none when the target is empty); with `env`,
+    /// also given to the command as that environment variable.
+    Secret {
+        source: PathBuf,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        env: Option<String>,
+        /// A directory outside the root for the tmpfs.
+        staging: PathBuf,
+    },
     /// A fresh tmpfs; `size` in bytes.
     Tmpfs { size: Option<u64> },
     /// Another stage's or image's layers, overlaid read-write with the
