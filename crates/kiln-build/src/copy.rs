@@ -377,6 +377,8 @@ impl Builder<'_, '_> {
         };
         let view = st.view(self.store)?;
         let tree = self.store.temp_path("copy");
+        // a failed COPY or ADD leaves nothing in the store's tmp
+        let _cleanup = kiln_store::RemoveOnDrop(tree.clone());
         fs::create_dir(&tree)
             .map_err(|e| BuildError::io(format!("creating {}", tree.display()), e))?;
         let owner = files

@@ -306,6 +306,7 @@ impl Builder<'_, '_> {
             return Ok(false);
         }
         let temp = self.store.temp_path("layer");
+        let _cleanup = kiln_store::RemoveOnDrop(temp.clone());
         let file = std::fs::File::create(&temp)
             .map_err(|e| BuildError::io(format!("creating {}", temp.display()), e))?;
         let lopts = LayerOptions {
@@ -433,6 +434,7 @@ impl Builder<'_, '_> {
         // BuildKit creates a missing WORKDIR in its own layer
         self.steps_run.fetch_add(1, Ordering::Relaxed);
         let tree = self.store.temp_path("workdir");
+        let _cleanup = kiln_store::RemoveOnDrop(tree.clone());
         // BuildKit creates it as the current USER
         let ids = crate::users::resolve(&view, &st.config.config.user)
             .map_err(self.step_error(step.line, text))?;

@@ -5,6 +5,7 @@
 mod args;
 mod commands;
 mod exit;
+mod interrupt;
 mod printer;
 
 use std::ffi::OsString;

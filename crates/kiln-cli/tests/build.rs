@@ -1146,3 +1146,50 @@ fn fsck_checks_snapshots_against_their_layers_and_repairs_them() {
     );
     assert_eq!(ok(kiln(&store, &["fsck", "--full"])).stdout, "");
 }
+
+#[test]
+fn an_interrupted_build_leaves_nothing_in_the_stores_tmp() {
+    let (dir, store) = setup();
+    let ctx = dir.path().join("interrupted");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:test\nRUN echo started; sleep 30\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--store")
+        .arg(&store)
+        .args(["build", "-t", "int:1", ctx.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    assert!(lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("| started")));
+    let mine = format!("-{}-", child.id());
+    let own = || -> Vec<String> {
+        fs::read_dir(store.join("tmp"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(&mine))
+            .collect()
+    };
+    assert!(
+        !own().is_empty(),
+        "the running step works in the store's tmp"
+    );
+    let status = Command::new("kill")
+        .args(["-s", "INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert_eq!(own(), Vec::<String>::new());
+    assert!(!kiln(&store, &["images"]).stdout.contains("int:1"));
+    assert_eq!(ok(kiln(&store, &["fsck"])).stdout, "");
+}

@@ -131,6 +131,15 @@ fn a_hard_link_through_a_symlink_never_links_a_host_file() {
     let r = kiln(&store, &["build", "-t", "evil:2", ctx.to_str().unwrap()]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert_mentions(&r.stderr, &["Dockerfile:2: ADD", "layer entry \"hl\""]);
+    let left: Vec<_> = fs::read_dir(store.join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the failed ADD left {left:?} in the store's tmp"
+    );
     assert_untouched(&host);
     assert_eq!(ok(kiln(&store, &["fsck"])).stdout, "");
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::RemoveOnDrop;
+use kiln_store::RemoveOnDrop;
 
 use kiln_build::{BuildOptions, Progress};
 use kiln_definition::MmdebstrapDef;

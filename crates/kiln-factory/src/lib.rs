@@ -16,21 +16,10 @@ pub mod transfer;
 mod version;
 mod vm;
 
-use std::path::PathBuf;
-
 use kiln_build::{BaseImage, ImageSource, StoreSource};
 use kiln_dockerfile::Platform;
 use kiln_registry::{Client, Reference};
 use kiln_store::Store;
-
-/// A working directory removed when it goes out of scope.
-pub(crate) struct RemoveOnDrop(pub PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// What stops a plan or a bake before any image is built.
 #[derive(Debug, thiserror::Error)]

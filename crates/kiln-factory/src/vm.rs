@@ -14,7 +14,7 @@ use kiln_vm::{Format, VmSpec};
 
 use crate::artifact;
 use crate::bake::{test_text, Outcome};
-use crate::RemoveOnDrop;
+use kiln_store::RemoveOnDrop;
 
 /// A VM image baked, tested and kept.
 pub(crate) struct VmBuilt {

@@ -72,7 +72,7 @@ fn status_err(method: &str, url: &str, code: u16, resp: ureq::Response) -> Error
     let body: String = body.chars().take(300).collect();
     Error::Status {
         method: method.to_string(),
-        url: url.to_string(),
+        url: shown(url),
         code,
         body,
     }
@@ -309,7 +309,7 @@ impl Client {
                 Err(e) => {
                     return Err(Error::Transport {
                         method: method.to_string(),
-                        url: url.to_string(),
+                        url: shown(url),
                         message: transport(&e),
                     })
                 }
@@ -539,9 +539,25 @@ impl Client {
     }
 }
 
+/// A URL as errors show it: without its query, which for an upload is the
+/// registry's long opaque `_state` (and says nothing to a person).
+fn shown(url: &str) -> String {
+    match url.split_once('?') {
+        Some((path, _)) => format!("{path}?…"),
+        None => url.to_string(),
+    }
+}
+
+/// A transport error without the URL ureq puts in it (the error names the
+/// request already).
 fn transport(e: &ureq::Error) -> String {
     match e {
-        ureq::Error::Transport(t) => t.to_string(),
+        ureq::Error::Transport(t) => match (t.message(), std::error::Error::source(t)) {
+            (Some(m), Some(src)) => format!("{}: {m}: {src}", t.kind()),
+            (Some(m), None) => format!("{}: {m}", t.kind()),
+            (None, Some(src)) => format!("{}: {src}", t.kind()),
+            (None, None) => t.kind().to_string(),
+        },
         ureq::Error::Status(code, _) => format!("HTTP {code}"),
     }
 }
@@ -587,4 +603,19 @@ fn tls_config(extra: &[std::path::PathBuf]) -> Result<rustls::ClientConfig, Erro
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_show_an_upload_url_without_its_state() {
+        let url = "http://127.0.0.1:5000/v2/app/blobs/uploads/1f2e?_state=c2VjcmV0LWxvbmc&digest=sha256%3Aab";
+        assert_eq!(
+            shown(url),
+            "http://127.0.0.1:5000/v2/app/blobs/uploads/1f2e?…"
+        );
+        assert_eq!(shown("http://h/v2/"), "http://h/v2/");
+    }
 }

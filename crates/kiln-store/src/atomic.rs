@@ -44,3 +44,23 @@ pub fn write(tmp: &Path, to: &Path, bytes: &[u8]) -> Result<(), Error> {
     drop(f);
     commit(&t, to)
 }
+
+/// A temporary file or directory removed when it goes out of scope (once
+/// renamed into place there is nothing left to remove), so a step that
+/// fails half-way leaves nothing behind in the store's tmp.
+#[derive(Debug)]
+pub struct RemoveOnDrop(pub PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        match std::fs::symlink_metadata(&self.0) {
+            Ok(m) if m.is_dir() => {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+            Ok(_) => {
+                let _ = std::fs::remove_file(&self.0);
+            }
+            Err(_) => {}
+        }
+    }
+}

@@ -17,7 +17,10 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
     let store_dir = cli.store.clone().unwrap_or_else(kiln_store::default_root);
     let open = || {
         kiln_store::Store::open(&store_dir)
-            .map(|s| s.with_wait_notice(Printer::to_stderr))
+            .map(|s| {
+                crate::interrupt::clean_up_on_signal(s.tmp_dir());
+                s.with_wait_notice(Printer::to_stderr)
+            })
             .with_context(|| format!("opening the store {}", store_dir.display()))
     };
     let client = || registry::client(&cli.insecure_registries, &cli.ca_certs);
