@@ -293,7 +293,7 @@ fn import_layout(
         let f =
             std::fs::File::open(&path).map_err(|e| format!("opening {}: {e}", path.display()))?;
         store
-            .put_blob_from(f, Some(&digest))
+            .put_described(f, &digest, d.size)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(())
     };

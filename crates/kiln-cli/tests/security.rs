@@ -367,3 +367,57 @@ fn secrets_as_environment_variables_and_files_with_their_mode_and_owner() {
         String::from_utf8_lossy(&grep.stdout)
     );
 }
+
+#[test]
+fn a_layer_whose_declared_size_lies_is_refused() {
+    let (dir, store) = setup();
+    let layout = dir.path().join("layout");
+    ok(kiln(
+        &store,
+        &[
+            "build",
+            "-t",
+            "busybox:test",
+            "-o",
+            &format!("type=oci-layout,dest={}", layout.display()),
+            dir.path().join("busybox").to_str().unwrap(),
+        ],
+    ));
+    // the manifest says its layer has 2^50 bytes
+    let index_path = layout.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(blob(&digest)).unwrap()).unwrap();
+    manifest["layers"][0]["size"] = serde_json::json!(1u64 << 50);
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let lying = format!("sha256:{}", sha256_hex(&bytes));
+    fs::write(blob(&lying), &bytes).unwrap();
+    index["manifests"][0]["digest"] = serde_json::json!(lying);
+    index["manifests"][0]["size"] = serde_json::json!(bytes.len());
+    fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    let fresh = dir.path().join("fresh");
+    let ctx = dockerfile_dir(
+        dir.path(),
+        "lying",
+        &format!("FROM oci-layout:{}\nRUN true\n", layout.display()),
+    );
+    let r = kiln(&fresh, &["build", "-t", "lying:1", ctx.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_mentions(
+        &r.stderr,
+        &[
+            "Dockerfile:1: FROM oci-layout:",
+            "declares 1125899906842624 bytes",
+        ],
+    );
+}

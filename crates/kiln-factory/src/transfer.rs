@@ -222,8 +222,12 @@ fn fetch_one(
     loop {
         let reader = client.get_blob(r, &b.digest)?;
         // verified while it streams: a short or wrong body stores nothing
-        match store.put_blob_from(reader.take(b.size.saturating_add(1)), Some(digest)) {
+        match store.put_described(reader, digest, b.size) {
             Ok(_) => return Ok(()),
+            // a size the manifest lies about is no transfer fault: no retry
+            Err(e @ kiln_store::Error::SizeMismatch { .. }) => {
+                return Err(Error::Transfer(format!("{r}: {e}; nothing was stored")))
+            }
             Err(kiln_store::Error::DigestMismatch { expected, actual }) if attempt >= 4 => {
                 return Err(Error::Transfer(format!("{r}: blob {expected}: the registry sent content with digest {actual}; nothing was stored")));
             }

@@ -68,6 +68,13 @@ pub enum Error {
     },
     #[error("{0}")]
     Spec(String),
+    /// A blob whose length is not the one its descriptor declares.
+    #[error("blob {digest}: its descriptor declares {declared} bytes, the content has {actual}")]
+    SizeMismatch {
+        digest: kiln_oci::Digest,
+        declared: u64,
+        actual: u64,
+    },
     /// A layer that could not be unpacked (a hostile or malformed entry).
     #[error("unpacking layer {layer}: {source}")]
     Layer {

@@ -230,6 +230,32 @@ impl Store {
         reader: impl Read,
         expected: Option<&Digest>,
     ) -> Result<(Digest, u64), Error> {
+        self.put_checked(reader, expected, None)
+    }
+
+    /// Stores the blob a descriptor names (`digest`, `size`), read from
+    /// `reader`: no more than `size` bytes are read (and one more, to tell
+    /// a longer body), and a body of another length or digest stores nothing.
+    pub fn put_described(
+        &self,
+        reader: impl Read,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), Error> {
+        self.put_checked(
+            reader.take(size.saturating_add(1)),
+            Some(digest),
+            Some(size),
+        )
+        .map(|_| ())
+    }
+
+    fn put_checked(
+        &self,
+        reader: impl Read,
+        expected: Option<&Digest>,
+        declared: Option<u64>,
+    ) -> Result<(Digest, u64), Error> {
         let temp = self.temp_path("blob");
         let mut out = File::create(&temp).map_err(|e| Error::io("creating", &temp, e))?;
         let mut hashed = HashReader::new(reader);
@@ -237,11 +263,21 @@ impl Store {
         let (digest, size) = hashed
             .finish()
             .map_err(|e| Error::io("reading blob for", &temp, e))?;
+        // a wrong digest first: a body cut short is that, and worth retrying;
+        // the right content with another length is a descriptor that lies
         if let Some(want) = expected.filter(|w| **w != digest) {
             let _ = fs::remove_file(&temp);
             return Err(Error::DigestMismatch {
                 expected: want.clone(),
                 actual: digest,
+            });
+        }
+        if let Some(want) = declared.filter(|d| *d != size) {
+            let _ = fs::remove_file(&temp);
+            return Err(Error::SizeMismatch {
+                digest: expected.cloned().unwrap_or(digest),
+                declared: want,
+                actual: size,
             });
         }
         self.commit_blob(&temp, &digest)?;
