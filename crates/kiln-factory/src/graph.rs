@@ -3,6 +3,7 @@
 //! from outside the factory, the order to build in, and cycles.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
 use kiln_definition::{Factory, Recipe};
 use kiln_dockerfile::{evaluate, Base, Options, UnknownBases};
@@ -18,6 +19,9 @@ pub struct Graph {
     pub factory_bases: BTreeMap<String, BTreeMap<String, String>>,
     /// Image → images from outside the factory (registries), as written.
     pub external: BTreeMap<String, BTreeSet<String>>,
+    /// Image → external reference → the Dockerfile and line that name it
+    /// (the stage's FROM line), so an error about it points there.
+    pub external_at: BTreeMap<String, BTreeMap<String, (PathBuf, usize)>>,
     /// Every image in dependency order (bases first, then by name).
     pub order: Vec<String>,
 }
@@ -48,6 +52,7 @@ pub fn graph(factory: &Factory) -> Result<Graph, FactoryError> {
         let mut deps = BTreeSet::new();
         let mut mapped = BTreeMap::new();
         let mut external = BTreeSet::new();
+        let mut external_at = BTreeMap::new();
         if let Recipe::Vm(vm) = &image.recipe {
             deps.insert(vm.image.clone());
         }
@@ -99,6 +104,9 @@ pub fn graph(factory: &Factory) -> Result<Graph, FactoryError> {
                         }
                         None => {
                             external.insert(reference.to_string());
+                            external_at
+                                .entry(reference.to_string())
+                                .or_insert_with(|| (dockerfile.clone(), stage.line));
                         }
                     }
                 }
@@ -107,9 +115,38 @@ pub fn graph(factory: &Factory) -> Result<Graph, FactoryError> {
         g.deps.insert(name.clone(), deps);
         g.factory_bases.insert(name.clone(), mapped);
         g.external.insert(name.clone(), external);
+        g.external_at.insert(name.clone(), external_at);
     }
     g.order = topological(factory, &g.deps)?;
     Ok(g)
+}
+
+impl Graph {
+    /// An error about `image`'s registry base `reference`, pointing at the
+    /// Dockerfile line that names it (at the image's table in kiln.toml when
+    /// that line is not known).
+    pub fn base_error(
+        &self,
+        factory: &Factory,
+        image: &str,
+        reference: &str,
+        message: String,
+    ) -> FactoryError {
+        let message = format!("image {image:?}: base {reference}: {message}");
+        let Some((path, line)) = self.external_at.get(image).and_then(|m| m.get(reference)) else {
+            return factory.error_at_image(image, message).into();
+        };
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let start: usize = text
+            .split_inclusive('\n')
+            .take(line.saturating_sub(1))
+            .map(str::len)
+            .sum();
+        let at = text[start..].find(reference).map_or(start, |i| start + i);
+        kiln_definition::Error::at(path, &text, at..at + reference.len(), message)
+            .with_hint("check the name and tag, and that this machine can reach the registry (kiln login for a private one)")
+            .into()
+    }
 }
 
 fn is_local_transport(reference: &str) -> bool {

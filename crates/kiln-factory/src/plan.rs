@@ -369,9 +369,8 @@ pub fn plan(
         let Some(locked) = locked else {
             reasons.push(Reason::NeverBuilt);
             for reference in &g.external[name] {
-                let d = resolve(resolver, &mut resolved, reference).map_err(|e| {
-                    factory.error_at_image(name, format!("image {name:?}: base {reference}: {e}"))
-                })?;
+                let d = resolve(resolver, &mut resolved, reference)
+                    .map_err(|e| g.base_error(factory, name, reference, e))?;
                 inputs.bases.insert(reference.clone(), d);
             }
             for dep in &g.deps[name] {
@@ -406,9 +405,8 @@ pub fn plan(
             reasons.push(Reason::ContextChanged { files });
         }
         for reference in &g.external[name] {
-            let now = resolve(resolver, &mut resolved, reference).map_err(|e| {
-                factory.error_at_image(name, format!("image {name:?}: base {reference}: {e}"))
-            })?;
+            let now = resolve(resolver, &mut resolved, reference)
+                .map_err(|e| g.base_error(factory, name, reference, e))?;
             let before = locked.inputs.bases.get(reference);
             if before != Some(&now) {
                 reasons.push(Reason::BaseMoved {

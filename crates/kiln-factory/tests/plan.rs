@@ -402,3 +402,32 @@ fn a_factory_moved_or_checked_out_elsewhere_plans_the_same() {
     write(&there.join("a/file.txt"), "two");
     assert_eq!(stale(&run(&there, &table, false, t0(), &[])), ["a"]);
 }
+
+#[test]
+fn a_missing_registry_base_is_reported_at_its_from_line() {
+    let dir = tempfile::tempdir().unwrap();
+    chain(dir.path());
+    let table = table();
+    table
+        .0
+        .borrow_mut()
+        .remove("registry.example/debian:bookworm");
+    let factory = kiln_definition::load(&[dir.path().to_path_buf()]).unwrap();
+    let g = graph::graph(&factory).unwrap();
+    let locks = Locks::read(&factory).unwrap();
+    let opts = PlanOptions {
+        selected: vec![],
+        force: false,
+        now: t0(),
+        contexts_dir: None,
+    };
+    let err = plan(&factory, &g, &locks, &table, &opts)
+        .unwrap_err()
+        .to_string();
+    let at = format!("{}:1:6", dir.path().join("base/Dockerfile").display());
+    assert!(err.contains(&at), "{err}");
+    assert!(
+        err.contains("base registry.example/debian:bookworm"),
+        "{err}"
+    );
+}
