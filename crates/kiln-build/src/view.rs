@@ -78,6 +78,30 @@ impl View {
     /// Resolves symlinks in `rel` inside the root (as the container would)
     /// and returns the clean path and its backing file.
     pub fn resolve(&self, rel: &Path, follow_last: bool) -> Option<(PathBuf, PathBuf)> {
+        let cur = self.walk(rel, follow_last, false)?;
+        let backing = self.lookup_exact(&cur)?;
+        Some((cur, backing))
+    }
+
+    /// The path `rel` names as the image sees it, for writing to it: its
+    /// symlinks followed inside the root (absolute ones from the root, a
+    /// final one too, dangling ones to where they point), and the part that
+    /// does not exist yet appended as written. BuildKit and buildah resolve
+    /// a COPY destination and a WORKDIR this way, so an image's `/lib ->
+    /// usr/lib` is written through, never replaced by a directory.
+    pub fn resolve_dest(&self, rel: &Path) -> PathBuf {
+        self.walk(rel, true, true).unwrap_or_else(|| {
+            rel.components()
+                .filter(|c| matches!(c, std::path::Component::Normal(_)))
+                .collect()
+        })
+    }
+
+    /// Walks `rel` through the merged tree, following symlinks inside the
+    /// root (a final one when `follow_last`; `..` never above the root).
+    /// A missing component ends the walk, or with `missing_ok` is taken as
+    /// written; a symlink loop ends it.
+    fn walk(&self, rel: &Path, follow_last: bool, missing_ok: bool) -> Option<PathBuf> {
         let mut cur = PathBuf::new();
         let mut queue = kiln_oci::unpack::link_components(rel);
         queue.reverse();
@@ -88,10 +112,18 @@ impl View {
                 continue;
             }
             let next = cur.join(&name);
-            let backing = self.lookup_exact(&next)?;
-            let meta = fs::symlink_metadata(&backing).ok()?;
-            let last = queue.is_empty();
-            if meta.file_type().is_symlink() && (!last || follow_last) {
+            let Some(backing) = self.lookup_exact(&next) else {
+                if !missing_ok {
+                    return None;
+                }
+                cur = next;
+                continue;
+            };
+            let is_link = fs::symlink_metadata(&backing)
+                .ok()?
+                .file_type()
+                .is_symlink();
+            if is_link && (!queue.is_empty() || follow_last) {
                 hops += 1;
                 if hops > 40 {
                     return None;
@@ -106,44 +138,7 @@ impl View {
             }
             cur = next;
         }
-        let backing = self.lookup_exact(&cur)?;
-        Some((cur, backing))
-    }
-
-    /// The path `rel` names as the image sees it, for writing to it: its
-    /// symlinks followed inside the root (absolute ones from the root, a
-    /// final one too, dangling ones to where they point), and the part that
-    /// does not exist yet appended as written. BuildKit and buildah resolve
-    /// a COPY destination and a WORKDIR this way, so an image's `/lib ->
-    /// usr/lib` is written through, never replaced by a directory.
-    pub fn resolve_dest(&self, rel: &Path) -> PathBuf {
-        let mut cur = PathBuf::new();
-        let mut queue = kiln_oci::unpack::link_components(rel);
-        queue.reverse();
-        let mut hops = 0;
-        while let Some(name) = queue.pop() {
-            if name == ".." {
-                cur.pop();
-                continue;
-            }
-            let next = cur.join(&name);
-            let link = self
-                .lookup_exact(&next)
-                .filter(|b| fs::symlink_metadata(b).is_ok_and(|m| m.file_type().is_symlink()))
-                .and_then(|b| fs::read_link(b).ok());
-            match link {
-                Some(target) if hops < 40 => {
-                    hops += 1;
-                    if target.is_absolute() {
-                        cur = PathBuf::new();
-                    }
-                    let parts = kiln_oci::unpack::link_components(&target);
-                    queue.extend(parts.into_iter().rev());
-                }
-                _ => cur = next,
-            }
-        }
-        cur
+        Some(cur)
     }
 
     /// Names in the merged directory `rel` (already resolved), sorted.
