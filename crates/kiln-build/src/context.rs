@@ -89,9 +89,7 @@ impl Context {
                 .collect::<Vec<_>>(),
             &mut found,
         );
-        if found.is_empty() {
-            return Err(format!("no files in the build context match {source:?}"));
-        }
+        // a wildcard that matches nothing copies nothing (BuildKit's rule)
         Ok(found)
     }
 

@@ -88,9 +88,6 @@ impl Origin<'_> {
                     .filter(|n| go_match(&pat, &n.to_string_lossy()))
                     .map(|n| dir.join(n))
                     .collect();
-                if found.is_empty() {
-                    return Err(format!("no files in the source stage match {source:?}"));
-                }
                 Ok(found)
             }
         }
@@ -406,8 +403,10 @@ impl Builder<'_, '_> {
         };
         // the destination as the image sees it: through its symlinks
         let dest = view.resolve_dest(&clean(&dest_raw).unwrap_or_default());
-        let many = sources.len() + urls.len() + files.inline.len() > 1
-            || locals.iter().any(|s| has_wildcard(s));
+        // sources as written, not what their wildcards matched: `COPY *.txt
+        // /testdir` with two matches writes the file /testdir (the last one
+        // wins), as BuildKit and buildah do
+        let many = locals.len() + urls.len() + files.inline.len() > 1;
         let dest_is_dir = files.dest.ends_with('/')
             || files.dest == "."
             || many
@@ -454,13 +453,23 @@ impl Builder<'_, '_> {
                 for name in origin.list(src) {
                     copier.copy(&src.join(&name), &tree.join(&target).join(&name))?;
                 }
-                // a directory that was there keeps its own metadata, a
-                // new one takes the source directory's (as BuildKit does)
+                // a directory that was there keeps its own metadata; a new
+                // one is 0755, owned by --chown's user (or root), whatever
+                // the source directory's mode or --chmod (which apply to
+                // what is copied into it): BuildKit and buildah agree
                 let meta = match DirMeta::in_view(&view, &target) {
                     Some(m) => m,
-                    None => copier.dir_meta(&fs::metadata(&backing).map_err(|e| {
-                        BuildError::io(format!("reading {}", backing.display()), e)
-                    })?),
+                    None => {
+                        let source = copier.dir_meta(&fs::metadata(&backing).map_err(|e| {
+                            BuildError::io(format!("reading {}", backing.display()), e)
+                        })?);
+                        DirMeta {
+                            mode: 0o755,
+                            uid: new_dirs.0,
+                            gid: new_dirs.1,
+                            mtime: source.mtime,
+                        }
+                    }
                 };
                 made.push((tree.join(&target), meta));
             } else {

@@ -73,6 +73,7 @@ fn context(dir: &Path, name: &str, dockerfile: &str) -> PathBuf {
     let ctx = dir.join("cases").join(name);
     fs::create_dir_all(ctx.join("src/sub")).unwrap();
     fs::write(ctx.join("src/a.txt"), "a\n").unwrap();
+    fs::write(ctx.join("src/z.txt"), "z\n").unwrap();
     fs::write(ctx.join("src/b.md"), "b\n").unwrap();
     fs::write(ctx.join("src/sub/c.txt"), "c\n").unwrap();
     fs::write(ctx.join("script.sh"), "#!/bin/sh\necho hi\n").unwrap();
@@ -80,6 +81,9 @@ fn context(dir: &Path, name: &str, dockerfile: &str) -> PathBuf {
     fs::set_permissions(ctx.join("script.sh"), fs::Permissions::from_mode(0o755)).unwrap();
     fs::write(ctx.join("secret-input"), "ignored by .dockerignore\n").unwrap();
     std::os::unix::fs::symlink("src/a.txt", ctx.join("link-to-a")).unwrap();
+    fs::create_dir_all(ctx.join("dir775")).unwrap();
+    fs::write(ctx.join("dir775/f"), "f\n").unwrap();
+    fs::set_permissions(ctx.join("dir775"), fs::Permissions::from_mode(0o775)).unwrap();
     fs::write(ctx.join(".dockerignore"), "secret-input\n**/*.md\n").unwrap();
     let tar_src = ctx.join("tarsrc");
     fs::create_dir_all(tar_src.join("t")).unwrap();
@@ -169,6 +173,12 @@ const CASES: &[(&str, &str)] = &[
     ("workdir-through-symlink", "RUN mkdir -p /var/lib && ln -s /var/lib/tempest /tempest\nWORKDIR /tempest\nRUN echo here > made-here\n"),
     // a named source that is a symlink is copied as what it points to
     ("copy-source-symlinks", "FROM oci-archive:BASE AS base\nRUN mkdir -p /my/data && echo t > /target && ln -s /target /link && echo d > /my/data/x && ln -s /my/data /data\nFROM oci-archive:BASE\nCOPY --from=base /link /copied\nCOPY --from=base /data /data\nCOPY link-to-a /from-context\n"),
+    // the directory a COPY makes for a directory source is 0755 (owned by
+    // --chown's user): neither the source's 0775 nor --chmod reach it
+    ("copy-new-directory-modes", "COPY --chown=42:43 --chmod=0640 src/sub/ /etc/app/\nCOPY dir775 /b\n"),
+    // a wildcard that matches nothing is skipped beside one that matches;
+    // several matches onto a path without a slash write one file, the last
+    ("copy-wildcards", "COPY nomatch* src/a.txt /d/\nCOPY src/*.txt /testdir\n"),
     ("arg-and-env-paths", "ARG DIR=/argdir\nENV FILE=name.txt\nRUN mkdir -p $DIR && echo v > $DIR/$FILE\n"),
 ];
 
@@ -288,6 +298,19 @@ fn kiln_and_buildah_build_the_same_root_filesystems() {
         ""
     ));
     assert!(has("copy-source-symlinks", "/copied file", ""));
+    assert!(has(
+        "copy-new-directory-modes",
+        "/etc/app dir 0755 42:43",
+        ""
+    ));
+    assert!(has(
+        "copy-new-directory-modes",
+        "/etc/app/c.txt file 0640 42:43",
+        ""
+    ));
+    assert!(has("copy-new-directory-modes", "/b dir 0755 0:0", ""));
+    assert!(has("copy-wildcards", "/d/a.txt file", ""));
+    assert!(has("copy-wildcards", "/testdir file", ""));
     assert!(has("copy-source-symlinks", "/data/x file", ""));
     assert!(has("copy-source-symlinks", "/from-context file", ""));
     assert!(has(

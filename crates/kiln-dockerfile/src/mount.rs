@@ -182,7 +182,11 @@ pub fn parse(
         env: None,
     };
     let mut ro_auto = true;
-    for field in csv_fields(spec)? {
+    // the type decides which other keys are allowed: read it first,
+    // wherever it is written (BuildKit does not care about the order)
+    let mut fields = csv_fields(spec)?;
+    fields.sort_by_key(|f| !f.to_ascii_lowercase().starts_with("type="));
+    for field in fields {
         let (key, value) = match field.split_once('=') {
             Some((k, v)) => (k.to_ascii_lowercase(), Some(v.to_string())),
             None => (field.to_ascii_lowercase(), None),
@@ -404,6 +408,15 @@ mod tests {
         assert_eq!(m.sharing, Some(Sharing::Shared));
         assert!(!m.readonly);
         assert_eq!(m.id.as_deref(), Some("/root/.cache/go-build"));
+    }
+
+    #[test]
+    fn the_type_may_come_last() {
+        let m = p("target=/c,sharing=locked,type=cache").unwrap();
+        assert_eq!(m.kind, MountType::Cache);
+        assert_eq!(m.sharing, Some(Sharing::Locked));
+        let m = p("required,id=tok,type=secret").unwrap();
+        assert!(m.required);
     }
 
     #[test]

@@ -269,7 +269,7 @@ pub fn parse(text: &str) -> Result<Ast, Diagnostic> {
         return Err(Diagnostic::new(
             ErrorKind::Syntax,
             Span::line(lines.len().max(1)),
-            "file with no instructions",
+            "the Dockerfile cannot be empty",
         )
         .with_hint("a Dockerfile needs at least a FROM instruction"));
     }

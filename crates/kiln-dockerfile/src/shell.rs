@@ -512,8 +512,9 @@ fn shell_pattern_regex(pattern: &str, greedy: bool, anchored: bool) -> Result<Re
             '*' => out.push_str(star),
             '?' => out.push('.'),
             '\\' => {
-                // `\}` inside `${}` only protects the brace
-                if chars.peek() == Some(&'}') {
+                // `\}` and `\/` inside `${}` only protect the brace or
+                // the separator: the character itself is the pattern's
+                if matches!(chars.peek(), Some('}' | '/')) {
                     continue;
                 }
                 match chars.next() {
@@ -614,6 +615,14 @@ mod tests {
             ("a$", "a$"),
             ("$undeclared", ""),
             ("${a}${a}", "hellohello"),
+            // an escaped separator or brace in a pattern is that character;
+            // the replacement keeps its text (BuildKit's rules)
+            ("${path//\\//\\/}", "\\/usr\\/local\\/bin\\/app.tar.gz"),
+            ("${path/\\//_}", "_usr/local/bin/app.tar.gz"),
+            ("${path#\\/}", "usr/local/bin/app.tar.gz"),
+            ("${path##*\\/}", "app.tar.gz"),
+            ("${path%\\/*}", "/usr/local/bin"),
+            ("${path%%\\/b*}", "/usr/local"),
         ];
         for (input, want) in table {
             assert_eq!(word(input).as_deref(), Ok(*want), "input {input}");

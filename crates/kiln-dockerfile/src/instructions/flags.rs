@@ -114,7 +114,7 @@ fn unknown_flag(
     defs: &[(&'static str, FlagType)],
     span: Span,
 ) -> Diagnostic {
-    let d = Diagnostic::new(ErrorKind::Flag, span, format!("unknown flag: {name}"));
+    let d = Diagnostic::new(ErrorKind::Flag, span, format!("unknown flag: --{name}"));
     let instr = node.keyword.to_ascii_uppercase();
     if let Some(s) = suggest(name, defs.iter().map(|(n, _)| *n)) {
         return d.with_hint(format!("did you mean --{s}?"));

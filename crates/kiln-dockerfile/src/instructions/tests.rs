@@ -21,7 +21,7 @@ mod checks {
     #[test]
     fn unknown_flag_on_cmd() {
         let e = parsed("CMD --x [\"a\"]").unwrap_err();
-        assert_eq!(e.message, "unknown flag: x");
+        assert_eq!(e.message, "unknown flag: --x");
         assert_eq!(e.span.column, 5);
         assert_eq!(e.hint.as_deref(), Some("CMD takes no flags"));
     }
