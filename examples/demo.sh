@@ -28,7 +28,8 @@ scripts/vm-packages
 # QEMU's binfmt_misc handlers run arm64 programs on this machine
 [ -e /proc/sys/fs/binfmt_misc/status ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
 [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64
-cargo build --release -q -p kiln-cli
+echo "== building kiln (cargo build --release; about 2 minutes on 2 cores the first time)"
+cargo build --release -p kiln-cli
 kiln="$PWD/target/release/kiln"
 
 work="${KILN_DEMO_DIR:-$(mktemp -d)}"

@@ -26,49 +26,40 @@ pub(crate) fn bootstrap(
     let dir = store.temp_path("mmdebstrap");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let _cleanup = RemoveOnDrop(dir.clone());
+    let shared = std::sync::Mutex::new(&mut *progress);
+    // mmdebstrap's phases are passed on as they come, each with its time
+    let say = |l: &str| {
+        shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .output("mmdebstrap", l)
+    };
     let dockerfile = if platforms.is_empty() {
-        mmdebstrap(
-            m,
-            m.architecture.as_deref(),
-            &dir.join("rootfs.tar"),
-            opts,
-            progress,
-        )?;
+        mmdebstrap(m, m.architecture.as_deref(), &dir.join("rootfs.tar"), opts, &say)?;
         "FROM scratch\nADD rootfs.tar /\nCMD [\"bash\"]\n"
     } else {
         let archs = platforms
             .iter()
             .map(|p| debian_arch(p).map(|a| (a, tar_name(p))))
             .collect::<Result<Vec<_>, _>>()?;
-        // one mmdebstrap per architecture, at the same time; their lines
-        // are passed on once all have finished
-        let results: Vec<(Result<(), String>, Collect)> = std::thread::scope(|s| {
+        // one mmdebstrap per architecture, at the same time
+        let results: Vec<Result<(), String>> = std::thread::scope(|s| {
             let handles: Vec<_> = archs
                 .iter()
                 .map(|(arch, tar)| {
-                    let dir = &dir;
-                    s.spawn(move || {
-                        let mut lines = Collect::default();
-                        let r = mmdebstrap(m, Some(arch), &dir.join(tar), opts, &mut lines);
-                        (r, lines)
-                    })
+                    let (dir, say) = (&dir, &say);
+                    s.spawn(move || mmdebstrap(m, Some(arch), &dir.join(tar), opts, say))
                 })
                 .collect();
             handles
                 .into_iter()
                 .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        (Err("mmdebstrap thread panicked".into()), Collect::default())
-                    })
+                    h.join()
+                        .unwrap_or_else(|_| Err("mmdebstrap thread panicked".into()))
                 })
                 .collect()
         });
-        for (result, lines) in results {
-            for l in lines.0 {
-                progress.output("", &l);
-            }
-            result?;
-        }
+        results.into_iter().collect::<Result<Vec<()>, String>>()?;
         "FROM scratch\nARG TARGETARCH\nARG TARGETVARIANT\nADD rootfs-${TARGETARCH}${TARGETVARIANT}.tar /\nCMD [\"bash\"]\n"
     };
     std::fs::write(dir.join("Dockerfile"), dockerfile).map_err(|e| e.to_string())?;
@@ -108,18 +99,19 @@ fn debian_arch(p: &Platform) -> Result<String, String> {
     Ok(arch.to_string())
 }
 
-/// Runs mmdebstrap for one architecture into the tar `out`.
+/// Runs mmdebstrap for one architecture into the tar `out`, passing each
+/// phase it reports (its `I:`, `W:` and `E:` lines) to `say` with the
+/// architecture and the time since it started.
 fn mmdebstrap(
     m: &MmdebstrapDef,
     arch: Option<&str>,
     out: &Path,
     opts: &BakeOptions,
-    progress: &mut dyn Progress,
+    say: &(dyn Fn(&str) + Sync),
 ) -> Result<(), String> {
     let mut cmd = std::process::Command::new("mmdebstrap");
     cmd.arg(format!("--variant={}", m.variant))
-        .arg(format!("--components={}", m.components.join(",")))
-        .arg("--quiet");
+        .arg(format!("--components={}", m.components.join(",")));
     if !m.packages.is_empty() {
         cmd.arg(format!("--include={}", m.packages.join(",")));
     }
@@ -143,31 +135,35 @@ fn mmdebstrap(
         }
         (None, None) => {}
     }
-    progress.output("", &format!("running {cmd:?}"));
-    let out = cmd.output().map_err(|e| {
-        format!("running mmdebstrap (is it installed? apt-get install mmdebstrap): {e}")
-    })?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(15).collect();
+    let label = arch.unwrap_or("host");
+    say(&format!("[{label}] running {cmd:?}"));
+    let started = std::time::Instant::now();
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running mmdebstrap (is it installed? apt-get install mmdebstrap): {e}"))?;
+    let mut tail = std::collections::VecDeque::new();
+    if let Some(err) = child.stderr.take() {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(err)).map_while(Result::ok) {
+            if ["I: ", "W: ", "E: "].iter().any(|p| line.starts_with(p)) {
+                say(&format!("[{label} {:>4}s] {line}", started.elapsed().as_secs()));
+            }
+            tail.push_back(line);
+            if tail.len() > 15 {
+                tail.pop_front();
+            }
+        }
+    }
+    let status = child.wait().map_err(|e| format!("waiting for mmdebstrap: {e}"))?;
+    if !status.success() {
         return Err(format!(
-            "mmdebstrap{} failed ({}):\n{}",
+            "mmdebstrap{} failed ({status}):\n{}",
             arch.map(|a| format!(" --architectures={a}"))
                 .unwrap_or_default(),
-            out.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            Vec::from(tail).join("\n")
         ));
     }
+    say(&format!("[{label} {:>4}s] done", started.elapsed().as_secs()));
     Ok(())
-}
-
-/// Progress lines kept until they can be passed on.
-#[derive(Default)]
-struct Collect(Vec<String>);
-
-impl Progress for Collect {
-    fn step(&mut self, _: &str, _: usize, _: &str, _: bool) {}
-    fn output(&mut self, _: &str, line: &str) {
-        self.0.push(line.to_string());
-    }
 }
