@@ -1,4 +1,4 @@
-//! `kiln plan` (and, with the factory's growth, `kiln bake`, `kiln history`).
+//! The factory commands: `kiln plan`, `kiln bake`, `kiln history`.
 
 use std::path::PathBuf;
 

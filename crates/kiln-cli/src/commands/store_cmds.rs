@@ -1,4 +1,4 @@
-//! The store commands: run, images, inspect, rmi, fsck, save.
+//! The store commands: run, images, inspect, rmi, fsck, prune, save.
 
 use std::path::Path;
 

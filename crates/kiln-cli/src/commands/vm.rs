@@ -1,4 +1,4 @@
-//! `kiln vm build` and `kiln vm boot`.
+//! The `kiln vm` commands: build, boot, push, pull, ls, rm.
 
 use std::time::Duration;
 
