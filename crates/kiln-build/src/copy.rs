@@ -269,6 +269,24 @@ impl Copier<'_> {
     }
 }
 
+/// Fills the empty directory `dst` with what is under `src` in `view` (a
+/// symlink `src` followed inside that root), owners and modes kept: the
+/// first content of a cache mount `from` a stage, as BuildKit seeds it.
+pub(crate) fn seed(view: View, src: &Path, dst: &Path) -> Result<(), BuildError> {
+    let origin = Origin::View(view);
+    let real = origin.follow(src).map_err(BuildError::Context)?;
+    let copier = Copier {
+        origin: &origin,
+        owner: None,
+        chmod: None,
+        epoch: None,
+    };
+    for name in origin.list(&real) {
+        copier.copy(&real.join(&name), &dst.join(&name))?;
+    }
+    Ok(())
+}
+
 /// Removes whatever is at `p` in the layer tree, never following a symlink,
 /// so what is written next lands in the tree.
 fn remove_any(p: &Path) -> Result<(), BuildError> {

@@ -212,7 +212,11 @@ impl Builder<'_, '_> {
         let json = serde_json::to_string(&step.instruction).unwrap_or_default();
         // a bind mount from another stage or image reads its content
         let mut from_keys = String::new();
-        for m in run.mounts.iter().filter(|m| m.kind == MountType::Bind) {
+        for m in run
+            .mounts
+            .iter()
+            .filter(|m| matches!(m.kind, MountType::Bind | MountType::Cache))
+        {
             if let Some(from) = &m.from {
                 from_keys.push_str(&self.copy_source(from, states)?.key);
             }
@@ -334,6 +338,21 @@ impl Builder<'_, '_> {
                     fs::create_dir_all(&dir).map_err(|e| {
                         BuildError::io(format!("creating cache mount {}", dir.display()), e)
                     })?;
+                    // a new cache `from` a stage starts with that stage's files
+                    if let Some(from) = &m.from {
+                        let empty = fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none());
+                        if empty {
+                            let view = self.copy_source(from, states)?.view(self.store)?;
+                            let source = crate::context::clean(m.source.as_deref().unwrap_or("/"))
+                                .unwrap_or_default();
+                            crate::copy::seed(view, &source, &dir).map_err(|e| {
+                                fail(format!(
+                                    "seeding the cache at {} from {from}: {e}",
+                                    m.target
+                                ))
+                            })?;
+                        }
+                    }
                     let source = self.cache_sharing(m, dir, staging, &mut locks)?;
                     MountKind::Bind {
                         source,

@@ -179,6 +179,8 @@ const CASES: &[(&str, &str)] = &[
     // a wildcard that matches nothing is skipped beside one that matches;
     // several matches onto a path without a slash write one file, the last
     ("copy-wildcards", "COPY nomatch* src/a.txt /d/\nCOPY src/*.txt /testdir\n"),
+    // a cache mount `from` a stage starts with that stage's files
+    ("cache-from-stage", "FROM oci-archive:BASE AS builder\nRUN echo hello > /hello\nFROM oci-archive:BASE\nRUN --mount=type=cache,from=builder,target=/seeded cat /seeded/hello > /seen\n"),
     ("arg-and-env-paths", "ARG DIR=/argdir\nENV FILE=name.txt\nRUN mkdir -p $DIR && echo v > $DIR/$FILE\n"),
 ];
 
@@ -311,6 +313,7 @@ fn kiln_and_buildah_build_the_same_root_filesystems() {
     assert!(has("copy-new-directory-modes", "/b dir 0755 0:0", ""));
     assert!(has("copy-wildcards", "/d/a.txt file", ""));
     assert!(has("copy-wildcards", "/testdir file", ""));
+    assert!(has("cache-from-stage", "/seen file 0644 0:0 size=6", ""));
     assert!(has("copy-source-symlinks", "/data/x file", ""));
     assert!(has("copy-source-symlinks", "/from-context file", ""));
     assert!(has(

@@ -35,7 +35,13 @@ pub(crate) fn bootstrap(
             .output("mmdebstrap", l)
     };
     let dockerfile = if platforms.is_empty() {
-        mmdebstrap(m, m.architecture.as_deref(), &dir.join("rootfs.tar"), opts, &say)?;
+        mmdebstrap(
+            m,
+            m.architecture.as_deref(),
+            &dir.join("rootfs.tar"),
+            opts,
+            &say,
+        )?;
         "FROM scratch\nADD rootfs.tar /\nCMD [\"bash\"]\n"
     } else {
         let archs = platforms
@@ -142,12 +148,17 @@ fn mmdebstrap(
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| format!("running mmdebstrap (is it installed? apt-get install mmdebstrap): {e}"))?;
+        .map_err(|e| {
+            format!("running mmdebstrap (is it installed? apt-get install mmdebstrap): {e}")
+        })?;
     let mut tail = std::collections::VecDeque::new();
     if let Some(err) = child.stderr.take() {
         for line in std::io::BufRead::lines(std::io::BufReader::new(err)).map_while(Result::ok) {
             if ["I: ", "W: ", "E: "].iter().any(|p| line.starts_with(p)) {
-                say(&format!("[{label} {:>4}s] {line}", started.elapsed().as_secs()));
+                say(&format!(
+                    "[{label} {:>4}s] {line}",
+                    started.elapsed().as_secs()
+                ));
             }
             tail.push_back(line);
             if tail.len() > 15 {
@@ -155,7 +166,9 @@ fn mmdebstrap(
             }
         }
     }
-    let status = child.wait().map_err(|e| format!("waiting for mmdebstrap: {e}"))?;
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for mmdebstrap: {e}"))?;
     if !status.success() {
         return Err(format!(
             "mmdebstrap{} failed ({status}):\n{}",
@@ -164,6 +177,9 @@ fn mmdebstrap(
             Vec::from(tail).join("\n")
         ));
     }
-    say(&format!("[{label} {:>4}s] done", started.elapsed().as_secs()));
+    say(&format!(
+        "[{label} {:>4}s] done",
+        started.elapsed().as_secs()
+    ));
     Ok(())
 }
