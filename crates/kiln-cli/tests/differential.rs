@@ -28,6 +28,14 @@ fn kiln(store: &Path) -> Command {
 /// The shared fixture: a busybox base built by kiln, saved as an OCI archive
 /// both tools read with `FROM oci-archive:…`.
 fn base(dir: &Path, store: &Path) -> PathBuf {
+    for p in ["buildah", "umoci", "busybox"] {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(p).is_file()));
+        assert!(
+            found,
+            "this test needs `{p}`: scripts/test installs it (scripts/packages)"
+        );
+    }
     let ctx = dir.join("base");
     let bin = ctx.join("rootfs/bin");
     fs::create_dir_all(&bin).unwrap();

@@ -182,6 +182,10 @@ mod tests {
     /// The same layers give the same tree whether applied from their
     /// snapshots or unpacked flat from their tars.
     #[test]
+    #[cfg_attr(
+        not(feature = "system-tests"),
+        ignore = "needs root (owners, whiteout devices): scripts/test runs it"
+    )]
     fn snapshots_merge_like_flat_unpacking() {
         let layers = [
             layer(&[
@@ -234,6 +238,10 @@ mod tests {
     /// Files are hard links to the snapshot's, and replacing one in the
     /// root (remove, create) leaves the snapshot as it was.
     #[test]
+    #[cfg_attr(
+        not(feature = "system-tests"),
+        ignore = "needs root (owners, whiteout devices): scripts/test runs it"
+    )]
     fn files_are_links_and_the_snapshot_survives_a_replacement() {
         let t = tempfile::tempdir().unwrap();
         let (diff, root) = (t.path().join("diff"), t.path().join("root"));

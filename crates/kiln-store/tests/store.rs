@@ -57,6 +57,10 @@ fn put_blob_from_checks_the_digest() {
 /// A layer's snapshot is unpacked from its blob once, checked against its
 /// diff_id, and a blob that does not match leaves no snapshot behind.
 #[test]
+#[cfg_attr(
+    not(feature = "system-tests"),
+    ignore = "needs root (owners, whiteout devices): scripts/test runs it"
+)]
 fn snapshots_are_unpacked_once_and_checked() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();

@@ -583,6 +583,10 @@ mod tests {
     /// A replaced file keeps its owner and mode: /etc/shadow stays
     /// readable by group shadow (unix_chkpwd) after kiln adds a user.
     #[test]
+    #[cfg_attr(
+        not(feature = "system-tests"),
+        ignore = "needs root (owners, whiteout devices): scripts/test runs it"
+    )]
     fn replaced_files_keep_owner_and_mode() {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let dir = tempfile::tempdir().unwrap();

@@ -114,6 +114,7 @@ pub fn arm64_busybox() -> PathBuf {
 /// /var/tmp/kiln-test-fixtures/NAME: a directory, or a tarball when NAME
 /// ends in `.tar` (mmdebstrap picks its output from the name).
 pub fn mmdebstrap_fixture(name: &str, args: &[&str]) -> PathBuf {
+    need(&["mmdebstrap"]);
     static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = ONCE.lock().unwrap_or_else(|p| p.into_inner());
     let dir = Path::new("/var/tmp/kiln-test-fixtures");
@@ -142,7 +143,23 @@ pub fn mmdebstrap_fixture(name: &str, args: &[&str]) -> PathBuf {
     done
 }
 
+/// Fails at once, saying what is missing, when this machine cannot run the
+/// system tests: they need root and the programs scripts/test installs.
+pub fn need(programs: &[&str]) {
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0),
+        "this test builds in namespaces and needs root: run scripts/test as root"
+    );
+    for p in programs {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(p).is_file()));
+        assert!(found, "this test needs `{p}`, which is not installed: scripts/test installs it (scripts/packages)");
+    }
+}
+
 pub fn setup() -> (tempfile::TempDir, PathBuf) {
+    need(&["busybox"]);
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let ctx = busybox_context(dir.path());
@@ -199,6 +216,7 @@ pub fn docker_pull_and_run(reference: &str) -> String {
 /// [`docker_pull_and_run`] for one platform of the image (`--platform` on
 /// both) with an optional command.
 pub fn docker_pull_and_run_on(reference: &str, platform: Option<&str>, cmd: &[&str]) -> String {
+    need(&["docker"]);
     let platform: Vec<&str> = platform.map(|p| vec!["--platform", p]).unwrap_or_default();
     let pull = Command::new("docker")
         .arg("pull")

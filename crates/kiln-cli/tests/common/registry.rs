@@ -14,6 +14,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(dir: &Path) -> Registry {
+        super::need(&["docker-registry", "skopeo"]);
         Self::start_with(dir, "plain", "", "")
     }
 
