@@ -328,17 +328,24 @@ pub enum DockerfileCommand {
     Check(CheckArgs),
 }
 
+/// The flags `kiln build` and `kiln dockerfile check` share.
 #[derive(Debug, Args)]
-pub struct CheckArgs {
-    /// The Dockerfile to read [default: CONTEXT/Dockerfile]
+pub struct DockerfileArgs {
+    /// The Dockerfile [default: CONTEXT/Dockerfile]
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Set a build argument (KEY=VALUE, or KEY to take it from the environment)
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     pub build_args: Vec<String>,
-    /// Evaluate up to this stage; stages it does not need are skipped
+    /// Build up to this stage; stages it does not need are skipped
     #[arg(long, value_name = "STAGE")]
     pub target: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub dockerfile: DockerfileArgs,
     /// Target platform, such as linux/amd64 or linux/arm64 [default: the host's]
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
@@ -355,15 +362,8 @@ pub struct BuildArgs {
     /// Name the image NAME[:TAG] (repeatable)
     #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
     pub tags: Vec<String>,
-    /// The Dockerfile [default: CONTEXT/Dockerfile]
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    pub file: Option<PathBuf>,
-    /// Set a build argument (KEY=VALUE, or KEY to take it from the environment)
-    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
-    pub build_args: Vec<String>,
-    /// Build up to this stage
-    #[arg(long, value_name = "STAGE")]
-    pub target: Option<String>,
+    #[command(flatten)]
+    pub dockerfile: DockerfileArgs,
     /// Expose a secret to RUN --mount=type=secret: id=ID,src=PATH
     #[arg(long = "secret", value_name = "id=ID,src=PATH")]
     pub secrets: Vec<String>,

@@ -17,7 +17,7 @@ pub fn run(
     client: &kiln_registry::Client,
     printer: &Printer,
 ) -> anyhow::Result<Exit> {
-    let dockerfile = super::dockerfile_path(args.file.clone(), &args.context)?;
+    let dockerfile = super::dockerfile_path(args.dockerfile.file.clone(), &args.context)?;
     if !args.context.is_dir() {
         return Err(Failure::usage(format!(
             "{}: the build context is not a directory",
@@ -32,8 +32,8 @@ pub fn run(
     let opts = BuildOptions {
         dockerfile,
         context: args.context.clone(),
-        build_args: build_args(&args.build_args)?,
-        target: args.target.clone(),
+        build_args: build_args(&args.dockerfile.build_args)?,
+        target: args.dockerfile.target.clone(),
         tags: args.tags.clone(),
         no_cache: args.no_cache,
         secrets: secrets(&args.secrets)?,
@@ -165,6 +165,8 @@ pub fn compression(name: &str) -> anyhow::Result<Compression> {
     }
 }
 
+/// `--build-arg` values: KEY=VALUE, or a bare KEY that takes its value
+/// from the environment when set (as docker does).
 pub fn build_args(list: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for a in list {

@@ -1,6 +1,5 @@
 //! `kiln dockerfile check`: evaluate a Dockerfile and report the graph or the error.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -13,7 +12,7 @@ use crate::exit::{Exit, Failure};
 use crate::printer::Printer;
 
 pub fn run(args: CheckArgs, printer: &Printer) -> anyhow::Result<Exit> {
-    let file = super::dockerfile_path(args.file.clone(), &args.context)?;
+    let file = super::dockerfile_path(args.dockerfile.file.clone(), &args.context)?;
     let text = fs_err::read_to_string(&file).context("reading the Dockerfile")?;
     let opts = options(&args)?;
     let shown = file.display().to_string();
@@ -53,25 +52,7 @@ pub fn run(args: CheckArgs, printer: &Printer) -> anyhow::Result<Exit> {
 }
 
 fn options(args: &CheckArgs) -> anyhow::Result<Options> {
-    let mut build_args = BTreeMap::new();
-    for a in &args.build_args {
-        match a.split_once('=') {
-            Some((k, v)) if !k.is_empty() => {
-                build_args.insert(k.to_string(), v.to_string());
-            }
-            Some(_) => {
-                return Err(Failure::usage(format!(
-                    "--build-arg {a:?}: the name is empty"
-                )))
-            }
-            None => {
-                // like docker: a bare name takes its value from the environment, if set
-                if let Ok(v) = std::env::var(a) {
-                    build_args.insert(a.clone(), v);
-                }
-            }
-        }
-    }
+    let build_args = super::build::build_args(&args.dockerfile.build_args)?;
     let platform = match &args.platform {
         Some(p) => {
             Some(Platform::parse(p).map_err(|e| Failure::usage(format!("--platform: {e}")))?)
@@ -80,7 +61,7 @@ fn options(args: &CheckArgs) -> anyhow::Result<Options> {
     };
     Ok(Options {
         build_args,
-        target: args.target.clone(),
+        target: args.dockerfile.target.clone(),
         platform,
         build_platform: None,
     })
