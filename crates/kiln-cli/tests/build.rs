@@ -523,18 +523,7 @@ fn bases_from_archives_and_layouts_and_hostile_ones_rejected() {
             docker.to_str().unwrap(),
         ],
     ));
-    let layout = dir.path().join("layout");
-    ok(kiln(
-        &store,
-        &[
-            "build",
-            "-t",
-            "busybox:test",
-            "-o",
-            &format!("type=oci-layout,dest={}", layout.display()),
-            dir.path().join("busybox").to_str().unwrap(),
-        ],
-    ));
+    let layout = busybox_layout(dir.path(), &store);
     for from in [
         format!("oci-archive:{}", oci.display()),
         format!("docker-archive:{}", docker.display()),
@@ -559,8 +548,6 @@ fn bases_from_archives_and_layouts_and_hostile_ones_rejected() {
     }
 
     // a docker archive whose layer writes outside the root
-    let hostile = dir.path().join("hostile");
-    fs::create_dir_all(&hostile).unwrap();
     let mut layer = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
     h.as_old_mut().name[..9].copy_from_slice(b"../escape");
@@ -569,25 +556,7 @@ fn bases_from_archives_and_layouts_and_hostile_ones_rejected() {
     h.set_entry_type(tar::EntryType::Regular);
     h.set_cksum();
     layer.append(&h, std::io::empty()).unwrap();
-    let layer = layer.into_inner().unwrap();
-    let diff = format!("sha256:{}", sha256_hex(&layer));
-    fs::write(hostile.join("layer.tar"), &layer).unwrap();
-    fs::write(hostile.join("config.json"), format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff}"]}}}}"#)).unwrap();
-    fs::write(
-        hostile.join("manifest.json"),
-        r#"[{"Config":"config.json","RepoTags":["evil:1"],"Layers":["layer.tar"]}]"#,
-    )
-    .unwrap();
-    let archive = dir.path().join("hostile.tar");
-    let status = Command::new("tar")
-        .arg("-cf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&hostile)
-        .args(["manifest.json", "config.json", "layer.tar"])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let archive = docker_archive(dir.path(), "hostile", &layer.into_inner().unwrap());
     let ctx = app_context(
         dir.path(),
         &format!("FROM docker-archive:{}\nRUN true\n", archive.display()),
@@ -618,23 +587,6 @@ fn bases_from_archives_and_layouts_and_hostile_ones_rejected() {
     );
     assert!(!dir.path().join("escape").exists() && !store.join("escape").exists());
     assert_eq!(kiln(&store, &["fsck"]).code, 0);
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    let out = Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(bytes)?;
-            c.wait_with_output()
-        });
-    String::from_utf8_lossy(&out.unwrap().stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 /// A throwaway HTTP server on loopback serving `dir`.

@@ -28,47 +28,6 @@ fn tar_of(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use std::io::Write;
-    let mut c = Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(bytes).unwrap();
-    let out = c.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)[..64].to_string()
-}
-
-/// A `docker save`-style archive of one image whose only layer is `layer`.
-fn docker_archive(dir: &Path, name: &str, layer: &[u8]) -> PathBuf {
-    let d = dir.join(format!("{name}-archive"));
-    fs::create_dir_all(&d).unwrap();
-    fs::write(d.join("layer.tar"), layer).unwrap();
-    let diff = format!("sha256:{}", sha256_hex(layer));
-    fs::write(
-        d.join("config.json"),
-        format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff}"]}}}}"#),
-    )
-    .unwrap();
-    fs::write(
-        d.join("manifest.json"),
-        format!(r#"[{{"Config":"config.json","RepoTags":["{name}:1"],"Layers":["layer.tar"]}}]"#),
-    )
-    .unwrap();
-    let archive = dir.join(format!("{name}.tar"));
-    let status = Command::new("tar")
-        .arg("-cf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&d)
-        .args(["manifest.json", "config.json", "layer.tar"])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    archive
-}
-
 /// A directory standing for the host's secrets: one file, linked once.
 fn host_secret(dir: &Path) -> PathBuf {
     let host = dir.join("host-secrets");
@@ -371,18 +330,7 @@ fn secrets_as_environment_variables_and_files_with_their_mode_and_owner() {
 #[test]
 fn a_layer_whose_declared_size_lies_is_refused() {
     let (dir, store) = setup();
-    let layout = dir.path().join("layout");
-    ok(kiln(
-        &store,
-        &[
-            "build",
-            "-t",
-            "busybox:test",
-            "-o",
-            &format!("type=oci-layout,dest={}", layout.display()),
-            dir.path().join("busybox").to_str().unwrap(),
-        ],
-    ));
+    let layout = busybox_layout(dir.path(), &store);
     // the manifest says its layer has 2^50 bytes
     let index_path = layout.join("index.json");
     let mut index: serde_json::Value =

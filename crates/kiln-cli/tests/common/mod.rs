@@ -260,6 +260,59 @@ pub fn assert_mentions(text: &str, needles: &[&str]) {
     }
 }
 
+/// The hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    kiln_oci::digest::sha256(bytes).digest().to_string()
+}
+
+/// A `docker save`-style archive `dir/NAME.tar` of one image `NAME:1`
+/// whose only layer is the tar `layer`.
+pub fn docker_archive(dir: &Path, name: &str, layer: &[u8]) -> PathBuf {
+    let d = dir.join(format!("{name}-archive"));
+    fs::create_dir_all(&d).unwrap();
+    fs::write(d.join("layer.tar"), layer).unwrap();
+    let diff = format!("sha256:{}", sha256_hex(layer));
+    fs::write(
+        d.join("config.json"),
+        format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff}"]}}}}"#),
+    )
+    .unwrap();
+    fs::write(
+        d.join("manifest.json"),
+        format!(r#"[{{"Config":"config.json","RepoTags":["{name}:1"],"Layers":["layer.tar"]}}]"#),
+    )
+    .unwrap();
+    let archive = dir.join(format!("{name}.tar"));
+    let status = Command::new("tar")
+        .arg("-cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&d)
+        .args(["manifest.json", "config.json", "layer.tar"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    archive
+}
+
+/// The busybox fixture of `setup()` built again into the OCI layout
+/// `dir/layout`, tagged busybox:test.
+pub fn busybox_layout(dir: &Path, store: &Path) -> PathBuf {
+    let layout = dir.join("layout");
+    ok(kiln(
+        store,
+        &[
+            "build",
+            "-t",
+            "busybox:test",
+            "-o",
+            &format!("type=oci-layout,dest={}", layout.display()),
+            dir.join("busybox").to_str().unwrap(),
+        ],
+    ));
+    layout
+}
+
 /// The sha256 digest of a file, as `sha256:HEX`.
 pub fn sha256(path: &Path) -> String {
     kiln_oci::digest::sha256(&fs::read(path).unwrap()).to_string()
