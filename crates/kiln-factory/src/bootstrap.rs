@@ -10,7 +10,7 @@ use kiln_definition::MmdebstrapDef;
 use kiln_dockerfile::Platform;
 use kiln_store::Store;
 
-use crate::bake::BakeOptions;
+use crate::baked::BakeOptions;
 
 /// Root filesystems from mmdebstrap, made an image by a short build: one
 /// image, or with several `platforms` an image index (the foreign

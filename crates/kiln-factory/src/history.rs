@@ -9,7 +9,7 @@ use rusqlite::{params, Connection};
 use rusqlite_migration::{Migrations, M};
 use serde::Serialize;
 
-use crate::bake::{ImageResult, Outcome};
+use crate::baked::{ImageResult, Outcome};
 
 const MIGRATION_STEPS: &[M<'static>] = &[M::up(
     "CREATE TABLE bake (

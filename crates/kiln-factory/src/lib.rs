@@ -7,6 +7,7 @@
 
 pub mod artifact;
 pub mod bake;
+pub mod baked;
 mod bootstrap;
 pub mod graph;
 pub mod history;

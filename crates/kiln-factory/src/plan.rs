@@ -10,7 +10,8 @@ use kiln_definition::{Factory, Recipe};
 use serde::Serialize;
 
 use crate::graph::{self, Graph};
-use crate::lock::{lock_path, Inputs, Lock, Locked};
+use crate::lock::Inputs;
+pub use crate::lock::Locks;
 use crate::FactoryError;
 
 /// Resolves a registry reference to the digest its tag points at now.
@@ -34,62 +35,6 @@ impl Resolver for RegistryResolver<'_> {
             .get_manifest(&r)
             .map_err(|e| format!("resolving {r}: {e}"))?;
         Ok(kiln_oci::digest::sha256(&bytes).to_string())
-    }
-}
-
-/// The lock files of a factory, read together.
-#[derive(Debug, Default)]
-pub struct Locks {
-    /// Lock path → its content, one per factory file.
-    pub files: BTreeMap<PathBuf, Lock>,
-    /// Image → the lock file it belongs to.
-    pub owner: BTreeMap<String, PathBuf>,
-    /// The names that are VM images (kept under `[vm.NAME]`).
-    pub vms: BTreeSet<String>,
-}
-
-impl Locks {
-    pub fn read(factory: &Factory) -> Result<Locks, FactoryError> {
-        let mut locks = Locks::default();
-        for f in &factory.files {
-            let path = lock_path(&f.path);
-            let lock = Lock::read(&path).map_err(FactoryError::Lock)?;
-            locks.files.insert(path.clone(), lock);
-        }
-        for (name, image) in &factory.images {
-            locks
-                .owner
-                .insert(name.clone(), lock_path(&factory.files[image.file].path));
-            if let Recipe::Vm(_) = image.recipe {
-                locks.vms.insert(name.clone());
-            }
-        }
-        Ok(locks)
-    }
-
-    pub fn get(&self, image: &str) -> Option<&Locked> {
-        let lock = self.files.get(self.owner.get(image)?)?;
-        if self.vms.contains(image) {
-            lock.vm.get(image)
-        } else {
-            lock.image.get(image)
-        }
-    }
-
-    pub fn set(&mut self, image: &str, locked: Locked) {
-        let vm = self.vms.contains(image);
-        if let Some(path) = self.owner.get(image) {
-            if let Some(lock) = self.files.get_mut(path) {
-                let table = if vm { &mut lock.vm } else { &mut lock.image };
-                table.insert(image.to_string(), locked);
-            }
-        }
-    }
-
-    /// Writes the lock file holding `image`.
-    pub fn write_for(&self, image: &str) -> Result<(), FactoryError> {
-        let path = &self.owner[image];
-        self.files[path].write(path).map_err(FactoryError::Lock)
     }
 }
 

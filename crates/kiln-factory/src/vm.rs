@@ -13,7 +13,8 @@ use kiln_store::Store;
 use kiln_vm::{Format, VmSpec};
 
 use crate::artifact;
-use crate::bake::{test_text, Outcome};
+use crate::bake::test_text;
+use crate::baked::Outcome;
 use kiln_store::RemoveOnDrop;
 
 /// A VM image baked, tested and kept.

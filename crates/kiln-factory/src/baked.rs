@@ -1,0 +1,87 @@
+//! What a bake is asked to do and what it reports: the options, each
+//! image's outcome and result, the whole summary. A module of their own so
+//! the bake's steps (`vm`, `history`, `bootstrap`, …) and the bake itself
+//! all import them from here, never from one another.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use kiln_build::Compression;
+use serde::Serialize;
+
+use crate::lock::Inputs;
+use crate::plan::{self, Plan, PlanOptions};
+
+/// What `kiln bake` was asked to do.
+#[derive(Debug, Clone)]
+pub struct BakeOptions {
+    pub plan: PlanOptions,
+    /// Plan only.
+    pub dry_run: bool,
+    /// Build and test, but publish nothing and leave the locks alone.
+    pub no_publish: bool,
+    pub kiln_exe: PathBuf,
+    pub compression: Compression,
+    pub source_date_epoch: Option<u64>,
+}
+
+/// What happened to one image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Rebuilt, tested and (unless --no-publish) published.
+    Built,
+    /// Up to date: the locked image stays.
+    Reused,
+    /// Would be built (--dry-run).
+    WouldBuild,
+    /// Not built because an image it is built on failed.
+    Skipped { because: String },
+    /// The build failed.
+    Failed { error: String },
+    /// A test failed: nothing was published.
+    TestFailed { test: String, exit_code: i32 },
+    /// Tests passed but a publish target failed.
+    PublishFailed { error: String },
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        matches!(self, Outcome::Built | Outcome::Reused | Outcome::WouldBuild)
+    }
+}
+
+/// One image's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageResult {
+    pub name: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    pub reasons: Vec<plan::Reason>,
+    pub version: Option<String>,
+    pub digest: Option<String>,
+    pub tests_passed: usize,
+    pub published: Vec<String>,
+    pub started: Option<DateTime<Utc>>,
+    pub finished: Option<DateTime<Utc>>,
+    pub seconds: f64,
+    /// The inputs this bake recorded (what the lock holds once published).
+    #[serde(skip)]
+    pub inputs: Inputs,
+    #[serde(skip)]
+    pub wave: Option<usize>,
+}
+
+/// A whole bake.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub plan: Plan,
+    /// Every planned image, in dependency order.
+    pub images: Vec<ImageResult>,
+}
+
+impl Summary {
+    pub fn all_ok(&self) -> bool {
+        self.images.iter().all(|i| i.outcome.ok())
+    }
+}
