@@ -54,16 +54,11 @@ impl Platform {
         }
     }
 
-    /// The platform of the machine kiln runs on, in Go's names.
+    /// The platform of the machine kiln runs on, in Go's names (one table,
+    /// the frontend's, for both).
     pub fn host() -> Self {
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "x86" => "386",
-            "powerpc64" => "ppc64le",
-            other => other,
-        };
-        Platform::new("linux", arch, "")
+        let p = kiln_dockerfile::Platform::host();
+        Platform::new(&p.os, &p.architecture, &p.variant)
     }
 
     /// Whether an image of platform `self` serves a request for `wanted`:
@@ -280,5 +275,16 @@ mod tests {
         );
         let back = serde_json::to_string(&c).unwrap();
         assert!(back.contains(r#""OnBuild":["RUN x"]"#) && back.contains(r#""80/tcp":{}"#));
+    }
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::Platform;
+
+    #[test]
+    fn the_host_platform_is_the_frontends() {
+        let frontend = kiln_dockerfile::Platform::host();
+        assert_eq!(Platform::host().to_string(), frontend.to_string());
     }
 }
