@@ -130,11 +130,14 @@ impl Graph {
         factory: &Factory,
         image: &str,
         reference: &str,
-        message: String,
+        error: crate::plan::ResolveError,
     ) -> FactoryError {
-        let message = format!("image {image:?}: base {reference}: {message}");
+        let message = format!("image {image:?}: base {reference}: {error}");
         let Some((path, line)) = self.external_at.get(image).and_then(|m| m.get(reference)) else {
-            return factory.error_at_image(image, message).into();
+            return factory
+                .error_at_image(image, message)
+                .with_hint(error.hint())
+                .into();
         };
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let start: usize = text
@@ -144,7 +147,7 @@ impl Graph {
             .sum();
         let at = text[start..].find(reference).map_or(start, |i| start + i);
         kiln_definition::Error::at(path, &text, at..at + reference.len(), message)
-            .with_hint("check the name and tag, and that this machine can reach the registry (kiln login for a private one)")
+            .with_hint(error.hint())
             .into()
     }
 }

@@ -16,7 +16,38 @@ use crate::FactoryError;
 
 /// Resolves a registry reference to the digest its tag points at now.
 pub trait Resolver {
-    fn digest(&self, reference: &str) -> Result<String, String>;
+    fn digest(&self, reference: &str) -> Result<String, ResolveError>;
+}
+
+/// Why a registry base could not be resolved: a caller tells a base that
+/// does not exist (fix the name) from a registry it could not ask (try
+/// again, log in).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// Not a valid image reference.
+    #[error("{0}")]
+    BadReference(String),
+    /// The registry has no such image or tag.
+    #[error("not found in its registry")]
+    NotFound,
+    /// The registry could not be asked or refused (network, TLS,
+    /// credentials, a server error).
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+impl ResolveError {
+    /// What a person can do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            ResolveError::BadReference(_) | ResolveError::NotFound => {
+                "check the name and tag of the base"
+            }
+            ResolveError::Unreachable(_) => {
+                "check that this machine reaches the registry (`kiln login` for a private one)"
+            }
+        }
+    }
 }
 
 /// A registry, asked over the distribution API.
@@ -25,15 +56,17 @@ pub struct RegistryResolver<'a> {
 }
 
 impl Resolver for RegistryResolver<'_> {
-    fn digest(&self, reference: &str) -> Result<String, String> {
-        let r = kiln_registry::Reference::parse(reference).map_err(|e| e.to_string())?;
+    fn digest(&self, reference: &str) -> Result<String, ResolveError> {
+        let r = kiln_registry::Reference::parse(reference)
+            .map_err(|e| ResolveError::BadReference(e.to_string()))?;
         if let Some(d) = &r.digest {
             return Ok(d.clone());
         }
-        let (bytes, _) = self
-            .client
-            .get_manifest(&r)
-            .map_err(|e| format!("resolving {r}: {e}"))?;
+        let (bytes, _) = self.client.get_manifest(&r).map_err(|e| match e {
+            kiln_registry::Error::NotFound(_) => ResolveError::NotFound,
+            kiln_registry::Error::Reference { .. } => ResolveError::BadReference(e.to_string()),
+            e => ResolveError::Unreachable(e.to_string()),
+        })?;
         Ok(kiln_oci::digest::sha256(&bytes).to_string())
     }
 }
@@ -412,7 +445,7 @@ fn resolve(
     resolver: &dyn Resolver,
     cache: &mut BTreeMap<String, String>,
     reference: &str,
-) -> Result<String, String> {
+) -> Result<String, ResolveError> {
     if let Some(d) = cache.get(reference) {
         return Ok(d.clone());
     }

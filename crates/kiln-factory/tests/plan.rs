@@ -9,17 +9,17 @@ use std::path::Path;
 use chrono::{TimeZone, Utc};
 use kiln_factory::graph;
 use kiln_factory::lock::Locked;
-use kiln_factory::plan::{plan, Locks, Plan, PlanOptions, Reason, Resolver};
+use kiln_factory::plan::{plan, Locks, Plan, PlanOptions, Reason, ResolveError, Resolver};
 
 struct Table(RefCell<BTreeMap<String, String>>);
 
 impl Resolver for Table {
-    fn digest(&self, reference: &str) -> Result<String, String> {
+    fn digest(&self, reference: &str) -> Result<String, ResolveError> {
         self.0
             .borrow()
             .get(reference)
             .cloned()
-            .ok_or_else(|| format!("{reference}: not found"))
+            .ok_or(ResolveError::NotFound)
     }
 }
 
