@@ -186,7 +186,10 @@ impl Builder<'_, '_> {
     /// an image of another platform is an error rather than a surprise.
     fn base(&self, stage: &Stage, reference: &str) -> Result<crate::BaseImage, String> {
         let wanted = self.platform_of(stage);
-        let img = self.source.resolve(reference, wanted)?;
+        let img = self
+            .source
+            .resolve(reference, wanted)
+            .map_err(|e| e.to_string())?;
         let have = img.config.platform();
         if (self.strict || stage.platform.is_some())
             && !have.serves(&crate::source::oci_platform(wanted))
@@ -283,7 +286,7 @@ impl Builder<'_, '_> {
             .resolve(from, &self.graph.platform)
             .map_err(|m| BuildError::Base {
                 reference: from.to_string(),
-                message: m,
+                message: m.to_string(),
             })?;
         State::from_base(&base)
     }

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 pub use job::build;
 pub use kiln_oci::layer::Compression;
 pub use run::{run_image, RunOptions};
-pub use source::{oci_platform, BaseImage, ImageSource, StoreSource};
+pub use source::{oci_platform, BaseImage, ImageSource, SourceError, StoreSource};
 
 /// A build context as a build reads it (after `.dockerignore`, without
 /// `hidden` paths, as [`BuildOptions::hidden`]) with its Dockerfile.

@@ -20,7 +20,24 @@ pub struct BaseImage {
 /// index gives that platform's entry. A single-platform image is returned
 /// whatever its platform; the engine compares.
 pub trait ImageSource {
-    fn resolve(&self, reference: &str, platform: &Platform) -> Result<BaseImage, String>;
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<BaseImage, SourceError>;
+}
+
+/// Why a base image could not be had: a caller tells a base that does not
+/// exist from a registry that could not be asked and from an image that is
+/// there but not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    /// No such image: not in the store, not in its registry.
+    #[error("{0}")]
+    NotFound(String),
+    /// The registry could not be asked, or the transfer failed part way.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The image is there but cannot be used: a broken archive or layout,
+    /// a hostile layer, no entry for the platform.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Resolves each reference once per build: the frontend (base configs),
@@ -41,7 +58,7 @@ impl<'a> Memo<'a> {
 }
 
 impl ImageSource for Memo<'_> {
-    fn resolve(&self, reference: &str, platform: &Platform) -> Result<BaseImage, String> {
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<BaseImage, SourceError> {
         let key = (reference.to_string(), platform.to_string());
         let known = self
             .done
@@ -67,27 +84,32 @@ pub struct StoreSource<'a> {
 }
 
 impl ImageSource for StoreSource<'_> {
-    fn resolve(&self, reference: &str, platform: &Platform) -> Result<BaseImage, String> {
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<BaseImage, SourceError> {
         let platform = oci_platform(platform);
         if let Some(rest) = reference.strip_prefix("oci-layout:") {
             let (dir, tag) = split_tag(rest);
-            return import_layout(self.store, reference, Path::new(dir), tag, &platform);
+            return import_layout(self.store, reference, Path::new(dir), tag, &platform)
+                .map_err(SourceError::Invalid);
         }
         if let Some(rest) = reference.strip_prefix("oci-archive:") {
             let (file, tag) = split_tag(rest);
-            let dir = extract(self.store, Path::new(file))?;
-            let result = import_layout(self.store, reference, dir.path(), tag, &platform);
-            return result;
+            let dir = extract(self.store, Path::new(file)).map_err(SourceError::Invalid)?;
+            return import_layout(self.store, reference, dir.path(), tag, &platform)
+                .map_err(SourceError::Invalid);
         }
         if let Some(rest) = reference.strip_prefix("docker-archive:") {
             let (file, tag) = split_tag(rest);
-            let dir = extract(self.store, Path::new(file))?;
-            return import_docker(self.store, reference, dir.path(), tag);
+            let dir = extract(self.store, Path::new(file)).map_err(SourceError::Invalid)?;
+            return import_docker(self.store, reference, dir.path(), tag)
+                .map_err(SourceError::Invalid);
         }
         let img = self
             .store
             .image_for(reference, &platform)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| match e {
+                kiln_store::Error::NoSuchImage(_) => SourceError::NotFound(e.to_string()),
+                e => SourceError::Invalid(e.to_string()),
+            })?;
         Ok(BaseImage {
             reference: img.name,
             manifest_digest: img.manifest_digest.to_string(),

@@ -552,7 +552,7 @@ impl ImageSource for FactorySource<'_> {
         &self,
         reference: &str,
         platform: &Platform,
-    ) -> Result<kiln_build::BaseImage, String> {
+    ) -> Result<kiln_build::BaseImage, kiln_build::SourceError> {
         match self.map.get(reference) {
             Some(mapped) => {
                 let mut img = self.inner.resolve(mapped, platform)?;

@@ -17,7 +17,7 @@ pub mod transfer;
 mod version;
 mod vm;
 
-use kiln_build::{BaseImage, ImageSource, StoreSource};
+use kiln_build::{BaseImage, ImageSource, SourceError, StoreSource};
 use kiln_dockerfile::Platform;
 use kiln_registry::{Client, Reference};
 use kiln_store::Store;
@@ -57,7 +57,7 @@ pub struct RegistrySource<'a> {
 }
 
 impl ImageSource for RegistrySource<'_> {
-    fn resolve(&self, reference: &str, platform: &Platform) -> Result<BaseImage, String> {
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<BaseImage, SourceError> {
         let local = StoreSource { store: self.store };
         let Ok(r) = Reference::parse(reference) else {
             return local.resolve(reference, platform);
@@ -76,8 +76,17 @@ impl ImageSource for RegistrySource<'_> {
         if let Ok(img) = local.resolve(&r.to_string(), platform) {
             return Ok(img);
         }
-        let pulled = transfer::pull(self.client, self.store, &r, platform, self.log)
-            .map_err(|e| format!("pulling {r}: {e}"))?;
+        let pulled =
+            transfer::pull(self.client, self.store, &r, platform, self.log).map_err(|e| {
+                let message = format!("pulling {r}: {e}");
+                match e {
+                    Error::Registry(kiln_registry::Error::NotFound(_)) => {
+                        SourceError::NotFound(message)
+                    }
+                    Error::Registry(_) | Error::Transfer(_) => SourceError::Unreachable(message),
+                    Error::Store(_) => SourceError::Invalid(message),
+                }
+            })?;
         local.resolve(&pulled.name, platform)
     }
 }
