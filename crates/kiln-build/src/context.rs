@@ -67,6 +67,17 @@ impl Context {
                 || self.matcher.as_ref().is_some_and(|m| m.excluded(&s)))
     }
 
+    /// What the context path `rel` stands for: its symlinks followed inside
+    /// the context (never out of it), as BuildKit reads a named source or a
+    /// bind mount's source. A clean path inside the context, no component a
+    /// symlink.
+    pub fn follow(&self, rel: &Path) -> Result<PathBuf, String> {
+        let root = kiln_root::Root::open(&self.root).map_err(|e| e.to_string())?;
+        root.resolve(rel, kiln_root::Symlinks::Follow, kiln_root::Missing::Fail)
+            .map(|f| f.rel)
+            .map_err(|e| format!("{}: {e}", rel.display()))
+    }
+
     /// The context paths a COPY source names: the path itself, or every
     /// match of a wildcard pattern. Errors name what is wrong.
     pub fn expand(&self, source: &str) -> Result<Vec<PathBuf>, String> {

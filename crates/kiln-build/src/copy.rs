@@ -9,6 +9,8 @@ use kiln_dockerfile::instructions::Files;
 use kiln_dockerfile::{Stage, Step};
 use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
 
+use kiln_oci::unpack::remove_any;
+
 use crate::context::{clean, go_match, has_wildcard};
 use crate::engine::{key_of, Builder};
 use crate::state::State;
@@ -39,12 +41,7 @@ impl Origin<'_> {
     /// inside a copied directory are copied as they are.
     fn follow(&self, rel: &Path) -> Result<PathBuf, String> {
         match self {
-            Origin::Context(c) => {
-                let root = kiln_root::Root::open(&c.root).map_err(|e| e.to_string())?;
-                root.resolve(rel, kiln_root::Symlinks::Follow, kiln_root::Missing::Fail)
-                    .map(|f| f.rel)
-                    .map_err(|e| format!("{}: {e}", rel.display()))
-            }
+            Origin::Context(c) => c.follow(rel),
             Origin::View(v) => v
                 .resolve(rel, true)
                 .map(|(p, _)| p)
@@ -285,17 +282,6 @@ pub(crate) fn seed(view: View, src: &Path, dst: &Path) -> Result<(), BuildError>
         copier.copy(&real.join(&name), &dst.join(&name))?;
     }
     Ok(())
-}
-
-/// Removes whatever is at `p` in the layer tree, never following a symlink,
-/// so what is written next lands in the tree.
-fn remove_any(p: &Path) -> Result<(), BuildError> {
-    match fs::symlink_metadata(p) {
-        Err(_) => Ok(()),
-        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
-        Ok(_) => fs::remove_file(p),
-    }
-    .map_err(|e| BuildError::io(format!("replacing {}", p.display()), e))
 }
 
 /// True when `path` holds a tar archive (plain or gzip), which ADD unpacks.

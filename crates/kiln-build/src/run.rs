@@ -394,13 +394,12 @@ impl Builder<'_, '_> {
                         || fail("the bind source is outside the build context".into()),
                     )?;
                     // a symlink in the context is followed inside the context
-                    let ctx =
-                        kiln_root::Root::open(&self.ctx.root).map_err(|e| fail(e.to_string()))?;
-                    let found = ctx
-                        .resolve(&src, kiln_root::Symlinks::Follow, kiln_root::Missing::Fail)
+                    let real = self
+                        .ctx
+                        .follow(&src)
                         .map_err(|e| fail(format!("the bind source: {e}")))?;
                     MountKind::Bind {
-                        source: ctx.host_path(&found.rel),
+                        source: self.ctx.root.join(real),
                         readonly: m.readonly,
                     }
                 }

@@ -103,7 +103,7 @@ impl View {
     /// written; a symlink loop ends it.
     fn walk(&self, rel: &Path, follow_last: bool, missing_ok: bool) -> Option<PathBuf> {
         let mut cur = PathBuf::new();
-        let mut queue = kiln_oci::unpack::link_components(rel);
+        let mut queue = kiln_root::components(rel);
         queue.reverse();
         let mut hops = 0;
         while let Some(name) = queue.pop() {
@@ -132,7 +132,7 @@ impl View {
                 if target.is_absolute() {
                     cur = PathBuf::new();
                 }
-                let parts = kiln_oci::unpack::link_components(&target);
+                let parts = kiln_root::components(&target);
                 queue.extend(parts.into_iter().rev());
                 continue;
             }

@@ -34,6 +34,6 @@ fn remove_own(tmp: &Path, pid: u32) {
         if !e.file_name().to_string_lossy().contains(&mark) {
             continue;
         }
-        let _ = kiln_store::RemoveOnDrop(e.path());
+        let _ = kiln_oci::unpack::remove_any(&e.path());
     }
 }

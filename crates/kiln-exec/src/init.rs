@@ -68,7 +68,9 @@ pub fn exec_init_main(spec_path: &Path) -> ! {
     let spec = read_spec(spec_path).unwrap_or_else(|e| fail(&e));
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
     let mut stubs = Vec::new();
-    let secret_env = setup(&spec, &mut stubs).unwrap_or_else(|e| fail(&e));
+    // read before the root is entered: the secrets' files are this machine's
+    let secret_env = secret_env(&spec).unwrap_or_else(|e| fail(&e));
+    setup(&spec, &mut stubs).unwrap_or_else(|e| fail(&e));
     if spec.args.is_empty() {
         fail("no command to run")
     }
@@ -90,9 +92,8 @@ pub fn exec_init_main(spec_path: &Path) -> ! {
     })
 }
 
-/// Builds the step's root and enters it; returns the environment variables
-/// secret mounts give the command.
-fn setup(spec: &RunSpec, stubs: &mut Vec<String>) -> R<Vec<(String, String)>> {
+/// Builds the step's root and enters it.
+fn setup(spec: &RunSpec, stubs: &mut Vec<String>) -> R<()> {
     mount_change(
         "/",
         MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
@@ -101,11 +102,8 @@ fn setup(spec: &RunSpec, stubs: &mut Vec<String>) -> R<Vec<(String, String)>> {
     mount_overlay(spec)?;
     let root = &spec.rootfs;
     mount_system(spec, root, stubs)?;
-    let mut secret_env = Vec::new();
     for m in &spec.mounts {
-        if let Some(var) = step_mount(root, m, stubs)? {
-            secret_env.push(var);
-        }
+        step_mount(root, m, stubs)?;
     }
     fs::write(&spec.stubs_file, stubs.join("\n"))
         .map_err(|e| format!("writing {}: {e}", spec.stubs_file.display()))?;
@@ -118,8 +116,7 @@ fn setup(spec: &RunSpec, stubs: &mut Vec<String>) -> R<Vec<(String, String)>> {
         fs::create_dir_all(cwd)
             .map_err(|e| format!("creating working directory {}: {e}", spec.cwd))?;
     }
-    std::env::set_current_dir(cwd).map_err(|e| format!("entering {}: {e}", spec.cwd))?;
-    Ok(secret_env)
+    std::env::set_current_dir(cwd).map_err(|e| format!("entering {}: {e}", spec.cwd))
 }
 
 fn mount_overlay(spec: &RunSpec) -> R<()> {
@@ -276,77 +273,66 @@ fn mount_dev(root: &Path, stubs: &mut Vec<String>) -> R<()> {
     Ok(())
 }
 
-fn step_mount(
-    root: &Path,
-    m: &crate::spec::Mount,
-    stubs: &mut Vec<String>,
-) -> R<Option<(String, String)>> {
-    if let MountKind::Secret {
-        source,
-        mode,
-        uid,
-        gid,
-        env,
-        staging,
-    } = &m.kind
-    {
-        return secret_mount(
-            root,
-            &m.target,
+/// The environment variables the step's secret mounts with `env=` give
+/// the command: each secret's content as it is, as BuildKit gives it.
+fn secret_env(spec: &RunSpec) -> R<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for m in &spec.mounts {
+        if let MountKind::Secret {
             source,
-            (*mode, *uid, *gid),
-            env,
-            staging,
-            stubs,
-        );
+            env: Some(name),
+            ..
+        } = &m.kind
+        {
+            let content = fs::read(source)
+                .map_err(|e| format!("reading the secret {}: {e}", source.display()))?;
+            out.push((name.clone(), String::from_utf8_lossy(&content).into_owned()));
+        }
     }
-    step_mount_plain(root, m, stubs).map(|()| None)
+    Ok(out)
 }
 
 /// A secret file in a tmpfs of its own with the mount's mode and owner,
-/// bound read-only at `target`; its content as `env` when asked.
+/// bound read-only at `target` (nothing when the secret is only an
+/// environment variable).
 fn secret_mount(
     root: &Path,
     target: &str,
     source: &Path,
     (mode, uid, gid): (u32, u32, u32),
-    env: &Option<String>,
     staging: &Path,
     stubs: &mut Vec<String>,
-) -> R<Option<(String, String)>> {
+) -> R<()> {
+    if target.is_empty() {
+        return Ok(());
+    }
     let content =
         fs::read(source).map_err(|e| format!("reading the secret {}: {e}", source.display()))?;
-    if !target.is_empty() {
-        fs::create_dir_all(staging).map_err(|e| format!("creating {}: {e}", staging.display()))?;
-        mount(
-            "tmpfs",
-            staging,
-            "tmpfs",
-            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-            Some(c"mode=700"),
-        )
-        .map_err(|e| format!("mounting a tmpfs for the secret at {target}: {e}"))?;
-        let file = staging.join("secret");
-        fs::write(&file, &content).map_err(|e| format!("writing the secret for {target}: {e}"))?;
-        rustix::fs::chown(
-            &file,
-            Some(rustix::fs::Uid::from_raw(uid)),
-            Some(rustix::fs::Gid::from_raw(gid)),
-        )
-        .map_err(|e| format!("setting the owner of the secret at {target}: {e}"))?;
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&file, fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("setting the mode of the secret at {target}: {e}"))?;
-        let at = ensure(root, target, false, stubs)?;
-        bind_readonly(&file, &at)?;
-    }
-    // the value is the file's content as it is, as BuildKit gives it
-    Ok(env
-        .as_ref()
-        .map(|name| (name.clone(), String::from_utf8_lossy(&content).into_owned())))
+    fs::create_dir_all(staging).map_err(|e| format!("creating {}: {e}", staging.display()))?;
+    mount(
+        "tmpfs",
+        staging,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        Some(c"mode=700"),
+    )
+    .map_err(|e| format!("mounting a tmpfs for the secret at {target}: {e}"))?;
+    let file = staging.join("secret");
+    fs::write(&file, &content).map_err(|e| format!("writing the secret for {target}: {e}"))?;
+    rustix::fs::chown(
+        &file,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    )
+    .map_err(|e| format!("setting the owner of the secret at {target}: {e}"))?;
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&file, fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("setting the mode of the secret at {target}: {e}"))?;
+    let at = ensure(root, target, false, stubs)?;
+    bind_readonly(&file, &at)
 }
 
-fn step_mount_plain(root: &Path, m: &crate::spec::Mount, stubs: &mut Vec<String>) -> R<()> {
+fn step_mount(root: &Path, m: &crate::spec::Mount, stubs: &mut Vec<String>) -> R<()> {
     match &m.kind {
         MountKind::Bind { source, readonly } => {
             let is_dir = source.is_dir();
@@ -379,7 +365,14 @@ fn step_mount_plain(root: &Path, m: &crate::spec::Mount, stubs: &mut Vec<String>
             readonly,
             staging,
         } => layers_mount(root, &m.target, lowers, source, *readonly, staging, stubs),
-        MountKind::Secret { .. } => Ok(()), // see secret_mount
+        MountKind::Secret {
+            source,
+            mode,
+            uid,
+            gid,
+            staging,
+            ..
+        } => secret_mount(root, &m.target, source, (*mode, *uid, *gid), staging, stubs),
     }
 }
 

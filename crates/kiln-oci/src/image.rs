@@ -276,11 +276,6 @@ mod tests {
         let back = serde_json::to_string(&c).unwrap();
         assert!(back.contains(r#""OnBuild":["RUN x"]"#) && back.contains(r#""80/tcp":{}"#));
     }
-}
-
-#[cfg(test)]
-mod host_tests {
-    use super::Platform;
 
     #[test]
     fn the_host_platform_is_the_frontends() {

@@ -144,7 +144,9 @@ fn io_err<'a>(what: &str, p: &'a Path) -> impl Fn(std::io::Error) -> Error + 'a 
     move |e| Error::path(&what, p, e)
 }
 
-pub(crate) fn remove_any(p: &Path) -> Result<(), Error> {
+/// Removes whatever is at `p` (a directory with its contents), never
+/// following a symlink; nothing there is no error.
+pub fn remove_any(p: &Path) -> Result<(), Error> {
     match fs::symlink_metadata(p) {
         Err(_) => Ok(()),
         Ok(m) if m.is_dir() => fs::remove_dir_all(p).map_err(io_err("removing", p)),
@@ -377,19 +379,6 @@ fn set_mtime(path: &Path, secs: u64) -> Result<(), Error> {
     };
     rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)
         .map_err(|e| Error::path("setting times of", path, e.into()))
-}
-
-/// A symlink target as path components, `..` kept, so it can be resolved
-/// component by component inside a root.
-pub fn link_components(target: &Path) -> Vec<std::ffi::OsString> {
-    target
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            Component::ParentDir => Some("..".into()),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Whether `meta` is an overlay whiteout (a 0:0 character device).

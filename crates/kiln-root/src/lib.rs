@@ -9,16 +9,17 @@
 //! a directory handle with `O_NOFOLLOW`: a symlink is read and its target
 //! resolved again inside the root (absolute targets from the root, `..`
 //! never above it, as `RESOLVE_IN_ROOT` does), so the kernel itself never
-//! follows a symlink the image made. What the walk returns is a handle on
-//! the directory (or file) it found and the clean path of it inside the
-//! root, every component of which is a real directory.
+//! follows a symlink the image made. What a walk returns is the clean path
+//! inside the root of what it found, every component of which is a real
+//! directory: nothing else writes in these trees while kiln does, so that
+//! path, joined to the root, reaches it without going through a symlink.
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 /// How many symlinks one walk may follow (Linux's limit).
@@ -74,8 +75,6 @@ pub struct Root {
 /// The directory that holds a path's last component, and that component.
 #[derive(Debug)]
 pub struct Parent {
-    /// A handle on the directory.
-    pub dir: OwnedFd,
     /// The directory's clean path inside the root (empty for the root).
     pub rel: PathBuf,
     /// The last component as written: not resolved, possibly absent.
@@ -92,11 +91,9 @@ impl Parent {
 /// A path resolved to what it names.
 #[derive(Debug)]
 pub struct Found {
-    /// An `O_PATH` handle on what was found (usable with `/proc/self/fd`).
-    pub fd: OwnedFd,
     /// Its clean path inside the root, no component a symlink.
     pub rel: PathBuf,
-    /// Directories the walk created, in order, as clean paths.
+    /// What the walk created, in order, as clean paths.
     pub created: Vec<PathBuf>,
 }
 
@@ -108,9 +105,10 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> Error + '
     }
 }
 
-/// `path`'s components in walking order, `..` kept: `/`, `.` and empty ones
-/// say nothing inside a root.
-fn components(path: &Path) -> Vec<OsString> {
+/// `path`'s components in walking order, `..` kept (so a symlink's target
+/// can be resolved component by component inside a root): `/`, `.` and
+/// empty ones say nothing inside a root.
+pub fn components(path: &Path) -> Vec<OsString> {
     path.components()
         .filter_map(|c| match c {
             Component::Normal(n) => Some(n.to_os_string()),
@@ -133,16 +131,6 @@ impl Root {
             fd,
             path: path.to_path_buf(),
         })
-    }
-
-    /// The root's path on this machine.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The root's handle.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
     }
 
     /// The path on this machine of a clean path a walk returned. Only for
@@ -168,7 +156,6 @@ impl Root {
         let mut walk = Walk::new(self, path, symlinks, missing);
         walk.run(parts, true)?;
         Ok(Parent {
-            dir: walk.dir_owned()?,
             rel: walk.rel(),
             name,
         })
@@ -192,34 +179,6 @@ impl Root {
     /// directory. For mount points.
     pub fn make(&self, path: &Path, file: bool) -> Result<Found, Error> {
         Walk::new(self, path, Symlinks::Follow, Missing::CreateDirs).all(file)
-    }
-
-    /// Resolves `path` as far as it exists and returns the clean path it
-    /// names: symlinks followed inside the root, the missing rest appended
-    /// as written (its `..` applied). Creates nothing.
-    pub fn lexical(&self, path: &Path) -> Result<PathBuf, Error> {
-        let mut walk = Walk::new(self, path, Symlinks::Follow, Missing::Fail);
-        let mut queue = components(path);
-        queue.reverse();
-        while let Some(name) = queue.pop() {
-            let last = queue.is_empty();
-            match walk.step(&name, &mut queue, last, false) {
-                Ok(_) => {}
-                Err(Error::NotFound { .. }) => {
-                    let mut rel = walk.rel();
-                    for n in std::iter::once(name).chain(queue.into_iter().rev()) {
-                        if n == ".." {
-                            rel.pop();
-                        } else {
-                            rel.push(n);
-                        }
-                    }
-                    return Ok(rel);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(walk.rel())
     }
 }
 
@@ -256,12 +215,8 @@ impl<'a> Walk<'a> {
     /// Walks all of the path, its last component too.
     fn all(mut self, make_file: bool) -> Result<Found, Error> {
         self.make_file = make_file;
-        let fd = match self.run(components(self.path), false)? {
-            Some(fd) => fd,
-            None => self.dir_owned()?,
-        };
+        self.run(components(self.path), false)?;
         Ok(Found {
-            fd,
             rel: self.rel(),
             created: self.created,
         })
@@ -281,41 +236,32 @@ impl<'a> Walk<'a> {
             .collect()
     }
 
-    fn dir_owned(&self) -> Result<OwnedFd, Error> {
-        self.cur().try_clone_to_owned().map_err(|e| Error::Io {
-            what: "duplicating a handle on",
-            path: self.root.host_path(&self.rel()),
-            source: e,
-        })
+    /// The clean path of `name` in the current directory (for errors and
+    /// what was created; the walk itself needs only handles).
+    fn at(&self, name: &OsStr) -> PathBuf {
+        self.rel().join(name)
     }
 
     /// Walks `parts`; with `dirs_only`, every component must end as a
-    /// directory. Returns the handle of a final non-directory.
-    fn run(&mut self, mut parts: Vec<OsString>, dirs_only: bool) -> Result<Option<OwnedFd>, Error> {
+    /// directory, else the last may be anything.
+    fn run(&mut self, mut parts: Vec<OsString>, dirs_only: bool) -> Result<(), Error> {
         parts.reverse();
         while let Some(name) = parts.pop() {
             let last = parts.is_empty() && !dirs_only;
-            if let Some(fd) = self.step(&name, &mut parts, last, true)? {
-                return Ok(Some(fd));
+            if self.step(&name, &mut parts, last)? {
+                return Ok(());
             }
         }
-        Ok(None)
+        Ok(())
     }
 
-    /// Takes one component: enters a directory, queues a symlink's target,
-    /// or (the last component, not a directory) returns its handle.
-    fn step(
-        &mut self,
-        name: &OsStr,
-        queue: &mut Vec<OsString>,
-        last: bool,
-        create: bool,
-    ) -> Result<Option<OwnedFd>, Error> {
+    /// Takes one component: enters a directory or queues a symlink's
+    /// target; true when it ended the walk at a last non-directory.
+    fn step(&mut self, name: &OsStr, queue: &mut Vec<OsString>, last: bool) -> Result<bool, Error> {
         if name == ".." {
             self.dirs.pop(); // never above the root
-            return Ok(None);
+            return Ok(false);
         }
-        let at = self.rel().join(name);
         let fd = match rustix::fs::openat(
             self.cur(),
             name,
@@ -323,47 +269,49 @@ impl<'a> Walk<'a> {
             Mode::empty(),
         ) {
             Ok(fd) => fd,
-            Err(Errno::NOENT) if create && self.missing == Missing::CreateDirs => {
+            Err(Errno::NOENT) if self.missing == Missing::CreateDirs => {
                 if last && self.make_file {
-                    self.touch(name, &at)?
+                    self.touch(name)?
                 } else {
-                    self.mkdir(name, &at)?
+                    self.mkdir(name)?
                 }
             }
             Err(Errno::NOENT) => {
                 return Err(Error::NotFound {
                     path: self.path.to_path_buf(),
-                    at,
+                    at: self.at(name),
                 })
             }
-            Err(e) => return Err(io("opening", &self.root.host_path(&at))(e)),
+            Err(e) => return Err(io("opening", &self.root.host_path(&self.at(name)))(e)),
         };
-        let stat = rustix::fs::fstat(&fd).map_err(io("reading", &self.root.host_path(&at)))?;
+        let stat = rustix::fs::fstat(&fd)
+            .map_err(|e| io("reading", &self.root.host_path(&self.at(name)))(e))?;
         match FileType::from_raw_mode(stat.st_mode) {
             FileType::Directory => {
                 self.dirs.push((fd, name.to_os_string()));
-                Ok(None)
+                Ok(false)
             }
             FileType::Symlink => {
-                self.follow(name, &at, queue)?;
-                Ok(None)
+                self.follow(name, queue)?;
+                Ok(false)
             }
             _ if last => {
                 self.file = Some(name.to_os_string());
-                Ok(Some(fd))
+                Ok(true)
             }
             _ => Err(Error::NotDir {
                 path: self.path.to_path_buf(),
-                at,
+                at: self.at(name),
             }),
         }
     }
 
-    fn mkdir(&mut self, name: &OsStr, at: &Path) -> Result<OwnedFd, Error> {
+    fn mkdir(&mut self, name: &OsStr) -> Result<OwnedFd, Error> {
+        let at = self.at(name);
         match rustix::fs::mkdirat(self.cur(), name, Mode::from_raw_mode(0o755)) {
-            Ok(()) => self.created.push(at.to_path_buf()),
+            Ok(()) => self.created.push(at.clone()),
             Err(Errno::EXIST) => {} // made meanwhile: opened below all the same
-            Err(e) => return Err(io("creating", &self.root.host_path(at))(e)),
+            Err(e) => return Err(io("creating", &self.root.host_path(&at))(e)),
         }
         rustix::fs::openat(
             self.cur(),
@@ -371,34 +319,28 @@ impl<'a> Walk<'a> {
             OFlags::PATH | OFlags::NOFOLLOW | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(io("opening", &self.root.host_path(at)))
+        .map_err(io("opening", &self.root.host_path(&at)))
     }
 
-    fn touch(&mut self, name: &OsStr, at: &Path) -> Result<OwnedFd, Error> {
+    fn touch(&mut self, name: &OsStr) -> Result<OwnedFd, Error> {
+        let at = self.at(name);
         let fd = rustix::fs::openat(
             self.cur(),
             name,
             OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o644),
         )
-        .map_err(io("creating", &self.root.host_path(at)))?;
-        drop(fd);
-        self.created.push(at.to_path_buf());
-        rustix::fs::openat(
-            self.cur(),
-            name,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(io("opening", &self.root.host_path(at)))
+        .map_err(io("creating", &self.root.host_path(&at)))?;
+        self.created.push(at);
+        Ok(fd)
     }
 
     /// Queues the components of the symlink `name`'s target.
-    fn follow(&mut self, name: &OsStr, at: &Path, queue: &mut Vec<OsString>) -> Result<(), Error> {
+    fn follow(&mut self, name: &OsStr, queue: &mut Vec<OsString>) -> Result<(), Error> {
         if self.symlinks == Symlinks::Reject {
             return Err(Error::Symlink {
                 path: self.path.to_path_buf(),
-                at: at.to_path_buf(),
+                at: self.at(name),
             });
         }
         self.hops += 1;
@@ -408,7 +350,7 @@ impl<'a> Walk<'a> {
             });
         }
         let target = rustix::fs::readlinkat(self.cur(), name, Vec::new())
-            .map_err(io("reading the symlink", &self.root.host_path(at)))?;
+            .map_err(|e| io("reading the symlink", &self.root.host_path(&self.at(name)))(e))?;
         let target: PathBuf =
             <OsString as std::os::unix::ffi::OsStringExt>::from_vec(target.into_bytes()).into();
         if target.is_absolute() {
@@ -417,11 +359,6 @@ impl<'a> Walk<'a> {
         queue.extend(components(&target).into_iter().rev());
         Ok(())
     }
-}
-
-/// Whether `name` in `dir` exists, without following a symlink.
-pub fn lstat(dir: BorrowedFd<'_>, name: &OsStr) -> Option<rustix::fs::Stat> {
-    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()
 }
 
 #[cfg(test)]
@@ -536,21 +473,5 @@ mod tests {
             .parent(Path::new("lib/x.so"), Symlinks::Reject, Missing::Fail)
             .unwrap_err();
         assert!(matches!(err, Error::Symlink { .. }), "{err}");
-    }
-
-    #[test]
-    fn lexical_resolves_what_exists_and_appends_the_rest() {
-        let f = fixture();
-        let cases = [
-            ("lib/custom/f", "usr/lib/custom/f"),
-            ("dangling/", "nonexistent"),
-            ("abs/secret", &*format!("{}/secret", f.outside.display())),
-            ("new/../usr/./lib", "usr/lib"),
-            ("file", "file"),
-        ];
-        for (path, want) in cases {
-            let got = f.root.lexical(Path::new(path)).unwrap();
-            assert_eq!(got, Path::new(want.trim_start_matches('/')), "{path}");
-        }
     }
 }

@@ -53,14 +53,6 @@ pub struct RemoveOnDrop(pub PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        match std::fs::symlink_metadata(&self.0) {
-            Ok(m) if m.is_dir() => {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-            Ok(_) => {
-                let _ = std::fs::remove_file(&self.0);
-            }
-            Err(_) => {}
-        }
+        let _ = kiln_oci::unpack::remove_any(&self.0);
     }
 }
