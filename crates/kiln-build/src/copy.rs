@@ -49,6 +49,19 @@ impl Origin<'_> {
         }
     }
 
+    /// Every source the instruction names, each as named (its name is what
+    /// lands) and as what it stands for (see [`Origin::follow`]).
+    fn sources(&self, patterns: &[&String]) -> Result<Vec<(PathBuf, PathBuf)>, String> {
+        let mut out = Vec::new();
+        for p in patterns {
+            for named in self.expand(p)? {
+                let real = self.follow(&named)?;
+                out.push((named, real));
+            }
+        }
+        Ok(out)
+    }
+
     fn list(&self, rel: &Path) -> Vec<std::ffi::OsString> {
         match self {
             Origin::Context(c) => kiln_oci::layer::sorted_names(&c.root.join(rel))
@@ -120,6 +133,16 @@ impl DirMeta {
             .map(|m| DirMeta::of(&m))
     }
 
+    /// A directory COPY makes: 0755, owned by `owner` (--chown's, or root).
+    fn new_dir(owner: (u32, u32), mtime: u64) -> DirMeta {
+        DirMeta {
+            mode: 0o755,
+            uid: owner.0,
+            gid: owner.1,
+            mtime,
+        }
+    }
+
     fn apply(&self, p: &Path) -> Result<(), BuildError> {
         set_meta(p, self.mode, self.uid, self.gid, self.mtime)
     }
@@ -151,12 +174,8 @@ pub(crate) fn make_parents(
             continue;
         }
         fs::create_dir(&at).map_err(|e| BuildError::io(format!("creating {}", at.display()), e))?;
-        let meta = DirMeta::in_view(view, &cur).unwrap_or(DirMeta {
-            mode: 0o755,
-            uid: owner.0,
-            gid: owner.1,
-            mtime: epoch.unwrap_or(0),
-        });
+        let meta = DirMeta::in_view(view, &cur)
+            .unwrap_or_else(|| DirMeta::new_dir(owner, epoch.unwrap_or(0)));
         made.push((at, meta));
     }
     // after all are made: making a child moved its parent's mtime
@@ -284,6 +303,20 @@ pub(crate) fn seed(view: View, src: &Path, dst: &Path) -> Result<(), BuildError>
     Ok(())
 }
 
+/// The cache key of what COPY reads from the context: the content of what
+/// the sources stand for, and the names they land under.
+fn context_key(
+    c: &crate::context::Context,
+    sources: &[(PathBuf, PathBuf)],
+) -> Result<String, String> {
+    let reals: Vec<PathBuf> = sources.iter().map(|(_, r)| r.clone()).collect();
+    let names: Vec<String> = sources
+        .iter()
+        .map(|(n, _)| n.display().to_string())
+        .collect();
+    Ok(key_of(&[&c.hash(&reals)?, &names.join("\0")]))
+}
+
 /// True when `path` holds a tar archive (plain or gzip), which ADD unpacks.
 fn is_archive(path: &Path) -> bool {
     let Ok(mut f) = fs::File::open(path) else {
@@ -344,24 +377,10 @@ impl Builder<'_, '_> {
             Some(s) => Origin::View(s.view(self.store)?),
             None => Origin::Context(&self.ctx),
         };
-        // each source as named (its name is what lands) and what it stands for
-        let mut sources = Vec::new();
-        for s in &locals {
-            for named in origin.expand(s).map_err(&fail)? {
-                let real = origin.follow(&named).map_err(&fail)?;
-                sources.push((named, real));
-            }
-        }
-        let reals: Vec<PathBuf> = sources.iter().map(|(_, r)| r.clone()).collect();
+        let sources = origin.sources(&locals).map_err(&fail)?;
         let content = match (&from, &origin) {
             (Some(s), _) => s.key.clone(),
-            (None, Origin::Context(c)) => {
-                let names: Vec<String> = sources
-                    .iter()
-                    .map(|(n, _)| n.display().to_string())
-                    .collect();
-                key_of(&[&c.hash(&reals).map_err(&fail)?, &names.join("\0")])
-            }
+            (None, Origin::Context(c)) => context_key(c, &sources).map_err(&fail)?,
             _ => String::new(),
         };
         let json = serde_json::to_string(&step.instruction).unwrap_or_default();
@@ -467,12 +486,7 @@ impl Builder<'_, '_> {
                         let source = copier.dir_meta(&fs::metadata(&backing).map_err(|e| {
                             BuildError::io(format!("reading {}", backing.display()), e)
                         })?);
-                        DirMeta {
-                            mode: 0o755,
-                            uid: new_dirs.0,
-                            gid: new_dirs.1,
-                            mtime: source.mtime,
-                        }
+                        DirMeta::new_dir(new_dirs, source.mtime)
                     }
                 };
                 made.push((tree.join(&target), meta));

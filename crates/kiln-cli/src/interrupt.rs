@@ -3,7 +3,7 @@
 //! Everything else an interrupted kiln leaves is whole or invisible: store
 //! writes are renamed into place, and step helpers die with it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -17,23 +17,9 @@ pub fn clean_up_on_signal(tmp: PathBuf) {
         };
         std::thread::spawn(move || {
             if let Some(signal) = signals.forever().next() {
-                remove_own(&tmp, std::process::id());
+                kiln_store::remove_temps_of(&tmp, std::process::id());
                 std::process::exit(128 + signal);
             }
         });
     });
-}
-
-/// Removes the entries of `tmp` made by process `pid` (their names carry it).
-fn remove_own(tmp: &Path, pid: u32) {
-    let mark = format!("-{pid}-");
-    let Ok(entries) = std::fs::read_dir(tmp) else {
-        return;
-    };
-    for e in entries.flatten() {
-        if !e.file_name().to_string_lossy().contains(&mark) {
-            continue;
-        }
-        let _ = kiln_oci::unpack::remove_any(&e.path());
-    }
 }

@@ -19,6 +19,20 @@ pub fn temp_path(tmp: &Path, hint: &str) -> PathBuf {
     tmp.join(format!("{hint}-{}-{nanos}-{n}", std::process::id()))
 }
 
+/// Removes what process `pid` left in `tmp` ([`temp_path`] names carry
+/// it), for an interrupted kiln on its way out.
+pub fn remove_temps_of(tmp: &Path, pid: u32) {
+    let mark = format!("-{pid}-");
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().contains(&mark) {
+            let _ = kiln_oci::unpack::remove_any(&e.path());
+        }
+    }
+}
+
 /// Makes `from` durable and moves it to `to` in one step.
 pub fn commit(from: &Path, to: &Path) -> Result<(), Error> {
     if from.is_file() {

@@ -23,7 +23,7 @@ mod refs;
 mod snapcheck;
 mod store;
 
-pub use atomic::RemoveOnDrop;
+pub use atomic::{remove_temps_of, RemoveOnDrop};
 pub use fsck::{FsckOptions, Problem};
 pub use prune::PruneReport;
 pub use refs::normalize_name;
