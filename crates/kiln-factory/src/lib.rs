@@ -11,6 +11,7 @@ pub mod baked;
 mod bootstrap;
 pub mod graph;
 pub mod history;
+mod job;
 pub mod lock;
 pub mod plan;
 pub mod transfer;

@@ -13,8 +13,8 @@ use kiln_store::Store;
 use kiln_vm::{Format, VmSpec};
 
 use crate::artifact;
-use crate::bake::test_text;
 use crate::baked::Outcome;
+use crate::job::test_text;
 use kiln_store::RemoveOnDrop;
 
 /// A VM image baked, tested and kept.
