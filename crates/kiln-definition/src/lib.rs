@@ -8,12 +8,17 @@
 //! line and column. [`schema`] is the JSON Schema of the file format,
 //! generated from the same types.
 //!
-//! This crate reads files and the environment (for `${VAR}` in publish
-//! targets) and nothing else; Dockerfiles are read by the factory.
+//! [`parse`] is the pure part: file texts and an environment in, a
+//! [`Factory`] out. [`load`] is the only reader: it finds and reads the
+//! files, takes `${VAR}` in registries and publish targets from the
+//! process environment, and reads the SSH public keys VM users name.
+//! Dockerfiles are read by the factory.
 
 mod error;
 pub mod model;
+mod read;
 mod schedule;
+mod values;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -25,6 +30,13 @@ pub use model::{MmdebstrapDef, TestDef, FORMAT};
 
 mod vm;
 pub use schedule::Schedule;
+pub use values::{
+    check_key, check_label, check_mount, parse_size, Bootloader, DataDisk, DiskFormat, KeyFile,
+    VmUser,
+};
+
+/// Where `${VAR}` in a factory file is looked up.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Every image of the factory files baked together.
 #[derive(Debug)]
@@ -90,13 +102,13 @@ pub struct VmRecipe {
     /// Size of a separate /var partition, in bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub var: Option<u64>,
-    pub bootloader: kiln_vm::Bootloader,
+    pub bootloader: Bootloader,
     pub cmdline: String,
     pub hostname: String,
-    pub user: Option<kiln_vm::User>,
+    pub user: Option<VmUser>,
     /// What is published (the raw disk is always kept in the store).
-    pub formats: Vec<kiln_vm::Format>,
-    pub data_disks: Vec<kiln_vm::DataDisk>,
+    pub formats: Vec<DiskFormat>,
+    pub data_disks: Vec<DataDisk>,
     /// Seconds the boot test waits for the marker (not part of what the
     /// disk is made from).
     #[serde(skip)]
@@ -236,383 +248,59 @@ pub fn load(paths: &[PathBuf]) -> Result<Factory, Error> {
             files.push(path.clone());
         }
     }
-    let mut factory = Factory {
-        files: Vec::new(),
-        images: BTreeMap::new(),
-    };
+    let mut texts = Vec::new();
     for path in files {
         let path = std::path::absolute(&path).unwrap_or(path);
-        if factory.files.iter().any(|f| f.path == path) {
+        if texts.iter().any(|(p, _)| *p == path) {
             continue;
         }
         let text = std::fs::read_to_string(&path)
             .map_err(|e| Error::file(&path, format!("cannot read: {e}")))?;
+        texts.push((path, text));
+    }
+    let mut factory = parse(texts, &|var| std::env::var(var).ok())?;
+    read_keys(&mut factory)?;
+    Ok(factory)
+}
+
+/// Parses factory files given as (absolute path, text), with `env` for
+/// `${VAR}`: nothing is read. An SSH public key a VM user names by file is
+/// left in its [`VmUser::key_file`] (the loader reads it).
+pub fn parse(files: Vec<(PathBuf, String)>, env: Env<'_>) -> Result<Factory, Error> {
+    let mut factory = Factory {
+        files: Vec::new(),
+        images: BTreeMap::new(),
+    };
+    for (path, text) in files {
         factory.files.push(SourceFile { path, text });
         let index = factory.files.len() - 1;
-        read_file(&mut factory, index)?;
+        read::read_file(&mut factory, index, env)?;
     }
     check_references(&factory)?;
     Ok(factory)
 }
 
-fn read_file(factory: &mut Factory, index: usize) -> Result<(), Error> {
-    let (path, text) = (
-        factory.files[index].path.clone(),
-        factory.files[index].text.clone(),
-    );
-    let (path, text) = (path.as_path(), text.as_str());
-    let err = |span: Range<usize>, msg: String| Error::at(path, text, span, msg);
-    let def: model::FileDef = toml::from_str(text).map_err(|e| {
-        let span = e.span().unwrap_or(0..0);
-        let msg = e.message().trim().to_string();
-        let hint = if msg.contains("unknown field") {
-            Some("see `kiln schema` for every key kiln.toml accepts")
-        } else if msg.contains("missing field `kiln`") {
-            Some("start the file with `kiln = 1`, the format version")
-        } else {
-            None
+/// Reads the SSH public keys VM users name by file.
+fn read_keys(factory: &mut Factory) -> Result<(), Error> {
+    for image in factory.images.values_mut() {
+        let Recipe::Vm(VmRecipe {
+            user: Some(user), ..
+        }) = &mut image.recipe
+        else {
+            continue;
         };
-        let e = err(span, msg);
-        match hint {
-            Some(h) => e.with_hint(h),
-            None => e,
-        }
-    })?;
-    if *def.kiln.get_ref() != FORMAT {
-        return Err(err(
-            def.kiln.span(),
-            format!("format version {} is not known", def.kiln.get_ref()),
-        )
-        .with_hint(format!("this kiln reads `kiln = {FORMAT}`")));
-    }
-    let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
-    let factory_tz = def
-        .factory
-        .timezone
-        .as_ref()
-        .map(|tz| (tz.get_ref().clone(), tz.span()));
-    let factory_schedule = match &def.factory.schedule {
-        Some(s) => Some(parse_schedule(path, text, s, factory_tz.clone())?),
-        None => None,
-    };
-    if factory_schedule.is_none() {
-        if let Some((tz, span)) = &factory_tz {
-            schedule::parse_tz(tz).map_err(|m| err(span.clone(), m))?;
-        }
-    }
-    let registry = match &def.factory.registry {
-        Some(r) => Some(interpolate(r.get_ref()).map_err(|m| err(r.span(), m))?),
-        None => None,
-    };
-    let mut images = Vec::new();
-    for (name, img) in def.image {
-        let span = name.span();
-        let name = name.into_inner();
-        if !valid_name(&name) {
-            return Err(err(span, format!("image name {name:?} is not valid"))
-                .with_hint("use lowercase letters, digits and `.`, `_`, `-`, starting with a letter or digit"));
-        }
-        let recipe = match img.mmdebstrap {
-            Some(m) => {
-                if img.context.is_some()
-                    || img.dockerfile.is_some()
-                    || img.target.is_some()
-                    || !img.bases.is_empty()
-                {
-                    return Err(err(
-                        span,
-                        format!("image {name:?} has both `mmdebstrap` and Dockerfile settings"),
-                    )
-                    .with_hint(
-                        "a bootstrapped image has no context, dockerfile, target or bases",
-                    ));
-                }
-                Recipe::Mmdebstrap(m)
-            }
-            None => {
-                let context = dir.join(img.context.unwrap_or_else(|| PathBuf::from(".")));
-                let dockerfile = context.join(
-                    img.dockerfile
-                        .unwrap_or_else(|| PathBuf::from("Dockerfile")),
-                );
-                Recipe::Dockerfile {
-                    context,
-                    dockerfile,
-                    args: img.args,
-                    target: img.target,
-                    secrets: img
-                        .secrets
-                        .into_iter()
-                        .map(|(k, v)| (k, dir.join(v)))
-                        .collect(),
-                    bases: img
-                        .bases
-                        .into_iter()
-                        .map(|(k, v)| (k, v.into_inner()))
-                        .collect(),
-                }
-            }
+        let Some(KeyFile { path, span }) = &user.key_file else {
+            continue;
         };
-        let version = parse_version(img.version.as_ref(), &dir, &err)?;
-        let publish = targets(
-            Kind::Image,
-            &name,
-            &span,
-            &img.tags,
-            &img.publish,
-            registry.as_deref(),
-            &dir,
-            &err,
-        )?;
-        let tests: Vec<Vec<String>> = img
-            .test
-            .into_iter()
-            .map(|t| match t {
-                TestDef::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s],
-                TestDef::Exec(v) => v,
-            })
-            .collect();
-        if let Some(empty) = tests_empty(&tests) {
-            return Err(err(
-                span,
-                format!("test {} of image {name:?} is empty", empty + 1),
-            ));
-        }
-        let tz = img
-            .timezone
-            .as_ref()
-            .map(|t| (t.get_ref().clone(), t.span()))
-            .or(factory_tz.clone());
-        let schedule = match &img.schedule {
-            Some(s) => Some(parse_schedule(path, text, s, tz)?),
-            None => {
-                if let Some(t) = &img.timezone {
-                    schedule::parse_tz(t.get_ref()).map_err(|m| err(t.span(), m))?;
-                }
-                factory_schedule.clone()
-            }
-        };
-        let platforms = parse_platforms(
-            img.platforms.as_ref().unwrap_or(&def.factory.platforms),
-            &err,
-        )?;
-        if let Recipe::Mmdebstrap(m) = &recipe {
-            if m.architecture.is_some() && !platforms.is_empty() {
-                return Err(err(
-                    span,
-                    format!("image {name:?} has both `mmdebstrap.architecture` and `platforms`"),
-                )
-                .with_hint(
-                    "with `platforms`, each platform's Debian architecture is bootstrapped",
-                ));
-            }
-        }
-        images.push(Image {
-            name,
-            file: index,
-            span,
-            recipe,
-            version,
-            tags: img.tags,
-            publish,
-            tests,
-            schedule,
-            platforms,
-        });
-    }
-    for (name, vm) in def.vm {
-        let span = name.span();
-        let name = name.into_inner();
-        if !valid_name(&name) {
-            return Err(err(span, format!("VM image name {name:?} is not valid"))
-                .with_hint("use lowercase letters, digits and `.`, `_`, `-`, starting with a letter or digit"));
-        }
-        let version = parse_version(vm.version.as_ref(), &dir, &err)?;
-        let publish = targets(
-            Kind::Vm,
-            &name,
-            &span,
-            &vm.tags,
-            &vm.publish,
-            registry.as_deref(),
-            &dir,
-            &err,
-        )?;
-        let tests: Vec<Vec<String>> = vm
-            .test
-            .iter()
-            .map(|t| vec!["/bin/sh".into(), "-c".into(), t.clone()])
-            .collect();
-        if let Some(empty) = tests_empty(&tests) {
-            return Err(err(
-                span,
-                format!("test {} of VM image {name:?} is empty", empty + 1),
-            ));
-        }
-        let tags = vm.tags.clone();
-        let recipe = vm::read(&name, span.clone(), vm, &dir, &err)?;
-        images.push(Image {
-            name,
-            file: index,
-            span,
-            recipe: Recipe::Vm(recipe),
-            version,
-            tags,
-            publish,
-            tests,
-            schedule: None,
-            platforms: Vec::new(),
-        });
-    }
-    for image in images {
-        if let Some(first) = factory.images.get(&image.name) {
-            let other = &factory.files[first.file];
-            let (line, col) = {
-                let e = Error::at(&other.path, &other.text, first.span.clone(), "");
-                (e.line, e.column)
-            };
-            return Err(factory
-                .error_at(
-                    index,
-                    image.span.clone(),
-                    format!(
-                        "{:?} is declared twice (image and VM image names are one namespace)",
-                        image.name
-                    ),
-                )
-                .with_hint(format!(
-                    "first declared at {}:{line}:{col}",
-                    other.path.display()
-                )));
-        }
-        factory.images.insert(image.name.clone(), image);
+        let file = &factory.files[image.file];
+        let err = |msg: String| Error::at(&file.path, &file.text, span.clone(), msg);
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            err(format!("cannot read the SSH key {}: {e}", path.display()))
+                .with_hint("give a public key file relative to this kiln.toml, or the key itself")
+        })?;
+        user.ssh_key = check_key(&text).map_err(err)?;
     }
     Ok(())
-}
-
-/// A container image or a VM image: they publish to different places.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Image,
-    Vm,
-}
-
-/// Checks the moving tags and reads the publish targets (the factory's
-/// registry when none are given).
-#[allow(clippy::too_many_arguments)]
-fn targets(
-    kind: Kind,
-    name: &str,
-    span: &Range<usize>,
-    tags: &[String],
-    publish: &[toml::Spanned<String>],
-    registry: Option<&str>,
-    dir: &Path,
-    err: &dyn Fn(Range<usize>, String) -> Error,
-) -> Result<Vec<Publish>, Error> {
-    let what = match kind {
-        Kind::Image => "image",
-        Kind::Vm => "VM image",
-    };
-    for tag in tags {
-        if !valid_tag(tag) {
-            return Err(err(
-                span.clone(),
-                format!("tag {tag:?} of {what} {name:?} is not a valid tag"),
-            )
-            .with_hint("a tag is up to 128 of [A-Za-z0-9_.-], not starting with `.` or `-`"));
-        }
-    }
-    let accepted = match kind {
-        Kind::Image => "docker://HOST/REPO, oci-archive:PATH or store",
-        Kind::Vm => "docker://HOST/REPO (as an OCI artifact), dir:PATH or store",
-    };
-    let mut out = Vec::new();
-    for target in publish {
-        let text = interpolate(target.get_ref()).map_err(|m| err(target.span(), m))?;
-        let parsed = parse_publish(&text, dir)
-            .map_err(|m| err(target.span(), m).with_hint(format!("use {accepted}")))?;
-        let misfit = matches!(
-            (&parsed, kind),
-            (Publish::Dir(_), Kind::Image) | (Publish::OciArchive(_), Kind::Vm)
-        );
-        if misfit {
-            return Err(err(
-                target.span(),
-                format!("publish target {text:?} is not for a {what}"),
-            )
-            .with_hint(format!("a {what} goes to {accepted}")));
-        }
-        out.push(parsed);
-    }
-    if let (true, Some(registry)) = (publish.is_empty(), registry) {
-        out.push(Publish::Registry(format!(
-            "{}/{name}",
-            registry.trim_end_matches('/')
-        )));
-    }
-    Ok(out)
-}
-
-/// `version = "date" | "git" | "file:PATH"`.
-fn parse_version(
-    v: Option<&toml::Spanned<String>>,
-    dir: &Path,
-    err: &dyn Fn(Range<usize>, String) -> Error,
-) -> Result<VersionScheme, Error> {
-    let Some(v) = v else {
-        return Ok(VersionScheme::Date);
-    };
-    match v.get_ref().as_str() {
-        "date" => Ok(VersionScheme::Date),
-        "git" => Ok(VersionScheme::Git),
-        s => match s.strip_prefix("file:") {
-            Some(f) if !f.is_empty() => Ok(VersionScheme::File(dir.join(f))),
-            _ => Err(err(v.span(), format!("version scheme {s:?} is not known"))
-                .with_hint("use \"date\", \"git\" or \"file:PATH\"")),
-        },
-    }
-}
-
-/// `platforms = [...]`: each parsed and normalised, none twice.
-fn parse_platforms(
-    list: &[toml::Spanned<String>],
-    err: &dyn Fn(Range<usize>, String) -> Error,
-) -> Result<Vec<Platform>, Error> {
-    let mut out: Vec<Platform> = Vec::new();
-    for p in list {
-        let parsed = Platform::parse(p.get_ref())
-            .map_err(|m| err(p.span(), m).with_hint("write os/arch[/variant], e.g. linux/arm64"))?;
-        if out.contains(&parsed) {
-            return Err(err(p.span(), format!("platform {parsed} is listed twice")));
-        }
-        out.push(parsed);
-    }
-    Ok(out)
-}
-
-fn tests_empty(tests: &[Vec<String>]) -> Option<usize> {
-    tests
-        .iter()
-        .position(|t| t.is_empty() || t.last().is_some_and(|s| s.trim().is_empty()))
-}
-
-fn parse_schedule(
-    path: &Path,
-    text: &str,
-    expr: &toml::Spanned<String>,
-    tz: Option<(String, Range<usize>)>,
-) -> Result<Schedule, Error> {
-    let tz = match tz {
-        Some((name, span)) => {
-            Some(schedule::parse_tz(&name).map_err(|m| Error::at(path, text, span, m))?)
-        }
-        None => None,
-    };
-    Schedule::parse(expr.get_ref(), tz).map_err(|m| {
-        Error::at(path, text, expr.span(), m)
-            .with_hint("5 fields: minute hour day-of-month month day-of-week, e.g. \"0 4 * * 1\" (Mondays 04:00)")
-    })
 }
 
 fn check_references(factory: &Factory) -> Result<(), Error> {
@@ -671,88 +359,6 @@ fn check_references(factory: &Factory) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-fn valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
-        && name.len() <= 128
-}
-
-fn valid_tag(tag: &str) -> bool {
-    !tag.is_empty()
-        && tag.len() <= 128
-        && !tag.starts_with(['.', '-'])
-        && tag
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-}
-
-fn parse_publish(text: &str, dir: &Path) -> Result<Publish, String> {
-    if text == "store" {
-        return Ok(Publish::Store);
-    }
-    if let Some(repo) = text.strip_prefix("docker://") {
-        if repo.is_empty()
-            || repo.contains('@')
-            || repo
-                .rsplit('/')
-                .next()
-                .is_some_and(|last| last.contains(':'))
-        {
-            return Err(format!(
-                "publish target {text:?}: give a repository without tag or digest"
-            ));
-        }
-        return Ok(Publish::Registry(repo.to_string()));
-    }
-    if let Some(d) = text.strip_prefix("dir:") {
-        if d.is_empty() {
-            return Err("publish target \"dir:\" needs a path".into());
-        }
-        return Ok(Publish::Dir(dir.join(d)));
-    }
-    if let Some(file) = text.strip_prefix("oci-archive:") {
-        if file.is_empty() {
-            return Err("publish target \"oci-archive:\" needs a path".into());
-        }
-        return Ok(Publish::OciArchive(dir.join(file)));
-    }
-    Err(format!("publish target {text:?} is not known"))
-}
-
-/// Expands `${VAR}` and `${VAR:-default}` from the environment.
-fn interpolate(text: &str) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(i) = rest.find("${") {
-        out.push_str(&rest[..i]);
-        let Some(end) = rest[i..].find('}') else {
-            return Err(format!("unclosed `${{` in {text:?}"));
-        };
-        let inner = &rest[i + 2..i + end];
-        let (var, default) = match inner.split_once(":-") {
-            Some((v, d)) => (v, Some(d)),
-            None => (inner, None),
-        };
-        match (std::env::var(var), default) {
-            (Ok(v), _) if !v.is_empty() => out.push_str(&v),
-            (_, Some(d)) => out.push_str(d),
-            _ => {
-                return Err(format!(
-                    "environment variable {var} is not set (used in {text:?})"
-                ))
-            }
-        }
-        rest = &rest[i + end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 #[cfg(test)]

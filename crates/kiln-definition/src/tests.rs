@@ -11,10 +11,14 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// A factory file at /factory/kiln.toml, parsed without reading anything,
+/// in an environment where only `REGISTRY` is set.
 fn load_text(text: &str) -> Result<Factory, Error> {
-    let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "kiln.toml", text);
-    load(&[p])
+    let env = |var: &str| (var == "REGISTRY").then(|| "registry.example:5000".to_string());
+    parse(
+        vec![(PathBuf::from("/factory/kiln.toml"), text.into())],
+        &env,
+    )
 }
 
 fn error(text: &str) -> Error {
@@ -160,6 +164,12 @@ fn references_and_names_are_checked() {
     assert_eq!((e.line, e.column), (3, 12), "{e}");
     let e = error("kiln = 1\n[image.a]\npublish = [\"docker://${KILN_TEST_SURELY_UNSET}/a\"]\n");
     assert!(e.message.contains("KILN_TEST_SURELY_UNSET"), "{e}");
+    // the environment given to the parse is the one read
+    let f = load_text("kiln = 1\n[factory]\nregistry = \"${REGISTRY}/team\"\n[image.a]\n").unwrap();
+    assert_eq!(
+        f.images["a"].publish,
+        [Publish::Registry("registry.example:5000/team/a".into())]
+    );
     let e = error("kiln = 1\n[image.a]\ncontext = \"x\"\nmmdebstrap = { suite = \"bookworm\" }\n");
     assert!(e.message.contains("both"), "{e}");
 }
@@ -263,7 +273,7 @@ fn a_vm_image_is_read_with_its_disk_and_first_boot_settings() {
     };
     assert_eq!(r.image, "node");
     assert_eq!((r.size, r.var), (3 << 30, Some(512 << 20)));
-    assert_eq!(r.formats, [kiln_vm::Format::Qcow2, kiln_vm::Format::Vmdk]);
+    assert_eq!(r.formats, [DiskFormat::Qcow2, DiskFormat::Vmdk]);
     assert_eq!(r.hostname, "node-vm");
     assert_eq!(r.user.as_ref().unwrap().name, "admin");
     assert_eq!(r.boot_timeout, 120);
@@ -280,12 +290,12 @@ fn a_vm_image_is_read_with_its_disk_and_first_boot_settings() {
         slower.images["node-vm"].definition_text(Path::new("/")),
         vm.definition_text(Path::new("/"))
     );
-    assert_eq!(r.bootloader, kiln_vm::Bootloader::SystemdBoot);
+    assert_eq!(r.bootloader, Bootloader::SystemdBoot);
     let grub = load_text(&VM.replace("cmdline", "bootloader = \"grub\"\ncmdline")).unwrap();
     let Recipe::Vm(g) = &grub.images["node-vm"].recipe else {
         panic!("a VM recipe")
     };
-    assert_eq!(g.bootloader, kiln_vm::Bootloader::Grub);
+    assert_eq!(g.bootloader, Bootloader::Grub);
     assert_ne!(
         grub.images["node-vm"].definition_text(Path::new("/")),
         vm.definition_text(Path::new("/"))
@@ -319,8 +329,19 @@ fn bad_vm_definitions_point_at_the_value() {
     let e = at("label = \"data\"", "label = \"a label that is too long\"");
     assert!(e.message.contains("label"), "{e}");
     assert_eq!(e.line, 16, "{e}");
-    let e = at("ssh-ed25519 AAAAC3Nza admin@example", "keys/missing.pub");
+    let e = at("ssh-ed25519 AAAAC3Nza", "ssh-ed25519\\nAAAAC3Nza");
+    assert!(e.message.contains("must be one line"), "{e}");
+    // a key file is named by parsing and read by the loader
+    let mut named =
+        load_text(&VM.replace("ssh-ed25519 AAAAC3Nza admin@example", "keys/missing.pub")).unwrap();
+    let Recipe::Vm(r) = &named.images["node-vm"].recipe else {
+        panic!("a VM recipe")
+    };
+    let key_file = r.user.as_ref().unwrap().key_file.as_ref().unwrap();
+    assert_eq!(key_file.path, Path::new("/factory/keys/missing.pub"));
+    let e = read_keys(&mut named).unwrap_err();
     assert!(e.message.contains("cannot read the SSH key"), "{e}");
+    assert_eq!(e.line, 13, "{e}");
     let e = at("[vm.node-vm]", "[vm.node]");
     assert!(e.message.contains("declared twice"), "{e}");
     let e = at("tags = [\"stable\"]", "publish = [\"oci-archive:x.tar\"]");

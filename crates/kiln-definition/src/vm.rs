@@ -4,7 +4,7 @@
 use std::ops::Range;
 use std::path::Path;
 
-use kiln_vm::{Bootloader, DataDisk, Format, User};
+use crate::values::{self, Bootloader, DataDisk, DiskFormat, KeyFile, VmUser};
 use toml::Spanned;
 
 use crate::model::VmDef;
@@ -16,7 +16,7 @@ pub const DEFAULT_BOOT_TIMEOUT: u64 = 300;
 type ErrAt<'a> = &'a dyn Fn(Range<usize>, String) -> Error;
 
 fn size(v: &Spanned<String>, what: &str, err: ErrAt<'_>) -> Result<u64, Error> {
-    let n = kiln_vm::parse_size(v.get_ref())
+    let n = values::parse_size(v.get_ref())
         .map_err(|m| err(v.span(), format!("{what}: {m}")).with_hint("e.g. \"2G\", \"512M\""))?;
     if n == 0 {
         return Err(err(v.span(), format!("{what} must not be 0")));
@@ -71,7 +71,7 @@ pub(crate) fn read(
     };
     let mut formats = Vec::new();
     for f in vm.formats.as_deref().unwrap_or_default() {
-        let parsed = Format::parse(f.get_ref()).map_err(|e| err(f.span(), e.to_string()))?;
+        let parsed = DiskFormat::parse(f.get_ref()).map_err(|e| err(f.span(), e))?;
         if formats.contains(&parsed) {
             return Err(err(
                 f.span(),
@@ -81,34 +81,29 @@ pub(crate) fn read(
         formats.push(parsed);
     }
     if vm.formats.is_none() {
-        formats.push(Format::Qcow2);
+        formats.push(DiskFormat::Qcow2);
     }
     let user = match &vm.user {
         Some(u) => {
-            let key = u.ssh_key.get_ref();
-            let text = if key.contains(' ') {
-                key.clone()
+            let (key, span) = (u.ssh_key.get_ref(), u.ssh_key.span());
+            let user = VmUser::named(&u.name).map_err(|m| err(span.clone(), m))?;
+            if key.contains(' ') {
+                let ssh_key = values::check_key(key).map_err(|m| err(span, m))?;
+                Some(VmUser { ssh_key, ..user })
             } else {
+                // read by the loader: parsing reads no files
                 let path = dir.join(key);
-                std::fs::read_to_string(&path).map_err(|e| {
-                    err(
-                        u.ssh_key.span(),
-                        format!("cannot read the SSH key {}: {e}", path.display()),
-                    )
-                    .with_hint(
-                        "give a public key file relative to this kiln.toml, or the key itself",
-                    )
-                })?
-            };
-            Some(User::new(&u.name, &text).map_err(|m| err(u.ssh_key.span(), m))?)
+                let key_file = Some(KeyFile { path, span });
+                Some(VmUser { key_file, ..user })
+            }
         }
         None => None,
     };
     let mut data_disks: Vec<DataDisk> = Vec::new();
     for d in &vm.data_disks {
         only(d.filesystem.as_ref(), "data disk filesystem", "ext4", err)?;
-        let label = DataDisk::check_label(d.label.get_ref()).map_err(|m| err(d.label.span(), m))?;
-        let mount = DataDisk::check_mount(d.mount.get_ref()).map_err(|m| err(d.mount.span(), m))?;
+        let label = values::check_label(d.label.get_ref()).map_err(|m| err(d.label.span(), m))?;
+        let mount = values::check_mount(d.mount.get_ref()).map_err(|m| err(d.mount.span(), m))?;
         if data_disks.iter().any(|o| o.label == label) {
             return Err(err(
                 d.label.span(),

@@ -16,7 +16,7 @@ pub mod lock;
 pub mod plan;
 pub mod transfer;
 mod version;
-mod vm;
+pub mod vm;
 
 use kiln_build::{BaseImage, ImageSource, SourceError, StoreSource};
 use kiln_dockerfile::Platform;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kiln_definition::{Publish, VmRecipe};
+use kiln_definition::{Bootloader, DiskFormat, Publish, VmRecipe};
 use kiln_registry::{Client, Reference};
 use kiln_store::Store;
 use kiln_vm::{Format, VmSpec};
@@ -40,92 +40,128 @@ pub(crate) struct VmJob<'a> {
     pub log: &'a (dyn Fn(&str) + Sync),
 }
 
-/// Bakes, boot-tests and keeps the VM image; a failure is the outcome to
-/// report, with nothing kept.
-pub(crate) fn bake(job: &VmJob<'_>) -> Result<VmBuilt, Outcome> {
-    let failed = |error: String| {
-        (job.log)(&format!("failed: {error}"));
-        Outcome::Failed { error }
-    };
-    let recipe = job.recipe;
+/// A VM image's definition as kiln-vm's spec: the raw disk is always
+/// written (the boot test and the store use it), then the formats asked for.
+pub fn spec(
+    name: &str,
+    recipe: &VmRecipe,
+    tests: &[String],
+    source_date_epoch: Option<u64>,
+) -> VmSpec {
     let mut formats = vec![Format::Raw];
-    formats.extend(recipe.formats.iter().filter(|f| **f != Format::Raw));
-    let spec = VmSpec {
-        name: job.name.to_string(),
+    formats.extend(
+        recipe
+            .formats
+            .iter()
+            .map(|f| format(*f))
+            .filter(|f| *f != Format::Raw),
+    );
+    VmSpec {
+        name: name.to_string(),
         size: recipe.size,
         var: recipe.var,
-        bootloader: recipe.bootloader,
+        bootloader: match recipe.bootloader {
+            Bootloader::SystemdBoot => kiln_vm::Bootloader::SystemdBoot,
+            Bootloader::Grub => kiln_vm::Bootloader::Grub,
+        },
         cmdline: recipe.cmdline.clone(),
         hostname: recipe.hostname.clone(),
         formats,
-        source_date_epoch: job.source_date_epoch,
-        data_disks: recipe.data_disks.clone(),
-        tests: job.tests.iter().map(|t| test_text(t)).collect(),
-        user: recipe.user.clone(),
-    };
-    let root = job.store.root();
-    let staged = kiln_vm::kept::staging(root, job.name, job.version);
+        source_date_epoch,
+        data_disks: data_disks(recipe),
+        tests: tests.to_vec(),
+        user: recipe.user.as_ref().map(|u| kiln_vm::User {
+            name: u.name.clone(),
+            ssh_key: u.ssh_key.clone(),
+        }),
+    }
+}
+
+/// A disk format as kiln-vm writes it.
+pub fn format(f: DiskFormat) -> Format {
+    match f {
+        DiskFormat::Raw => Format::Raw,
+        DiskFormat::Qcow2 => Format::Qcow2,
+        DiskFormat::Vmdk => Format::Vmdk,
+        DiskFormat::Vhdx => Format::Vhdx,
+    }
+}
+
+fn data_disks(recipe: &VmRecipe) -> Vec<kiln_vm::DataDisk> {
+    recipe
+        .data_disks
+        .iter()
+        .map(|d| kiln_vm::DataDisk {
+            label: d.label.clone(),
+            size: d.size,
+            mount: d.mount.clone(),
+        })
+        .collect()
+}
+
+/// Bakes, boot-tests and keeps the VM image; a failure is the outcome to
+/// report, with nothing kept.
+pub(crate) fn bake(job: &VmJob<'_>) -> Result<VmBuilt, Outcome> {
+    let tests: Vec<String> = job.tests.iter().map(|t| test_text(t)).collect();
+    let spec = spec(job.name, job.recipe, &tests, job.source_date_epoch);
+    let staged = kiln_vm::kept::staging(job.store.root(), job.name, job.version);
     let _ = std::fs::remove_dir_all(&staged);
     let cleanup = RemoveOnDrop(staged.clone());
     let log = |l: &str| (job.log)(l);
     let disk = kiln_vm::bake(job.store, job.image, &spec, &staged, &log)
-        .map_err(|e| failed(format!("{}: {e}", job.image)))?;
+        .map_err(|e| failed(job, format!("{}: {e}", job.image)))?;
+    boot_test(job, &spec, &disk)?;
+    let built = keep(job, &spec, &disk, &staged)?;
+    drop(cleanup);
+    Ok(built)
+}
 
-    // the boot test: fresh data disks, the OS disk unchanged (snapshot)
+fn failed(job: &VmJob<'_>, error: String) -> Outcome {
+    (job.log)(&format!("failed: {error}"));
+    Outcome::Failed { error }
+}
+
+/// The boot test: fresh data disks, the OS disk unchanged (snapshot).
+fn boot_test(job: &VmJob<'_>, spec: &VmSpec, disk: &kiln_vm::Disk) -> Result<(), Outcome> {
+    let log = |l: &str| (job.log)(l);
     let work = job.store.temp_path("vm-boot");
     let _work = RemoveOnDrop(work.clone());
-    let mut data = Vec::new();
-    for d in &recipe.data_disks {
-        let path = work.join(format!("{}.raw", d.label));
-        d.ensure(&path)
-            .map_err(|e| failed(format!("data disk {}: {e}", d.label)))?;
-        data.push(path);
-    }
-    (job.log)(&format!(
-        "boot test: QEMU ({}), up to {} s",
-        kiln_vm::boot::Accel::detect(&work).describe(),
-        recipe.boot_timeout
-    ));
-    let booted = kiln_vm::boot::boot_test(
+    let data = kiln_vm::boot::data_disks(&spec.data_disks, &work, &log)
+        .map_err(|e| failed(job, format!("data disks: {e}")))?;
+    let timeout = Duration::from_secs(job.recipe.boot_timeout);
+    let booted = kiln_vm::boot::check(
         &disk.raw,
         &data,
+        &spec.tests,
         &work.join("qemu"),
-        Duration::from_secs(recipe.boot_timeout),
+        timeout,
+        &log,
     );
-    let booted = match booted {
-        Ok(b) => b,
-        Err(e) => {
-            (job.log)(&format!("boot test FAILED: {e}"));
-            return Err(Outcome::TestFailed {
-                test: "boot test".into(),
-                exit_code: 1,
-            });
+    booted.map(drop).map_err(|e| {
+        (job.log)(&format!("boot test FAILED: {e}"));
+        Outcome::TestFailed {
+            test: "boot test".into(),
+            exit_code: 1,
         }
-    };
-    for (i, out) in booted.outputs.iter().enumerate() {
-        for l in out {
-            (job.log)(&format!("  test {}: {l}", i + 1));
-        }
-        (job.log)(&format!(
-            "test {} passed in the VM: {}",
-            i + 1,
-            spec.tests.get(i).map(String::as_str).unwrap_or("")
-        ));
-    }
-    (job.log)(&format!(
-        "boot test passed in {:.1} s: {}",
-        booted.seconds, booted.marker
-    ));
+    })
+}
 
-    // what is published, described (hashed) once: its digest pins it
+/// Keeps the tested disk in the store and describes (hashes) once what is
+/// published: its digest pins it.
+fn keep(
+    job: &VmJob<'_>,
+    spec: &VmSpec,
+    disk: &kiln_vm::Disk,
+    staged: &Path,
+) -> Result<VmBuilt, Outcome> {
     let published: Vec<(PathBuf, String)> = disk
         .files
         .iter()
-        .filter(|(f, _)| recipe.formats.contains(f))
+        .filter(|(f, _)| job.recipe.formats.iter().any(|d| format(*d) == *f))
         .map(|(f, p)| (p.clone(), artifact::disk_media_type(f.name())))
         .collect();
     let mut described = artifact::describe(artifact::VM_ARTIFACT_TYPE, &published)
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| failed(job, e.to_string()))?;
     let files: BTreeMap<String, String> = described
         .files
         .iter()
@@ -137,13 +173,12 @@ pub(crate) fn bake(job: &VmJob<'_>) -> Result<VmBuilt, Outcome> {
         image: job.image.to_string(),
         image_digest: disk.image_digest.clone(),
         digest: described.digest.clone(),
-        data_disks: recipe.data_disks.clone(),
+        data_disks: spec.data_disks.clone(),
         files: disk.files.iter().map(|(_, p)| file_name(p)).collect(),
         dir: PathBuf::new(),
     };
-    let dir =
-        kiln_vm::kept::keep(root, &staged, &kept, job.tags).map_err(|e| failed(e.to_string()))?;
-    drop(cleanup);
+    let dir = kiln_vm::kept::keep(job.store.root(), staged, &kept, job.tags)
+        .map_err(|e| failed(job, e.to_string()))?;
     // the files moved with their directory
     for (p, _) in described.files.iter_mut() {
         *p = dir.join(file_name(p));

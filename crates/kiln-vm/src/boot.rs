@@ -233,6 +233,55 @@ impl Drop for Running {
     }
 }
 
+/// The data disks `disks` in `dir` (`LABEL.raw`), each made unless it
+/// exists (a data disk is created once, then only attached).
+pub fn data_disks(
+    disks: &[crate::DataDisk],
+    dir: &Path,
+    log: &dyn Fn(&str),
+) -> Result<Vec<PathBuf>, VmError> {
+    let mut paths = Vec::new();
+    for d in disks {
+        let path = dir.join(format!("{}.raw", d.label));
+        let made = if d.ensure(&path)? { "created" } else { "kept" };
+        log(&format!("{made} data disk {}", path.display()));
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+/// The boot test as `kiln vm build`, `kiln vm boot --check` and a bake run
+/// it: [`boot_test`] with a line before it, and after it what each of the
+/// disk's `tests` (their text, when known) printed in the VM.
+pub fn check(
+    disk: &Path,
+    data: &[PathBuf],
+    tests: &[String],
+    work: &Path,
+    timeout: Duration,
+    log: &dyn Fn(&str),
+) -> Result<Booted, VmError> {
+    log(&format!(
+        "boot test: {} in QEMU ({}), up to {} s",
+        disk.display(),
+        Accel::detect(work).describe(),
+        timeout.as_secs()
+    ));
+    let booted = boot_test(disk, data, work, timeout)?;
+    for (i, out) in booted.outputs.iter().enumerate() {
+        for l in out {
+            log(&format!("  test {}: {l}", i + 1));
+        }
+        let text = tests.get(i).map(|t| format!(": {t}")).unwrap_or_default();
+        log(&format!("test {} passed in the VM{text}", i + 1));
+    }
+    log(&format!(
+        "boot test passed: booted in {:.1} s: {}",
+        booted.seconds, booted.marker
+    ));
+    Ok(booted)
+}
+
 /// Boots `disk` headless until the first-boot unit reports a full boot,
 /// or fails after `timeout` with the end of the serial console.
 pub fn boot_test(

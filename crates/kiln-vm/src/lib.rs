@@ -34,16 +34,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub fn parse(s: &str) -> Result<Format, VmError> {
-        match s {
-            "raw" => Ok(Format::Raw),
-            "qcow2" => Ok(Format::Qcow2),
-            "vmdk" => Ok(Format::Vmdk),
-            "vhdx" => Ok(Format::Vhdx),
-            other => Err(VmError::UnknownFormat(other.to_string())),
-        }
-    }
-
+    /// Its name, which is also its files' extension.
     pub fn name(self) -> &'static str {
         match self {
             Format::Raw => "raw",
@@ -64,18 +55,6 @@ pub enum Bootloader {
     /// A GRUB EFI image made by `grub-mkimage` (the image's GRUB modules,
     /// else this machine's) with its configuration built in.
     Grub,
-}
-
-impl Bootloader {
-    pub fn parse(s: &str) -> Result<Bootloader, String> {
-        match s {
-            "systemd-boot" => Ok(Bootloader::SystemdBoot),
-            "grub" => Ok(Bootloader::Grub),
-            other => Err(format!(
-                "unknown bootloader {other:?}: kiln installs systemd-boot or grub"
-            )),
-        }
-    }
 }
 
 /// What to bake: the disk and the first-boot settings.
@@ -112,31 +91,6 @@ pub struct User {
     pub ssh_key: String,
 }
 
-impl User {
-    pub fn new(name: &str, ssh_key: &str) -> Result<User, String> {
-        let ok = !name.is_empty()
-            && name.len() <= 32
-            && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-        if !ok {
-            return Err(format!("user name {name:?}: use lowercase letters, digits, _ and -, starting with a letter"));
-        }
-        let key = ssh_key.trim();
-        if key.lines().count() != 1
-            || !key.starts_with(|c: char| c.is_ascii_alphabetic())
-            || key.split_whitespace().count() < 2
-        {
-            return Err("the SSH public key must be one line: TYPE BASE64 [COMMENT]".into());
-        }
-        Ok(User {
-            name: name.to_string(),
-            ssh_key: key.to_string(),
-        })
-    }
-}
-
 /// A data disk: an ext4 filesystem on a whole disk of its own, created
 /// once, mounted by its label; replacing the OS disk keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -148,48 +102,6 @@ pub struct DataDisk {
 }
 
 impl DataDisk {
-    /// `LABEL:SIZE:MOUNT`, e.g. `data:1G:/srv/data`.
-    pub fn parse(s: &str) -> Result<DataDisk, String> {
-        let parts: Vec<&str> = s.splitn(3, ':').collect();
-        let [label, size, mount] = parts[..] else {
-            return Err(format!(
-                "data disk {s:?}: expected LABEL:SIZE:MOUNT, e.g. data:1G:/srv/data"
-            ));
-        };
-        let label = DataDisk::check_label(label).map_err(|e| format!("data disk {s:?}: {e}"))?;
-        let mount = DataDisk::check_mount(mount).map_err(|e| format!("data disk {s:?}: {e}"))?;
-        Ok(DataDisk {
-            label,
-            size: parse_size(size)?,
-            mount,
-        })
-    }
-
-    /// A filesystem label ext4 accepts and a kernel command line can name.
-    pub fn check_label(label: &str) -> Result<String, String> {
-        let ok = !label.is_empty()
-            && label.len() <= 16
-            && label
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !ok {
-            return Err(format!(
-                "the label {label:?} must be 1 to 16 of [A-Za-z0-9_-] (ext4's limit)"
-            ));
-        }
-        Ok(label.to_string())
-    }
-
-    /// An absolute mount point below `/`, without `..`.
-    pub fn check_mount(mount: &str) -> Result<String, String> {
-        if !mount.starts_with('/') || mount == "/" || mount.split('/').any(|c| c == "..") {
-            return Err(format!(
-                "the mount point {mount:?} must be an absolute path below /"
-            ));
-        }
-        Ok(mount.trim_end_matches('/').to_string())
-    }
-
     /// Makes the data disk `path` unless it exists: a data disk is created
     /// once and then only ever attached.
     pub fn ensure(&self, path: &Path) -> Result<bool, VmError> {
@@ -242,8 +154,6 @@ pub enum VmError {
         have_mib: u64,
         disk_mib: u64,
     },
-    #[error("unknown disk format {0:?}: kiln writes raw, qcow2, vmdk and vhdx")]
-    UnknownFormat(String),
     #[error("{0}")]
     Tool(String),
     #[error("{what} {}: {source}", path.display())]
@@ -343,55 +253,4 @@ pub fn bake(
     })
 }
 
-/// Parses a size: bytes, or a number with K, M, G or T (powers of 1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => {
-            let unit = t[i..]
-                .trim_end_matches(['B', 'b', 'i'])
-                .to_ascii_uppercase();
-            let m = match unit.as_str() {
-                "K" => 1u64 << 10,
-                "M" => 1 << 20,
-                "G" => 1 << 30,
-                "T" => 1 << 40,
-                _ => return Err(format!("size {s:?}: unknown unit (use K, M, G or T)")),
-            };
-            (&t[..i], m)
-        }
-        None => (t, 1),
-    };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("size {s:?} is not a number with an optional K, M, G or T"))?;
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} is too large"))
-}
-
 pub(crate) use kiln_store::RemoveOnDrop;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4G").unwrap(), 4 << 30);
-        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
-        assert_eq!(parse_size("1024").unwrap(), 1024);
-        assert!(parse_size("4X").is_err());
-        assert!(parse_size("G").is_err());
-    }
-
-    #[test]
-    fn formats() {
-        assert_eq!(Format::parse("qcow2").unwrap(), Format::Qcow2);
-        let e = Format::parse("vdi").unwrap_err().to_string();
-        assert!(
-            e.contains("\"vdi\"") && e.contains("raw, qcow2, vmdk and vhdx"),
-            "{e}"
-        );
-    }
-}

@@ -598,7 +598,10 @@ mod tests {
         std::fs::set_permissions(&shadow, std::fs::Permissions::from_mode(0o640)).unwrap();
         std::fs::write(root.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
         std::fs::write(root.join("etc/group"), "root:x:0:\nshadow:x:42:\n").unwrap();
-        let user = crate::User::new("admin", "ssh-ed25519 AAAA test").unwrap();
+        let user = crate::User {
+            name: "admin".into(),
+            ssh_key: "ssh-ed25519 AAAA test".into(),
+        };
         add_user(root, &user).unwrap();
         let m = std::fs::metadata(&shadow).unwrap();
         assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (0, 42, 0o640));

@@ -2,64 +2,21 @@
 
 use std::time::Duration;
 
+use kiln_definition::{parse_size, Bootloader, DataDisk, DiskFormat, VmRecipe, VmUser};
 use kiln_store::Store;
-use kiln_vm::{Format, VmSpec};
 
 use crate::args::{VmBootArgs, VmBuildArgs, VmLsArgs, VmPullArgs, VmPushArgs, VmRmArgs};
 use crate::exit::{Exit, Failure};
 use crate::printer::Printer;
 
 pub fn build(args: VmBuildArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
-    let size =
-        kiln_vm::parse_size(&args.size).map_err(|e| Failure::usage(format!("--size: {e}")))?;
-    let var = match &args.var {
-        Some(v) => Some(kiln_vm::parse_size(v).map_err(|e| Failure::usage(format!("--var: {e}")))?),
-        None => None,
-    };
-    let bootloader = kiln_vm::Bootloader::parse(&args.bootloader)
-        .map_err(|e| Failure::usage(format!("--bootloader: {e}")))?;
-    let mut formats = vec![Format::Raw];
-    for f in args.formats.iter().filter(|f| !f.is_empty()) {
-        let f = Format::parse(f).map_err(|e| Failure::usage(format!("--format: {e}")))?;
-        if !formats.contains(&f) {
-            formats.push(f);
-        }
-    }
     let name = args.name.clone().unwrap_or_else(|| {
         let last = args.image.rsplit('/').next().unwrap_or(&args.image);
         last.split([':', '@']).next().unwrap_or(last).to_string()
     });
-    let data_disks = args
-        .data_disks
-        .iter()
-        .map(|d| {
-            kiln_vm::DataDisk::parse(d).map_err(|e| Failure::usage(format!("--data-disk: {e}")))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let user = match (&args.user, &args.ssh_key) {
-        (Some(name), Some(key)) => {
-            let text = std::fs::read_to_string(key)
-                .map_err(|e| Failure::usage(format!("--ssh-key {}: {e}", key.display())))?;
-            Some(
-                kiln_vm::User::new(name, &text)
-                    .map_err(|e| Failure::usage(format!("--user/--ssh-key: {e}")))?,
-            )
-        }
-        _ => None,
-    };
-    let spec = VmSpec {
-        user,
-        data_disks,
-        tests: args.tests.clone(),
-        hostname: args.hostname.clone().unwrap_or_else(|| name.clone()),
-        name,
-        size,
-        var,
-        bootloader,
-        cmdline: args.cmdline.clone(),
-        formats,
-        source_date_epoch: super::build::source_date_epoch(args.source_date_epoch),
-    };
+    let recipe = recipe(&args, &name)?;
+    let sde = super::build::source_date_epoch(args.source_date_epoch);
+    let spec = kiln_factory::vm::spec(&name, &recipe, &args.tests, sde);
     let log = |l: &str| printer.error(l);
     let disk = match kiln_vm::bake(store, &args.image, &spec, &args.output, &log) {
         Ok(d) => d,
@@ -72,43 +29,67 @@ pub fn build(args: VmBuildArgs, store: &Store, printer: &Printer) -> anyhow::Res
         printer.error(&format!("wrote {} {}", f.name(), path.display()));
     }
     let data_dir = args.data_dir.clone().unwrap_or_else(|| args.output.clone());
-    let mut data = Vec::new();
-    for d in &spec.data_disks {
-        let path = data_dir.join(format!("{}.raw", d.label));
-        match d.ensure(&path) {
-            Ok(true) => printer.error(&format!("created data disk {}", path.display())),
-            Ok(false) => printer.error(&format!("kept data disk {}", path.display())),
-            Err(e) => {
-                printer.error(&format!("error: data disk {}: {e}", d.label));
-                return Ok(Exit::Failure);
-            }
+    let checked = kiln_vm::boot::data_disks(&spec.data_disks, &data_dir, &log).and_then(|data| {
+        if !args.boot_test {
+            return Ok(());
         }
-        data.push(path);
-    }
-    if args.boot_test {
         let work = store.temp_path("boot");
-        printer.error(&format!(
-            "booting {} in QEMU ({}, up to {} s)",
-            disk.raw.display(),
-            kiln_vm::boot::Accel::detect(&work).describe(),
-            args.timeout
-        ));
-        let booted =
-            kiln_vm::boot::boot_test(&disk.raw, &data, &work, Duration::from_secs(args.timeout));
+        let timeout = Duration::from_secs(args.timeout);
+        let booted = kiln_vm::boot::check(&disk.raw, &data, &spec.tests, &work, timeout, &log);
         let _ = std::fs::remove_dir_all(&work);
-        match booted {
-            Ok(b) => {
-                show_outputs(&b, printer);
-                printer.error(&format!("booted in {:.1} s: {}", b.seconds, b.marker))
-            }
-            Err(e) => {
-                printer.error(&format!("error: boot test of {}: {e}", disk.raw.display()));
-                return Ok(Exit::Failure);
-            }
-        }
+        booted.map(drop)
+    });
+    if let Err(e) = checked {
+        printer.error(&format!("error: {}: {e}", disk.raw.display()));
+        return Ok(Exit::Failure);
     }
     printer.data(&disk.raw.display().to_string());
     Ok(Exit::Success)
+}
+
+/// The flags as a VM image definition, checked as kiln.toml's `[vm.NAME]`
+/// values are.
+fn recipe(args: &VmBuildArgs, name: &str) -> anyhow::Result<VmRecipe> {
+    fn usage(flag: &'static str) -> impl Fn(String) -> anyhow::Error {
+        move |e| Failure::usage(format!("{flag}: {e}"))
+    }
+    let var = match &args.var {
+        Some(v) => Some(parse_size(v).map_err(usage("--var"))?),
+        None => None,
+    };
+    let mut formats = Vec::new();
+    for f in args.formats.iter().filter(|f| !f.is_empty()) {
+        let f = DiskFormat::parse(f).map_err(usage("--format"))?;
+        if !formats.contains(&f) {
+            formats.push(f);
+        }
+    }
+    let data_disks = args
+        .data_disks
+        .iter()
+        .map(|d| DataDisk::parse(d).map_err(usage("--data-disk")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let user = match (&args.user, &args.ssh_key) {
+        (Some(name), Some(key)) => {
+            let text = std::fs::read_to_string(key)
+                .map_err(|e| Failure::usage(format!("--ssh-key {}: {e}", key.display())))?;
+            Some(VmUser::new(name, &text).map_err(usage("--user/--ssh-key"))?)
+        }
+        _ => None,
+    };
+    Ok(VmRecipe {
+        image: args.image.clone(),
+        image_span: 0..0,
+        size: parse_size(&args.size).map_err(usage("--size"))?,
+        var,
+        bootloader: Bootloader::parse(&args.bootloader).map_err(usage("--bootloader"))?,
+        cmdline: args.cmdline.clone(),
+        hostname: args.hostname.clone().unwrap_or_else(|| name.to_string()),
+        user,
+        formats,
+        data_disks,
+        boot_timeout: args.timeout,
+    })
 }
 
 pub fn boot(args: VmBootArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
@@ -133,19 +114,11 @@ pub fn boot(args: VmBootArgs, store: &Store, printer: &Printer) -> anyhow::Resul
     data.extend(args.data.iter().cloned());
     let work = store.temp_path("boot");
     if args.check {
-        printer.error(&format!(
-            "booting {} in QEMU ({}, up to {} s)",
-            disk.display(),
-            kiln_vm::boot::Accel::detect(&work).describe(),
-            args.timeout
-        ));
-        let booted =
-            kiln_vm::boot::boot_test(&disk, &data, &work, Duration::from_secs(args.timeout));
+        let timeout = Duration::from_secs(args.timeout);
+        let booted = kiln_vm::boot::check(&disk, &data, &[], &work, timeout, &log);
         let _ = std::fs::remove_dir_all(&work);
         return match booted {
             Ok(b) => {
-                show_outputs(&b, printer);
-                printer.error(&format!("booted in {:.1} s", b.seconds));
                 printer.data(&b.marker);
                 Ok(Exit::Success)
             }
@@ -171,15 +144,6 @@ pub fn boot(args: VmBootArgs, store: &Store, printer: &Printer) -> anyhow::Resul
     })
 }
 
-/// What each boot test printed in the VM.
-fn show_outputs(b: &kiln_vm::boot::Booted, printer: &Printer) {
-    for (i, out) in b.outputs.iter().enumerate() {
-        for l in out {
-            printer.error(&format!("  test {}: {l}", i + 1));
-        }
-    }
-}
-
 pub fn push(
     args: VmPushArgs,
     client: &kiln_registry::Client,
@@ -190,7 +154,7 @@ pub fn push(
     let mut files = Vec::new();
     for f in &args.files {
         let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("");
-        let format = Format::parse(ext).map_err(|_| {
+        let format = DiskFormat::parse(ext).map_err(|_| {
             Failure::usage(format!(
                 "{}: a VM disk file ends in .raw, .qcow2, .vmdk or .vhdx",
                 f.display()
