@@ -6,6 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use kiln_dockerfile::dockerignore::{self, Matcher};
+use kiln_dockerfile::glob::{self, has_wildcard};
 use sha2_shim::Hasher;
 
 /// The context directory and its ignore rules.
@@ -115,7 +116,7 @@ impl Context {
         };
         for name in names {
             let name = name.to_string_lossy().into_owned();
-            if !go_match(first, &name) {
+            if !glob::matches(first, &name) {
                 continue;
             }
             let p = prefix.join(&name);
@@ -247,66 +248,6 @@ pub fn clean(source: &str) -> Option<PathBuf> {
     Some(out)
 }
 
-pub fn has_wildcard(s: &str) -> bool {
-    s.contains(['*', '?', '['])
-}
-
-/// Go's `filepath.Match` for one path component.
-pub fn go_match(pattern: &str, name: &str) -> bool {
-    fn m(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|i| m(&p[1..], &n[i..])),
-            Some('?') => !n.is_empty() && m(&p[1..], &n[1..]),
-            Some('[') => {
-                let Some(c) = n.first() else { return false };
-                let mut i = 1;
-                let negate = p.get(1) == Some(&'^');
-                if negate {
-                    i += 1;
-                }
-                let mut hit = false;
-                let mut first = true;
-                while i < p.len() && (first || p[i] != ']') {
-                    first = false;
-                    let lo = if p[i] == '\\' {
-                        i += 1;
-                        p.get(i).copied().unwrap_or('\\')
-                    } else {
-                        p[i]
-                    };
-                    i += 1;
-                    let hi = if p.get(i) == Some(&'-') && p.get(i + 1).is_some_and(|x| *x != ']') {
-                        i += 1;
-                        let h = if p[i] == '\\' {
-                            i += 1;
-                            p.get(i).copied().unwrap_or('\\')
-                        } else {
-                            p[i]
-                        };
-                        i += 1;
-                        h
-                    } else {
-                        lo
-                    };
-                    if lo <= *c && *c <= hi {
-                        hit = true;
-                    }
-                }
-                if i >= p.len() {
-                    return false; // unclosed class
-                }
-                hit != negate && m(&p[i + 1..], &n[1..])
-            }
-            Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && m(&p[2..], &n[1..]),
-            Some(c) => n.first() == Some(c) && m(&p[1..], &n[1..]),
-        }
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    m(&p, &n)
-}
-
 /// A small incremental sha256 over strings, on kiln-oci's digest helpers.
 mod sha2_shim {
     use std::io::Write;
@@ -335,21 +276,6 @@ mod sha2_shim {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_patterns() {
-        for (p, n, want) in [
-            ("*.txt", "a.txt", true),
-            ("*.txt", "a.rs", false),
-            ("a?c", "abc", true),
-            ("[a-c]x", "bx", true),
-            ("[^a-c]x", "bx", false),
-            ("\\*", "*", true),
-            ("*", ".hidden", true),
-        ] {
-            assert_eq!(go_match(p, n), want, "{p} {n}");
-        }
-    }
 
     #[test]
     fn cleaning() {

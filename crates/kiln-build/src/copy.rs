@@ -11,12 +11,13 @@ use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
 
 use kiln_oci::unpack::remove_any;
 
-use crate::context::{clean, go_match, has_wildcard};
+use crate::context::clean;
 use crate::engine::{key_of, Builder};
 use crate::state::State;
 use crate::users::Ids;
 use crate::view::View;
 use crate::BuildError;
+use kiln_dockerfile::glob::{self, has_wildcard};
 
 /// Where a COPY reads from.
 enum Origin<'a> {
@@ -95,7 +96,7 @@ impl Origin<'_> {
                 let found: Vec<PathBuf> = v
                     .list(dir)
                     .into_iter()
-                    .filter(|n| go_match(&pat, &n.to_string_lossy()))
+                    .filter(|n| glob::matches(&pat, &n.to_string_lossy()))
                     .map(|n| dir.join(n))
                     .collect();
                 Ok(found)

@@ -3,7 +3,7 @@
 //! exceptions, the last matching pattern wins, and a pattern that matches a
 //! directory excludes everything under it.
 
-use regex::Regex;
+use crate::glob;
 
 /// The ignore files that apply to `dockerfile`, most specific first:
 /// `<dockerfile>.dockerignore` beside it, then `.dockerignore` at the
@@ -94,7 +94,7 @@ enum MatchType {
     Exact,
     Prefix,
     Suffix,
-    Regexp,
+    Glob,
 }
 
 #[derive(Debug, Clone)]
@@ -102,7 +102,6 @@ struct Pattern {
     cleaned: String,
     exclusion: bool,
     kind: MatchType,
-    re: Regex,
 }
 
 impl Pattern {
@@ -114,7 +113,7 @@ impl Pattern {
                 let suffix = &self.cleaned[2..];
                 path.ends_with(suffix) || (suffix.starts_with('/') && path == &suffix[1..])
             }
-            MatchType::Regexp => self.re.is_match(path),
+            MatchType::Glob => glob::matches(&self.cleaned, path),
         }
     }
 }
@@ -151,16 +150,14 @@ impl Matcher {
                 exclusion = true;
                 p = rest.to_string();
             }
-            check_go_pattern(&p).map_err(|m| PatternError {
+            glob::check(&p).map_err(|m| PatternError {
                 line,
                 message: format!("{m} in pattern {p:?}"),
             })?;
-            let (kind, re) = compile(&p).map_err(|m| PatternError { line, message: m })?;
             out.push(Pattern {
+                kind: kind_of(&p),
                 cleaned: p,
                 exclusion,
-                kind,
-                re,
             });
         }
         Ok(Matcher { patterns: out })
@@ -198,116 +195,28 @@ impl Matcher {
     }
 }
 
-fn compile(pattern: &str) -> Result<(MatchType, Regex), String> {
-    let mut re = String::from("^");
-    let mut kind = MatchType::Exact;
-    let chars: Vec<char> = pattern.chars().collect();
-    let mut i = 0;
-    let mut first = true;
-    while i < chars.len() {
-        let ch = chars[i];
-        i += 1;
-        if ch == '*' {
-            if chars.get(i) == Some(&'*') {
-                i += 1;
-                if chars.get(i) == Some(&'/') {
-                    i += 1;
-                }
-                if i >= chars.len() {
-                    if kind == MatchType::Exact {
-                        kind = MatchType::Prefix;
-                    } else {
-                        re.push_str(".*");
-                        kind = MatchType::Regexp;
-                    }
-                } else {
-                    re.push_str("(.*/)?");
-                    kind = MatchType::Regexp;
-                }
-                if first {
-                    kind = MatchType::Suffix;
-                }
-            } else {
-                re.push_str("[^/]*");
-                kind = MatchType::Regexp;
-            }
-        } else if ch == '?' {
-            re.push_str("[^/]");
-            kind = MatchType::Regexp;
-        } else if ".+()|{}$".contains(ch) {
-            re.push('\\');
-            re.push(ch);
-        } else if ch == '\\' {
-            if i < chars.len() {
-                re.push_str(&regex::escape(&chars[i].to_string()));
-                i += 1;
-            } else {
-                re.push_str("\\\\");
-            }
-        } else if ch == '[' || ch == ']' {
-            re.push(ch);
-            kind = MatchType::Regexp;
-        } else if ch == '^' {
-            // only meaningful inside a class, where Go also negates with it
-            re.push('^');
-        } else {
-            re.push(ch);
-        }
-        first = false;
+/// How a pattern is matched, as Docker decides it: a pattern without an
+/// unescaped wildcard is compared as written, `PREFIX**` and `**SUFFIX`
+/// by their plain part, the rest by the wildcard matcher.
+fn kind_of(pattern: &str) -> MatchType {
+    let plain = |s: &str| {
+        let mut escaped = false;
+        s.chars().all(|c| {
+            let wild = !escaped && "*?[]".contains(c);
+            escaped = !escaped && c == '\\';
+            !wild
+        })
+    };
+    if plain(pattern) {
+        return MatchType::Exact;
     }
-    re.push('$');
-    if kind == MatchType::Prefix && !pattern.ends_with("**") {
-        kind = MatchType::Regexp;
+    if pattern.strip_suffix("**").is_some_and(plain) {
+        return MatchType::Prefix;
     }
-    if kind == MatchType::Suffix && !pattern.starts_with("**") {
-        kind = MatchType::Regexp;
+    if pattern.strip_prefix("**").is_some_and(plain) {
+        return MatchType::Suffix;
     }
-    let regex = Regex::new(&re).map_err(|e| format!("invalid pattern {pattern:?}: {e}"))?;
-    Ok((kind, regex))
-}
-
-/// Rejects what Go's `filepath.Match` calls `ErrBadPattern`: unclosed or
-/// empty character classes, bad ranges, a trailing backslash.
-fn check_go_pattern(p: &str) -> Result<(), String> {
-    let chars: Vec<char> = p.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        match chars[i] {
-            '\\' => {
-                if i + 1 >= chars.len() {
-                    return Err("syntax error: trailing backslash".into());
-                }
-                i += 2;
-            }
-            '[' => {
-                i += 1;
-                if chars.get(i) == Some(&'^') {
-                    i += 1;
-                }
-                let mut n = 0;
-                loop {
-                    match chars.get(i) {
-                        None => return Err("syntax error: unclosed character class".into()),
-                        Some(']') if n > 0 => {
-                            i += 1;
-                            break;
-                        }
-                        Some('-') | Some(']') => {
-                            return Err("syntax error: bad character range".into())
-                        }
-                        Some('\\') => i += 2,
-                        Some(_) => i += 1,
-                    }
-                    if chars.get(i) == Some(&'-') && chars.get(i + 1).is_some_and(|c| *c != ']') {
-                        i += 2;
-                    }
-                    n += 1;
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    Ok(())
+    MatchType::Glob
 }
 
 #[cfg(test)]

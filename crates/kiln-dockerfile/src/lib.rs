@@ -12,6 +12,7 @@
 pub mod dockerignore;
 pub mod error;
 pub mod eval;
+pub mod glob;
 pub mod graph;
 pub mod instructions;
 pub mod lint;
