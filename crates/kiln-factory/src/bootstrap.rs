@@ -144,39 +144,25 @@ fn mmdebstrap(
     let label = arch.unwrap_or("host");
     say(&format!("[{label}] running {cmd:?}"));
     let started = std::time::Instant::now();
-    let mut child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            format!("running mmdebstrap (is it installed? apt-get install mmdebstrap): {e}")
-        })?;
-    let mut tail = std::collections::VecDeque::new();
-    if let Some(err) = child.stderr.take() {
-        for line in std::io::BufRead::lines(std::io::BufReader::new(err)).map_while(Result::ok) {
-            if ["I: ", "W: ", "E: "].iter().any(|p| line.starts_with(p)) {
-                say(&format!(
-                    "[{label} {:>4}s] {line}",
-                    started.elapsed().as_secs()
-                ));
-            }
-            tail.push_back(line);
-            if tail.len() > 15 {
-                tail.pop_front();
-            }
+    let ran = kiln_tool::run_streaming(&mut cmd, &mut |line| {
+        if ["I: ", "W: ", "E: "].iter().any(|p| line.starts_with(p)) {
+            say(&format!(
+                "[{label} {:>4}s] {line}",
+                started.elapsed().as_secs()
+            ));
         }
-    }
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for mmdebstrap: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "mmdebstrap{} failed ({status}):\n{}",
+    });
+    ran.map_err(|e| match e {
+        kiln_tool::ToolError::Failed { status, stderr, .. } => format!(
+            "mmdebstrap{} failed ({status}):\n{stderr}",
             arch.map(|a| format!(" --architectures={a}"))
                 .unwrap_or_default(),
-            Vec::from(tail).join("\n")
-        ));
-    }
+        ),
+        e if e.is_missing() => {
+            format!("running mmdebstrap (is it installed? apt-get install mmdebstrap): {e}")
+        }
+        e => e.to_string(),
+    })?;
     say(&format!(
         "[{label} {:>4}s] done",
         started.elapsed().as_secs()

@@ -33,20 +33,18 @@ pub(crate) fn version(
             Ok(format!("{day}.{}", n + 1))
         }
         VersionScheme::Git => {
-            let out = std::process::Command::new("git")
-                .arg("-C")
+            let mut git = std::process::Command::new("git");
+            git.arg("-C")
                 .arg(&dir)
-                .args(["rev-parse", "--short", "HEAD"])
-                .output()
-                .map_err(|e| format!("running git: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "version scheme \"git\": {} is not in a git repository with a commit: {}",
-                    dir.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
-            Ok(bump(String::from_utf8_lossy(&out.stdout).trim(), prev))
+                .args(["rev-parse", "--short", "HEAD"]);
+            let out = kiln_tool::run(&mut git).map_err(|e| match e {
+                kiln_tool::ToolError::Failed { stderr, .. } => format!(
+                    "version scheme \"git\": {} is not in a git repository with a commit: {stderr}",
+                    dir.display()
+                ),
+                e => e.to_string(),
+            })?;
+            Ok(bump(out.trim(), prev))
         }
         VersionScheme::File(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {

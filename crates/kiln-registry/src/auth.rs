@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use base64::Engine;
 use serde_json::{json, Value};
@@ -131,24 +131,14 @@ pub fn lookup(registry: &str) -> Result<Option<Credentials>, Error> {
 /// Asks `docker-credential-<helper> get`, as Docker does.
 fn helper_get(helper: &str, registry: &str) -> Result<Option<Credentials>, Error> {
     let program = format!("docker-credential-{helper}");
-    let mut child = Command::new(&program)
-        .arg("get")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Auth(format!("running {program}: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(registry.as_bytes());
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::Auth(format!("running {program}: {e}")))?;
-    if !out.status.success() {
-        // helpers answer "credentials not found" with a failure
-        return Ok(None);
-    }
-    let v: Value = serde_json::from_slice(&out.stdout)
+    let out =
+        match kiln_tool::run_with_input(Command::new(&program).arg("get"), registry.as_bytes()) {
+            Ok(out) => out,
+            // helpers answer "credentials not found" with a failure
+            Err(kiln_tool::ToolError::Failed { .. }) => return Ok(None),
+            Err(e) => return Err(Error::Auth(e.to_string())),
+        };
+    let v: Value = serde_json::from_str(&out)
         .map_err(|_| Error::Auth(format!("{program} printed something that is not JSON")))?;
     let (Some(u), Some(s)) = (v["Username"].as_str(), v["Secret"].as_str()) else {
         return Ok(None);

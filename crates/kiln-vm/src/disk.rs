@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::rootfs::{Loader, Prepared};
-use crate::tool::run;
 use crate::{Format, VmError, VmSpec};
+use kiln_tool::run;
 
 const MIB: u64 = 1 << 20;
 const SECTOR: u64 = 512;
@@ -210,7 +210,7 @@ pub fn write(
 }
 
 fn partition(disk: &Path, layout: &Layout) -> Result<(), VmError> {
-    crate::tool::run_with_input(
+    kiln_tool::run_with_input(
         Command::new("sfdisk")
             .args(["--quiet", "--no-reread", "--no-tell-kernel"])
             .arg(disk),

@@ -17,7 +17,6 @@ pub mod boot;
 mod disk;
 pub mod kept;
 mod rootfs;
-mod tool;
 
 use std::path::{Path, PathBuf};
 
@@ -117,7 +116,7 @@ impl DataDisk {
         f.set_len(self.size)
             .map_err(|e| VmError::io("sizing", &partial, e))?;
         drop(f);
-        tool::run(
+        kiln_tool::run(
             std::process::Command::new("mke2fs")
                 .args(["-q", "-F", "-t", "ext4", "-L", &self.label])
                 .arg(&partial),
@@ -156,6 +155,10 @@ pub enum VmError {
     },
     #[error("{0}")]
     Tool(String),
+    /// An external tool (sfdisk, mkfs.vfat, mtools, mke2fs, qemu-img)
+    /// could not run or failed.
+    #[error("{0}{hint}", hint = if .0.is_missing() { " (kiln needs fdisk, dosfstools, mtools, e2fsprogs >= 1.47.2 and qemu-utils)" } else { "" })]
+    Run(#[from] kiln_tool::ToolError),
     #[error("{what} {}: {source}", path.display())]
     Io {
         what: String,
