@@ -28,7 +28,7 @@ use seccompiler::{
     SeccompRule,
 };
 
-type R<T> = Result<T, String>;
+use crate::setup_error::{Context, R};
 
 /// Docker's default capabilities (moby's `oci/caps/defaults.go`).
 pub const DEFAULT_CAPS: CapabilitySet = CapabilitySet::CHOWN
@@ -91,20 +91,20 @@ pub fn protect_paths(root: &Path) -> R<()> {
         } else {
             mount_bind("/dev/null", &p)
         }
-        .map_err(|e| format!("masking /{rel}: {e}"))?;
+        .context(format!("masking /{rel}"))?;
     }
     for rel in READ_ONLY {
         let p = root.join(rel);
         if std::fs::symlink_metadata(&p).is_err() {
             continue;
         }
-        mount_bind(&p, &p).map_err(|e| format!("binding /{rel}: {e}"))?;
+        mount_bind(&p, &p).context(format!("binding /{rel}"))?;
         mount_remount(
             &p,
             MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
             "",
         )
-        .map_err(|e| format!("making /{rel} read-only: {e}"))?;
+        .context(format!("making /{rel} read-only"))?;
     }
     Ok(())
 }
@@ -118,13 +118,13 @@ pub fn drop_capabilities() -> R<()> {
         }
         match rustix::thread::capability_is_in_bounding_set(cap) {
             Ok(true) => rustix::thread::remove_capability_from_bounding_set(cap)
-                .map_err(|e| format!("dropping capability {bit}: {e}"))?,
+                .context(format!("dropping capability {bit}"))?,
             Ok(false) => {}
             Err(_) => break, // past the kernel's last capability
         }
     }
     let _ = rustix::thread::clear_ambient_capability_set();
-    let sets = rustix::thread::capabilities(None).map_err(|e| format!("capget: {e}"))?;
+    let sets = rustix::thread::capabilities(None).context("capget")?;
     // effective keeps what the rest of the setup needs (seccomp, setuid);
     // exec gives root the bounding set and anyone else nothing
     rustix::thread::set_capabilities(
@@ -135,7 +135,7 @@ pub fn drop_capabilities() -> R<()> {
             inheritable: CapabilitySet::empty(),
         },
     )
-    .map_err(|e| format!("capset: {e}"))
+    .context("capset")
 }
 
 /// Syscalls Docker's default profile refuses a container without extra
@@ -219,24 +219,22 @@ fn masked_eq(arg: u8, mask: u64, value: u64) -> R<SeccompRule> {
         SeccompCmpOp::MaskedEq(mask),
         value,
     )
-    .map_err(|e| e.to_string())?;
-    SeccompRule::new(vec![cond]).map_err(|e| e.to_string())
+    .context("a seccomp condition")?;
+    SeccompRule::new(vec![cond]).context("a seccomp rule")
 }
 
 fn program(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32) -> R<BpfProgram> {
     let arch = std::env::consts::ARCH
         .try_into()
-        .map_err(|e: seccompiler::BackendError| e.to_string())?;
+        .context("the seccomp architecture")?;
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
         SeccompAction::Errno(errno as u32),
         arch,
     )
-    .map_err(|e| e.to_string())?;
-    filter
-        .try_into()
-        .map_err(|e: seccompiler::BackendError| e.to_string())
+    .context("a seccomp filter")?;
+    filter.try_into().context("compiling the seccomp filter")
 }
 
 /// The two filters a step runs under: EPERM for what is refused, ENOSYS
@@ -264,7 +262,7 @@ fn filters() -> R<[BpfProgram; 2]> {
 /// changing to the step's user.
 pub fn apply_seccomp() -> R<()> {
     for f in filters()? {
-        seccompiler::apply_filter(&f).map_err(|e| format!("installing the seccomp filter: {e}"))?;
+        seccompiler::apply_filter(&f).context("installing the seccomp filter")?;
     }
     Ok(())
 }

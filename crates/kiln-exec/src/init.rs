@@ -19,7 +19,7 @@ use kiln_root::{Missing, Root, Symlinks};
 
 use crate::spec::{MountKind, Network, RunSpec};
 
-type R<T> = Result<T, String>;
+use crate::setup_error::{Context, R};
 
 #[allow(unsafe_code)]
 fn unshare(flags: UnshareFlags) -> rustix::io::Result<()> {
@@ -31,11 +31,11 @@ fn unshare(flags: UnshareFlags) -> rustix::io::Result<()> {
 }
 
 fn read_spec(path: &Path) -> R<RunSpec> {
-    let bytes = fs::read(path).map_err(|e| format!("reading step spec {}: {e}", path.display()))?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("parsing step spec {}: {e}", path.display()))
+    let bytes = fs::read(path).context(format!("reading step spec {}", path.display()))?;
+    serde_json::from_slice(&bytes).context(format!("parsing step spec {}", path.display()))
 }
 
-fn fail(msg: &str) -> ! {
+fn fail(msg: &dyn std::fmt::Display) -> ! {
     let _ = writeln!(std::io::stderr(), "kiln: step setup failed: {msg}");
     std::process::exit(125)
 }
@@ -51,14 +51,14 @@ pub fn exec_main(spec_path: &Path) -> ! {
     if spec.network == Network::None {
         flags |= UnshareFlags::NEWNET;
     }
-    unshare(flags).unwrap_or_else(|e| fail(&format!("unshare: {e}")));
+    unshare(flags).unwrap_or_else(|e| fail(&format_args!("unshare: {e}")));
     let exe =
-        std::env::current_exe().unwrap_or_else(|e| fail(&format!("finding kiln itself: {e}")));
+        std::env::current_exe().unwrap_or_else(|e| fail(&format_args!("finding kiln itself: {e}")));
     let status = Command::new(exe)
         .arg("__exec-init")
         .arg(spec_path)
         .status()
-        .unwrap_or_else(|e| fail(&format!("starting the step's init: {e}")));
+        .unwrap_or_else(|e| fail(&format_args!("starting the step's init: {e}")));
     std::process::exit(crate::exit_code(status))
 }
 
@@ -72,7 +72,7 @@ pub fn exec_init_main(spec_path: &Path) -> ! {
     let secret_env = secret_env(&spec).unwrap_or_else(|e| fail(&e));
     setup(&spec, &mut stubs).unwrap_or_else(|e| fail(&e));
     if spec.args.is_empty() {
-        fail("no command to run")
+        fail(&"no command to run")
     }
     // no more than a Docker container: its capabilities and seccomp profile
     crate::confine::drop_capabilities().unwrap_or_else(|e| fail(&e));
@@ -98,7 +98,7 @@ fn setup(spec: &RunSpec, stubs: &mut Vec<String>) -> R<()> {
         "/",
         MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
     )
-    .map_err(|e| format!("making mounts private: {e}"))?;
+    .context("making mounts private")?;
     mount_overlay(spec)?;
     let root = &spec.rootfs;
     mount_system(spec, root, stubs)?;
@@ -106,17 +106,15 @@ fn setup(spec: &RunSpec, stubs: &mut Vec<String>) -> R<()> {
         step_mount(root, m, stubs)?;
     }
     fs::write(&spec.stubs_file, stubs.join("\n"))
-        .map_err(|e| format!("writing {}: {e}", spec.stubs_file.display()))?;
-    rustix::system::sethostname(spec.hostname.as_bytes())
-        .map_err(|e| format!("sethostname: {e}"))?;
+        .context(format!("writing {}", spec.stubs_file.display()))?;
+    rustix::system::sethostname(spec.hostname.as_bytes()).context("sethostname")?;
     pivot(root)?;
     let cwd = Path::new(&spec.cwd);
     if !cwd.is_dir() {
         // like runc, a missing working directory is created
-        fs::create_dir_all(cwd)
-            .map_err(|e| format!("creating working directory {}: {e}", spec.cwd))?;
+        fs::create_dir_all(cwd).context(format!("creating working directory {}", spec.cwd))?;
     }
-    std::env::set_current_dir(cwd).map_err(|e| format!("entering {}: {e}", spec.cwd))
+    std::env::set_current_dir(cwd).context(format!("entering {}", spec.cwd))
 }
 
 fn mount_overlay(spec: &RunSpec) -> R<()> {
@@ -133,8 +131,7 @@ fn mount_overlay(spec: &RunSpec) -> R<()> {
         .filter(|p| lowers.iter().all(|l| l.parent() == Some(p.as_path())));
     let names: Vec<String> = match &common {
         Some(dir) => {
-            std::env::set_current_dir(dir)
-                .map_err(|e| format!("entering {}: {e}", dir.display()))?;
+            std::env::set_current_dir(dir).context(format!("entering {}", dir.display()))?;
             lowers
                 .iter()
                 .map(|l| {
@@ -153,7 +150,7 @@ fn mount_overlay(spec: &RunSpec) -> R<()> {
         spec.upper.display(),
         spec.work.display()
     );
-    let data = std::ffi::CString::new(data).map_err(|e| e.to_string())?;
+    let data = std::ffi::CString::new(data).context("overlay options")?;
     // device nodes an image brings cannot be opened (a container's device
     // cgroup does the same); /dev is a mount of its own
     mount(
@@ -163,7 +160,7 @@ fn mount_overlay(spec: &RunSpec) -> R<()> {
         MountFlags::NODEV,
         Some(data.as_c_str()),
     )
-    .map_err(|e| format!("mounting the overlay root: {e}"))
+    .context("mounting the overlay root")
 }
 
 /// Resolves `rel` inside `root` as the image sees it (its symlinks
@@ -173,10 +170,11 @@ fn mount_overlay(spec: &RunSpec) -> R<()> {
 /// goes through no symlink: nothing else writes in the root before the step
 /// starts, so mounting on it mounts inside the root.
 fn ensure(root: &Path, rel: &str, dir: bool, stubs: &mut Vec<String>) -> R<PathBuf> {
-    let root = Root::open(root).map_err(|e| format!("opening the step's root: {e}"))?;
-    let found = root
-        .make(Path::new(rel), !dir)
-        .map_err(|e| format!("creating mount point /{}: {e}", rel.trim_start_matches('/')))?;
+    let root = Root::open(root).context("opening the step's root")?;
+    let found = root.make(Path::new(rel), !dir).context(format!(
+        "creating mount point /{}",
+        rel.trim_start_matches('/')
+    ))?;
     stubs.extend(found.created.iter().map(|p| p.display().to_string()));
     Ok(root.host_path(&found.rel))
 }
@@ -190,7 +188,7 @@ fn mount_system(spec: &RunSpec, root: &Path, stubs: &mut Vec<String>) -> R<()> {
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
         None,
     )
-    .map_err(|e| format!("mounting /proc: {e}"))?;
+    .context("mounting /proc")?;
     let sys = ensure(root, "sys", true, stubs)?;
     if mount(
         "sysfs",
@@ -202,7 +200,7 @@ fn mount_system(spec: &RunSpec, root: &Path, stubs: &mut Vec<String>) -> R<()> {
     .is_err()
     {
         // without a network namespace of our own, sysfs may refuse; a read-only bind works
-        mount_bind("/sys", &sys).map_err(|e| format!("mounting /sys: {e}"))?;
+        mount_bind("/sys", &sys).context("mounting /sys")?;
         let _ = mount_remount(&sys, MountFlags::BIND | MountFlags::RDONLY, "");
     }
     crate::confine::protect_paths(root)?;
@@ -217,10 +215,13 @@ fn mount_system(spec: &RunSpec, root: &Path, stubs: &mut Vec<String>) -> R<()> {
 }
 
 fn bind_readonly(source: &Path, target: &Path) -> R<()> {
-    mount_bind(source, target)
-        .map_err(|e| format!("binding {} to {}: {e}", source.display(), target.display()))?;
+    mount_bind(source, target).context(format!(
+        "binding {} to {}",
+        source.display(),
+        target.display()
+    ))?;
     mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")
-        .map_err(|e| format!("making {} read-only: {e}", target.display()))
+        .context(format!("making {} read-only", target.display()))
 }
 
 fn mount_dev(root: &Path, stubs: &mut Vec<String>) -> R<()> {
@@ -233,15 +234,15 @@ fn mount_dev(root: &Path, stubs: &mut Vec<String>) -> R<()> {
         MountFlags::NOSUID | MountFlags::NOEXEC,
         Some(data),
     )
-    .map_err(|e| format!("mounting /dev: {e}"))?;
+    .context("mounting /dev")?;
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let target = dev.join(name);
-        fs::write(&target, b"").map_err(|e| format!("creating /dev/{name}: {e}"))?;
+        fs::write(&target, b"").context(format!("creating /dev/{name}"))?;
         mount_bind(Path::new("/dev").join(name), &target)
-            .map_err(|e| format!("binding /dev/{name}: {e}"))?;
+            .context(format!("binding /dev/{name}"))?;
     }
     let pts = dev.join("pts");
-    fs::create_dir(&pts).map_err(|e| format!("creating /dev/pts: {e}"))?;
+    fs::create_dir(&pts).context("creating /dev/pts")?;
     mount(
         "devpts",
         &pts,
@@ -249,9 +250,9 @@ fn mount_dev(root: &Path, stubs: &mut Vec<String>) -> R<()> {
         MountFlags::NOSUID | MountFlags::NOEXEC,
         Some(c"newinstance,ptmxmode=0666,mode=0620"),
     )
-    .map_err(|e| format!("mounting /dev/pts: {e}"))?;
+    .context("mounting /dev/pts")?;
     let shm = dev.join("shm");
-    fs::create_dir(&shm).map_err(|e| format!("creating /dev/shm: {e}"))?;
+    fs::create_dir(&shm).context("creating /dev/shm")?;
     mount(
         "shm",
         &shm,
@@ -259,7 +260,7 @@ fn mount_dev(root: &Path, stubs: &mut Vec<String>) -> R<()> {
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
         Some(c"mode=1777,size=65536k"),
     )
-    .map_err(|e| format!("mounting /dev/shm: {e}"))?;
+    .context("mounting /dev/shm")?;
     let links = [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -268,7 +269,7 @@ fn mount_dev(root: &Path, stubs: &mut Vec<String>) -> R<()> {
         ("stderr", "/proc/self/fd/2"),
     ];
     for (name, target) in links {
-        symlink(target, dev.join(name)).map_err(|e| format!("creating /dev/{name}: {e}"))?;
+        symlink(target, dev.join(name)).context(format!("creating /dev/{name}"))?;
     }
     Ok(())
 }
@@ -284,8 +285,8 @@ fn secret_env(spec: &RunSpec) -> R<Vec<(String, String)>> {
             ..
         } = &m.kind
         {
-            let content = fs::read(source)
-                .map_err(|e| format!("reading the secret {}: {e}", source.display()))?;
+            let content =
+                fs::read(source).context(format!("reading the secret {}", source.display()))?;
             out.push((name.clone(), String::from_utf8_lossy(&content).into_owned()));
         }
     }
@@ -306,9 +307,8 @@ fn secret_mount(
     if target.is_empty() {
         return Ok(());
     }
-    let content =
-        fs::read(source).map_err(|e| format!("reading the secret {}: {e}", source.display()))?;
-    fs::create_dir_all(staging).map_err(|e| format!("creating {}: {e}", staging.display()))?;
+    let content = fs::read(source).context(format!("reading the secret {}", source.display()))?;
+    fs::create_dir_all(staging).context(format!("creating {}", staging.display()))?;
     mount(
         "tmpfs",
         staging,
@@ -316,18 +316,18 @@ fn secret_mount(
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
         Some(c"mode=700"),
     )
-    .map_err(|e| format!("mounting a tmpfs for the secret at {target}: {e}"))?;
+    .context(format!("mounting a tmpfs for the secret at {target}"))?;
     let file = staging.join("secret");
-    fs::write(&file, &content).map_err(|e| format!("writing the secret for {target}: {e}"))?;
+    fs::write(&file, &content).context(format!("writing the secret for {target}"))?;
     rustix::fs::chown(
         &file,
         Some(rustix::fs::Uid::from_raw(uid)),
         Some(rustix::fs::Gid::from_raw(gid)),
     )
-    .map_err(|e| format!("setting the owner of the secret at {target}: {e}"))?;
+    .context(format!("setting the owner of the secret at {target}"))?;
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&file, fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("setting the mode of the secret at {target}: {e}"))?;
+        .context(format!("setting the mode of the secret at {target}"))?;
     let at = ensure(root, target, false, stubs)?;
     bind_readonly(&file, &at)
 }
@@ -337,11 +337,14 @@ fn step_mount(root: &Path, m: &crate::spec::Mount, stubs: &mut Vec<String>) -> R
         MountKind::Bind { source, readonly } => {
             let is_dir = source.is_dir();
             let target = ensure(root, &m.target, is_dir, stubs)?;
-            rustix::mount::mount_bind_recursive(source, &target)
-                .map_err(|e| format!("binding {} to {}: {e}", source.display(), m.target))?;
+            rustix::mount::mount_bind_recursive(source, &target).context(format!(
+                "binding {} to {}",
+                source.display(),
+                m.target
+            ))?;
             if *readonly {
                 mount_remount(&target, MountFlags::BIND | MountFlags::RDONLY, "")
-                    .map_err(|e| format!("making {} read-only: {e}", m.target))?;
+                    .context(format!("making {} read-only", m.target))?;
             }
             Ok(())
         }
@@ -349,7 +352,7 @@ fn step_mount(root: &Path, m: &crate::spec::Mount, stubs: &mut Vec<String>) -> R
             let target = ensure(root, &m.target, true, stubs)?;
             let data =
                 std::ffi::CString::new(size.map(|s| format!("size={s}")).unwrap_or_default())
-                    .map_err(|e| e.to_string())?;
+                    .context("tmpfs options")?;
             mount(
                 "tmpfs",
                 &target,
@@ -357,7 +360,7 @@ fn step_mount(root: &Path, m: &crate::spec::Mount, stubs: &mut Vec<String>) -> R
                 MountFlags::NOSUID | MountFlags::NODEV,
                 Some(data.as_c_str()),
             )
-            .map_err(|e| format!("mounting tmpfs on {}: {e}", m.target))
+            .context(format!("mounting tmpfs on {}", m.target))
         }
         MountKind::Layers {
             lowers,
@@ -393,7 +396,7 @@ fn layers_mount(
         staging.join("e"),
     );
     for d in [&mnt, &upper, &work, &empty] {
-        fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+        fs::create_dir_all(d).context(format!("creating {}", d.display()))?;
     }
     let mut names: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
     if names.is_empty() {
@@ -405,7 +408,7 @@ fn layers_mount(
         upper.display(),
         work.display()
     );
-    let data = std::ffi::CString::new(data).map_err(|e| e.to_string())?;
+    let data = std::ffi::CString::new(data).context("overlay options")?;
     mount(
         "overlay",
         &mnt,
@@ -413,32 +416,32 @@ fn layers_mount(
         MountFlags::empty(),
         Some(data.as_c_str()),
     )
-    .map_err(|e| format!("mounting the layers for {target}: {e}"))?;
+    .context(format!("mounting the layers for {target}"))?;
     // the source is the other stage's path as that stage sees it: its
     // symlinks are followed inside its root, never out to this machine
-    let within = Root::open(&mnt).map_err(|e| format!("opening the layers for {target}: {e}"))?;
+    let within = Root::open(&mnt).context(format!("opening the layers for {target}"))?;
     let found = within
         .resolve(Path::new(source), Symlinks::Follow, Missing::Fail)
-        .map_err(|e| format!("the bind source {source}: {e}"))?;
+        .context(format!("the bind source {source}"))?;
     let src = within.host_path(&found.rel);
     let is_dir = src.is_dir();
     let at = ensure(root, target, is_dir, stubs)?;
     rustix::mount::mount_bind_recursive(&src, &at)
-        .map_err(|e| format!("binding {source} to {target}: {e}"))?;
+        .context(format!("binding {source} to {target}"))?;
     if readonly {
         mount_remount(&at, MountFlags::BIND | MountFlags::RDONLY, "")
-            .map_err(|e| format!("making {target} read-only: {e}"))?;
+            .context(format!("making {target} read-only"))?;
     }
     Ok(())
 }
 
 fn pivot(root: &Path) -> R<()> {
-    std::env::set_current_dir(root).map_err(|e| format!("entering the root: {e}"))?;
+    std::env::set_current_dir(root).context("entering the root")?;
     // pivot_root(".", ".") stacks the old root on top of the new one; it is
     // then detached, leaving only the new root
-    rustix::process::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
-    unmount(".", UnmountFlags::DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
-    std::env::set_current_dir("/").map_err(|e| format!("entering /: {e}"))
+    rustix::process::pivot_root(".", ".").context("pivot_root")?;
+    unmount(".", UnmountFlags::DETACH).context("detaching the old root")?;
+    std::env::set_current_dir("/").context("entering /")
 }
 
 fn command(spec: &RunSpec) -> R<Command> {
@@ -449,11 +452,11 @@ fn command(spec: &RunSpec) -> R<Command> {
         .iter()
         .map(|g| rustix::process::Gid::from_raw(*g))
         .collect();
-    rustix::thread::set_thread_groups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+    rustix::thread::set_thread_groups(&groups).context("setgroups")?;
     rustix::thread::set_thread_gid(rustix::process::Gid::from_raw(spec.gid))
-        .map_err(|e| format!("setgid {}: {e}", spec.gid))?;
+        .context(format!("setgid {}", spec.gid))?;
     rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(spec.uid))
-        .map_err(|e| format!("setuid {}: {e}", spec.uid))?;
+        .context(format!("setuid {}", spec.uid))?;
     // changing credentials clears the parent-death signal: set it again so
     // the step still dies with the build
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));

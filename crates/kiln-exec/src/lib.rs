@@ -11,8 +11,9 @@
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
 pub mod binfmt;
-pub mod confine;
+mod confine;
 mod init;
+mod setup_error;
 mod spec;
 
 pub use init::{exec_init_main, exec_main};

@@ -61,19 +61,26 @@ pub struct History {
     conn: Mutex<Connection>,
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    format!("the bake history database: {e}")
+/// Why the history database could not be opened, written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("the bake history database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("the bake history database: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    #[error("the bake history database: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the bake history database: another thread panicked while writing it")]
+    Poisoned,
 }
 
 impl History {
     /// Opens (creating or upgrading) the database at `path`.
-    pub fn open(path: &Path) -> Result<History, String> {
-        let mut conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))
-            .map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        MIGRATIONS.to_latest(&mut conn).map_err(err)?;
+    pub fn open(path: &Path) -> Result<History, HistoryError> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        MIGRATIONS.to_latest(&mut conn)?;
         Ok(History {
             conn: Mutex::new(conn),
         })
@@ -85,7 +92,7 @@ impl History {
         factory: &Path,
         r: &ImageResult,
         tests_total: usize,
-    ) -> Result<(), String> {
+    ) -> Result<(), HistoryError> {
         let (outcome, detail) = match &r.outcome {
             Outcome::Built => ("built", String::new()),
             Outcome::Failed { error } => ("failed", error.clone()),
@@ -98,7 +105,7 @@ impl History {
         };
         let now = chrono::Utc::now();
         let reasons: Vec<String> = r.reasons.iter().map(ToString::to_string).collect();
-        let conn = self.conn.lock().map_err(err)?;
+        let conn = self.conn.lock().map_err(|_| HistoryError::Poisoned)?;
         conn.execute(
             "INSERT INTO bake (factory, image, started, finished, seconds, reasons, inputs, outcome, detail,
                                version, digest, tests_passed, tests_total, published)
@@ -109,53 +116,49 @@ impl History {
                 r.started.unwrap_or(now).to_rfc3339(),
                 r.finished.unwrap_or(now).to_rfc3339(),
                 r.seconds,
-                serde_json::to_string(&reasons).map_err(err)?,
-                serde_json::to_string(&r.inputs).map_err(err)?,
+                serde_json::to_string(&reasons)?,
+                serde_json::to_string(&r.inputs)?,
                 outcome,
                 detail,
                 r.version,
                 r.digest,
                 r.tests_passed as i64,
                 tests_total as i64,
-                serde_json::to_string(&r.published).map_err(err)?,
+                serde_json::to_string(&r.published)?,
             ],
         )
-        .map_err(err)?;
+        ?;
         Ok(())
     }
 
     /// Recorded bakes, oldest first; of one image when `image` is given.
-    pub fn entries(&self, image: Option<&str>) -> Result<Vec<Entry>, String> {
-        let conn = self.conn.lock().map_err(err)?;
-        let mut stmt = conn
-            .prepare(
-                "SELECT factory, image, started, finished, seconds, reasons, inputs, outcome, detail,
+    pub fn entries(&self, image: Option<&str>) -> Result<Vec<Entry>, HistoryError> {
+        let conn = self.conn.lock().map_err(|_| HistoryError::Poisoned)?;
+        let mut stmt = conn.prepare(
+            "SELECT factory, image, started, finished, seconds, reasons, inputs, outcome, detail,
                         version, digest, tests_passed, tests_total, published
                  FROM bake WHERE ?1 IS NULL OR image = ?1 ORDER BY started, id",
-            )
-            .map_err(err)?;
-        let rows = stmt
-            .query_map(params![image], |row| {
-                let json = |i: usize| -> rusqlite::Result<String> { row.get(i) };
-                Ok(Entry {
-                    factory: row.get(0)?,
-                    image: row.get(1)?,
-                    started: row.get(2)?,
-                    finished: row.get(3)?,
-                    seconds: row.get(4)?,
-                    reasons: serde_json::from_str(&json(5)?).unwrap_or_default(),
-                    inputs: serde_json::from_str(&json(6)?).unwrap_or_default(),
-                    outcome: row.get(7)?,
-                    detail: row.get(8)?,
-                    version: row.get(9)?,
-                    digest: row.get(10)?,
-                    tests_passed: row.get(11)?,
-                    tests_total: row.get(12)?,
-                    published: serde_json::from_str(&json(13)?).unwrap_or_default(),
-                })
+        )?;
+        let rows = stmt.query_map(params![image], |row| {
+            let json = |i: usize| -> rusqlite::Result<String> { row.get(i) };
+            Ok(Entry {
+                factory: row.get(0)?,
+                image: row.get(1)?,
+                started: row.get(2)?,
+                finished: row.get(3)?,
+                seconds: row.get(4)?,
+                reasons: serde_json::from_str(&json(5)?).unwrap_or_default(),
+                inputs: serde_json::from_str(&json(6)?).unwrap_or_default(),
+                outcome: row.get(7)?,
+                detail: row.get(8)?,
+                version: row.get(9)?,
+                digest: row.get(10)?,
+                tests_passed: row.get(11)?,
+                tests_total: row.get(12)?,
+                published: serde_json::from_str(&json(13)?).unwrap_or_default(),
             })
-            .map_err(err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 }
 

@@ -30,8 +30,8 @@ pub enum FactoryError {
     Definition(#[from] kiln_definition::Error),
     #[error("image {image:?}: its Dockerfile is not valid:\n{rendered}")]
     Dockerfile { image: String, rendered: String },
-    #[error("{0}")]
-    Lock(String),
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
     #[error("no image {name:?} in the factory (known: {known})")]
     UnknownImage { name: String, known: String },
 }

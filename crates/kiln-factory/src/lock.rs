@@ -103,9 +103,34 @@ pub fn hidden_paths(factory: &kiln_definition::Factory) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Why a lock file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: {message} (kiln writes this file; delete it to start afresh)", path.display())]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{}: lock format {found} is not known", path.display())]
+    Format { path: PathBuf, found: u32 },
+    #[error("{}: cannot write: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("a lock entry cannot be written as TOML: {0}")]
+    Serialize(#[from] toml::ser::Error),
+}
+
 impl Lock {
     /// Reads a lock file; a missing one is empty.
-    pub fn read(path: &Path) -> Result<Lock, String> {
+    pub fn read(path: &Path) -> Result<Lock, LockError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -114,33 +139,36 @@ impl Lock {
                     ..Lock::default()
                 })
             }
-            Err(e) => return Err(format!("{}: cannot read: {e}", path.display())),
+            Err(source) => {
+                return Err(LockError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
         };
         let lock: Lock = toml::from_str(&text).map_err(|e| {
             let line = e
                 .span()
                 .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            format!(
-                "{}:{}: {} (kiln writes this file; delete it to start afresh)",
-                path.display(),
-                line.unwrap_or(0),
-                e.message().trim()
-            )
+            LockError::Parse {
+                path: path.to_path_buf(),
+                line: line.unwrap_or(0),
+                message: e.message().trim().to_string(),
+            }
         })?;
         if lock.kiln_lock != LOCK_FORMAT {
-            return Err(format!(
-                "{}: lock format {} is not known",
-                path.display(),
-                lock.kiln_lock
-            ));
+            return Err(LockError::Format {
+                path: path.to_path_buf(),
+                found: lock.kiln_lock,
+            });
         }
         Ok(lock)
     }
 
     /// Writes the lock file atomically: a temporary file in the same
     /// directory, synced, then renamed over the old one.
-    pub fn write(&self, path: &Path) -> Result<(), String> {
-        let body = toml::to_string(self).map_err(|e| e.to_string())?;
+    pub fn write(&self, path: &Path) -> Result<(), LockError> {
+        let body = toml::to_string(self)?;
         let text = format!("# Written by `kiln bake`: what each image was baked from and where it went. Do not edit.\n{body}");
         let dir = path.parent().unwrap_or(Path::new("."));
         let tmp = temp_path(path);
@@ -151,9 +179,12 @@ impl Lock {
             std::fs::rename(&tmp, path)?;
             std::fs::File::open(dir)?.sync_all()
         })();
-        result.map_err(|e| {
+        result.map_err(|source| {
             let _ = std::fs::remove_file(&tmp);
-            format!("{}: cannot write: {e}", path.display())
+            LockError::Write {
+                path: path.to_path_buf(),
+                source,
+            }
         })
     }
 }
@@ -174,7 +205,7 @@ impl Locks {
         let mut locks = Locks::default();
         for f in &factory.files {
             let path = lock_path(&f.path);
-            let lock = Lock::read(&path).map_err(FactoryError::Lock)?;
+            let lock = Lock::read(&path)?;
             locks.files.insert(path.clone(), lock);
         }
         for (name, image) in &factory.images {
@@ -210,6 +241,6 @@ impl Locks {
     /// Writes the lock file holding `image`.
     pub fn write_for(&self, image: &str) -> Result<(), FactoryError> {
         let path = &self.owner[image];
-        self.files[path].write(path).map_err(FactoryError::Lock)
+        Ok(self.files[path].write(path)?)
     }
 }

@@ -102,7 +102,8 @@ pub fn bake(
         source_date_epoch: build::source_date_epoch(args.source_date_epoch),
     };
     let log = BakePrinter::new(printer);
-    let history = History::open(&store.root().join("history.db")).map_err(Failure::failed)?;
+    let history = History::open(&store.root().join("history.db"))
+        .map_err(|e| Failure::failed(e.to_string()))?;
     let summary = bake::bake(
         &factory,
         &g,
@@ -171,10 +172,11 @@ pub fn bake(
 }
 
 pub fn history(args: HistoryArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
-    let history = History::open(&store.root().join("history.db")).map_err(Failure::failed)?;
+    let history = History::open(&store.root().join("history.db"))
+        .map_err(|e| Failure::failed(e.to_string()))?;
     let entries = history
         .entries(args.image.as_deref())
-        .map_err(Failure::failed)?;
+        .map_err(|e| Failure::failed(e.to_string()))?;
     if args.json {
         printer.data(&serde_json::to_string_pretty(&entries)?);
         return Ok(Exit::Success);
