@@ -10,8 +10,8 @@ use kiln_definition::{Factory, Recipe};
 use serde::Serialize;
 
 use crate::graph::{self, Graph};
-use crate::lock::Inputs;
 pub use crate::lock::Locks;
+use crate::lock::{Inputs, Locked};
 use crate::FactoryError;
 
 /// Resolves a registry reference to the digest its tag points at now.
@@ -333,112 +333,178 @@ pub fn plan(
     opts: &PlanOptions,
 ) -> Result<Plan, FactoryError> {
     let chosen = selection(factory, g, &opts.selected)?;
-    let mut images: Vec<ImagePlan> = Vec::new();
-    let mut stale_set = BTreeSet::new();
-    let mut resolved: BTreeMap<String, String> = BTreeMap::new();
+    let mut planner = Planner {
+        factory,
+        g,
+        locks,
+        resolver,
+        opts,
+        resolved: BTreeMap::new(),
+        stale: BTreeSet::new(),
+    };
+    let mut images = Vec::new();
     for name in g.order.iter().filter(|n| chosen.contains(*n)) {
-        let image = &factory.images[name];
-        let locked = locks.get(name);
-        let (mut inputs, summary) = own_inputs(factory, name, opts.contexts_dir.as_deref())?;
+        let image = planner.image(name)?;
+        if image.stale {
+            planner.stale.insert(name.clone());
+        }
+        images.push(image);
+    }
+    let waves = graph::waves(g, &planner.stale);
+    Ok(Plan { images, waves })
+}
+
+/// A plan being made, image by image in dependency order: each reason to
+/// rebuild is one method, so a new kind of staleness is one more.
+struct Planner<'a> {
+    factory: &'a Factory,
+    g: &'a Graph,
+    locks: &'a Locks,
+    resolver: &'a dyn Resolver,
+    opts: &'a PlanOptions,
+    /// Registry bases resolved so far (each is asked once per plan).
+    resolved: BTreeMap<String, String>,
+    /// The images found stale so far.
+    stale: BTreeSet<String>,
+}
+
+impl Planner<'_> {
+    /// Plans one image: its inputs now, and why it is stale, if it is.
+    fn image(&mut self, name: &str) -> Result<ImagePlan, FactoryError> {
+        let (mut inputs, summary) =
+            own_inputs(self.factory, name, self.opts.contexts_dir.as_deref())?;
         let mut reasons = Vec::new();
-        if opts.force {
+        if self.opts.force {
             reasons.push(Reason::Forced);
         }
-        let Some(locked) = locked else {
-            reasons.push(Reason::NeverBuilt);
-            for reference in &g.external[name] {
-                let d = resolve(resolver, &mut resolved, reference)
-                    .map_err(|e| g.base_error(factory, name, reference, e))?;
-                inputs.bases.insert(reference.clone(), d);
-            }
-            for dep in &g.deps[name] {
-                if let (false, Some(l)) = (stale_set.contains(dep), locks.get(dep)) {
-                    inputs.bases.insert(dep.clone(), l.digest.clone());
-                }
-            }
-            stale_set.insert(name.clone());
-            images.push(ImagePlan {
-                name: name.clone(),
-                stale: true,
-                reasons,
-                digest: None,
-                platforms: BTreeMap::new(),
-                version: None,
-                depends_on: g.deps[name].iter().cloned().collect(),
-                inputs,
-            });
-            continue;
-        };
+        let locked = self.locks.get(name);
+        match locked {
+            None => reasons.push(Reason::NeverBuilt),
+            Some(locked) => self.own_changes(name, locked, &inputs, summary.as_ref(), &mut reasons),
+        }
+        self.bases(name, locked, &mut inputs, &mut reasons)?;
+        self.upstream(name, locked, &mut inputs, &mut reasons);
+        if let Some(locked) = locked {
+            self.schedule(name, locked, &mut reasons);
+        }
+        Ok(ImagePlan {
+            name: name.to_string(),
+            stale: !reasons.is_empty(),
+            reasons,
+            digest: locked.map(|l| l.digest.clone()),
+            platforms: locked.map(|l| l.platforms.clone()).unwrap_or_default(),
+            version: locked.map(|l| l.version.clone()),
+            depends_on: self.g.deps[name].iter().cloned().collect(),
+            inputs,
+        })
+    }
+
+    /// Its definition or its context changed since it was locked.
+    fn own_changes(
+        &self,
+        name: &str,
+        locked: &Locked,
+        inputs: &Inputs,
+        summary: Option<&kiln_build::ContextSummary>,
+        reasons: &mut Vec<Reason>,
+    ) {
         if inputs.definition != locked.inputs.definition
-            && !written_before_relative_paths(factory, name, &locked.inputs.definition)
+            && !written_before_relative_paths(self.factory, name, &locked.inputs.definition)
         {
             reasons.push(Reason::DefinitionChanged);
         }
         if inputs.context != locked.inputs.context {
             let files = changed_files(
-                opts.contexts_dir.as_deref(),
+                self.opts.contexts_dir.as_deref(),
                 locked.inputs.context.as_deref(),
-                summary.as_ref(),
+                summary,
             );
             reasons.push(Reason::ContextChanged { files });
         }
+    }
+
+    /// Its registry bases, resolved now; a base whose digest moved since
+    /// it was locked is a reason.
+    fn bases(
+        &mut self,
+        name: &str,
+        locked: Option<&Locked>,
+        inputs: &mut Inputs,
+        reasons: &mut Vec<Reason>,
+    ) -> Result<(), FactoryError> {
+        let (factory, g) = (self.factory, self.g);
         for reference in &g.external[name] {
-            let now = resolve(resolver, &mut resolved, reference)
+            let now = resolve(self.resolver, &mut self.resolved, reference)
                 .map_err(|e| g.base_error(factory, name, reference, e))?;
-            let before = locked.inputs.bases.get(reference);
-            if before != Some(&now) {
-                reasons.push(Reason::BaseMoved {
-                    base: reference.clone(),
-                    from: before.cloned(),
-                    to: now.clone(),
-                });
+            if let Some(locked) = locked {
+                let before = locked.inputs.bases.get(reference);
+                if before != Some(&now) {
+                    reasons.push(Reason::BaseMoved {
+                        base: reference.clone(),
+                        from: before.cloned(),
+                        to: now.clone(),
+                    });
+                }
             }
             inputs.bases.insert(reference.clone(), now);
         }
-        for dep in &g.deps[name] {
-            if stale_set.contains(dep) {
-                reasons.push(Reason::UpstreamWillRebuild { image: dep.clone() });
+        Ok(())
+    }
+
+    /// The factory images it is built on: one that will be rebuilt, or was
+    /// rebuilt since it was locked, is a reason; the others' digests are
+    /// its inputs.
+    fn upstream(
+        &self,
+        name: &str,
+        locked: Option<&Locked>,
+        inputs: &mut Inputs,
+        reasons: &mut Vec<Reason>,
+    ) {
+        for dep in &self.g.deps[name] {
+            if self.stale.contains(dep) {
+                if locked.is_some() {
+                    reasons.push(Reason::UpstreamWillRebuild { image: dep.clone() });
+                }
                 continue;
             }
-            let dep_digest = locks.get(dep).map(|l| l.digest.clone()).unwrap_or_default();
-            if locked.inputs.bases.get(dep) != Some(&dep_digest) {
-                reasons.push(Reason::UpstreamRebuilt { image: dep.clone() });
-            }
-            inputs.bases.insert(dep.clone(), dep_digest);
+            let digest = self.locks.get(dep).map(|l| l.digest.clone());
+            let digest = match (locked, digest) {
+                (None, None) => continue,
+                (None, Some(d)) => d,
+                (Some(locked), d) => {
+                    let d = d.unwrap_or_default();
+                    if locked.inputs.bases.get(dep) != Some(&d) {
+                        reasons.push(Reason::UpstreamRebuilt { image: dep.clone() });
+                    }
+                    d
+                }
+            };
+            inputs.bases.insert(dep.clone(), digest);
         }
-        if let (Some(schedule), Ok(last)) = (
+    }
+
+    /// Its schedule came due since it was baked.
+    fn schedule(&self, name: &str, locked: &Locked, reasons: &mut Vec<Reason>) {
+        let image = &self.factory.images[name];
+        let (Some(schedule), Ok(last)) = (
             &image.schedule,
             DateTime::parse_from_rfc3339(&locked.baked_at),
-        ) {
-            let last = last.with_timezone(&Utc);
-            if schedule.due(last, opts.now) {
-                let since = schedule
-                    .next_after(last)
-                    .map(|t| t.to_rfc3339())
-                    .unwrap_or_default();
-                reasons.push(Reason::ScheduleDue {
-                    schedule: schedule.expr.clone(),
-                    since,
-                });
-            }
+        ) else {
+            return;
+        };
+        let last = last.with_timezone(&Utc);
+        if schedule.due(last, self.opts.now) {
+            let since = schedule
+                .next_after(last)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default();
+            reasons.push(Reason::ScheduleDue {
+                schedule: schedule.expr.clone(),
+                since,
+            });
         }
-        let stale = !reasons.is_empty();
-        if stale {
-            stale_set.insert(name.clone());
-        }
-        images.push(ImagePlan {
-            name: name.clone(),
-            stale,
-            reasons,
-            digest: Some(locked.digest.clone()),
-            platforms: locked.platforms.clone(),
-            version: Some(locked.version.clone()),
-            depends_on: g.deps[name].iter().cloned().collect(),
-            inputs,
-        });
     }
-    let waves = graph::waves(g, &stale_set);
-    Ok(Plan { images, waves })
 }
 
 fn resolve(
