@@ -148,57 +148,10 @@ impl<'a> FileReader<'a> {
     }
 
     /// `[image.NAME]`.
-    fn image(&self, name: Spanned<String>, img: ImageDef) -> Result<Image, Error> {
+    fn image(&self, name: Spanned<String>, mut img: ImageDef) -> Result<Image, Error> {
         let err = |span, message| self.err(span, message);
-        let span = name.span();
-        let name = name.into_inner();
-        if !valid_name(&name) {
-            return Err(err(span, format!("image name {name:?} is not valid"))
-                .with_hint("use lowercase letters, digits and `.`, `_`, `-`, starting with a letter or digit"));
-        }
-        let recipe = match img.mmdebstrap {
-            Some(m) => {
-                if img.context.is_some()
-                    || img.dockerfile.is_some()
-                    || img.target.is_some()
-                    || !img.bases.is_empty()
-                {
-                    return Err(err(
-                        span,
-                        format!("image {name:?} has both `mmdebstrap` and Dockerfile settings"),
-                    )
-                    .with_hint(
-                        "a bootstrapped image has no context, dockerfile, target or bases",
-                    ));
-                }
-                Recipe::Mmdebstrap(m)
-            }
-            None => {
-                let context = self
-                    .dir
-                    .join(img.context.unwrap_or_else(|| PathBuf::from(".")));
-                let dockerfile = context.join(
-                    img.dockerfile
-                        .unwrap_or_else(|| PathBuf::from("Dockerfile")),
-                );
-                Recipe::Dockerfile {
-                    context,
-                    dockerfile,
-                    args: img.args,
-                    target: img.target,
-                    secrets: img
-                        .secrets
-                        .into_iter()
-                        .map(|(k, v)| (k, self.dir.join(v)))
-                        .collect(),
-                    bases: img
-                        .bases
-                        .into_iter()
-                        .map(|(k, v)| (k, v.into_inner()))
-                        .collect(),
-                }
-            }
-        };
+        let (name, span) = self.name(name, Kind::Image)?;
+        let recipe = self.recipe(&name, &span, &mut img)?;
         let version = parse_version(img.version.as_ref(), &self.dir, &err)?;
         let publish = self.targets(Kind::Image, &name, &span, &img.tags, &img.publish)?;
         let tests: Vec<Vec<String>> = img
@@ -255,15 +208,71 @@ impl<'a> FileReader<'a> {
         })
     }
 
-    /// `[vm.NAME]`.
-    fn vm(&self, name: Spanned<String>, vm: VmDef) -> Result<Image, Error> {
-        let err = |span, message| self.err(span, message);
+    /// A checked name of kind `kind`, and where it is.
+    fn name(&self, name: Spanned<String>, kind: Kind) -> Result<(String, Range<usize>), Error> {
         let span = name.span();
         let name = name.into_inner();
         if !valid_name(&name) {
-            return Err(err(span, format!("VM image name {name:?} is not valid"))
+            return Err(self.err(span, format!("{} name {name:?} is not valid", kind.what()))
                 .with_hint("use lowercase letters, digits and `.`, `_`, `-`, starting with a letter or digit"));
         }
+        Ok((name, span))
+    }
+
+    /// How an image is made: bootstrapped, or built from its Dockerfile
+    /// (paths made absolute).
+    fn recipe(&self, name: &str, span: &Range<usize>, img: &mut ImageDef) -> Result<Recipe, Error> {
+        let err = |span, message| self.err(span, message);
+        let span = span.clone();
+        let recipe = match img.mmdebstrap.take() {
+            Some(m) => {
+                if img.context.is_some()
+                    || img.dockerfile.is_some()
+                    || img.target.is_some()
+                    || !img.bases.is_empty()
+                {
+                    return Err(err(
+                        span,
+                        format!("image {name:?} has both `mmdebstrap` and Dockerfile settings"),
+                    )
+                    .with_hint(
+                        "a bootstrapped image has no context, dockerfile, target or bases",
+                    ));
+                }
+                Recipe::Mmdebstrap(m)
+            }
+            None => {
+                let context = self
+                    .dir
+                    .join(img.context.take().unwrap_or_else(|| PathBuf::from(".")));
+                let dockerfile = context.join(
+                    img.dockerfile
+                        .take()
+                        .unwrap_or_else(|| PathBuf::from("Dockerfile")),
+                );
+                Recipe::Dockerfile {
+                    context,
+                    dockerfile,
+                    args: std::mem::take(&mut img.args),
+                    target: img.target.take(),
+                    secrets: std::mem::take(&mut img.secrets)
+                        .into_iter()
+                        .map(|(k, v)| (k, self.dir.join(v)))
+                        .collect(),
+                    bases: std::mem::take(&mut img.bases)
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into_inner()))
+                        .collect(),
+                }
+            }
+        };
+        Ok(recipe)
+    }
+
+    /// `[vm.NAME]`.
+    fn vm(&self, name: Spanned<String>, vm: VmDef) -> Result<Image, Error> {
+        let err = |span, message| self.err(span, message);
+        let (name, span) = self.name(name, Kind::Vm)?;
         let version = parse_version(vm.version.as_ref(), &self.dir, &err)?;
         let publish = self.targets(Kind::Vm, &name, &span, &vm.tags, &vm.publish)?;
         let tests: Vec<Vec<String>> = vm
@@ -304,10 +313,7 @@ impl<'a> FileReader<'a> {
         publish: &[Spanned<String>],
     ) -> Result<Vec<Publish>, Error> {
         let err = |span, message| self.err(span, message);
-        let what = match kind {
-            Kind::Image => "image",
-            Kind::Vm => "VM image",
-        };
+        let what = kind.what();
         for tag in tags {
             if !valid_tag(tag) {
                 return Err(err(
@@ -355,6 +361,15 @@ impl<'a> FileReader<'a> {
 enum Kind {
     Image,
     Vm,
+}
+
+impl Kind {
+    fn what(self) -> &'static str {
+        match self {
+            Kind::Image => "image",
+            Kind::Vm => "VM image",
+        }
+    }
 }
 
 /// `version = "date" | "git" | "file:PATH"`.

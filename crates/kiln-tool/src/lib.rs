@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 
 /// How many of a streamed tool's last stderr lines its error keeps.
 const TAIL: usize = 15;
@@ -53,16 +53,7 @@ pub fn run(cmd: &mut Command) -> Result<String, ToolError> {
 /// [`run`] with `input` on the tool's stdin (written on its own thread: a
 /// tool may fill its output pipes before it reads).
 pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Result<String, ToolError> {
-    let command = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| ToolError::Start {
-            command: command.clone(),
-            source,
-        })?;
+    let (command, mut child) = spawn(cmd.stdin(Stdio::piped()).stdout(Stdio::piped()))?;
     let mut stdin = child.stdin.take().expect("piped");
     let (written, out) = std::thread::scope(|s| {
         let w = s.spawn(move || stdin.write_all(input));
@@ -90,16 +81,7 @@ pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Result<String, ToolErr
 /// Runs `cmd` with its stdout discarded, passing each stderr line to
 /// `line` as it comes; a failure keeps the last lines.
 pub fn run_streaming(cmd: &mut Command, line: &mut dyn FnMut(&str)) -> Result<(), ToolError> {
-    let command = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| ToolError::Start {
-            command: command.clone(),
-            source,
-        })?;
+    let (command, mut child) = spawn(cmd.stdin(Stdio::null()).stdout(Stdio::null()))?;
     let mut tail = VecDeque::new();
     if let Some(err) = child.stderr.take() {
         for l in BufReader::new(err).lines().map_while(Result::ok) {
@@ -122,6 +104,15 @@ pub fn run_streaming(cmd: &mut Command, line: &mut dyn FnMut(&str)) -> Result<()
         });
     }
     Ok(())
+}
+
+/// Starts `cmd` with its stderr piped; returns how errors name it.
+fn spawn(cmd: &mut Command) -> Result<(String, Child), ToolError> {
+    let command = format!("{cmd:?}");
+    match cmd.stderr(Stdio::piped()).spawn() {
+        Ok(child) => Ok((command, child)),
+        Err(source) => Err(ToolError::Start { command, source }),
+    }
 }
 
 #[cfg(test)]
