@@ -325,6 +325,8 @@ impl Builder<'_, '_> {
             media.clone(),
             info.size,
         );
+        // what follows stands on this layer's content, not just this step
+        st.key = key_of(&[key, info.diff_id.as_ref()]);
         let chain = st.parent_chain().expect("a layer was just pushed").clone();
         self.store.commit_snapshot(dir, &chain)?;
         let layer = CachedLayer {
@@ -355,6 +357,10 @@ impl Builder<'_, '_> {
         text: &str,
         key: &str,
     ) -> Result<Option<KeyGuard<'_>>, BuildError> {
+        let rerun = match &step.instruction {
+            Instruction::Run(run) => self.opts.refresh.reruns(&run.command),
+            _ => false,
+        };
         let label = self.label(stage);
         // a RUN of another architecture runs under QEMU: the log says so
         let host = Platform::host().architecture;
@@ -365,7 +371,8 @@ impl Builder<'_, '_> {
             _ => text.to_string(),
         };
         let guard = self.inflight.hold(key);
-        if let Some(made) = self.cached(st, key)? {
+        let cached = if rerun { None } else { self.cached(st, key)? };
+        if let Some(made) = cached {
             self.steps_cached.fetch_add(1, Ordering::Relaxed);
             self.progress().step(&label, step.line, &shown, true);
             st.history(format!("{text} # kiln"), !made);
@@ -393,6 +400,7 @@ impl Builder<'_, '_> {
         };
         let digest = kiln_store::parse_digest(&l.digest)?;
         let diff_id = kiln_store::parse_digest(&l.diff_id)?;
+        st.key = key_of(&[key, diff_id.as_ref()]);
         st.push_layer(digest, diff_id, l.media_type, l.size);
         Ok(Some(true))
     }

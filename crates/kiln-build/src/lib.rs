@@ -15,6 +15,7 @@ mod engine;
 pub mod export;
 mod fetch;
 mod job;
+mod refresh;
 mod run;
 mod source;
 mod state;
@@ -26,6 +27,7 @@ use std::path::PathBuf;
 
 pub use job::build;
 pub use kiln_oci::layer::Compression;
+pub use refresh::{fetches_packages, Refresh};
 pub use run::{run_image, RunOptions};
 pub use source::{oci_platform, BaseImage, ImageSource, SourceError, StoreSource};
 
@@ -75,6 +77,9 @@ pub struct BuildOptions {
     pub target: Option<String>,
     pub tags: Vec<String>,
     pub no_cache: bool,
+    /// RUN steps that run again instead of coming from the cache (a
+    /// rebuild for freshness).
+    pub refresh: Refresh,
     /// `--secret id=ID,src=PATH`: id → file.
     pub secrets: BTreeMap<String, PathBuf>,
     pub source_date_epoch: Option<u64>,

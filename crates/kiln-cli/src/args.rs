@@ -123,6 +123,11 @@ pub struct FactoryFiles {
     /// Treat every selected image as stale: rebuild it even if up to date
     #[arg(long)]
     pub force: bool,
+    /// Rebuild every selected image for freshness: its package steps run
+    /// again instead of coming from the cache (see `refresh` in kiln.toml);
+    /// an image that comes out the same is not released again
+    #[arg(long)]
+    pub refresh: bool,
 }
 
 #[derive(Debug, Args)]

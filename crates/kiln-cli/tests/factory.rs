@@ -50,6 +50,13 @@ fn factory(dir: &Path) {
         fs::write(p, text).unwrap();
     };
     w("kiln.toml", FACTORY);
+    // the base's build argument shapes it, so a new value is a new image
+    let base = dir.join("busybox/Dockerfile");
+    let text = fs::read_to_string(&base).unwrap();
+    w(
+        "busybox/Dockerfile",
+        &format!("{text}ARG PATCH=1\nLABEL patch=$PATCH\n"),
+    );
     w(
         "tools/Dockerfile",
         "FROM base\nENV PATH=/usr/local/bin:$PATH\nRUN mkdir -p /usr/local/bin && printf '#!/bin/sh\\ncat /app/name\\n' > /usr/local/bin/greet && chmod +x /usr/local/bin/greet\n",
@@ -217,16 +224,32 @@ fn a_chain_is_baked_published_and_rebuilt_where_it_changed() {
         "{:?}",
         outcomes(&v)
     );
-    // --no-publish builds and tests but leaves the lock alone.
-    let v = bake_ok(&fdir, &store, &reg, &["--no-publish", "--force", "tools"]);
+    // --force rebuilds, and a rebuild the same as what is locked is
+    // unchanged: no new version, nothing published, the lock as it was.
+    let lock_text = fs::read(fdir.join("kiln.lock")).unwrap();
+    let v = bake_ok(&fdir, &store, &reg, &["--force", "tools"]);
     assert_eq!(
         outcomes(&v),
         [
-            ("base".to_string(), "built".to_string()),
-            ("tools".to_string(), "built".to_string())
+            ("base".to_string(), "unchanged".to_string()),
+            ("tools".to_string(), "unchanged".to_string())
         ]
     );
+    assert_eq!(
+        image(&v, "tools")["version"],
+        locked(&l, "tools", "version")
+    );
+    assert_eq!(
+        fs::read(fdir.join("kiln.lock")).unwrap(),
+        lock_text,
+        "an unchanged image leaves kiln.lock byte for byte"
+    );
+    // --no-publish builds and tests but leaves the lock alone.
+    fs::write(fdir.join("apps/app3/name"), "app3, unpublished\n").unwrap();
+    let v = bake_ok(&fdir, &store, &reg, &["--no-publish", "app3"]);
+    assert_eq!(image(&v, "app3")["outcome"], "built");
     assert_eq!(lock(&fdir), l, "--no-publish leaves kiln.lock alone");
+    fs::write(fdir.join("apps/app3/name"), "app3\n").unwrap();
 
     // 3. One application file changes: plan says why, bake rebuilds it alone.
     fs::write(fdir.join("apps/app2/name"), "app2, changed\n").unwrap();
@@ -1014,4 +1037,187 @@ fn a_vm_image_of_an_image_without_a_kernel_fails_before_any_disk() {
         "{}",
         out.stdout
     );
+}
+
+/// A loopback HTTP server (python3's) for the files in `dir`; killed when
+/// dropped.
+struct Files {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Files {
+    fn serve(dir: &Path) -> Files {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 serves the test's files");
+        let addr = format!("127.0.0.1:{port}");
+        wait_for_port(&addr);
+        Files { child, addr }
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Freshness: a rebuild for `--refresh` or a due schedule runs the package
+/// steps again instead of taking them from the cache; when it comes out the
+/// same (but for volatile files such as apt's log) nothing is released and
+/// nothing above it is rebuilt; when the repository changed, it is.
+#[test]
+fn a_refreshed_rebuild_releases_only_what_changed() {
+    let (dir, store) = setup();
+    let fdir = dir.path().join("factory");
+    let repo = dir.path().join("repo");
+    fs::create_dir_all(&repo).unwrap();
+    fs::write(repo.join("version"), "1.0\n").unwrap();
+    let files = Files::serve(&repo);
+    let reg = Registry::start(dir.path());
+    let w = |p: &str, text: &str| {
+        let p = fdir.join(p);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    };
+    busybox_context(&fdir);
+    // a stand-in package manager: "installs" what the repository offers
+    // and logs when it ran
+    w(
+        "busybox/rootfs/usr/bin/apt-get",
+        &format!(
+            "#!/bin/sh\nset -e\nmkdir -p /var/lib/fake /var/log/apt\nwget -q -O /var/lib/fake/version http://{}/version\ncat /proc/uptime >> /var/log/apt/history.log\n",
+            files.addr
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(
+        fdir.join("busybox/rootfs/usr/bin/apt-get"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    w(
+        "kiln.toml",
+        "kiln = 1\n[factory]\nregistry = \"${KILN_TEST_REGISTRY}/fresh\"\n\
+         [image.base]\ncontext = \"busybox\"\n\
+         [image.app]\ncontext = \"app\"\nschedule = \"0 3 * * *\"\n\
+         [image.top]\ncontext = \"top\"\n",
+    );
+    w("app/Dockerfile", "FROM base\nRUN apt-get install thing\n");
+    w("top/Dockerfile", "FROM app\nCOPY note /note\n");
+    w("top/note", "on top\n");
+    let tags = |name: &str| {
+        skopeo(&[
+            "list-tags",
+            "--tls-verify=false",
+            &format!("docker://{}/fresh/{name}", reg.addr),
+        ])
+    };
+
+    let v = bake_ok(&fdir, &store, &reg, &[]);
+    assert!(outcomes(&v).iter().all(|(_, o)| o == "built"), "{v}");
+    let l = lock(&fdir);
+    let lock_text = fs::read(fdir.join("kiln.lock")).unwrap();
+    let (app_tags, top_tags) = (tags("app"), tags("top"));
+
+    // its schedule comes due (baked two days ago): the package step runs
+    // again, the result is the same, top is not rebuilt, and the next plan
+    // counts the schedule from this check
+    let stale_text = String::from_utf8(lock_text.clone()).unwrap().replace(
+        locked(&l, "app", "baked_at"),
+        &(chrono::Utc::now() - chrono::Duration::days(2))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    fs::write(fdir.join("kiln.lock"), &stale_text).unwrap();
+    let p = plan(&fdir, &store, &reg);
+    assert_eq!(
+        image(&p, "app")["reasons"][0]["reason"],
+        "schedule-due",
+        "{p}"
+    );
+    let (out, v) = bake(&fdir, &store, &reg, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(image(&v, "app")["outcome"], "unchanged", "{v}");
+    assert_eq!(image(&v, "top")["outcome"], "reused", "{v}");
+    assert!(
+        out.stderr.contains("(1 steps run, 0 cached)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        fs::read_to_string(fdir.join("kiln.lock")).unwrap(),
+        stale_text
+    );
+    let p = plan(&fdir, &store, &reg);
+    assert_eq!(image(&p, "app")["stale"], false, "{p}");
+    assert_eq!(
+        (tags("app"), tags("top")),
+        (app_tags.clone(), top_tags.clone())
+    );
+
+    // --refresh: the package step runs again (apt's log differs, the rest
+    // is the same): unchanged, nothing published, the lock byte for byte
+    let (out, v) = bake(&fdir, &store, &reg, &["--refresh"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        outcomes(&v).iter().all(|(_, o)| o == "unchanged"),
+        "{:?}",
+        outcomes(&v)
+    );
+    assert!(
+        out.stderr.contains("(1 steps run, 0 cached)"),
+        "the package step ran again:\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("the same content but for volatile files")
+            && out.stderr.contains("/var/log/apt/history.log"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        fs::read_to_string(fdir.join("kiln.lock")).unwrap(),
+        stale_text
+    );
+    assert_eq!(
+        (tags("app"), tags("top")),
+        (app_tags.clone(), top_tags.clone())
+    );
+    assert_eq!(image(&v, "app")["version"], locked(&l, "app", "version"));
+
+    // the repository publishes 2.0: a refresh releases app and top anew
+    fs::write(repo.join("version"), "2.0\n").unwrap();
+    let (out, v) = bake(&fdir, &store, &reg, &["--refresh"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(image(&v, "base")["outcome"], "unchanged", "{v}");
+    assert_eq!(image(&v, "app")["outcome"], "built", "{v}");
+    assert_eq!(image(&v, "top")["outcome"], "built", "{v}");
+    assert!(out.stderr.contains("differs from app:"), "{}", out.stderr);
+    let l2 = lock(&fdir);
+    assert_ne!(locked(&l2, "app", "version"), locked(&l, "app", "version"));
+    let inside = ok(kiln(
+        &store,
+        &[
+            "run",
+            &format!("app:{}", locked(&l2, "app", "version")),
+            "--",
+            "cat",
+            "/var/lib/fake/version",
+        ],
+    ));
+    assert_eq!(inside.stdout, "2.0\n");
+    assert_ne!(tags("app"), app_tags);
 }

@@ -69,7 +69,50 @@ pub struct Image {
     pub schedule: Option<Schedule>,
     /// Platforms to build for; empty: the machine's (one image, no index).
     pub platforms: Vec<Platform>,
+    /// Which RUN steps a rebuild for freshness runs again.
+    pub refresh: RefreshPolicy,
+    /// Paths ignored when a rebuild is compared with the locked image.
+    pub volatile: Vec<String>,
 }
+
+/// Which RUN steps a rebuild for freshness runs again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefreshPolicy {
+    /// Steps that run a package manager.
+    #[default]
+    Packages,
+    /// Every RUN step.
+    Runs,
+    /// None: the cache as usual.
+    None,
+}
+
+impl RefreshPolicy {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "packages" => Ok(RefreshPolicy::Packages),
+            "runs" => Ok(RefreshPolicy::Runs),
+            "none" => Ok(RefreshPolicy::None),
+            other => Err(format!("refresh {other:?} is not known")),
+        }
+    }
+}
+
+/// Paths whose content carries the time a package step ran, not what is
+/// installed: dpkg's and apt's logs and caches, apt's package lists,
+/// ld.so's auxiliary cache, debconf's and dpkg's backups, apk's cache.
+pub const DEFAULT_VOLATILE: &[&str] = &[
+    "/var/log/dpkg.log",
+    "/var/log/alternatives.log",
+    "/var/log/apt/**",
+    "/var/cache/apt/**",
+    "/var/lib/apt/lists/**",
+    "/var/cache/ldconfig/aux-cache",
+    "/var/cache/debconf/*-old",
+    "/var/lib/dpkg/*-old",
+    "/var/cache/apk/**",
+];
 
 /// How an image is made.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

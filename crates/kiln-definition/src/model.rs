@@ -59,6 +59,11 @@ pub struct FactoryDef {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub platforms: Vec<Spanned<String>>,
+    /// Paths whose content carries the time a package step ran (logs,
+    /// caches, package lists), ignored when a rebuild is compared with the
+    /// image it would replace; wildcards as in .dockerignore (`**` for any
+    /// depth). Default: kiln's list (see the README).
+    pub volatile: Option<Vec<String>>,
 }
 
 /// One image of the factory: built from a Dockerfile, or bootstrapped.
@@ -122,6 +127,14 @@ pub struct ImageDef {
     #[serde(default)]
     #[schemars(with = "Option<Vec<String>>")]
     pub platforms: Option<Vec<Spanned<String>>>,
+    /// Which RUN steps a rebuild for freshness (a due schedule, package
+    /// updates, `kiln bake --refresh`) runs again instead of taking from
+    /// the cache: `packages` (the default: steps that run apt-get, apt,
+    /// apk, dnf, yum, microdnf or zypper), `runs` (every RUN) or `none`.
+    #[schemars(with = "Option<String>")]
+    pub refresh: Option<Spanned<String>>,
+    /// This image's volatile paths, instead of the factory's.
+    pub volatile: Option<Vec<String>>,
 }
 
 /// A Debian root filesystem made by mmdebstrap.

@@ -9,8 +9,8 @@ use toml::Spanned;
 
 use crate::model::{self, ImageDef, TestDef, VmDef};
 use crate::{
-    schedule, vm, Env, Error, Factory, Image, Platform, Publish, Recipe, Schedule, VersionScheme,
-    FORMAT,
+    schedule, vm, Env, Error, Factory, Image, Platform, Publish, Recipe, RefreshPolicy, Schedule,
+    VersionScheme, FORMAT,
 };
 
 /// One kiln.toml being read: where it is, its text, and what its
@@ -25,6 +25,7 @@ struct FileReader<'a> {
     tz: Option<(String, Range<usize>)>,
     schedule: Option<Schedule>,
     platforms: Vec<Spanned<String>>,
+    volatile: Vec<String>,
 }
 
 /// Reads file `index` of `factory` into its images.
@@ -139,6 +140,12 @@ impl<'a> FileReader<'a> {
             tz,
             schedule,
             platforms: def.platforms.clone(),
+            volatile: def.volatile.clone().unwrap_or_else(|| {
+                crate::DEFAULT_VOLATILE
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect()
+            }),
         })
     }
 
@@ -194,6 +201,12 @@ impl<'a> FileReader<'a> {
                 ));
             }
         }
+        let refresh = match &img.refresh {
+            Some(r) => RefreshPolicy::parse(r.get_ref()).map_err(|m| {
+                err(r.span(), m).with_hint("use \"packages\" (the default), \"runs\" or \"none\"")
+            })?,
+            None => RefreshPolicy::default(),
+        };
         Ok(Image {
             name,
             file: self.index,
@@ -205,6 +218,8 @@ impl<'a> FileReader<'a> {
             tests,
             schedule,
             platforms,
+            refresh,
+            volatile: img.volatile.unwrap_or_else(|| self.volatile.clone()),
         })
     }
 
@@ -299,6 +314,8 @@ impl<'a> FileReader<'a> {
             tests,
             schedule: None,
             platforms: Vec::new(),
+            refresh: RefreshPolicy::default(),
+            volatile: self.volatile.clone(),
         })
     }
 

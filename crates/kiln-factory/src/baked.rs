@@ -33,6 +33,9 @@ pub enum Outcome {
     Built,
     /// Up to date: the locked image stays.
     Reused,
+    /// Rebuilt, and the same as the locked image: no new version, nothing
+    /// published, its lock entry as it was.
+    Unchanged,
     /// Would be built (--dry-run).
     WouldBuild,
     /// Not built because an image it is built on failed.
@@ -47,7 +50,10 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn ok(&self) -> bool {
-        matches!(self, Outcome::Built | Outcome::Reused | Outcome::WouldBuild)
+        matches!(
+            self,
+            Outcome::Built | Outcome::Reused | Outcome::Unchanged | Outcome::WouldBuild
+        )
     }
 }
 

@@ -2,14 +2,18 @@
 //! (`history.db`): when, why, from what, with what result, how long, the
 //! tests and where it was published. `kiln history` reads it.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
+use chrono::{DateTime, Utc};
+use kiln_definition::Factory;
 use rusqlite::{params, Connection};
 use rusqlite_migration::{Migrations, M};
 use serde::Serialize;
 
 use crate::baked::{ImageResult, Outcome};
+use crate::lock::Locks;
 
 const MIGRATION_STEPS: &[M<'static>] = &[M::up(
     "CREATE TABLE bake (
@@ -95,6 +99,7 @@ impl History {
     ) -> Result<(), HistoryError> {
         let (outcome, detail) = match &r.outcome {
             Outcome::Built => ("built", String::new()),
+            Outcome::Unchanged => ("unchanged", String::new()),
             Outcome::Failed { error } => ("failed", error.clone()),
             Outcome::TestFailed { test, exit_code } => {
                 ("test-failed", format!("{test} (exit code {exit_code})"))
@@ -129,6 +134,35 @@ impl History {
         )
         ?;
         Ok(())
+    }
+
+    /// When each image of `factory` was last rebuilt and found unchanged
+    /// (the same as its locked digest): its schedule counts from then, not
+    /// from when it was baked, since an unchanged image's lock entry is
+    /// left as it was.
+    pub fn last_checked(
+        &self,
+        factory: &Factory,
+        locks: &Locks,
+    ) -> Result<BTreeMap<String, DateTime<Utc>>, HistoryError> {
+        let conn = self.conn.lock().map_err(|_| HistoryError::Poisoned)?;
+        let mut stmt = conn.prepare(
+            "SELECT MAX(finished) FROM bake
+             WHERE factory = ?1 AND image = ?2 AND outcome = 'unchanged' AND digest = ?3",
+        )?;
+        let mut out = BTreeMap::new();
+        for (name, image) in &factory.images {
+            let Some(locked) = locks.get(name) else {
+                continue;
+            };
+            let file = factory.files[image.file].path.display().to_string();
+            let when: Option<String> =
+                stmt.query_row(params![file, name, locked.digest], |row| row.get(0))?;
+            if let Some(t) = when.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()) {
+                out.insert(name.clone(), t.with_timezone(&Utc));
+            }
+        }
+        Ok(out)
     }
 
     /// Recorded bakes, oldest first; of one image when `image` is given.

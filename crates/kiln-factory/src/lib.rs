@@ -14,6 +14,7 @@ pub mod history;
 mod job;
 pub mod lock;
 pub mod plan;
+pub mod sameness;
 pub mod transfer;
 mod version;
 pub mod vm;

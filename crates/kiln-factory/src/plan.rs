@@ -77,6 +77,8 @@ impl Resolver for RegistryResolver<'_> {
 pub enum Reason {
     NeverBuilt,
     Forced,
+    /// `--refresh`: rebuilt to pick up new packages.
+    Refresh,
     DefinitionChanged,
     ContextChanged {
         /// What changed, when kiln kept the previous listing: `changed
@@ -106,6 +108,7 @@ impl fmt::Display for Reason {
         match self {
             Reason::NeverBuilt => write!(f, "never built"),
             Reason::Forced => write!(f, "--force"),
+            Reason::Refresh => write!(f, "--refresh"),
             Reason::DefinitionChanged => write!(f, "its definition in kiln.toml changed"),
             Reason::ContextChanged { files } if files.is_empty() => {
                 write!(f, "a file in its build context (or its Dockerfile) changed")
@@ -131,6 +134,14 @@ impl fmt::Display for Reason {
                 write!(f, "schedule {schedule:?} was due at {since}")
             }
         }
+    }
+}
+
+impl Reason {
+    /// Whether a rebuild for this reason is one for freshness: its package
+    /// steps run again rather than come from the cache.
+    pub fn wants_fresh_packages(&self) -> bool {
+        matches!(self, Reason::Refresh | Reason::ScheduleDue { .. })
     }
 }
 
@@ -190,6 +201,12 @@ pub struct PlanOptions {
     /// Images asked for (with what they are built on); empty: all.
     pub selected: Vec<String>,
     pub force: bool,
+    /// `--refresh`: every selected image is rebuilt for freshness.
+    pub refresh: bool,
+    /// When images were last rebuilt and found unchanged (from the
+    /// history): a schedule counts from then when it is later than the
+    /// lock's `baked_at`.
+    pub checked: BTreeMap<String, DateTime<Utc>>,
     pub now: DateTime<Utc>,
     /// Where context listings are kept, by digest, so a later plan can say
     /// which files changed (the store's `contexts/`); none: not kept.
@@ -377,6 +394,9 @@ impl Planner<'_> {
         if self.opts.force {
             reasons.push(Reason::Forced);
         }
+        if self.opts.refresh {
+            reasons.push(Reason::Refresh);
+        }
         let locked = self.locks.get(name);
         match locked {
             None => reasons.push(Reason::NeverBuilt),
@@ -493,7 +513,10 @@ impl Planner<'_> {
         ) else {
             return;
         };
-        let last = last.with_timezone(&Utc);
+        let mut last = last.with_timezone(&Utc);
+        if let Some(checked) = self.opts.checked.get(name) {
+            last = last.max(*checked);
+        }
         if schedule.due(last, self.opts.now) {
             let since = schedule
                 .next_after(last)

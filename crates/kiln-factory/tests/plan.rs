@@ -77,6 +77,8 @@ fn run(
     let opts = PlanOptions {
         selected: selected.iter().map(|s| s.to_string()).collect(),
         force,
+        refresh: false,
+        checked: Default::default(),
         now,
         contexts_dir: Some(dir.join("store-contexts")),
     };
@@ -418,6 +420,8 @@ fn a_missing_registry_base_is_reported_at_its_from_line() {
     let opts = PlanOptions {
         selected: vec![],
         force: false,
+        refresh: false,
+        checked: Default::default(),
         now: t0(),
         contexts_dir: None,
     };

@@ -2,17 +2,20 @@
 //! owner, size, content digest, link target and xattrs. Tests compare trees
 //! through it so a difference reads as a line diff.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::layer::OPAQUE_XATTR;
+use crate::unpack::is_whiteout;
 use crate::{digest, layer, xattr, Error};
 
 /// One line per entry below `root`, sorted by path; `root` itself is `/`.
 pub fn dump(root: &Path) -> Result<Vec<String>, Error> {
     let mut out = Vec::new();
     let meta = fs::symlink_metadata(root).map_err(|e| Error::path("reading", root, e))?;
-    out.push(line("/", root, &meta)?);
+    out.push(line("/", root, &meta, false)?);
     walk(root, "", &mut out)?;
     Ok(out)
 }
@@ -22,7 +25,7 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), Error> {
         let full = dir.join(&name);
         let rel = format!("{rel}/{}", name.to_string_lossy());
         let meta = fs::symlink_metadata(&full).map_err(|e| Error::path("reading", &full, e))?;
-        out.push(line(&rel, &full, &meta)?);
+        out.push(line(&rel, &full, &meta, false)?);
         if meta.is_dir() {
             walk(&full, &rel, out)?;
         }
@@ -30,7 +33,57 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), Error> {
     Ok(())
 }
 
-fn line(rel: &str, full: &Path, meta: &fs::Metadata) -> Result<String, Error> {
+/// What an image holds, from its layers' overlay diff dirs (bottom first,
+/// as the store keeps them): every path of the merged tree, as overlayfs
+/// shows it, with what it holds — type, mode, owner, the digest of its
+/// bytes, link target, device numbers, xattrs — and never its times or
+/// link counts. Two images with the same content list the same.
+pub fn content(diffs: &[PathBuf]) -> Result<BTreeMap<String, String>, Error> {
+    let mut out = BTreeMap::new();
+    for diff in diffs {
+        merge(diff, "", &mut out)?;
+    }
+    Ok(out)
+}
+
+fn merge(dir: &Path, rel: &str, out: &mut BTreeMap<String, String>) -> Result<(), Error> {
+    for name in layer::sorted_names(dir)? {
+        let full = dir.join(&name);
+        let rel = format!("{rel}/{}", name.to_string_lossy());
+        let meta = fs::symlink_metadata(&full).map_err(|e| Error::path("reading", &full, e))?;
+        let below = |out: &mut BTreeMap<String, String>| {
+            let prefix = format!("{rel}/");
+            let gone: Vec<String> = out
+                .range(prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .map(|(k, _)| k.clone())
+                .collect();
+            gone.into_iter().for_each(|k| {
+                out.remove(&k);
+            });
+        };
+        if is_whiteout(&meta) {
+            out.remove(&rel);
+            below(out);
+            continue;
+        }
+        let was_dir = out
+            .get(&rel)
+            .is_some_and(|l| l[rel.len()..].starts_with(" dir "));
+        let opaque = meta.is_dir() && xattr::get(&full, OPAQUE_XATTR)?.as_deref() == Some(b"y");
+        if !meta.is_dir() || !was_dir || opaque {
+            below(out);
+        }
+        out.insert(rel.clone(), line(&rel, &full, &meta, true)?);
+        if meta.is_dir() {
+            merge(&full, &rel, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// `content_only`: without link counts and overlayfs's own xattrs.
+fn line(rel: &str, full: &Path, meta: &fs::Metadata, content_only: bool) -> Result<String, Error> {
     let ft = meta.file_type();
     let kind = if ft.is_dir() {
         "dir"
@@ -56,7 +109,7 @@ fn line(rel: &str, full: &Path, meta: &fs::Metadata) -> Result<String, Error> {
     if ft.is_file() {
         let bytes = fs::read(full).map_err(|e| Error::path("reading", full, e))?;
         s.push_str(&format!(" size={} {}", bytes.len(), digest::sha256(&bytes)));
-        if meta.nlink() > 1 {
+        if !content_only && meta.nlink() > 1 {
             s.push_str(&format!(" links={}", meta.nlink()));
         }
     } else if ft.is_symlink() {
@@ -69,8 +122,42 @@ fn line(rel: &str, full: &Path, meta: &fs::Metadata) -> Result<String, Error> {
             rustix::fs::minor(meta.rdev())
         ));
     }
-    for (k, v) in xattr::list(full)? {
+    // overlayfs's own attributes (opaque, copy-up origins) are not content
+    let own = |k: &str| content_only && k.starts_with("trusted.overlay.");
+    for (k, v) in xattr::list(full)?.into_iter().filter(|(k, _)| !own(k)) {
         s.push_str(&format!(" xattr:{k}={}", hex::encode(v)));
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_merges_layers_and_ignores_times() {
+        let t = tempfile::tempdir().unwrap();
+        let (lower, upper) = (t.path().join("lower"), t.path().join("upper"));
+        fs::create_dir_all(lower.join("etc/app")).unwrap();
+        fs::write(lower.join("etc/app/conf"), "a").unwrap();
+        fs::write(lower.join("etc/app/old"), "o").unwrap();
+        fs::create_dir_all(lower.join("opt")).unwrap();
+        fs::write(lower.join("opt/tool"), "t").unwrap();
+        fs::create_dir_all(upper.join("etc/app")).unwrap();
+        fs::write(upper.join("etc/app/conf"), "b").unwrap();
+        // a file over a directory hides what was below it
+        fs::write(upper.join("opt"), "now a file").unwrap();
+        let c = content(&[lower.clone(), upper.clone()]).unwrap();
+        let keys: Vec<&str> = c.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["/etc", "/etc/app", "/etc/app/conf", "/etc/app/old", "/opt"]
+        );
+        assert!(c["/etc/app/conf"].contains(&digest::sha256(b"b").to_string()));
+        assert!(c["/opt"].starts_with("/opt file "));
+        // the same files written later hold the same content
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(upper.join("etc/app/conf"), "b").unwrap();
+        assert_eq!(content(&[lower, upper]).unwrap(), c);
+    }
 }

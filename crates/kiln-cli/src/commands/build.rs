@@ -36,6 +36,7 @@ pub fn run(
         target: args.dockerfile.target.clone(),
         tags: args.tags.clone(),
         no_cache: args.no_cache,
+        refresh: kiln_build::Refresh::Off,
         secrets: secrets(&args.secrets)?,
         source_date_epoch: source_date_epoch(args.source_date_epoch),
         compression: compression(&args.compression)?,

@@ -38,9 +38,15 @@ pub fn plan(
     printer: &Printer,
 ) -> anyhow::Result<Exit> {
     let (factory, g, locks) = open(&args.factory)?;
+    let history = History::open(&store.root().join("history.db"))
+        .map_err(|e| Failure::failed(e.to_string()))?;
     let opts = PlanOptions {
         selected: args.factory.images.clone(),
         force: args.factory.force,
+        refresh: args.factory.refresh,
+        checked: history
+            .last_checked(&factory, &locks)
+            .map_err(|e| Failure::failed(e.to_string()))?,
         now: chrono::Utc::now(),
         contexts_dir: Some(store.root().join("contexts")),
     };
@@ -88,10 +94,16 @@ pub fn bake(
     printer: &Printer,
 ) -> anyhow::Result<Exit> {
     let (factory, g, mut locks) = open(&args.factory)?;
+    let history = History::open(&store.root().join("history.db"))
+        .map_err(|e| Failure::failed(e.to_string()))?;
     let opts = BakeOptions {
         plan: PlanOptions {
             selected: args.factory.images.clone(),
             force: args.factory.force,
+            refresh: args.factory.refresh,
+            checked: history
+                .last_checked(&factory, &locks)
+                .map_err(|e| Failure::failed(e.to_string()))?,
             now: chrono::Utc::now(),
             contexts_dir: Some(store.root().join("contexts")),
         },
@@ -102,8 +114,6 @@ pub fn bake(
         source_date_epoch: build::source_date_epoch(args.source_date_epoch),
     };
     let log = BakePrinter::new(printer);
-    let history = History::open(&store.root().join("history.db"))
-        .map_err(|e| Failure::failed(e.to_string()))?;
     let summary = bake::bake(
         &factory,
         &g,
@@ -125,6 +135,7 @@ pub fn bake(
                 Outcome::Built if args.no_publish => "built (not published)".to_string(),
                 Outcome::Built => "built".to_string(),
                 Outcome::Reused => "up to date".to_string(),
+                Outcome::Unchanged => "unchanged (rebuilt the same; nothing published)".to_string(),
                 Outcome::WouldBuild => format!("would build: {}", plan::describe(&i.reasons)),
                 Outcome::Skipped { because } => format!("skipped: {because}"),
                 Outcome::Failed { error } => {
@@ -141,7 +152,7 @@ pub fn bake(
                 i.version.as_deref().unwrap_or("-"),
                 i.digest.as_deref().unwrap_or("-")
             );
-            if i.started.is_some() {
+            if i.started.is_some() && i.outcome != Outcome::Unchanged {
                 line.push_str(&format!(
                     " in {:.1}s, {} tests passed, published to {}",
                     i.seconds,
@@ -154,8 +165,9 @@ pub fn bake(
         let count =
             |f: fn(&Outcome) -> bool| summary.images.iter().filter(|i| f(&i.outcome)).count();
         printer.error(&format!(
-            "bake: {} built, {} up to date, {} skipped, {} failed",
+            "bake: {} built, {} unchanged, {} up to date, {} skipped, {} failed",
             count(|o| matches!(o, Outcome::Built)),
+            count(|o| matches!(o, Outcome::Unchanged)),
             count(|o| matches!(o, Outcome::Reused)),
             count(|o| matches!(o, Outcome::Skipped { .. })),
             count(|o| matches!(

@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::ops::ControlFlow::{Break, Continue};
 
-use kiln_build::{BuildOptions, BuildResult, ImageSource};
-use kiln_definition::{Recipe, VmRecipe};
+use kiln_build::{BuildOptions, BuildResult, ImageSource, Refresh};
+use kiln_definition::{Recipe, RefreshPolicy, VmRecipe};
 use kiln_dockerfile::Platform;
 use kiln_registry::Reference;
 
 use super::{Flow, Job, Made};
 use crate::baked::Outcome;
+use crate::plan::Reason;
 use crate::RegistrySource;
 
 /// Builds the image (moving tags are set only once its tests pass).
@@ -106,6 +107,7 @@ fn dockerfile(job: &Job<'_>) -> Result<BuildResult, String> {
         target: target.clone(),
         tags: vec![job.store_name()],
         no_cache: false,
+        refresh: refresh(job),
         secrets: secrets.clone(),
         source_date_epoch: bake.opts.source_date_epoch,
         compression: bake.opts.compression,
@@ -114,6 +116,19 @@ fn dockerfile(job: &Job<'_>) -> Result<BuildResult, String> {
         platforms: job.image.platforms.clone(),
     };
     kiln_build::build(bake.store, &source, &opts, &mut job.progress()).map_err(|e| e.to_string())
+}
+
+/// A rebuild for freshness (a due schedule, `--refresh`) runs the image's
+/// package steps again, as its `refresh` setting says; any other rebuild
+/// takes what it can from the cache.
+fn refresh(job: &Job<'_>) -> Refresh {
+    let fresh = job.result.reasons.iter().any(Reason::wants_fresh_packages);
+    match job.image.refresh {
+        _ if !fresh => Refresh::Off,
+        RefreshPolicy::Packages => Refresh::Packages,
+        RefreshPolicy::Runs => Refresh::Runs,
+        RefreshPolicy::None => Refresh::Off,
+    }
 }
 
 /// A VM image: its disk written from its factory image, boot-tested (its

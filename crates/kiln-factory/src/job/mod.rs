@@ -9,6 +9,7 @@ mod build;
 mod prepare;
 mod publish;
 mod test;
+mod unchanged;
 
 pub(crate) use test::test_text;
 
@@ -73,12 +74,13 @@ pub(crate) struct Made {
 pub(crate) type Flow = ControlFlow<Outcome>;
 
 /// The pipeline, in order.
-const STEPS: [fn(&mut Job<'_>) -> Flow; 8] = [
+const STEPS: [fn(&mut Job<'_>) -> Flow; 9] = [
     prepare::dependencies,
     prepare::version,
     prepare::bases,
     build::build,
     test::test,
+    unchanged::unchanged,
     publish::tag,
     publish::publish,
     publish::lock,

@@ -8,7 +8,8 @@ use kiln_registry::Reference;
 
 use super::{Flow, Job};
 use crate::baked::Outcome;
-use crate::{plan, transfer};
+use crate::plan::{self, Reason};
+use crate::transfer;
 
 /// The factory images it is built on must have been baked (or be up to
 /// date): their versions and digests become its bases.
@@ -32,7 +33,33 @@ pub(super) fn dependencies(job: &mut Job<'_>) -> Flow {
         };
         return skipped(because);
     }
-    Continue(())
+    drop(results);
+    upstream_unchanged(job)
+}
+
+/// An image stale only because images it is built on were going to be
+/// rebuilt stays as it is when they all came out unchanged.
+fn upstream_unchanged(job: &mut Job<'_>) -> Flow {
+    let results = job.bake.results.lock().expect("results");
+    let unchanged = |dep: &str| {
+        results
+            .get(dep)
+            .is_some_and(|d| matches!(d.outcome, Outcome::Unchanged | Outcome::Reused))
+    };
+    let only_upstream = !job.result.reasons.is_empty()
+        && job.result.reasons.iter().all(|r| match r {
+            Reason::UpstreamWillRebuild { image } => unchanged(image),
+            _ => false,
+        });
+    drop(results);
+    let locked = job.bake.locks.lock().expect("locks").get(job.name).cloned();
+    let (true, Some(locked)) = (only_upstream, locked) else {
+        return Continue(());
+    };
+    job.say("up to date: what it is built on was rebuilt unchanged");
+    job.result.version = Some(locked.version);
+    job.result.digest = Some(locked.digest);
+    Break(Outcome::Reused)
 }
 
 fn skipped(because: String) -> Flow {
