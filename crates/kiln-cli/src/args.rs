@@ -128,6 +128,10 @@ pub struct FactoryFiles {
     /// an image that comes out the same is not released again
     #[arg(long)]
     pub refresh: bool,
+    /// Ask no registry: registry bases are taken at the digests kiln.lock
+    /// holds (a base moved upstream is not noticed)
+    #[arg(long)]
+    pub offline: bool,
 }
 
 #[derive(Debug, Args)]

@@ -34,6 +34,9 @@ pub enum ResolveError {
     /// credentials, a server error).
     #[error("{0}")]
     Unreachable(String),
+    /// `--offline`, and the lock holds no digest for it.
+    #[error("not in kiln.lock, and --offline asks no registry")]
+    NotLocked,
 }
 
 impl ResolveError {
@@ -46,6 +49,7 @@ impl ResolveError {
             ResolveError::Unreachable(_) => {
                 "check that this machine reaches the registry (`kiln login` for a private one)"
             }
+            ResolveError::NotLocked => "plan once without --offline to pin it",
         }
     }
 }
@@ -203,6 +207,9 @@ pub struct PlanOptions {
     pub force: bool,
     /// `--refresh`: every selected image is rebuilt for freshness.
     pub refresh: bool,
+    /// `--offline`: registry bases are taken at the digests their images'
+    /// lock entries hold; no registry is asked.
+    pub offline: bool,
     /// When images were last rebuilt and found unchanged (from the
     /// history): a schedule counts from then when it is later than the
     /// lock's `baked_at`.
@@ -454,8 +461,13 @@ impl Planner<'_> {
     ) -> Result<(), FactoryError> {
         let (factory, g) = (self.factory, self.g);
         for reference in &g.external[name] {
-            let now = resolve(self.resolver, &mut self.resolved, reference)
-                .map_err(|e| g.base_error(factory, name, reference, e))?;
+            let pinned = locked.and_then(|l| l.inputs.bases.get(reference));
+            let now = match (self.opts.offline, pinned) {
+                (true, Some(digest)) => Ok(digest.clone()),
+                (true, None) => Err(ResolveError::NotLocked),
+                (false, _) => resolve(self.resolver, &mut self.resolved, reference),
+            }
+            .map_err(|e| g.base_error(factory, name, reference, e))?;
             if let Some(locked) = locked {
                 let before = locked.inputs.bases.get(reference);
                 if before != Some(&now) {

@@ -71,6 +71,17 @@ fn run(
     now: chrono::DateTime<Utc>,
     selected: &[&str],
 ) -> Plan {
+    try_plan(dir, table, force, false, now, selected).unwrap()
+}
+
+fn try_plan(
+    dir: &Path,
+    table: &Table,
+    force: bool,
+    offline: bool,
+    now: chrono::DateTime<Utc>,
+    selected: &[&str],
+) -> Result<Plan, kiln_factory::FactoryError> {
     let factory = kiln_definition::load(&[dir.to_path_buf()]).unwrap();
     let g = graph::graph(&factory).unwrap();
     let locks = Locks::read(&factory).unwrap();
@@ -78,11 +89,12 @@ fn run(
         selected: selected.iter().map(|s| s.to_string()).collect(),
         force,
         refresh: false,
+        offline,
         checked: Default::default(),
         now,
         contexts_dir: Some(dir.join("store-contexts")),
     };
-    plan(&factory, &g, &locks, table, &opts).unwrap()
+    plan(&factory, &g, &locks, table, &opts)
 }
 
 fn table() -> Table {
@@ -295,6 +307,30 @@ fn a_moved_registry_tag_makes_its_image_and_dependants_stale() {
 }
 
 #[test]
+fn an_offline_plan_asks_no_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    chain(dir.path());
+    let empty = Table(RefCell::new(BTreeMap::new()));
+    // never built: nothing is pinned, and offline nothing can be asked
+    let e = try_plan(dir.path(), &empty, false, true, t0(), &[]).unwrap_err();
+    assert!(e.to_string().contains("--offline"), "{e}");
+    let table = table();
+    bake_all(dir.path(), &table, t0());
+    // the tag moved, but offline the locked digests stand, and a registry
+    // that knows nothing is never asked
+    table.0.borrow_mut().insert(
+        "registry.example/debian:bookworm".into(),
+        "sha256:d2".into(),
+    );
+    let p = try_plan(dir.path(), &empty, false, true, t0(), &[]).unwrap();
+    assert!(stale(&p).is_empty(), "{:?}", stale(&p));
+    assert_eq!(
+        stale(&run(dir.path(), &table, false, t0(), &[])),
+        ["base", "tools", "a", "b"]
+    );
+}
+
+#[test]
 fn a_due_schedule_and_force_make_images_stale() {
     let dir = tempfile::tempdir().unwrap();
     chain(dir.path());
@@ -421,6 +457,7 @@ fn a_missing_registry_base_is_reported_at_its_from_line() {
         selected: vec![],
         force: false,
         refresh: false,
+        offline: false,
         checked: Default::default(),
         now: t0(),
         contexts_dir: None,

@@ -44,6 +44,7 @@ pub fn plan(
         selected: args.factory.images.clone(),
         force: args.factory.force,
         refresh: args.factory.refresh,
+        offline: args.factory.offline,
         checked: history
             .last_checked(&factory, &locks)
             .map_err(|e| Failure::failed(e.to_string()))?,
@@ -101,6 +102,7 @@ pub fn bake(
             selected: args.factory.images.clone(),
             force: args.factory.force,
             refresh: args.factory.refresh,
+            offline: args.factory.offline,
             checked: history
                 .last_checked(&factory, &locks)
                 .map_err(|e| Failure::failed(e.to_string()))?,
