@@ -82,6 +82,107 @@ fn merge(dir: &Path, rel: &str, out: &mut BTreeMap<String, String>) -> Result<()
     Ok(())
 }
 
+/// The bytes of the regular file `path` (absolute, in the image) in the
+/// merged tree of `diffs` (bottom first), as overlayfs shows it: `None`
+/// when it is not there, is not a regular file, or is reached through a
+/// symlink — an image's symlinks are never followed here.
+pub fn read_merged(diffs: &[PathBuf], path: &str) -> Result<Option<Vec<u8>>, Error> {
+    match find_merged(diffs, path)? {
+        Some((full, meta)) if meta.is_file() => fs::read(&full)
+            .map(Some)
+            .map_err(|e| Error::path("reading", &full, e)),
+        _ => Ok(None),
+    }
+}
+
+/// The names in the directory `dir` of the merged tree of `diffs`, sorted;
+/// empty when it is not a directory there.
+pub fn list_merged(diffs: &[PathBuf], dir: &str) -> Result<Vec<String>, Error> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for diff in diffs.iter().rev() {
+        let layer = in_layer(diff, dir)?;
+        match &layer.found {
+            Some((full, meta)) if meta.is_dir() => {
+                for name in layer::sorted_names(full)? {
+                    let name = name.to_string_lossy().into_owned();
+                    let entry = full.join(&name);
+                    let m = fs::symlink_metadata(&entry)
+                        .map_err(|e| Error::path("reading", &entry, e))?;
+                    if seen.insert(name.clone()) && !is_whiteout(&m) {
+                        names.insert(name);
+                    }
+                }
+                if xattr::get(full, OPAQUE_XATTR)?.as_deref() == Some(b"y") {
+                    break;
+                }
+            }
+            Some(_) => break,
+            None if layer.hides => break,
+            None => {}
+        }
+    }
+    Ok(names.into_iter().collect())
+}
+
+/// The topmost layer's entry for `path`, if the merged tree has one.
+fn find_merged(diffs: &[PathBuf], path: &str) -> Result<Option<(PathBuf, fs::Metadata)>, Error> {
+    for diff in diffs.iter().rev() {
+        let layer = in_layer(diff, path)?;
+        if layer.found.is_some() || layer.hides {
+            return Ok(layer.found);
+        }
+    }
+    Ok(None)
+}
+
+/// What one layer holds at a path.
+struct InLayer {
+    /// Its entry there (never a whiteout).
+    found: Option<(PathBuf, fs::Metadata)>,
+    /// Whether it hides the layers below at that path: a whiteout, a
+    /// non-directory on the way, or an opaque directory on the way.
+    hides: bool,
+}
+
+fn in_layer(diff: &Path, path: &str) -> Result<InLayer, Error> {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    let absent = |hides| InLayer { found: None, hides };
+    if parts.contains(&"..") {
+        return Ok(absent(true));
+    }
+    let mut at = diff.to_path_buf();
+    let mut opaque = false;
+    for (i, part) in parts.iter().enumerate() {
+        at.push(part);
+        let Ok(meta) = fs::symlink_metadata(&at) else {
+            return Ok(absent(opaque));
+        };
+        if is_whiteout(&meta) {
+            return Ok(absent(true));
+        }
+        if i + 1 == parts.len() {
+            return Ok(InLayer {
+                found: Some((at, meta)),
+                hides: true,
+            });
+        }
+        if !meta.is_dir() {
+            return Ok(absent(true));
+        }
+        opaque |= xattr::get(&at, OPAQUE_XATTR)?.as_deref() == Some(b"y");
+    }
+    // the root itself
+    let meta = fs::symlink_metadata(&at).map_err(|e| Error::path("reading", &at, e))?;
+    Ok(InLayer {
+        found: Some((at, meta)),
+        hides: true,
+    })
+}
+
 /// `content_only`: without link counts and overlayfs's own xattrs.
 fn line(rel: &str, full: &Path, meta: &fs::Metadata, content_only: bool) -> Result<String, Error> {
     let ft = meta.file_type();
@@ -158,6 +259,17 @@ mod tests {
         // the same files written later hold the same content
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs::write(upper.join("etc/app/conf"), "b").unwrap();
-        assert_eq!(content(&[lower, upper]).unwrap(), c);
+        assert_eq!(content(&[lower.clone(), upper.clone()]).unwrap(), c);
+        // single files and directories read from the merged tree
+        let diffs = [lower.clone(), upper.clone()];
+        assert_eq!(read_merged(&diffs, "/etc/app/conf").unwrap().unwrap(), b"b");
+        assert_eq!(read_merged(&diffs, "/etc/app/old").unwrap().unwrap(), b"o");
+        assert_eq!(read_merged(&diffs, "/opt/tool").unwrap(), None);
+        assert_eq!(read_merged(&diffs, "/etc/../opt").unwrap(), None);
+        assert_eq!(list_merged(&diffs, "/etc/app").unwrap(), ["conf", "old"]);
+        assert!(list_merged(&diffs, "/opt").unwrap().is_empty());
+        // a symlink on the way is not followed
+        std::os::unix::fs::symlink("/etc", upper.join("link")).unwrap();
+        assert_eq!(read_merged(&diffs, "/link/app/conf").unwrap(), None);
     }
 }
