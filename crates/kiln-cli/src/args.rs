@@ -132,6 +132,10 @@ pub struct FactoryFiles {
     /// holds (a base moved upstream is not noticed)
     #[arg(long)]
     pub offline: bool,
+    /// Fail when something could not be checked (a package source that
+    /// cannot be reached), instead of warning
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]

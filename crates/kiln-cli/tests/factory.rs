@@ -1039,41 +1039,6 @@ fn a_vm_image_of_an_image_without_a_kernel_fails_before_any_disk() {
     );
 }
 
-/// A loopback HTTP server (python3's) for the files in `dir`; killed when
-/// dropped.
-struct Files {
-    child: std::process::Child,
-    addr: String,
-}
-
-impl Files {
-    fn serve(dir: &Path) -> Files {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1"])
-            .arg(port.to_string())
-            .current_dir(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 serves the test's files");
-        let addr = format!("127.0.0.1:{port}");
-        wait_for_port(&addr);
-        Files { child, addr }
-    }
-}
-
-impl Drop for Files {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Freshness: a rebuild for `--refresh` or a due schedule runs the package
 /// steps again instead of taking them from the cache; when it comes out the
 /// same (but for volatile files such as apt's log) nothing is released and
@@ -1085,7 +1050,7 @@ fn a_refreshed_rebuild_releases_only_what_changed() {
     let repo = dir.path().join("repo");
     fs::create_dir_all(&repo).unwrap();
     fs::write(repo.join("version"), "1.0\n").unwrap();
-    let files = Files::serve(&repo);
+    let files = HttpFiles::serve(&repo);
     let reg = Registry::start(dir.path());
     let w = |p: &str, text: &str| {
         let p = fdir.join(p);

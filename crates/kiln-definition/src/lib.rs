@@ -73,6 +73,35 @@ pub struct Image {
     pub refresh: RefreshPolicy,
     /// Paths ignored when a rebuild is compared with the locked image.
     pub volatile: Vec<String>,
+    /// Seconds a check of its packages for updates is reused.
+    pub probe_interval: u64,
+}
+
+/// The default `probe_interval`: an hour.
+pub const DEFAULT_PROBE_INTERVAL: u64 = 3600;
+
+/// Parses a duration: a number with `s`, `m`, `h` or `d` (`0` alone).
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    if t == "0" {
+        return Ok(0);
+    }
+    let (n, unit) = t.split_at(t.len().saturating_sub(1));
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "duration {s:?}: end it in s, m, h or d (e.g. \"6h\")"
+            ))
+        }
+    };
+    n.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("duration {s:?} is not a number with s, m, h or d"))
 }
 
 /// Which RUN steps a rebuild for freshness runs again.

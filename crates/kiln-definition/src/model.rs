@@ -64,6 +64,11 @@ pub struct FactoryDef {
     /// image it would replace; wildcards as in .dockerignore (`**` for any
     /// depth). Default: kiln's list (see the README).
     pub volatile: Option<Vec<String>>,
+    /// How long a check of an image's packages for updates is reused
+    /// before the package sources are asked again: `30m`, `6h`, `1d`, `0`
+    /// (every plan). Default `1h`.
+    #[schemars(with = "Option<String>")]
+    pub probe_interval: Option<Spanned<String>>,
 }
 
 /// One image of the factory: built from a Dockerfile, or bootstrapped.

@@ -26,6 +26,7 @@ struct FileReader<'a> {
     schedule: Option<Schedule>,
     platforms: Vec<Spanned<String>>,
     volatile: Vec<String>,
+    probe_interval: u64,
 }
 
 /// Reads file `index` of `factory` into its images.
@@ -126,6 +127,10 @@ impl<'a> FileReader<'a> {
                 schedule::parse_tz(tz).map_err(|m| err(span.clone(), m))?;
             }
         }
+        let probe_interval = match &def.probe_interval {
+            Some(p) => crate::parse_duration(p.get_ref()).map_err(|m| err(p.span(), m))?,
+            None => crate::DEFAULT_PROBE_INTERVAL,
+        };
         let registry = match &def.registry {
             Some(r) => Some(interpolate(r.get_ref(), env).map_err(|m| err(r.span(), m))?),
             None => None,
@@ -140,6 +145,7 @@ impl<'a> FileReader<'a> {
             tz,
             schedule,
             platforms: def.platforms.clone(),
+            probe_interval,
             volatile: def.volatile.clone().unwrap_or_else(|| {
                 crate::DEFAULT_VOLATILE
                     .iter()
@@ -220,6 +226,7 @@ impl<'a> FileReader<'a> {
             platforms,
             refresh,
             volatile: img.volatile.unwrap_or_else(|| self.volatile.clone()),
+            probe_interval: self.probe_interval,
         })
     }
 
@@ -316,6 +323,7 @@ impl<'a> FileReader<'a> {
             platforms: Vec::new(),
             refresh: RefreshPolicy::default(),
             volatile: self.volatile.clone(),
+            probe_interval: self.probe_interval,
         })
     }
 

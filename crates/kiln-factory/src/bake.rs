@@ -49,6 +49,9 @@ pub fn bake(
     log: Log<'_>,
 ) -> Result<Summary, FactoryError> {
     let plan = plan::plan(factory, g, locks, resolver, &opts.plan)?;
+    for w in &plan.warnings {
+        log.line("", &format!("warning: {w}"));
+    }
     let results = Mutex::new(not_baked(&plan, opts.dry_run));
     if !opts.dry_run {
         let locks_m = Mutex::new(std::mem::take(locks));

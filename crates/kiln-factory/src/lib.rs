@@ -14,6 +14,7 @@ pub mod history;
 mod job;
 pub mod lock;
 pub mod plan;
+pub mod probe;
 pub mod sameness;
 pub mod transfer;
 mod version;
@@ -35,6 +36,9 @@ pub enum FactoryError {
     Lock(#[from] lock::LockError),
     #[error("no image {name:?} in the factory (known: {known})")]
     UnknownImage { name: String, known: String },
+    /// `--strict`, and something could not be checked.
+    #[error("--strict: not everything could be checked:\n{0}")]
+    Unchecked(String),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -14,9 +14,34 @@ pub use crate::lock::Locks;
 use crate::lock::{Inputs, Locked};
 use crate::FactoryError;
 
-/// Resolves a registry reference to the digest its tag points at now.
+/// What a plan asks the world outside the factory: the digest a registry
+/// tag points at now, and which packages of an image have updates.
 pub trait Resolver {
     fn digest(&self, reference: &str) -> Result<String, ResolveError>;
+
+    /// The package updates of `name`'s locked image; `None` when this
+    /// resolver does not check packages.
+    fn packages(
+        &self,
+        _name: &str,
+        _image: &kiln_definition::Image,
+        _locked: &Locked,
+    ) -> Option<Result<kiln_packages::Report, ProbeError>> {
+        None
+    }
+}
+
+/// Why an image's packages could not be checked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{0}")]
+    Check(#[from] kiln_packages::CheckError),
+    /// Its locked image is not in the store to be read.
+    #[error("{0} is not in the store")]
+    NotInStore(String),
+    /// The store could not read it.
+    #[error("{0}")]
+    Store(String),
 }
 
 /// Why a registry base could not be resolved: a caller tells a base that
@@ -105,6 +130,12 @@ pub enum Reason {
         schedule: String,
         since: String,
     },
+    /// Packages in the image have updates in its sources.
+    PackageUpdates {
+        count: usize,
+        security: usize,
+        updates: Vec<kiln_packages::Update>,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -137,6 +168,20 @@ impl fmt::Display for Reason {
             Reason::ScheduleDue { schedule, since } => {
                 write!(f, "schedule {schedule:?} was due at {since}")
             }
+            Reason::PackageUpdates {
+                count,
+                security,
+                updates,
+            } => {
+                let s = if *count == 1 { "" } else { "s" };
+                write!(f, "{count} package update{s} ({security} security): ")?;
+                let shown: Vec<String> = updates.iter().take(5).map(ToString::to_string).collect();
+                write!(f, "{}", shown.join(", "))?;
+                if updates.len() > 5 {
+                    write!(f, " and {} more", updates.len() - 5)?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -145,7 +190,10 @@ impl Reason {
     /// Whether a rebuild for this reason is one for freshness: its package
     /// steps run again rather than come from the cache.
     pub fn wants_fresh_packages(&self) -> bool {
-        matches!(self, Reason::Refresh | Reason::ScheduleDue { .. })
+        matches!(
+            self,
+            Reason::Refresh | Reason::ScheduleDue { .. } | Reason::PackageUpdates { .. }
+        )
     }
 }
 
@@ -192,6 +240,14 @@ pub struct Plan {
     /// The stale images, in waves a bake builds one after another; the
     /// images of a wave build concurrently.
     pub waves: Vec<Vec<String>>,
+    /// What could not be checked and should have been (a package source
+    /// that could not be read): `--strict` makes these errors.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// What a person may want to know (an image without a package
+    /// database, whose packages are not checked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Plan {
@@ -210,6 +266,8 @@ pub struct PlanOptions {
     /// `--offline`: registry bases are taken at the digests their images'
     /// lock entries hold; no registry is asked.
     pub offline: bool,
+    /// `--strict`: what could not be checked is an error, not a warning.
+    pub strict: bool,
     /// When images were last rebuilt and found unchanged (from the
     /// history): a schedule counts from then when it is later than the
     /// lock's `baked_at`.
@@ -365,6 +423,8 @@ pub fn plan(
         opts,
         resolved: BTreeMap::new(),
         stale: BTreeSet::new(),
+        warnings: Vec::new(),
+        notes: Vec::new(),
     };
     let mut images = Vec::new();
     for name in g.order.iter().filter(|n| chosen.contains(*n)) {
@@ -374,8 +434,16 @@ pub fn plan(
         }
         images.push(image);
     }
+    if opts.strict && !planner.warnings.is_empty() {
+        return Err(FactoryError::Unchecked(planner.warnings.join("\n")));
+    }
     let waves = graph::waves(g, &planner.stale);
-    Ok(Plan { images, waves })
+    Ok(Plan {
+        images,
+        waves,
+        warnings: planner.warnings,
+        notes: planner.notes,
+    })
 }
 
 /// A plan being made, image by image in dependency order: each reason to
@@ -390,6 +458,8 @@ struct Planner<'a> {
     resolved: BTreeMap<String, String>,
     /// The images found stale so far.
     stale: BTreeSet<String>,
+    warnings: Vec<String>,
+    notes: Vec<String>,
 }
 
 impl Planner<'_> {
@@ -413,6 +483,7 @@ impl Planner<'_> {
         self.upstream(name, locked, &mut inputs, &mut reasons);
         if let Some(locked) = locked {
             self.schedule(name, locked, &mut reasons);
+            self.packages(name, locked, &mut reasons);
         }
         Ok(ImagePlan {
             name: name.to_string(),
@@ -513,6 +584,42 @@ impl Planner<'_> {
                 }
             };
             inputs.bases.insert(dep.clone(), digest);
+        }
+    }
+
+    /// Its packages have updates in the sources it is configured with.
+    fn packages(&mut self, name: &str, locked: &Locked, reasons: &mut Vec<Reason>) {
+        let image = &self.factory.images[name];
+        if matches!(image.recipe, Recipe::Vm(_)) {
+            return;
+        }
+        let Some(checked) = self.resolver.packages(name, image, locked) else {
+            return;
+        };
+        let report = match checked {
+            Ok(r) => r,
+            Err(ProbeError::Check(e)) => {
+                self.notes
+                    .push(format!("image {name}: packages not checked: {e}"));
+                return;
+            }
+            Err(e) => {
+                self.warnings
+                    .push(format!("image {name}: packages not checked: {e}"));
+                return;
+            }
+        };
+        for source in &report.unreachable {
+            self.warnings.push(format!(
+                "image {name}: package source {source} (its updates are not known)"
+            ));
+        }
+        if !report.updates.is_empty() {
+            reasons.push(Reason::PackageUpdates {
+                count: report.updates.len(),
+                security: report.security(),
+                updates: report.updates,
+            });
         }
     }
 

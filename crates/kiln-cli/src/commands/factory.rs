@@ -8,6 +8,7 @@ use kiln_factory::bake::{self, BakeOptions, Outcome};
 use kiln_factory::graph::{self, Graph};
 use kiln_factory::history::History;
 use kiln_factory::plan::{self, Locks, PlanOptions, RegistryResolver};
+use kiln_factory::probe::Probing;
 use kiln_registry::Client;
 use kiln_store::Store;
 
@@ -31,6 +32,17 @@ fn open(files: &FactoryFiles) -> anyhow::Result<(Factory, Graph, Locks)> {
     Ok((factory, g, locks))
 }
 
+/// What a plan asks outside the factory: registries, and the package
+/// sources of each image.
+fn probing<'a>(store: &'a Store, client: &'a Client) -> Probing<'a> {
+    Probing {
+        registry: RegistryResolver { client },
+        store,
+        fetcher: Default::default(),
+        now: chrono::Utc::now(),
+    }
+}
+
 pub fn plan(
     args: PlanArgs,
     store: &Store,
@@ -45,14 +57,21 @@ pub fn plan(
         force: args.factory.force,
         refresh: args.factory.refresh,
         offline: args.factory.offline,
+        strict: args.factory.strict,
         checked: history
             .last_checked(&factory, &locks)
             .map_err(|e| Failure::failed(e.to_string()))?,
         now: chrono::Utc::now(),
         contexts_dir: Some(store.root().join("contexts")),
     };
-    let plan = plan::plan(&factory, &g, &locks, &RegistryResolver { client }, &opts)
+    let plan = plan::plan(&factory, &g, &locks, &probing(store, client), &opts)
         .map_err(|e| Failure::failed(e.to_string()))?;
+    for w in &plan.warnings {
+        printer.error(&format!("warning: {w}"));
+    }
+    for n in &plan.notes {
+        printer.error(&format!("note: {n}"));
+    }
     if args.json {
         printer.data(&serde_json::to_string_pretty(&plan)?);
         return Ok(Exit::Success);
@@ -103,6 +122,7 @@ pub fn bake(
             force: args.factory.force,
             refresh: args.factory.refresh,
             offline: args.factory.offline,
+            strict: args.factory.strict,
             checked: history
                 .last_checked(&factory, &locks)
                 .map_err(|e| Failure::failed(e.to_string()))?,
@@ -122,7 +142,7 @@ pub fn bake(
         &mut locks,
         store,
         client,
-        &RegistryResolver { client },
+        &probing(store, client),
         &opts,
         Some(&history),
         &log,

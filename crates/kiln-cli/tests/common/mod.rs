@@ -334,3 +334,38 @@ pub fn qemu_img_format(path: &Path) -> String {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["format"].as_str().unwrap().to_string()
 }
+
+/// A loopback HTTP server (python3's) for the files in `dir`; killed when
+/// dropped.
+pub struct HttpFiles {
+    pub addr: String,
+    child: std::process::Child,
+}
+
+impl HttpFiles {
+    pub fn serve(dir: &Path) -> HttpFiles {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 serves the test's files");
+        let addr = format!("127.0.0.1:{port}");
+        wait_for_port(&addr);
+        HttpFiles { child, addr }
+    }
+}
+
+impl Drop for HttpFiles {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
