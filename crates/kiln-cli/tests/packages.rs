@@ -255,3 +255,42 @@ fn package_updates_are_a_reason_and_a_bake_installs_them() {
     assert!(strict.stderr.contains("--strict"), "{}", strict.stderr);
     assert_eq!(fs::read(fdir.join("kiln.lock")).unwrap(), lock_text);
 }
+
+/// An mmdebstrap base stands at the date of the archive's Release file, so
+/// bootstrapping it again from an unchanged archive gives the same digest:
+/// the rebuild is unchanged and releases nothing.
+#[test]
+fn a_bootstrap_from_an_unchanged_archive_is_unchanged() {
+    need(&["mmdebstrap", "skopeo"]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let reg = Registry::start(dir.path());
+    let fdir = dir.path().join("factory");
+    fs::create_dir_all(&fdir).unwrap();
+    fs::write(
+        fdir.join("kiln.toml"),
+        "kiln = 1\n[factory]\nregistry = \"${KILN_TEST_REGISTRY}/boot\"\n\
+         [image.debian]\nmmdebstrap = { suite = \"bookworm\", variant = \"minbase\" }\n",
+    )
+    .unwrap();
+    let env = [("KILN_TEST_REGISTRY", reg.addr.as_str())];
+    let f = fdir.to_str().unwrap();
+    let first = ok(kiln_env(&store, &["bake", "-f", f, "--json"], &env));
+    assert!(
+        first
+            .stderr
+            .contains("the date of the archive's Release file"),
+        "{}",
+        first.stderr
+    );
+    let lock_text = fs::read(fdir.join("kiln.lock")).unwrap();
+    let again = ok(kiln_env(
+        &store,
+        &["bake", "-f", f, "--force", "--json"],
+        &env,
+    ));
+    let v: serde_json::Value = serde_json::from_str(&again.stdout).unwrap();
+    assert_eq!(v["images"][0]["outcome"], "unchanged", "{}", again.stderr);
+    assert!(again.stderr.contains("the same digest"), "{}", again.stderr);
+    assert_eq!(fs::read(fdir.join("kiln.lock")).unwrap(), lock_text);
+}

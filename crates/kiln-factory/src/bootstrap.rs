@@ -34,12 +34,13 @@ pub(crate) fn bootstrap(
             .unwrap_or_else(|p| p.into_inner())
             .output("mmdebstrap", l)
     };
+    let epoch = opts.source_date_epoch.or_else(|| archive_epoch(m, &say));
     let dockerfile = if platforms.is_empty() {
         mmdebstrap(
             m,
             m.architecture.as_deref(),
             &dir.join("rootfs.tar"),
-            opts,
+            epoch,
             &say,
         )?;
         "FROM scratch\nADD rootfs.tar /\nCMD [\"bash\"]\n"
@@ -54,7 +55,7 @@ pub(crate) fn bootstrap(
                 .iter()
                 .map(|(arch, tar)| {
                     let (dir, say) = (&dir, &say);
-                    s.spawn(move || mmdebstrap(m, Some(arch), &dir.join(tar), opts, say))
+                    s.spawn(move || mmdebstrap(m, Some(arch), &dir.join(tar), epoch, say))
                 })
                 .collect();
             handles
@@ -73,7 +74,7 @@ pub(crate) fn bootstrap(
         dockerfile: dir.join("Dockerfile"),
         context: dir.clone(),
         tags: tags.to_vec(),
-        source_date_epoch: opts.source_date_epoch,
+        source_date_epoch: epoch,
         compression: opts.compression,
         kiln_exe: opts.kiln_exe.clone(),
         platforms: platforms.to_vec(),
@@ -81,6 +82,61 @@ pub(crate) fn bootstrap(
     };
     kiln_build::build(store, &kiln_build::StoreSource { store }, &bopts, progress)
         .map_err(|e| e.to_string())
+}
+
+/// The time a bootstrap stands at when none is asked for: the `Date` of
+/// the archive's `Release` file for the suite, which changes only when the
+/// archive publishes. mmdebstrap with that `SOURCE_DATE_EPOCH` writes the
+/// same bytes for the same packages (times clamped, logs and caches that
+/// carry times left out), so an unchanged archive gives an unchanged base
+/// and a rebuild of it is *unchanged*. `None` (with a line saying so) when
+/// the Release file cannot be read: the base is then not reproducible.
+fn archive_epoch(m: &MmdebstrapDef, say: &(dyn Fn(&str) + Sync)) -> Option<u64> {
+    let archive = match (&m.snapshot, &m.mirror) {
+        (Some(ts), _) => format!("http://snapshot.debian.org/archive/debian/{ts}"),
+        (None, Some(mirror)) => mirror
+            .split_whitespace()
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
+            .unwrap_or("http://deb.debian.org/debian")
+            .to_string(),
+        (None, None) => "http://deb.debian.org/debian".to_string(),
+    };
+    let base = archive.trim_end_matches('/');
+    let urls = [
+        format!("{base}/dists/{}/InRelease", m.suite),
+        format!("{base}/dists/{}/Release", m.suite),
+    ];
+    let fetched = kiln_packages::Fetcher::default().first(&urls);
+    let epoch = fetched.map_err(|e| e.to_string()).and_then(|(url, bytes)| {
+        release_date(&String::from_utf8_lossy(&bytes)).ok_or(format!("{url}: no Date"))
+    });
+    match epoch {
+        Ok(e) => {
+            say(&format!(
+                "SOURCE_DATE_EPOCH={e}, the date of the archive's Release file"
+            ));
+            Some(e)
+        }
+        Err(e) => {
+            say(&format!(
+                "the archive's Release date is not known ({e}): this base will not be reproducible"
+            ));
+            None
+        }
+    }
+}
+
+/// The `Date:` of a Release file, in seconds since the epoch.
+fn release_date(release: &str) -> Option<u64> {
+    let date = release
+        .lines()
+        .find_map(|l| l.strip_prefix("Date:"))?
+        .trim();
+    let date = date
+        .strip_suffix(" UTC")
+        .map_or(date.to_string(), |d| format!("{d} +0000"));
+    let t = chrono::DateTime::parse_from_rfc2822(&date).ok()?;
+    u64::try_from(t.timestamp()).ok()
 }
 
 /// The tar a platform's root filesystem is written to.
@@ -112,7 +168,7 @@ fn mmdebstrap(
     m: &MmdebstrapDef,
     arch: Option<&str>,
     out: &Path,
-    opts: &BakeOptions,
+    epoch: Option<u64>,
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<(), String> {
     let mut cmd = std::process::Command::new("mmdebstrap");
@@ -124,7 +180,7 @@ fn mmdebstrap(
     if let Some(a) = arch {
         cmd.arg(format!("--architectures={a}"));
     }
-    if let Some(epoch) = opts.source_date_epoch {
+    if let Some(epoch) = epoch {
         cmd.env("SOURCE_DATE_EPOCH", epoch.to_string());
     }
     cmd.arg(&m.suite).arg(out);
@@ -168,4 +224,21 @@ fn mmdebstrap(
         started.elapsed().as_secs()
     ));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_dates() {
+        let r =
+            "Origin: Debian\nSuite: stable\nDate: Sat, 11 Jul 2026 10:16:37 UTC\nValid-Until: x\n";
+        assert_eq!(release_date(r), Some(1_783_764_997));
+        assert_eq!(
+            release_date("Date: Sat, 11 Jul 2026 10:16:37 +0000\n"),
+            Some(1_783_764_997)
+        );
+        assert_eq!(release_date("Origin: x\n"), None);
+    }
 }
