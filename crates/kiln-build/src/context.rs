@@ -9,6 +9,12 @@ use kiln_dockerfile::dockerignore::{self, Matcher};
 use kiln_dockerfile::glob::{self, has_wildcard};
 use sha2_shim::Hasher;
 
+use crate::statcache::{Stat, StatCache};
+
+/// A context entry: its relative path, mode, and content (a file's digest,
+/// a link's target, empty for a directory).
+pub type Entry = (PathBuf, u32, String);
+
 /// The context directory and its ignore rules.
 pub struct Context {
     pub root: PathBuf,
@@ -143,16 +149,40 @@ impl Context {
     /// Every entry under the given context paths as (path, mode, content):
     /// content is a file's digest, a link's target, empty for directories.
     /// Files are read and hashed on every core.
-    pub fn entries(&self, paths: &[PathBuf]) -> Result<Vec<(PathBuf, u32, String)>, String> {
+    pub fn entries(&self, paths: &[PathBuf]) -> Result<Vec<Entry>, String> {
+        Ok(self.entries_known(paths, &StatCache::default())?.0)
+    }
+
+    /// [`Context::entries`], reading only the files whose digests `known`
+    /// cannot vouch for; with the cache of what was read and reused.
+    pub fn entries_known(
+        &self,
+        paths: &[PathBuf],
+        known: &StatCache,
+    ) -> Result<(Vec<Entry>, StatCache), String> {
         let mut out = Vec::new();
         let mut files = Vec::new();
         for p in paths {
             self.walk(p, &mut out, &mut files)?;
         }
-        for (i, digest) in digest_files(&self.root, &out, &files)? {
+        let taken = crate::statcache::now_ns();
+        let mut unknown = Vec::new();
+        for (i, stat) in &files {
+            match known.digest(&out[*i].0, stat) {
+                Some(d) => out[*i].2 = d.to_string(),
+                None => unknown.push(*i),
+            }
+        }
+        for (i, digest) in digest_files(&self.root, &out, &unknown)? {
             out[i].2 = digest;
         }
-        Ok(out)
+        let cache = StatCache::of(
+            taken,
+            files
+                .iter()
+                .map(|(i, s)| (out[*i].0.clone(), *s, out[*i].2.clone())),
+        );
+        Ok((out, cache))
     }
 
     /// Lists the entries under `rel` in walk order; a file's content is
@@ -161,7 +191,7 @@ impl Context {
         &self,
         rel: &Path,
         out: &mut Vec<(PathBuf, u32, String)>,
-        files: &mut Vec<usize>,
+        files: &mut Vec<(usize, Stat)>,
     ) -> Result<(), String> {
         if self.excluded(rel) {
             return Ok(());
@@ -170,7 +200,7 @@ impl Context {
         let meta =
             fs::symlink_metadata(&full).map_err(|e| format!("reading {}: {e}", full.display()))?;
         if meta.is_file() {
-            files.push(out.len());
+            files.push((out.len(), Stat::of(&meta)));
             out.push((rel.to_path_buf(), meta.mode(), String::new()));
         } else if meta.file_type().is_symlink() {
             let target = fs::read_link(&full).map_err(|e| e.to_string())?;

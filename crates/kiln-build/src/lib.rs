@@ -18,6 +18,7 @@ mod job;
 mod refresh;
 mod run;
 mod source;
+mod statcache;
 mod state;
 mod users;
 mod view;
@@ -30,6 +31,7 @@ pub use kiln_oci::layer::Compression;
 pub use refresh::{fetches_packages, Refresh};
 pub use run::{run_image, RunOptions};
 pub use source::{oci_platform, BaseImage, ImageSource, SourceError, StoreSource};
+pub use statcache::StatCache;
 
 /// A build context as a build reads it (after `.dockerignore`, without
 /// `hidden` paths, as [`BuildOptions::hidden`]) with its Dockerfile.
@@ -42,17 +44,26 @@ pub struct ContextSummary {
     pub files: BTreeMap<String, String>,
 }
 
+/// The summary of a context and its Dockerfile. With `cache` (a file in
+/// the store), only the files whose metadata changed since the last
+/// summary are read (see the rule in `statcache`), and the cache is
+/// updated.
 pub fn context_summary(
     root: &std::path::Path,
     dockerfile: &std::path::Path,
     hidden: &[PathBuf],
+    cache: Option<&std::path::Path>,
 ) -> Result<ContextSummary, String> {
     let ctx = context::Context::open(root, Some(dockerfile))?.hide(hidden);
     let text =
         std::fs::read(dockerfile).map_err(|e| format!("reading {}: {e}", dockerfile.display()))?;
+    let known = cache.map(StatCache::load).unwrap_or_default();
     // One walk of the context: the listing, and the digest of the listing.
-    let mut files: BTreeMap<String, String> = ctx
-        .entries(&[PathBuf::new()])?
+    let (entries, now) = ctx.entries_known(&[PathBuf::new()], &known)?;
+    if let Some(path) = cache {
+        now.save(path);
+    }
+    let mut files: BTreeMap<String, String> = entries
         .into_iter()
         .filter(|(p, _, _)| !p.as_os_str().is_empty())
         .map(|(p, mode, content)| (p.display().to_string(), format!("{mode:o} {content}")))

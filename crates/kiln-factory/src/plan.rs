@@ -297,13 +297,20 @@ fn own_inputs(
             ..
         } => {
             let hidden = crate::lock::hidden_paths(factory);
+            // what the last plan read of this context, so unchanged files
+            // are not read again
+            let cache = contexts_dir.map(|d| {
+                let key = kiln_oci::digest::sha256(context.to_string_lossy().as_bytes());
+                d.join(format!("stat-{}.txt", &key.to_string()["sha256:".len()..]))
+            });
             let summary =
-                kiln_build::context_summary(context, dockerfile, &hidden).map_err(|e| {
-                    factory.error_at_image(
-                        name,
-                        format!("image {name:?}: reading its build context: {e}"),
-                    )
-                })?;
+                kiln_build::context_summary(context, dockerfile, &hidden, cache.as_deref())
+                    .map_err(|e| {
+                        factory.error_at_image(
+                            name,
+                            format!("image {name:?}: reading its build context: {e}"),
+                        )
+                    })?;
             if let Some(dir) = contexts_dir {
                 keep_listing(dir, &summary);
             }
