@@ -108,9 +108,17 @@ struct Index {
     security: bool,
 }
 
-/// Checks the image's installed packages against its sources.
-pub fn check(files: &dyn ImageFiles, fetcher: &Fetcher) -> Result<Report, CheckError> {
-    let (manager, installed, arch, indexes) = match database(files)? {
+/// What a check reads from the image: its package manager, installed
+/// packages, architecture, and the indexes of its sources.
+struct Image {
+    dpkg: bool,
+    installed: Vec<deb::Installed>,
+    arch: String,
+    indexes: Vec<Index>,
+}
+
+fn image(files: &dyn ImageFiles) -> Result<Image, CheckError> {
+    Ok(match database(files)? {
         Database::Dpkg(status) => {
             let installed = deb::installed(&status);
             let arch = deb::native_arch(&installed).unwrap_or_else(|| "amd64".into());
@@ -122,8 +130,13 @@ pub fn check(files: &dyn ImageFiles, fetcher: &Fetcher) -> Result<Report, CheckE
                         security: s.security(),
                     })
                 })
-                .collect::<Vec<_>>();
-            ("dpkg", installed, arch, indexes)
+                .collect();
+            Image {
+                dpkg: true,
+                installed,
+                arch,
+                indexes,
+            }
         }
         Database::Apk(db) => {
             let installed = apk::installed(&db);
@@ -134,71 +147,85 @@ pub fn check(files: &dyn ImageFiles, fetcher: &Fetcher) -> Result<Report, CheckE
                     urls: vec![apk::index_url(r, &arch)],
                     security: false,
                 })
-                .collect::<Vec<_>>();
-            ("apk", installed, arch, indexes)
+                .collect();
+            Image {
+                dpkg: false,
+                installed,
+                arch,
+                indexes,
+            }
         }
-    };
-    let dpkg = manager == "dpkg";
+    })
+}
+
+impl Image {
+    fn cmp(&self, a: &str, b: &str) -> Ordering {
+        if self.dpkg {
+            version::deb_cmp(a, b)
+        } else {
+            version::apk_cmp(a, b)
+        }
+    }
+
+    fn ours(&self, arch: &str) -> bool {
+        arch == self.arch || arch == "all" || arch == "noarch" || arch.is_empty()
+    }
+
+    /// What one index offers (for this architecture), or why it could not
+    /// be read.
+    fn offered(&self, index: &Index, fetcher: &Fetcher) -> Result<Vec<(String, String)>, String> {
+        let offered = match fetcher.first(&index.urls) {
+            Ok((_, bytes)) if self.dpkg => deb::offered(&String::from_utf8_lossy(&bytes)),
+            Ok((_, bytes)) => match apkindex(&bytes) {
+                Some(text) => apk::offered(&text),
+                None => return Err(format!("{}: not an APKINDEX", index.urls[0])),
+            },
+            Err(FetchError::NotFound { .. }) => {
+                return Err(format!("{}: not found", index.urls[0]))
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        Ok(offered
+            .into_iter()
+            .filter(|(_, _, a)| self.ours(a))
+            .map(|(n, v, _)| (n, v))
+            .collect())
+    }
+}
+
+/// Checks the image's installed packages against its sources.
+pub fn check(files: &dyn ImageFiles, fetcher: &Fetcher) -> Result<Report, CheckError> {
+    let image = image(files)?;
     // the newest version each package has anywhere, and whether a
     // security suite offers it
     let mut newest: BTreeMap<String, (String, bool)> = BTreeMap::new();
     let mut unreachable = Vec::new();
-    for index in &indexes {
-        let offered = match fetcher.first(&index.urls) {
-            Ok((_, bytes)) if dpkg => deb::offered(&String::from_utf8_lossy(&bytes)),
-            Ok((_, bytes)) => match apkindex(&bytes) {
-                Some(text) => apk::offered(&text),
-                None => {
-                    unreachable.push(format!("{}: not an APKINDEX", index.urls[0]));
-                    continue;
-                }
-            },
-            Err(FetchError::NotFound { .. }) => {
-                unreachable.push(format!("{}: not found", index.urls[0]));
-                continue;
-            }
+    for index in &image.indexes {
+        let offered = match image.offered(index, fetcher) {
+            Ok(o) => o,
             Err(e) => {
-                unreachable.push(e.to_string());
+                unreachable.push(e);
                 continue;
             }
         };
-        for (name, version, a) in offered {
-            if a != arch && a != "all" && a != "noarch" {
-                continue;
-            }
-            let cmp = |x: &str, y: &str| {
-                if dpkg {
-                    version::deb_cmp(x, y)
-                } else {
-                    version::apk_cmp(x, y)
-                }
-            };
-            match newest.get_mut(&name) {
-                Some((v, sec)) => match cmp(&version, v) {
-                    Ordering::Greater => {
-                        *v = version;
-                        *sec = index.security;
-                    }
-                    Ordering::Equal => *sec |= index.security,
-                    Ordering::Less => {}
-                },
-                None => {
-                    newest.insert(name, (version, index.security));
-                }
+        for (name, version) in offered {
+            let entry = newest
+                .entry(name)
+                .or_insert((version.clone(), index.security));
+            match image.cmp(&version, &entry.0) {
+                Ordering::Greater => *entry = (version, index.security),
+                Ordering::Equal => entry.1 |= index.security,
+                Ordering::Less => {}
             }
         }
     }
-    let mut updates: Vec<Update> = installed
+    let mut updates: Vec<Update> = image
+        .installed
         .iter()
-        .filter(|p| p.arch == arch || p.arch == "all" || p.arch == "noarch" || p.arch.is_empty())
+        .filter(|p| image.ours(&p.arch))
         .filter_map(|p| {
             let (to, security) = newest.get(&p.name)?;
-            let newer = if dpkg {
-                version::deb_cmp(to, &p.version)
-            } else {
-                version::apk_cmp(to, &p.version)
-            };
-            (newer == Ordering::Greater).then(|| Update {
+            (image.cmp(to, &p.version) == Ordering::Greater).then(|| Update {
                 name: p.name.clone(),
                 from: p.version.clone(),
                 to: to.clone(),
@@ -209,8 +236,8 @@ pub fn check(files: &dyn ImageFiles, fetcher: &Fetcher) -> Result<Report, CheckE
     updates.sort_by(|a, b| a.name.cmp(&b.name));
     updates.dedup_by(|a, b| a.name == b.name);
     Ok(Report {
-        manager: manager.to_string(),
-        installed: installed.len(),
+        manager: if image.dpkg { "dpkg" } else { "apk" }.to_string(),
+        installed: image.installed.len(),
         updates,
         unreachable,
     })

@@ -43,6 +43,34 @@ fn probing<'a>(store: &'a Store, client: &'a Client) -> Probing<'a> {
     }
 }
 
+/// The store's bake history.
+fn open_history(store: &Store) -> anyhow::Result<History> {
+    History::open(&store.root().join("history.db")).map_err(|e| Failure::failed(e.to_string()))
+}
+
+/// What `kiln plan` and `kiln bake` plan with: the selection and flags, and
+/// when each image was last found unchanged.
+fn plan_options(
+    args: &FactoryFiles,
+    store: &Store,
+    history: &History,
+    factory: &Factory,
+    locks: &Locks,
+) -> anyhow::Result<PlanOptions> {
+    Ok(PlanOptions {
+        selected: args.images.clone(),
+        force: args.force,
+        refresh: args.refresh,
+        offline: args.offline,
+        strict: args.strict,
+        checked: history
+            .last_checked(factory, locks)
+            .map_err(|e| Failure::failed(e.to_string()))?,
+        now: chrono::Utc::now(),
+        contexts_dir: Some(store.root().join("contexts")),
+    })
+}
+
 pub fn plan(
     args: PlanArgs,
     store: &Store,
@@ -50,20 +78,8 @@ pub fn plan(
     printer: &Printer,
 ) -> anyhow::Result<Exit> {
     let (factory, g, locks) = open(&args.factory)?;
-    let history = History::open(&store.root().join("history.db"))
-        .map_err(|e| Failure::failed(e.to_string()))?;
-    let opts = PlanOptions {
-        selected: args.factory.images.clone(),
-        force: args.factory.force,
-        refresh: args.factory.refresh,
-        offline: args.factory.offline,
-        strict: args.factory.strict,
-        checked: history
-            .last_checked(&factory, &locks)
-            .map_err(|e| Failure::failed(e.to_string()))?,
-        now: chrono::Utc::now(),
-        contexts_dir: Some(store.root().join("contexts")),
-    };
+    let history = open_history(store)?;
+    let opts = plan_options(&args.factory, store, &history, &factory, &locks)?;
     let plan = plan::plan(&factory, &g, &locks, &probing(store, client), &opts)
         .map_err(|e| Failure::failed(e.to_string()))?;
     for w in &plan.warnings {
@@ -114,21 +130,9 @@ pub fn bake(
     printer: &Printer,
 ) -> anyhow::Result<Exit> {
     let (factory, g, mut locks) = open(&args.factory)?;
-    let history = History::open(&store.root().join("history.db"))
-        .map_err(|e| Failure::failed(e.to_string()))?;
+    let history = open_history(store)?;
     let opts = BakeOptions {
-        plan: PlanOptions {
-            selected: args.factory.images.clone(),
-            force: args.factory.force,
-            refresh: args.factory.refresh,
-            offline: args.factory.offline,
-            strict: args.factory.strict,
-            checked: history
-                .last_checked(&factory, &locks)
-                .map_err(|e| Failure::failed(e.to_string()))?,
-            now: chrono::Utc::now(),
-            contexts_dir: Some(store.root().join("contexts")),
-        },
+        plan: plan_options(&args.factory, store, &history, &factory, &locks)?,
         dry_run: args.dry_run,
         no_publish: args.no_publish,
         kiln_exe: std::env::current_exe().context("finding the kiln binary")?,
@@ -206,8 +210,7 @@ pub fn bake(
 }
 
 pub fn history(args: HistoryArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
-    let history = History::open(&store.root().join("history.db"))
-        .map_err(|e| Failure::failed(e.to_string()))?;
+    let history = open_history(store)?;
     let entries = history
         .entries(args.image.as_deref())
         .map_err(|e| Failure::failed(e.to_string()))?;
