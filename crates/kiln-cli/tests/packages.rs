@@ -129,7 +129,7 @@ fn package_updates_are_a_reason_and_a_bake_installs_them() {
     w(
         "kiln.toml",
         "kiln = 1\n[factory]\nregistry = \"${KILN_TEST_REGISTRY}/pkgs\"\nprobe_interval = \"0\"\n\
-         [image.base]\ncontext = \"base\"\n[image.app]\ncontext = \"app\"\n\
+         [image.base]\ncontext = \"base\"\n[image.app]\ncontext = \"app\"\nschedule = \"0 3 * * *\"\n\
          [image.top]\ncontext = \"top\"\n[image.tiny]\ncontext = \"busybox\"\n",
     );
     let env = [("KILN_TEST_REGISTRY", reg.addr.as_str())];
@@ -238,7 +238,40 @@ fn package_updates_are_a_reason_and_a_bake_installs_them() {
         "{v}"
     );
     assert_eq!(fs::read(fdir.join("kiln.lock")).unwrap(), lock_text);
+    assert_eq!(
+        (tags("app"), tags("top")),
+        (app_tags.clone(), top_tags.clone())
+    );
+
+    // app's schedule comes due (baked two days ago) with nothing new in the
+    // repository: its apt step runs again, and what apt and dpkg rewrite
+    // with the time (logs, caches) is all the rebuild differs in, so it is
+    // unchanged; top is not rebuilt; nothing is published
+    let l: toml::Table = toml::from_str(&String::from_utf8(lock_text.clone()).unwrap()).unwrap();
+    let baked_at = l["image"]["app"]["baked_at"].as_str().unwrap();
+    let stale_text = String::from_utf8(lock_text.clone()).unwrap().replace(
+        baked_at,
+        &(chrono::Utc::now() - chrono::Duration::days(2))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    fs::write(fdir.join("kiln.lock"), &stale_text).unwrap();
+    let out = kiln_env(&store, &["bake", "-f", f, "--json"], &env);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v = json(&out);
+    assert_eq!(image(&v, "app")["outcome"], "unchanged", "{}", out.stderr);
+    assert_eq!(image(&v, "top")["outcome"], "reused", "{v}");
+    assert!(out.stderr.contains("[app] built app:"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("rm -rf /var/lib/apt/lists/* (cached)"),
+        "the apt step ran again:\n{}",
+        out.stderr
+    );
+    assert_eq!(
+        fs::read_to_string(fdir.join("kiln.lock")).unwrap(),
+        stale_text
+    );
     assert_eq!((tags("app"), tags("top")), (app_tags, top_tags));
+    let lock_text = stale_text.into_bytes();
 
     // the repository cannot be reached: a warning naming it, the plan
     // still works; --strict makes it an error; the lock is untouched
