@@ -165,6 +165,12 @@ pub struct MmdebstrapDef {
     /// A snapshot.debian.org timestamp (`YYYYMMDDTHHMMSSZ`): the archive as
     /// it was then, for a reproducible base.
     pub snapshot: Option<String>,
+    /// More package sources, after the mirror, for the bootstrap and the
+    /// base's own sources.list: one-line entries (`deb [trusted=yes]
+    /// http://repo.example/debian bookworm main`) or URIs (the suite and
+    /// components above).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
 }
 
 fn default_variant() -> String {

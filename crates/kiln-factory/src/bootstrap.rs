@@ -85,46 +85,53 @@ pub(crate) fn bootstrap(
 }
 
 /// The time a bootstrap stands at when none is asked for: the `Date` of
-/// the archive's `Release` file for the suite, which changes only when the
-/// archive publishes. mmdebstrap with that `SOURCE_DATE_EPOCH` writes the
+/// the archive's `Release` file for the suite (the newest of its sources'),
+/// which changes only when an archive publishes. mmdebstrap with that `SOURCE_DATE_EPOCH` writes the
 /// same bytes for the same packages (times clamped, logs and caches that
 /// carry times left out), so an unchanged archive gives an unchanged base
 /// and a rebuild of it is *unchanged*. `None` (with a line saying so) when
 /// the Release file cannot be read: the base is then not reproducible.
 fn archive_epoch(m: &MmdebstrapDef, say: &(dyn Fn(&str) + Sync)) -> Option<u64> {
-    let archive = match (&m.snapshot, &m.mirror) {
+    let main = match (&m.snapshot, &m.mirror) {
         (Some(ts), _) => format!("http://snapshot.debian.org/archive/debian/{ts}"),
-        (None, Some(mirror)) => mirror
-            .split_whitespace()
-            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
-            .unwrap_or("http://deb.debian.org/debian")
-            .to_string(),
-        (None, None) => "http://deb.debian.org/debian".to_string(),
+        (None, Some(mirror)) => mirror.clone(),
+        (None, None) => DEFAULT_MIRROR.to_string(),
     };
-    let base = archive.trim_end_matches('/');
-    let urls = [
-        format!("{base}/dists/{}/InRelease", m.suite),
-        format!("{base}/dists/{}/Release", m.suite),
-    ];
-    let fetched = kiln_packages::Fetcher::default().first(&urls);
-    let epoch = fetched.map_err(|e| e.to_string()).and_then(|(url, bytes)| {
-        release_date(&String::from_utf8_lossy(&bytes)).ok_or(format!("{url}: no Date"))
-    });
-    match epoch {
-        Ok(e) => {
-            say(&format!(
-                "SOURCE_DATE_EPOCH={e}, the date of the archive's Release file"
-            ));
-            Some(e)
-        }
-        Err(e) => {
-            say(&format!(
-                "the archive's Release date is not known ({e}): this base will not be reproducible"
-            ));
-            None
+    let fetcher = kiln_packages::Fetcher::default();
+    let mut latest = 0;
+    for source in std::iter::once(&main).chain(&m.sources) {
+        // a one-line entry names its suite; a URI takes the base's
+        let (uri, suite) = match kiln_packages::deb::sources_list(source).first() {
+            Some(s) => (s.uri.clone(), s.suite.clone()),
+            None => (source.trim().to_string(), m.suite.clone()),
+        };
+        let base = uri.trim_end_matches('/');
+        let urls = [
+            format!("{base}/dists/{suite}/InRelease"),
+            format!("{base}/dists/{suite}/Release"),
+        ];
+        let date = fetcher
+            .first(&urls)
+            .map_err(|e| e.to_string())
+            .and_then(|(url, bytes)| {
+                release_date(&String::from_utf8_lossy(&bytes)).ok_or(format!("{url}: no Date"))
+            });
+        match date {
+            Ok(d) => latest = latest.max(d),
+            Err(e) => {
+                say(&format!("the archive's Release date is not known ({e}): this base will not be reproducible"));
+                return None;
+            }
         }
     }
+    say(&format!(
+        "SOURCE_DATE_EPOCH={latest}, the date of the archive's Release file (the newest of its sources)"
+    ));
+    Some(latest)
 }
+
+/// The mirror mmdebstrap uses when none is named.
+const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 
 /// The `Date:` of a Release file, in seconds since the epoch.
 fn release_date(release: &str) -> Option<u64> {
@@ -195,8 +202,13 @@ fn mmdebstrap(
         (None, Some(mirror)) => {
             cmd.arg(mirror);
         }
+        // with more sources, mmdebstrap's default mirror must be named
+        (None, None) if !m.sources.is_empty() => {
+            cmd.arg(DEFAULT_MIRROR);
+        }
         (None, None) => {}
     }
+    cmd.args(&m.sources);
     let label = arch.unwrap_or("host");
     say(&format!("[{label}] running {cmd:?}"));
     let started = std::time::Instant::now();

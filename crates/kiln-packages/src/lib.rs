@@ -253,6 +253,8 @@ pub fn source_state(files: &dyn ImageFiles, fetcher: &Fetcher) -> Result<Vec<u8>
             deb_sources(files)
                 .iter()
                 .map(|s| {
+                    // the Release file names every index's hash; a flat
+                    // repository may have none, then its index stands in
                     let mut urls = s.release_urls();
                     urls.extend(s.packages_urls(&arch).into_iter().flatten().take(1));
                     urls
