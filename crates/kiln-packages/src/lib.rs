@@ -473,4 +473,51 @@ mod tests {
             r.unreachable
         );
     }
+
+    /// An APKINDEX.tar.gz as Alpine publishes it: a gzip'd tar holding
+    /// `APKINDEX` (the signature stream before it left out).
+    fn apkindex_tar(text: &str) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(text.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "APKINDEX", text.as_bytes())
+            .unwrap();
+        let bytes = tar.into_inner().unwrap();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn alpine_updates_are_found() {
+        let index = "P:busybox\nV:1.36.1-r20\nA:x86_64\n\nP:musl\nV:1.2.4-r2\nA:x86_64\n\nP:zlib\nV:1.3.1-r0\nA:x86_64\n";
+        let addr = serve(BTreeMap::from([(
+            "/alpine/v3.19/main/x86_64/APKINDEX.tar.gz".to_string(),
+            apkindex_tar(index),
+        )]));
+        let files = Files(BTreeMap::from([
+            (
+                "/lib/apk/db/installed",
+                "P:busybox\nV:1.36.1-r15\nA:x86_64\n\nP:musl\nV:1.2.4-r2\nA:x86_64\n".to_string(),
+            ),
+            (
+                "/etc/apk/repositories",
+                format!("http://{addr}/alpine/v3.19/main\nhttp://{addr}/alpine/v3.19/community\n"),
+            ),
+            ("/etc/apk/arch", "x86_64\n".to_string()),
+        ]));
+        let r = check(&files, &Fetcher::default()).unwrap();
+        assert_eq!(r.manager, "apk");
+        let shown: Vec<String> = r.updates.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["busybox 1.36.1-r15 → 1.36.1-r20"]);
+        assert_eq!(r.security(), 0);
+        assert_eq!(r.unreachable.len(), 1, "{:?}", r.unreachable);
+        assert!(
+            r.unreachable[0].contains("/community/"),
+            "{:?}",
+            r.unreachable
+        );
+    }
 }
