@@ -589,45 +589,6 @@ fn bases_from_archives_and_layouts_and_hostile_ones_rejected() {
     assert_eq!(kiln(&store, &["fsck"]).code, 0);
 }
 
-/// A throwaway HTTP server on loopback serving `dir`.
-struct Http {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Http {
-    fn serve(dir: &Path) -> Http {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                &port.to_string(),
-                "--directory",
-            ])
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for_port(&format!("127.0.0.1:{port}"));
-        Http { child, port }
-    }
-}
-
-impl Drop for Http {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn add_from_a_url_checks_the_checksum() {
     let (dir, store) = setup();
@@ -635,8 +596,8 @@ fn add_from_a_url_checks_the_checksum() {
     fs::create_dir_all(&www).unwrap();
     fs::write(www.join("tool.txt"), "downloaded content\n").unwrap();
     let sum = format!("sha256:{}", sha256_hex(b"downloaded content\n"));
-    let http = Http::serve(&www);
-    let url = format!("http://127.0.0.1:{}/tool.txt", http.port);
+    let http = HttpFiles::serve(&www);
+    let url = format!("http://{}/tool.txt", http.addr);
     let ctx = app_context(
         dir.path(),
         &format!("FROM busybox:test\nADD --checksum={sum} {url} /opt/\nADD {url} /plain\n"),

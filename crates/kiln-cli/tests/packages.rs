@@ -151,14 +151,13 @@ fn package_updates_are_a_reason_and_a_bake_installs_them() {
         ])
     };
 
-    let bake1 = json(&ok(kiln_env(&store, &["bake", "-f", f, "--json"], &env)));
-    assert!(
-        bake1["images"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|i| i["outcome"] == "built"),
-        "{bake1}"
+    let all_are = |v: &serde_json::Value, outcome: &str| {
+        let images = v["images"].as_array().unwrap();
+        assert!(images.iter().all(|i| i["outcome"] == outcome), "{v}");
+    };
+    all_are(
+        &json(&ok(kiln_env(&store, &["bake", "-f", f, "--json"], &env))),
+        "built",
     );
     let plan = ok(kiln_env(&store, &["plan", "-f", f, "--json"], &env));
     let p = json(&plan);
@@ -224,14 +223,9 @@ fn package_updates_are_a_reason_and_a_bake_installs_them() {
     // nothing changed in the repository: nothing to bake, nothing published
     let lock_text = fs::read(fdir.join("kiln.lock")).unwrap();
     let (app_tags, top_tags) = (tags("app"), tags("top"));
-    let v = json(&ok(kiln_env(&store, &["bake", "-f", f, "--json"], &env)));
-    assert!(
-        v["images"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|i| i["outcome"] == "reused"),
-        "{v}"
+    all_are(
+        &json(&ok(kiln_env(&store, &["bake", "-f", f, "--json"], &env))),
+        "reused",
     );
     assert_eq!(fs::read(fdir.join("kiln.lock")).unwrap(), lock_text);
     assert_eq!(
