@@ -107,6 +107,15 @@ pub enum Command {
     /// Every image a bake built, failed or skipped is recorded in the
     /// store's history database (history.db).
     History(HistoryArgs),
+    /// Keep factories fresh by itself: plan on every schedule tick and poll,
+    /// queue what is stale, bake it as `kiln bake` does.
+    ///
+    /// The queue lives in the store (service.db): killed at any moment and
+    /// started again, kiln serve runs the interrupted job once more; a job
+    /// that fails twice is not retried until what it would bake changes.
+    /// Every bake is recorded in the history. Work in progress: no HTTP API
+    /// yet.
+    Serve(ServeArgs),
     /// Print the JSON Schema of kiln.toml.
     Schema,
 }
@@ -166,6 +175,20 @@ pub struct HistoryArgs {
     /// Print the entries as JSON, with their input digests
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A factory directory (or file) to keep fresh; give it once per
+    /// factory [default: .]
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+    /// Seconds between plans when no schedule is due
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub poll: u64,
+    /// Layer compression: gzip, zstd (both cores) or none
+    #[arg(long, default_value = "gzip", value_name = "ALGO")]
+    pub compression: String,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@ mod build;
 mod dockerfile_check;
 mod factory;
 mod registry;
+mod serve;
 pub mod store_cmds;
 mod vm;
 
@@ -39,6 +40,7 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
         Command::Plan(args) => factory::plan(args, &open()?, &client()?, printer),
         Command::Bake(args) => factory::bake(args, &open()?, &client()?, printer),
         Command::History(args) => factory::history(args, &open()?, printer),
+        Command::Serve(args) => serve::run(args, &open()?, &client()?, printer),
         Command::Schema => {
             printer.data(kiln_definition::schema().trim_end());
             Ok(Exit::Success)
