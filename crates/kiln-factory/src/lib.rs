@@ -25,6 +25,17 @@ use kiln_dockerfile::Platform;
 use kiln_registry::{Client, Reference};
 use kiln_store::Store;
 
+/// The factory files at `paths` (directories stand for their kiln.toml
+/// files), their image graph and their lock files.
+pub fn open(
+    paths: &[std::path::PathBuf],
+) -> Result<(kiln_definition::Factory, graph::Graph, plan::Locks), FactoryError> {
+    let factory = kiln_definition::load(paths)?;
+    let g = graph::graph(&factory)?;
+    let locks = plan::Locks::read(&factory)?;
+    Ok((factory, g, locks))
+}
+
 /// What stops a plan or a bake before any image is built.
 #[derive(Debug, thiserror::Error)]
 pub enum FactoryError {

@@ -35,6 +35,18 @@ struct Kept {
     report: Report,
 }
 
+impl<'a> Probing<'a> {
+    /// Registries through `client`, packages from images in `store`, now.
+    pub fn new(store: &'a Store, client: &'a kiln_registry::Client) -> Self {
+        Probing {
+            registry: RegistryResolver { client },
+            store,
+            fetcher: Fetcher::default(),
+            now: Utc::now(),
+        }
+    }
+}
+
 impl Resolver for Probing<'_> {
     fn digest(&self, reference: &str) -> Result<String, ResolveError> {
         self.registry.digest(reference)

@@ -11,9 +11,9 @@ use chrono::{DateTime, Utc};
 use kiln_build::Compression;
 use kiln_definition::Factory;
 use kiln_factory::bake::{self, BakeLog, BakeOptions};
-use kiln_factory::graph::{self, Graph};
+use kiln_factory::graph::Graph;
 use kiln_factory::history::History;
-use kiln_factory::plan::{self, Locks, PlanOptions, RegistryResolver};
+use kiln_factory::plan::{self, Locks, PlanOptions};
 use kiln_factory::probe::Probing;
 use kiln_registry::Client;
 use kiln_store::Store;
@@ -111,10 +111,7 @@ fn sleep_until(when: DateTime<Utc>, stop: &AtomicBool) {
 }
 
 fn open(dir: &Path) -> Result<(Factory, Graph, Locks), String> {
-    let factory = kiln_definition::load(&[dir.to_path_buf()]).map_err(|e| e.to_string())?;
-    let g = graph::graph(&factory).map_err(|e| e.to_string())?;
-    let locks = Locks::read(&factory).map_err(|e| e.to_string())?;
-    Ok((factory, g, locks))
+    kiln_factory::open(&[dir.to_path_buf()]).map_err(|e| e.to_string())
 }
 
 fn plan_options(
@@ -150,7 +147,7 @@ fn plan_and_queue(
 ) -> Result<Option<DateTime<Utc>>, String> {
     let (factory, g, locks) = open(dir)?;
     let opts = plan_options(&factory, &locks, history, store, &[])?;
-    let resolver = probing(store, client);
+    let resolver = Probing::new(store, client);
     let planned = plan::plan(&factory, &g, &locks, &resolver, &opts).map_err(|e| e.to_string())?;
     let stale: Vec<(&str, String)> = planned
         .images
@@ -196,15 +193,6 @@ fn next_tick(factory: &Factory, locks: &Locks, opts: &PlanOptions) -> Option<Dat
         .min()
 }
 
-fn probing<'a>(store: &'a Store, client: &'a Client) -> Probing<'a> {
-    Probing {
-        registry: RegistryResolver { client },
-        store,
-        fetcher: Default::default(),
-        now: Utc::now(),
-    }
-}
-
 /// Bakes a job's factory as `kiln bake` does; a failed image fails the job.
 fn run(
     cfg: &Config,
@@ -240,7 +228,7 @@ fn run(
         &mut locks,
         store,
         client,
-        &probing(store, client),
+        &Probing::new(store, client),
         &opts,
         Some(history),
         &lines as &dyn BakeLog,

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use kiln_definition::Factory;
 use kiln_factory::bake::{self, BakeOptions, Outcome};
-use kiln_factory::graph::{self, Graph};
+use kiln_factory::graph::Graph;
 use kiln_factory::history::History;
-use kiln_factory::plan::{self, Locks, PlanOptions, RegistryResolver};
+use kiln_factory::plan::{self, Locks, PlanOptions};
 use kiln_factory::probe::Probing;
 use kiln_registry::Client;
 use kiln_store::Store;
@@ -26,21 +26,7 @@ fn open(files: &FactoryFiles) -> anyhow::Result<(Factory, Graph, Locks)> {
     } else {
         files.files.clone()
     };
-    let factory = kiln_definition::load(&paths).map_err(|e| Failure::failed(e.to_string()))?;
-    let g = graph::graph(&factory).map_err(|e| Failure::failed(e.to_string()))?;
-    let locks = Locks::read(&factory).map_err(|e| Failure::failed(e.to_string()))?;
-    Ok((factory, g, locks))
-}
-
-/// What a plan asks outside the factory: registries, and the package
-/// sources of each image.
-fn probing<'a>(store: &'a Store, client: &'a Client) -> Probing<'a> {
-    Probing {
-        registry: RegistryResolver { client },
-        store,
-        fetcher: Default::default(),
-        now: chrono::Utc::now(),
-    }
+    kiln_factory::open(&paths).map_err(|e| Failure::failed(e.to_string()))
 }
 
 /// The store's bake history.
@@ -80,7 +66,7 @@ pub fn plan(
     let (factory, g, locks) = open(&args.factory)?;
     let history = open_history(store)?;
     let opts = plan_options(&args.factory, store, &history, &factory, &locks)?;
-    let plan = plan::plan(&factory, &g, &locks, &probing(store, client), &opts)
+    let plan = plan::plan(&factory, &g, &locks, &Probing::new(store, client), &opts)
         .map_err(|e| Failure::failed(e.to_string()))?;
     for w in &plan.warnings {
         printer.error(&format!("warning: {w}"));
@@ -146,7 +132,7 @@ pub fn bake(
         &mut locks,
         store,
         client,
-        &probing(store, client),
+        &Probing::new(store, client),
         &opts,
         Some(&history),
         &log,
