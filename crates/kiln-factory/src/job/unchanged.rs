@@ -3,7 +3,8 @@
 //! version, nothing published. A rebuild for freshness (a due schedule,
 //! `--refresh`, `--force`) leaves the lock entry byte for byte as it was
 //! (the history records the check); one whose inputs changed (its
-//! definition, context or bases) records them, so it is not stale again.
+//! definition, context or bases) records them, so it is not stale again
+//! (not with `--no-publish`, which leaves the lock alone).
 //! A rebuild for freshness is judged on its content with the image's
 //! volatile paths ignored (see [`crate::sameness`]); any other rebuild on
 //! its digest.
@@ -66,7 +67,8 @@ pub(super) fn unchanged(job: &mut Job<'_>) -> Flow {
     job.say(&format!("unchanged: {how} as {old}; nothing is published"));
     job.result.version = Some(locked.version.clone());
     job.result.digest = Some(locked.digest.clone());
-    if locked.inputs != job.result.inputs && !for_freshness_only(job) {
+    let publishing = !job.bake.opts.no_publish;
+    if publishing && locked.inputs != job.result.inputs && !for_freshness_only(job) {
         // what it is made from changed, the image did not: the lock says so
         let mut locks = job.bake.locks.lock().expect("locks");
         locks.set(
