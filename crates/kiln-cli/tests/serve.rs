@@ -115,7 +115,8 @@ fn the_service_bakes_by_itself_and_survives_a_kill() {
         locked(&fdir, "app", "version").is_some()
     });
     let v1 = locked(&fdir, "app", "version").unwrap();
-    assert_eq!(history(&store, "app"), ["built"]);
+    // (the per-minute schedule may already have checked it again)
+    assert_eq!(history(&store, "app")[0], "built");
 
     // a changed context file: baked after the next poll
     w("app/note", "two\n");
