@@ -28,7 +28,7 @@ use std::path::PathBuf;
 
 pub use job::build;
 pub use kiln_oci::layer::Compression;
-pub use refresh::{fetches_packages, Refresh};
+pub use refresh::Refresh;
 pub use run::{run_image, RunOptions};
 pub use source::{oci_platform, BaseImage, ImageSource, SourceError, StoreSource};
 pub use statcache::StatCache;
