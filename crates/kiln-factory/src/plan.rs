@@ -278,6 +278,30 @@ pub struct PlanOptions {
     pub contexts_dir: Option<PathBuf>,
 }
 
+impl PlanOptions {
+    /// A plan of `selected` images (all when empty) as of now, with no
+    /// flags: schedules count from the history's last unchanged checks,
+    /// context listings are kept in the store at `store_root`.
+    pub fn now(
+        selected: &[String],
+        factory: &Factory,
+        locks: &Locks,
+        history: &crate::history::History,
+        store_root: &Path,
+    ) -> Result<PlanOptions, crate::history::HistoryError> {
+        Ok(PlanOptions {
+            selected: selected.to_vec(),
+            force: false,
+            refresh: false,
+            offline: false,
+            strict: false,
+            checked: history.last_checked(factory, locks)?,
+            now: Utc::now(),
+            contexts_dir: Some(store_root.join("contexts")),
+        })
+    }
+}
+
 /// The inputs of an image that do not depend on other images.
 fn own_inputs(
     factory: &Factory,

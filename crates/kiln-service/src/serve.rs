@@ -121,18 +121,7 @@ fn plan_options(
     store: &Store,
     selected: &[String],
 ) -> Result<PlanOptions, String> {
-    Ok(PlanOptions {
-        selected: selected.to_vec(),
-        force: false,
-        refresh: false,
-        offline: false,
-        strict: false,
-        checked: history
-            .last_checked(factory, locks)
-            .map_err(|e| e.to_string())?,
-        now: Utc::now(),
-        contexts_dir: Some(store.root().join("contexts")),
-    })
+    PlanOptions::now(selected, factory, locks, history, store.root()).map_err(|e| e.to_string())
 }
 
 /// Plans one factory and queues a bake when something is stale; returns

@@ -43,17 +43,14 @@ fn plan_options(
     factory: &Factory,
     locks: &Locks,
 ) -> anyhow::Result<PlanOptions> {
+    let now = PlanOptions::now(&args.images, factory, locks, history, store.root())
+        .map_err(|e| Failure::failed(e.to_string()))?;
     Ok(PlanOptions {
-        selected: args.images.clone(),
         force: args.force,
         refresh: args.refresh,
         offline: args.offline,
         strict: args.strict,
-        checked: history
-            .last_checked(factory, locks)
-            .map_err(|e| Failure::failed(e.to_string()))?,
-        now: chrono::Utc::now(),
-        contexts_dir: Some(store.root().join("contexts")),
+        ..now
     })
 }
 
