@@ -113,8 +113,17 @@ pub enum Command {
     /// The queue lives in the store (service.db): killed at any moment and
     /// started again, kiln serve runs the interrupted job once more; a job
     /// that fails twice is not retried until what it would bake changes.
-    /// Every bake is recorded in the history. Work in progress: no HTTP API
-    /// yet.
+    /// Every bake is recorded in the history.
+    ///
+    /// The same process serves a dashboard (/), a JSON API (/api/...),
+    /// Prometheus metrics (/metrics), status badges (/badge/FACTORY/IMAGE.svg),
+    /// /healthz and /readyz on --listen. Queueing a bake (POST) needs the
+    /// bearer token of --token-file; reads are open on a loopback address
+    /// and need the token on any other.
+    ///
+    /// SIGTERM or Ctrl-C stops it cleanly: no job starts, a running bake
+    /// ends after its current step (publishing, once begun, finishes) and
+    /// is queued again; a second signal stops it at once.
     Serve(ServeArgs),
     /// Print the JSON Schema of kiln.toml.
     Schema,
@@ -186,6 +195,24 @@ pub struct ServeArgs {
     /// Seconds between plans when no schedule is due
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub poll: u64,
+    /// Where the dashboard and API listen (port 0: any free port), or `none`
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: String,
+    /// A file holding the bearer token that API writes need
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// POST a JSON document to URL for each image published, rebuilt
+    /// unchanged or failed (repeatable)
+    #[arg(long, value_name = "URL")]
+    pub webhook: Vec<String>,
+    /// The same as a Slack-compatible message ({"text": ...}) (repeatable)
+    #[arg(long, value_name = "URL")]
+    pub slack_webhook: Vec<String>,
+    /// Fetch each factory's git checkout and fast-forward it to its
+    /// upstream before planning (a checkout that cannot be fast-forwarded
+    /// is left alone)
+    #[arg(long)]
+    pub git: bool,
     /// Layer compression: gzip, zstd (both cores) or none
     #[arg(long, default_value = "gzip", value_name = "ALGO")]
     pub compression: String,

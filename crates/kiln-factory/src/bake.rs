@@ -67,6 +67,10 @@ pub fn bake(
             log,
         };
         for (w, wave) in plan.waves.iter().enumerate() {
+            if opts.cancelled() {
+                log.line("", "cancelled: the next waves do not start");
+                break;
+            }
             log.line("", &format!("wave {}: {}", w + 1, wave.join(", ")));
             std::thread::scope(|s| {
                 for name in wave {

@@ -4,6 +4,8 @@
 //! all import them from here, never from one another.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use kiln_build::Compression;
@@ -23,6 +25,20 @@ pub struct BakeOptions {
     pub kiln_exe: PathBuf,
     pub compression: Compression,
     pub source_date_epoch: Option<u64>,
+    /// Set to stop the bake cleanly (`kiln serve` on SIGTERM): an image
+    /// whose publishing has not begun ends [`Outcome::Cancelled`] after the
+    /// step it is in, and no further wave starts. Publishing, once begun,
+    /// runs to its end, so a lock never lags what a registry holds.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl BakeOptions {
+    /// Whether the bake was asked to stop.
+    pub fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
 }
 
 /// What happened to one image.
@@ -46,6 +62,8 @@ pub enum Outcome {
     TestFailed { test: String, exit_code: i32 },
     /// Tests passed but a publish target failed.
     PublishFailed { error: String },
+    /// Stopped before it published anything (the bake was cancelled).
+    Cancelled,
 }
 
 impl Outcome {

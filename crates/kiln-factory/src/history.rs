@@ -106,6 +106,7 @@ impl History {
             }
             Outcome::PublishFailed { error } => ("publish-failed", error.clone()),
             Outcome::Skipped { because } => ("skipped", because.clone()),
+            Outcome::Cancelled => ("cancelled", String::new()),
             Outcome::Reused | Outcome::WouldBuild => return Ok(()),
         };
         let now = chrono::Utc::now();
@@ -167,13 +168,38 @@ impl History {
 
     /// Recorded bakes, oldest first; of one image when `image` is given.
     pub fn entries(&self, image: Option<&str>) -> Result<Vec<Entry>, HistoryError> {
+        self.query(
+            "WHERE ?1 IS NULL OR image = ?1 ORDER BY started, id",
+            params![image],
+        )
+    }
+
+    /// The last `limit` bakes of `image` of the factory file `factory`,
+    /// newest first.
+    pub fn recent(
+        &self,
+        factory: &Path,
+        image: &str,
+        limit: usize,
+    ) -> Result<Vec<Entry>, HistoryError> {
+        self.query(
+            "WHERE factory = ?1 AND image = ?2 ORDER BY started DESC, id DESC LIMIT ?3",
+            params![factory.display().to_string(), image, limit as i64],
+        )
+    }
+
+    fn query(
+        &self,
+        filter: &str,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<Entry>, HistoryError> {
         let conn = self.conn.lock().map_err(|_| HistoryError::Poisoned)?;
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare(&format!(
             "SELECT factory, image, started, finished, seconds, reasons, inputs, outcome, detail,
                         version, digest, tests_passed, tests_total, published
-                 FROM bake WHERE ?1 IS NULL OR image = ?1 ORDER BY started, id",
-        )?;
-        let rows = stmt.query_map(params![image], |row| {
+                 FROM bake {filter}"
+        ))?;
+        let rows = stmt.query_map(params, |row| {
             let json = |i: usize| -> rusqlite::Result<String> { row.get(i) };
             Ok(Entry {
                 factory: row.get(0)?,

@@ -14,8 +14,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use rusqlite_migration::{Migrations, M};
 use serde::Serialize;
 
-const MIGRATIONS: &[M<'static>] = &[M::up(
-    "CREATE TABLE job (
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(
+        "CREATE TABLE job (
         id INTEGER PRIMARY KEY,
         factory TEXT NOT NULL,
         images TEXT NOT NULL,
@@ -29,7 +30,29 @@ const MIGRATIONS: &[M<'static>] = &[M::up(
         error TEXT
     );
     CREATE INDEX job_state ON job (state, id);",
-)];
+    ),
+    M::up(
+        "ALTER TABLE job ADD COLUMN force INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE job ADD COLUMN log TEXT;
+    CREATE TABLE delivery (
+        id INTEGER PRIMARY KEY,
+        job INTEGER,
+        url TEXT NOT NULL,
+        format TEXT NOT NULL,
+        event TEXT NOT NULL,
+        image TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        next_at TEXT NOT NULL,
+        delivered_at TEXT,
+        status INTEGER,
+        error TEXT
+    );
+    CREATE INDEX delivery_state ON delivery (state, next_at);",
+    ),
+];
 
 /// How many failed runs in a row mark a job failed.
 pub const TRIES: u32 = 2;
@@ -95,6 +118,32 @@ pub struct Job {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
+    /// Rebuild the images even when up to date (a request can ask).
+    pub force: bool,
+}
+
+fn insert(
+    conn: &Connection,
+    factory: &str,
+    images: &[String],
+    force: bool,
+    reason: &str,
+    key: &str,
+    now: DateTime<Utc>,
+) -> Result<i64, QueueError> {
+    conn.execute(
+        "INSERT INTO job (factory, images, reason, key, state, queued_at, force)
+         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6)",
+        params![
+            factory,
+            serde_json::to_string(images)?,
+            reason,
+            key,
+            now.to_rfc3339(),
+            force
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
 }
 
 /// The queue.
@@ -102,8 +151,8 @@ pub struct Queue {
     conn: Mutex<Connection>,
 }
 
-const COLUMNS: &str =
-    "id, factory, images, reason, key, state, attempts, queued_at, started_at, finished_at, error";
+const COLUMNS: &str = "id, factory, images, reason, key, state, attempts, queued_at, started_at, \
+                       finished_at, error, force";
 
 fn time(s: Option<String>) -> Option<DateTime<Utc>> {
     s.and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
@@ -125,6 +174,7 @@ fn job(row: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         started_at: time(row.get(8)?),
         finished_at: time(row.get(9)?),
         error: row.get(10)?,
+        force: row.get(11)?,
     })
 }
 
@@ -142,7 +192,8 @@ impl Queue {
         })
     }
 
-    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, QueueError> {
+    /// The service database, for the other tables it holds (deliveries).
+    pub(crate) fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, QueueError> {
         self.conn.lock().map_err(|_| QueueError::Poisoned)
     }
 
@@ -168,34 +219,44 @@ impl Queue {
         if blocked.is_some() {
             return Ok(None);
         }
-        conn.execute(
-            "INSERT INTO job (factory, images, reason, key, state, queued_at)
-             VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
-            params![
-                factory,
-                serde_json::to_string(images)?,
-                reason,
-                key,
-                now.to_rfc3339()
-            ],
-        )?;
-        Ok(Some(conn.last_insert_rowid()))
+        insert(&conn, factory, images, false, reason, key, now).map(Some)
+    }
+
+    /// Queues a bake someone asked for (through the API): always queued,
+    /// under a key of its own.
+    pub fn request(
+        &self,
+        factory: &str,
+        images: &[String],
+        force: bool,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64, QueueError> {
+        let conn = self.conn()?;
+        let key = format!("request {}", now.timestamp_nanos_opt().unwrap_or_default());
+        insert(&conn, factory, images, force, reason, &key, now)
     }
 
     /// Takes the oldest queued job of a factory that has none running, and
-    /// marks it running (one bake per factory at a time).
-    pub fn claim(&self, now: DateTime<Utc>) -> Result<Option<Job>, QueueError> {
+    /// marks it running (one bake per factory at a time); only of `factory`
+    /// when given.
+    pub fn claim(
+        &self,
+        factory: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Job>, QueueError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         let found = tx
             .query_row(
                 &format!(
                     "SELECT {COLUMNS} FROM job q WHERE state = 'queued'
+                       AND (?1 IS NULL OR factory = ?1)
                        AND NOT EXISTS (SELECT 1 FROM job r
                                        WHERE r.factory = q.factory AND r.state = 'running')
                      ORDER BY id LIMIT 1"
                 ),
-                [],
+                [factory],
                 job,
             )
             .optional()?;
@@ -235,6 +296,43 @@ impl Queue {
             params![id, state.name(), now.to_rfc3339(), error],
         )?;
         Ok(state)
+    }
+
+    /// Puts a running job back in the queue as if it had not started (the
+    /// service is stopping and cancelled it cleanly).
+    pub fn requeue(&self, id: i64) -> Result<(), QueueError> {
+        self.conn()?.execute(
+            "UPDATE job SET state = 'queued', attempts = MAX(attempts - 1, 0), started_at = NULL
+             WHERE id = ?1",
+            [id],
+        )?;
+        Ok(())
+    }
+
+    /// Keeps the log of a job's last run.
+    pub fn set_log(&self, id: i64, log: &str) -> Result<(), QueueError> {
+        self.conn()?
+            .execute("UPDATE job SET log = ?2 WHERE id = ?1", params![id, log])?;
+        Ok(())
+    }
+
+    /// The log of a job's last run, once it ended.
+    pub fn log(&self, id: i64) -> Result<Option<String>, QueueError> {
+        Ok(self
+            .conn()?
+            .query_row("SELECT log FROM job WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?
+            .flatten())
+    }
+
+    /// The newest `limit` jobs of every state, newest first.
+    pub fn recent(&self, limit: usize) -> Result<Vec<Job>, QueueError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM job ORDER BY id DESC LIMIT ?1"
+        ))?;
+        let rows = stmt.query_map([limit as i64], job)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     /// At start: the jobs a killed service was running. Each counts as a
@@ -306,16 +404,16 @@ mod tests {
             .unwrap()
             .unwrap();
         let b = q.enqueue("/f/b", &[], "poll", "k1", t(3)).unwrap().unwrap();
-        let first = q.claim(t(4)).unwrap().unwrap();
+        let first = q.claim(None, t(4)).unwrap().unwrap();
         assert_eq!(
             (first.id, first.attempts, first.state),
             (a, 1, State::Running)
         );
         // factory a is busy: b's job comes next, a's second waits
-        assert_eq!(q.claim(t(5)).unwrap().unwrap().id, b);
-        assert_eq!(q.claim(t(6)).unwrap(), None);
+        assert_eq!(q.claim(None, t(5)).unwrap().unwrap().id, b);
+        assert_eq!(q.claim(None, t(6)).unwrap(), None);
         assert_eq!(q.finish(a, Ok(()), t(7)).unwrap(), State::Succeeded);
-        let next = q.claim(t(8)).unwrap().unwrap();
+        let next = q.claim(None, t(8)).unwrap().unwrap();
         assert_eq!((next.id, next.images.clone()), (a2, vec!["x".to_string()]));
         // a succeeded key may be queued again (a later schedule tick)
         assert!(q
@@ -334,13 +432,13 @@ mod tests {
                 .enqueue("/f/a", &[], "schedule", "k1", t(0))
                 .unwrap()
                 .unwrap();
-            q.claim(t(1)).unwrap().unwrap();
+            q.claim(None, t(1)).unwrap().unwrap();
             id // the service dies here: the job stays running
         };
         let q = Queue::open(&path).unwrap();
         let interrupted = q.recover(t(2)).unwrap();
         assert_eq!(interrupted.iter().map(|j| j.id).collect::<Vec<_>>(), [id]);
-        let again = q.claim(t(3)).unwrap().unwrap();
+        let again = q.claim(None, t(3)).unwrap().unwrap();
         assert_eq!((again.id, again.attempts), (id, 2));
         assert_eq!(q.finish(id, Ok(()), t(4)).unwrap(), State::Succeeded);
         assert!(q.recover(t(5)).unwrap().is_empty());
@@ -351,18 +449,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::open(&dir.path().join("q.db")).unwrap();
         let id = q.enqueue("/f/a", &[], "poll", "k1", t(0)).unwrap().unwrap();
-        q.claim(t(1)).unwrap();
+        q.claim(None, t(1)).unwrap();
         assert_eq!(
             q.finish(id, Err("boom".into()), t(2)).unwrap(),
             State::Queued
         );
-        q.claim(t(3)).unwrap();
+        q.claim(None, t(3)).unwrap();
         assert_eq!(
             q.finish(id, Err("boom".into()), t(4)).unwrap(),
             State::Failed
         );
         assert_eq!(q.get(id).unwrap().unwrap().error.as_deref(), Some("boom"));
-        assert_eq!(q.claim(t(5)).unwrap(), None);
+        assert_eq!(q.claim(None, t(5)).unwrap(), None);
         assert_eq!(
             q.enqueue("/f/a", &[], "poll", "k1", t(6)).unwrap(),
             None,

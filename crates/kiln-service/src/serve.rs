@@ -1,16 +1,23 @@
-//! The service loop: plan every factory, queue what is stale, bake the
-//! queued jobs one factory at a time with exactly the code `kiln bake`
-//! uses, then sleep until the next schedule tick or poll — and on start,
-//! run again what a killed service left running.
+//! The service: one worker thread per factory plans it, queues what is
+//! stale and bakes the queued jobs with exactly the code `kiln bake` uses
+//! (one bake per factory at a time), then sleeps until the next schedule
+//! tick, poll or request; a delivery thread sends webhooks; the HTTP
+//! server ([`crate::http`]) reads the board and queues requests. On start
+//! the job a killed service left running is run once more; on stop
+//! (SIGTERM) no job starts, a running bake ends after its current step
+//! (or finishes publishing) and goes back to the queue.
 
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use kiln_build::Compression;
 use kiln_definition::Factory;
 use kiln_factory::bake::{self, BakeLog, BakeOptions};
+use kiln_factory::baked::{Outcome, Summary};
 use kiln_factory::graph::Graph;
 use kiln_factory::history::History;
 use kiln_factory::plan::{self, Locks, PlanOptions};
@@ -18,7 +25,11 @@ use kiln_factory::probe::Probing;
 use kiln_registry::Client;
 use kiln_store::Store;
 
+use crate::board::Board;
+use crate::metrics::Metrics;
+use crate::notify::{self, Hook};
 use crate::queue::{Job, Queue, QueueError, State};
+use crate::view;
 
 /// What `kiln serve` was asked to do.
 #[derive(Debug, Clone)]
@@ -30,6 +41,14 @@ pub struct Config {
     pub poll: Duration,
     pub kiln_exe: PathBuf,
     pub compression: Compression,
+    /// Where the HTTP API and dashboard listen, if anywhere.
+    pub listen: Option<SocketAddr>,
+    /// The bearer token write requests need (none: nothing is writable).
+    pub token: Option<String>,
+    /// Webhooks told of each published, unchanged or failed image.
+    pub hooks: Vec<Hook>,
+    /// Fetch and fast-forward each factory's git checkout before planning.
+    pub git: bool,
 }
 
 /// Why the service stopped.
@@ -39,74 +58,179 @@ pub enum ServiceError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     History(#[from] kiln_factory::history::HistoryError),
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the HTTP server: {0}")]
+    Http(std::io::Error),
 }
 
 /// What the service says: one line at a time.
 pub type Log<'a> = &'a (dyn Fn(&str) + Sync);
 
+/// What the workers and the HTTP server share.
+pub struct Service {
+    pub cfg: Config,
+    pub queue: Queue,
+    pub history: History,
+    pub board: Board,
+    pub metrics: Metrics,
+    /// Set on SIGTERM: no job starts, a running bake is cancelled cleanly.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Service {
+    /// Opens the service's databases in `store`.
+    pub fn open(
+        cfg: Config,
+        store: &Store,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Service, ServiceError> {
+        Ok(Service {
+            queue: Queue::open(&store.root().join("service.db"))?,
+            history: History::open(&store.root().join("history.db"))?,
+            board: Board::new(&cfg.factories),
+            metrics: Metrics::new(),
+            cfg,
+            stop,
+        })
+    }
+
+    /// The factory directory of URL name `id`.
+    pub fn factory_dir(&self, i: usize) -> &Path {
+        &self.cfg.factories[i]
+    }
+}
+
 /// Runs until `stop` is set.
 pub fn serve(
-    cfg: &Config,
+    cfg: Config,
     store: &Store,
     client: &Client,
-    stop: &AtomicBool,
+    stop: Arc<AtomicBool>,
     log: Log<'_>,
 ) -> Result<(), ServiceError> {
-    let queue = Queue::open(&store.root().join("service.db"))?;
-    let history = History::open(&store.root().join("history.db"))?;
-    for j in queue.recover(Utc::now())? {
+    let listener = match cfg.listen {
+        Some(addr) => {
+            Some(TcpListener::bind(addr).map_err(|source| ServiceError::Listen { addr, source })?)
+        }
+        None => None,
+    };
+    let svc = Arc::new(Service::open(cfg, store, stop)?);
+    recover(&svc, log)?;
+    log(&format!(
+        "serving {} factor{}; planning every {} s and at each schedule tick",
+        svc.cfg.factories.len(),
+        if svc.cfg.factories.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        },
+        svc.cfg.poll.as_secs()
+    ));
+    std::thread::scope(|s| -> Result<(), ServiceError> {
+        let workers: Vec<_> = (0..svc.cfg.factories.len())
+            .map(|i| {
+                let svc = &svc;
+                s.spawn(move || worker(svc, store, client, i, log))
+            })
+            .collect();
+        s.spawn(|| deliverer(&svc, log));
+        let server = match listener {
+            Some(l) => {
+                let addr = l.local_addr().map_err(ServiceError::Http)?;
+                log(&format!("dashboard and API on http://{addr}/"));
+                let svc = svc.clone();
+                Some(s.spawn(move || crate::http::run(svc, l)))
+            }
+            None => None,
+        };
+        for w in workers {
+            w.join().expect("worker")?;
+        }
+        if let Some(server) = server {
+            server.join().expect("server").map_err(ServiceError::Http)?;
+        }
+        Ok(())
+    })?;
+    log("stopped");
+    Ok(())
+}
+
+fn recover(svc: &Service, log: Log<'_>) -> Result<(), ServiceError> {
+    for j in svc.queue.recover(Utc::now())? {
         log(&format!(
             "job {} ({}) was interrupted when the service stopped: {}",
             j.id,
             j.factory,
-            if queue.get(j.id)?.is_some_and(|j| j.state == State::Failed) {
+            if svc
+                .queue
+                .get(j.id)?
+                .is_some_and(|j| j.state == State::Failed)
+            {
                 "failed twice, not run again"
             } else {
                 "it runs again"
             }
         ));
     }
-    log(&format!(
-        "serving {} factor{}; planning every {} s and at each schedule tick",
-        cfg.factories.len(),
-        if cfg.factories.len() == 1 { "y" } else { "ies" },
-        cfg.poll.as_secs()
-    ));
+    Ok(())
+}
+
+/// Keeps factory `i` fresh until the service stops.
+fn worker(
+    svc: &Service,
+    store: &Store,
+    client: &Client,
+    i: usize,
+    log: Log<'_>,
+) -> Result<(), ServiceError> {
+    let dir = svc.factory_dir(i).to_path_buf();
+    let factory_id = dir.display().to_string();
+    let stop = &svc.stop;
     while !stop.load(Ordering::Relaxed) {
-        let mut wake = Utc::now() + chrono::Duration::from_std(cfg.poll).unwrap_or_default();
-        for dir in &cfg.factories {
-            match plan_and_queue(dir, store, client, &queue, &history, log) {
-                Ok(next) => wake = next.map_or(wake, |n| n.min(wake)),
-                Err(e) => log(&format!("{}: {e}", dir.display())),
+        if svc.cfg.git {
+            match crate::git::update(&dir) {
+                Ok(Some(commit)) => log(&format!("{factory_id}: fast-forwarded to {commit}")),
+                Ok(None) => {}
+                Err(e) => log(&format!("{factory_id}: git: {e}")),
             }
         }
-        while let Some(job) = queue.claim(Utc::now())? {
-            let result = run(cfg, &job, store, client, &history, log);
-            let state = queue.finish(job.id, result.clone(), Utc::now())?;
-            log(&format!(
-                "job {} ({}): {}",
-                job.id,
-                job.factory,
-                match (&result, state) {
-                    (Ok(()), _) => "done".to_string(),
-                    (Err(e), State::Failed) =>
-                        format!("failed twice, not retried until something changes: {e}"),
-                    (Err(e), _) => format!("failed, it runs once more: {e}"),
-                }
-            ));
-            if stop.load(Ordering::Relaxed) {
-                return Ok(());
+        let mut wake = Utc::now() + chrono::Duration::from_std(svc.cfg.poll).unwrap_or_default();
+        match plan_and_queue(svc, i, store, client, log) {
+            Ok(next) => wake = next.map_or(wake, |n| n.min(wake)),
+            Err(e) => {
+                log(&format!("{factory_id}: {e}"));
+                svc.board.failed_plan(i, e);
             }
         }
-        sleep_until(wake, stop);
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if let Some(job) = svc.queue.claim(Some(&factory_id), Utc::now())? {
+            run_job(svc, store, client, i, &job, log)?;
+            continue; // plan again: the board shows what the bake left
+        }
+        svc.board.sleep(i, wake, stop);
     }
     Ok(())
 }
 
-/// Sleeps until `when`, waking early when `stop` is set.
-fn sleep_until(when: DateTime<Utc>, stop: &AtomicBool) {
-    while Utc::now() < when && !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(200));
+/// Sends due webhooks until the service stops (what is left is sent when
+/// it starts again).
+fn deliverer(svc: &Service, log: Log<'_>) {
+    while !svc.stop.load(Ordering::Relaxed) {
+        if let Err(e) = notify::deliver_due(&svc.queue, Utc::now(), &log) {
+            log(&format!("webhooks: {e}"));
+        }
+        for _ in 0..5 {
+            if svc.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
@@ -114,30 +238,39 @@ fn open(dir: &Path) -> Result<(Factory, Graph, Locks), String> {
     kiln_factory::open(&[dir.to_path_buf()]).map_err(|e| e.to_string())
 }
 
-fn plan_options(
-    factory: &Factory,
-    locks: &Locks,
-    history: &History,
-    store: &Store,
-    selected: &[String],
-) -> Result<PlanOptions, String> {
-    PlanOptions::now(selected, factory, locks, history, store.root()).map_err(|e| e.to_string())
-}
-
-/// Plans one factory and queues a bake when something is stale; returns
-/// its next schedule tick.
+/// Plans factory `i`, shows the plan on the board and queues a bake when
+/// something is stale; returns its next schedule tick.
 fn plan_and_queue(
-    dir: &Path,
+    svc: &Service,
+    i: usize,
     store: &Store,
     client: &Client,
-    queue: &Queue,
-    history: &History,
     log: Log<'_>,
 ) -> Result<Option<DateTime<Utc>>, String> {
+    let clock = Instant::now();
+    let dir = svc.factory_dir(i);
     let (factory, g, locks) = open(dir)?;
-    let opts = plan_options(&factory, &locks, history, store, &[])?;
+    let opts = PlanOptions::now(&[], &factory, &locks, &svc.history, store.root())
+        .map_err(|e| e.to_string())?;
     let resolver = Probing::new(store, client);
     let planned = plan::plan(&factory, &g, &locks, &resolver, &opts).map_err(|e| e.to_string())?;
+    let seconds = clock.elapsed().as_secs_f64();
+    let sources = view::Sources {
+        factory: &factory,
+        plan: &planned,
+        locks: &locks,
+        opts: &opts,
+        history: &svc.history,
+        store,
+    };
+    let v = view::build(
+        &svc.board.id(i),
+        &dir.display().to_string(),
+        &sources,
+        seconds,
+    );
+    let next = v.next_tick;
+    svc.board.planned(i, v);
     let stale: Vec<(&str, String)> = planned
         .images
         .iter()
@@ -154,64 +287,125 @@ fn plan_and_queue(
             .collect::<Vec<_>>()
             .join("; ");
         let factory_id = dir.display().to_string();
-        if let Some(id) = queue
+        if let Some(id) = svc
+            .queue
             .enqueue(&factory_id, &[], &reason, &key, Utc::now())
             .map_err(|e| e.to_string())?
         {
             log(&format!("queued job {id} for {factory_id}: {reason}"));
         }
     }
-    Ok(next_tick(&factory, &locks, &opts))
+    Ok(next)
 }
 
-/// The earliest schedule tick of the factory's images after their last
-/// bake or check.
-fn next_tick(factory: &Factory, locks: &Locks, opts: &PlanOptions) -> Option<DateTime<Utc>> {
-    factory
-        .images
-        .iter()
-        .filter_map(|(name, image)| {
-            let schedule = image.schedule.as_ref()?;
-            let baked = DateTime::parse_from_rfc3339(&locks.get(name)?.baked_at).ok()?;
-            let mut last = baked.with_timezone(&Utc);
-            if let Some(c) = opts.checked.get(name) {
-                last = last.max(*c);
-            }
-            schedule.next_after(last)
-        })
-        .min()
-}
-
-/// Bakes a job's factory as `kiln bake` does; a failed image fails the job.
-fn run(
-    cfg: &Config,
-    job: &Job,
+/// Runs a claimed job of factory `i` and records how it ended.
+fn run_job(
+    svc: &Service,
     store: &Store,
     client: &Client,
-    history: &History,
+    i: usize,
+    job: &Job,
     log: Log<'_>,
-) -> Result<(), String> {
-    log(&format!(
+) -> Result<(), ServiceError> {
+    svc.board.started(i, job.id);
+    let say = |text: &str| {
+        svc.board.line(job.id, text);
+        log(text);
+    };
+    say(&format!(
         "job {} ({}): baking, attempt {}",
         job.id, job.factory, job.attempts
     ));
+    let result = bake_job(svc, store, client, job, &say);
+    let factory_name = svc.board.id(i);
+    let now = Utc::now();
+    let cancelled = result
+        .as_ref()
+        .is_ok_and(|s| s.images.iter().any(|r| r.outcome == Outcome::Cancelled));
+    if let Ok(summary) = &result {
+        svc.metrics.baked(&factory_name, &summary.images);
+        let n = notify::queue_outcomes(
+            &svc.queue,
+            &svc.cfg.hooks,
+            job.id,
+            &factory_name,
+            &summary.images,
+            now,
+        )?;
+        if n > 0 {
+            say(&format!(
+                "{n} webhook deliver{} queued",
+                if n == 1 { "y" } else { "ies" }
+            ));
+        }
+    }
+    let outcome = result.and_then(|s| {
+        let failed: Vec<String> = s
+            .images
+            .iter()
+            .filter(|i| !i.outcome.ok())
+            .map(|i| i.name.clone())
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} did not bake", failed.join(", ")))
+        }
+    });
+    if cancelled {
+        svc.queue.requeue(job.id)?;
+        say(&format!(
+            "job {} ({}): cancelled cleanly, it runs when the service starts again",
+            job.id, job.factory
+        ));
+    } else {
+        let state = svc.queue.finish(job.id, outcome.clone(), now)?;
+        say(&format!(
+            "job {} ({}): {}",
+            job.id,
+            job.factory,
+            match (&outcome, state) {
+                (Ok(()), _) => "done".to_string(),
+                (Err(e), State::Failed) =>
+                    format!("failed twice, not retried until something changes: {e}"),
+                (Err(e), _) => format!("failed, it runs once more: {e}"),
+            }
+        ));
+    }
+    let text = svc.board.ended(i, job.id);
+    svc.queue.set_log(job.id, &text)?;
+    Ok(())
+}
+
+/// Bakes a job's factory as `kiln bake` does.
+fn bake_job(
+    svc: &Service,
+    store: &Store,
+    client: &Client,
+    job: &Job,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<Summary, String> {
     let (factory, g, mut locks) = open(Path::new(&job.factory))?;
+    let mut plan = PlanOptions::now(&job.images, &factory, &locks, &svc.history, store.root())
+        .map_err(|e| e.to_string())?;
+    plan.force = job.force;
     let opts = BakeOptions {
-        plan: plan_options(&factory, &locks, history, store, &job.images)?,
+        plan,
         dry_run: false,
         no_publish: false,
-        kiln_exe: cfg.kiln_exe.clone(),
-        compression: cfg.compression,
+        kiln_exe: svc.cfg.kiln_exe.clone(),
+        compression: svc.cfg.compression,
         source_date_epoch: None,
+        cancel: Some(svc.stop.clone()),
     };
     let lines = |image: &str, text: &str| {
         if image.is_empty() {
-            log(text)
+            say(text)
         } else {
-            log(&format!("[{image}] {text}"))
+            say(&format!("[{image}] {text}"))
         }
     };
-    let summary = bake::bake(
+    bake::bake(
         &factory,
         &g,
         &mut locks,
@@ -219,19 +413,8 @@ fn run(
         client,
         &Probing::new(store, client),
         &opts,
-        Some(history),
+        Some(&svc.history),
         &lines as &dyn BakeLog,
     )
-    .map_err(|e| e.to_string())?;
-    let failed: Vec<String> = summary
-        .images
-        .iter()
-        .filter(|i| !i.outcome.ok())
-        .map(|i| i.name.clone())
-        .collect();
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("{} did not bake", failed.join(", ")))
-    }
+    .map_err(|e| e.to_string())
 }

@@ -121,6 +121,7 @@ pub fn bake(
         kiln_exe: std::env::current_exe().context("finding the kiln binary")?,
         compression: build::compression(&args.compression)?,
         source_date_epoch: build::source_date_epoch(args.source_date_epoch),
+        cancel: None,
     };
     let log = BakePrinter::new(printer);
     let summary = bake::bake(
@@ -154,6 +155,7 @@ pub fn bake(
                     format!("TEST FAILED ({exit_code}): {test}")
                 }
                 Outcome::PublishFailed { error } => format!("PUBLISH FAILED: {error}"),
+                Outcome::Cancelled => "cancelled".to_string(),
             };
             let mut line = format!(
                 "{:width$}  {:<14} {:<72} {what}",

@@ -16,10 +16,14 @@ use crate::printer::Printer;
 
 pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
     let store_dir = cli.store.clone().unwrap_or_else(kiln_store::default_root);
+    // kiln serve handles its signals itself (it stops cleanly)
+    let own_signals = matches!(cli.command, Command::Serve(_));
     let open = || {
         kiln_store::Store::open(&store_dir)
             .map(|s| {
-                crate::interrupt::clean_up_on_signal(s.tmp_dir());
+                if !own_signals {
+                    crate::interrupt::clean_up_on_signal(s.tmp_dir());
+                }
                 s.with_wait_notice(Printer::to_stderr)
             })
             .with_context(|| format!("opening the store {}", store_dir.display()))

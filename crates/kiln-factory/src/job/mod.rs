@@ -86,6 +86,11 @@ const STEPS: [fn(&mut Job<'_>) -> Flow; 9] = [
     publish::lock,
 ];
 
+/// The index of the first step that changes something outside the store
+/// (tags, registries, the lock): a cancelled bake stops before it, never
+/// after.
+const PUBLISHING: usize = 6;
+
 /// Bakes one image of wave `wave`: every step in turn, until one ends it.
 pub(crate) fn run(bake: &Bake<'_>, name: &str, wave: usize) -> ImageResult {
     let clock = Instant::now();
@@ -116,7 +121,13 @@ pub(crate) fn run(bake: &Bake<'_>, name: &str, wave: usize) -> ImageResult {
     };
     let outcome = STEPS
         .iter()
-        .find_map(|step| step(&mut job).break_value())
+        .enumerate()
+        .find_map(|(i, step)| {
+            if i < PUBLISHING && bake.opts.cancelled() {
+                return Some(Outcome::Cancelled);
+            }
+            step(&mut job).break_value()
+        })
         .unwrap_or(Outcome::Built);
     let mut r = job.result;
     r.outcome = outcome;
