@@ -16,7 +16,7 @@ use crate::FactoryError;
 
 /// What a plan asks the world outside the factory: the digest a registry
 /// tag points at now, and which packages of an image have updates.
-pub trait Resolver {
+pub trait Resolver: Sync {
     fn digest(&self, reference: &str) -> Result<String, ResolveError>;
 
     /// The package updates of `name`'s locked image; `None` when this
@@ -457,6 +457,13 @@ pub fn plan(
         warnings: Vec::new(),
         notes: Vec::new(),
     };
+    if !opts.offline {
+        let references: BTreeSet<&String> = chosen
+            .iter()
+            .flat_map(|n| g.external.get(n).into_iter().flatten())
+            .collect();
+        planner.resolved = prefetch(resolver, &references);
+    }
     let mut images = Vec::new();
     for name in g.order.iter().filter(|n| chosen.contains(*n)) {
         let image = planner.image(name)?;
@@ -678,6 +685,34 @@ impl Planner<'_> {
             });
         }
     }
+}
+
+/// How many registry bases a plan asks for at once.
+const CONCURRENT_LOOKUPS: usize = 8;
+
+/// Resolves `references` a few at a time; the ones that resolved (a
+/// failure is asked again, and reported, where its image is planned).
+fn prefetch(resolver: &dyn Resolver, references: &BTreeSet<&String>) -> BTreeMap<String, String> {
+    let todo: Vec<&String> = references.iter().copied().collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let found = std::sync::Mutex::new(BTreeMap::new());
+    std::thread::scope(|s| {
+        for _ in 0..CONCURRENT_LOOKUPS.min(todo.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(reference) = todo.get(i) else {
+                    break;
+                };
+                if let Ok(d) = resolver.digest(reference) {
+                    found
+                        .lock()
+                        .expect("found")
+                        .insert(reference.to_string(), d);
+                }
+            });
+        }
+    });
+    found.into_inner().expect("found")
 }
 
 fn resolve(

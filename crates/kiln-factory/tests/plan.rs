@@ -2,21 +2,22 @@
 //! build contexts on disk. Registry bases are answered by a table here;
 //! the registry round trip is tested with `kiln bake` in kiln-cli.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Mutex;
 
 use chrono::{TimeZone, Utc};
 use kiln_factory::graph;
 use kiln_factory::lock::Locked;
 use kiln_factory::plan::{plan, Locks, Plan, PlanOptions, Reason, ResolveError, Resolver};
 
-struct Table(RefCell<BTreeMap<String, String>>);
+struct Table(Mutex<BTreeMap<String, String>>);
 
 impl Resolver for Table {
     fn digest(&self, reference: &str) -> Result<String, ResolveError> {
         self.0
-            .borrow()
+            .lock()
+            .unwrap()
             .get(reference)
             .cloned()
             .ok_or(ResolveError::NotFound)
@@ -99,7 +100,7 @@ fn try_plan(
 }
 
 fn table() -> Table {
-    Table(RefCell::new(BTreeMap::from([
+    Table(Mutex::new(BTreeMap::from([
         (
             "registry.example/debian:bookworm".to_string(),
             "sha256:d1".to_string(),
@@ -288,7 +289,7 @@ fn a_moved_registry_tag_makes_its_image_and_dependants_stale() {
     chain(dir.path());
     let table = table();
     bake_all(dir.path(), &table, t0());
-    table.0.borrow_mut().insert(
+    table.0.lock().unwrap().insert(
         "registry.example/debian:bookworm".into(),
         "sha256:d2".into(),
     );
@@ -311,7 +312,7 @@ fn a_moved_registry_tag_makes_its_image_and_dependants_stale() {
 fn an_offline_plan_asks_no_registry() {
     let dir = tempfile::tempdir().unwrap();
     chain(dir.path());
-    let empty = Table(RefCell::new(BTreeMap::new()));
+    let empty = Table(Mutex::new(BTreeMap::new()));
     // never built: nothing is pinned, and offline nothing can be asked
     let e = try_plan(dir.path(), &empty, false, true, t0(), &[]).unwrap_err();
     assert!(e.to_string().contains("--offline"), "{e}");
@@ -319,7 +320,7 @@ fn an_offline_plan_asks_no_registry() {
     bake_all(dir.path(), &table, t0());
     // the tag moved, but offline the locked digests stand, and a registry
     // that knows nothing is never asked
-    table.0.borrow_mut().insert(
+    table.0.lock().unwrap().insert(
         "registry.example/debian:bookworm".into(),
         "sha256:d2".into(),
     );
@@ -449,7 +450,8 @@ fn a_missing_registry_base_is_reported_at_its_from_line() {
     let table = table();
     table
         .0
-        .borrow_mut()
+        .lock()
+        .unwrap()
         .remove("registry.example/debian:bookworm");
     let factory = kiln_definition::load(&[dir.path().to_path_buf()]).unwrap();
     let g = graph::graph(&factory).unwrap();

@@ -319,17 +319,29 @@ fn run_job(
     let result = bake_job(svc, store, client, job, &say);
     let factory_name = svc.board.id(i);
     let now = Utc::now();
-    let cancelled = result
-        .as_ref()
-        .is_ok_and(|s| s.images.iter().any(|r| r.outcome == Outcome::Cancelled));
+    // a failure while the service stops is taken as caused by the stop
+    // (Ctrl-C reaches the step processes too): the job is not charged
+    let stopping = svc.stop.load(Ordering::Relaxed);
+    let cancelled = result.as_ref().is_ok_and(|s| {
+        s.images
+            .iter()
+            .any(|r| r.outcome == Outcome::Cancelled || (stopping && !r.outcome.ok()))
+    });
     if let Ok(summary) = &result {
         svc.metrics.baked(&factory_name, &summary.images);
+        // what a stop cut short is not news: the job runs again
+        let news: Vec<_> = summary
+            .images
+            .iter()
+            .filter(|r| !cancelled || r.outcome.ok())
+            .cloned()
+            .collect();
         let n = notify::queue_outcomes(
             &svc.queue,
             &svc.cfg.hooks,
             job.id,
             &factory_name,
-            &summary.images,
+            &news,
             now,
         )?;
         if n > 0 {

@@ -3,6 +3,7 @@
 
 pub mod proxy;
 pub mod registry;
+pub mod web;
 
 use std::fs;
 use std::path::{Path, PathBuf};

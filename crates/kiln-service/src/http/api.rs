@@ -252,8 +252,9 @@ pub async fn job(State(app): State<App>, Path(id): Path<i64>, headers: HeaderMap
 }
 
 /// The live log of a job as Server-Sent Events: each line a `message`
-/// event, then an `end` event when the job ends (at once when it ended
-/// already).
+/// event whose id is its number, then an `end` event when the job ends (at
+/// once when it ended already). A reconnecting client's `Last-Event-ID`
+/// skips what it has.
 pub async fn events(
     State(app): State<App>,
     Path(id): Path<i64>,
@@ -263,25 +264,39 @@ pub async fn events(
     let (live, rx) = app.svc.board.follow(id);
     let (lines, running) = match live {
         Some(lines) => (lines, true),
-        None => (job_with_log(&app, id)?.1, false),
+        None => match job_with_log(&app, id)? {
+            // not started yet: every line comes from the channel
+            (job, _) if job.state == JobState::Queued => (vec![], true),
+            (_, lines) => (lines, false),
+        },
     };
     struct Follow {
+        /// The number of the first pending line.
+        first: usize,
         pending: std::collections::VecDeque<String>,
         rx: tokio::sync::broadcast::Receiver<LogEvent>,
         next: usize,
         running: bool,
         done: bool,
     }
+    // a reconnecting browser says the last line it got
+    let seen = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .map_or(0, |last| last + 1);
     let state = Follow {
-        next: lines.len(),
-        pending: lines.into(),
+        next: lines.len().max(seen),
+        first: seen.min(lines.len()),
+        pending: lines.into_iter().skip(seen).collect(),
         rx,
         running,
         done: false,
     };
     let stream = futures_util::stream::unfold(state, move |mut s| async move {
         if let Some(line) = s.pending.pop_front() {
-            return Some((Ok(Event::default().data(line)), s));
+            let n = s.first;
+            s.first += 1;
+            return Some((Ok(Event::default().id(n.to_string()).data(line)), s));
         }
         if s.done {
             return None;
@@ -290,7 +305,7 @@ pub async fn events(
             match s.rx.recv().await {
                 Ok(LogEvent::Line { job, n, text }) if job == id && n >= s.next => {
                     s.next = n + 1;
-                    return Some((Ok(Event::default().data(text)), s));
+                    return Some((Ok(Event::default().id(n.to_string()).data(text)), s));
                 }
                 Ok(LogEvent::End { job }) if job == id => break,
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
@@ -298,7 +313,8 @@ pub async fn events(
             }
         }
         s.done = true;
-        Some((Ok(Event::default().event("end").data("")), s))
+        // (an event without data is not dispatched)
+        Some((Ok(Event::default().event("end").data("end")), s))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

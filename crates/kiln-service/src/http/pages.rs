@@ -180,8 +180,14 @@ pub async fn image(
 
 pub async fn job(State(app): State<App>, Path(id): Path<i64>, headers: HeaderMap) -> Reply {
     app.may_read(&headers)?;
-    let (job, lines) = job_with_log(&app, id)?;
-    let live = job.state == crate::queue::State::Running;
+    let (job, mut lines) = job_with_log(&app, id)?;
+    let live = matches!(
+        job.state,
+        crate::queue::State::Running | crate::queue::State::Queued
+    );
+    if job.state == crate::queue::State::Queued {
+        lines.clear(); // a retry's earlier log; its new lines will stream
+    }
     Ok(page(
         &format!("Job {id}"),
         html! {

@@ -66,13 +66,19 @@ pub fn lineage(f: &FactoryView) -> Markup {
             width=(width) height=(height) viewBox={"0 0 " (width) " " (height)}
             font-family="sans-serif" font-size="12" {
             title { "Lineage of " (f.id) }
+            defs {
+                marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5"
+                    markerWidth="7" markerHeight="7" orient="auto-start-reverse" {
+                    path d="M 0 0 L 10 5 L 0 10 z" fill="#555" {}
+                }
+            }
             @for im in &f.images {
                 @for base in &im.depends_on {
                     @if let (Some(from), Some(to)) = (at.get(base.as_str()), at.get(im.name.as_str())) {
                         @let (x1, y1, x2, y2) = (from.0 + W, from.1 + H / 2, to.0, to.1 + H / 2);
                         path class="edge" data-from=(base) data-to=(im.name)
                             d={"M" (x1) "," (y1) " C" (x1 + GAP_X / 2) "," (y1) " " (x2 - GAP_X / 2) "," (y2) " " (x2) "," (y2)}
-                            fill="none" stroke="#555" stroke-width="1.5" {}
+                            fill="none" stroke="#555" stroke-width="1.5" marker-end="url(#arrow)" {}
                     }
                 }
             }
