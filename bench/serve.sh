@@ -39,10 +39,10 @@ mkdir -p "$work/busybox/rootfs/bin" "$work/busybox/rootfs/tmp"
 cp /bin/busybox "$work/busybox/rootfs/bin/busybox"
 ln -s busybox "$work/busybox/rootfs/bin/sh"
 printf 'FROM scratch\nCOPY rootfs/ /\n' > "$work/busybox/Dockerfile"
-"$kiln" --store "$store" build -t bench-busybox:1 "$work/busybox" >/dev/null
+"$kiln" --store "$store" build -t bench-busybox:1 "$work/busybox" >/dev/null 2>&1
 targets=()
 for i in $(seq -w 1 100); do targets+=("$reg/base$i:latest"); done
-"$kiln" --store "$store" push bench-busybox:1 "${targets[@]}" >/dev/null
+"$kiln" --store "$store" push bench-busybox:1 "${targets[@]}" >/dev/null 2>&1
 
 # factory images: N images, image i FROM a base of its own (bases) or all
 # FROM one factory image (chain)
@@ -60,7 +60,7 @@ factory() { # DIR COUNT bases|chain [SCHEDULE]
     if [ "$kind" = chain ]; then from=root; else from="$reg/base$i:latest"; fi
     printf 'FROM %s\nCOPY note /note\n' "$from" > "$dir/img$i/Dockerfile"
     printf '[image.img%s]\ncontext = "img%s"\n' "$i" "$i" >> "$dir/kiln.toml"
-    [ -n "$schedule" ] && printf 'schedule = "%s"\n' "$schedule" >> "$dir/kiln.toml"
+    if [ -n "$schedule" ]; then printf 'schedule = "%s"\n' "$schedule" >> "$dir/kiln.toml"; fi
   done
 }
 serve() { # LOG PORT DIR [FLAGS]
@@ -71,13 +71,16 @@ serve() { # LOG PORT DIR [FLAGS]
   for _ in $(seq 600); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && return; sleep 0.1; done
   echo "kiln serve did not get ready; see $log" >&2; exit 1
 }
+bake() { # DIR
+  "$kiln" --store "$store" bake -f "$1" >"$work/bake.log" 2>&1 || { tail -20 "$work/bake.log" >&2; exit 1; }
+}
 stop_serve() { pkill -TERM -f "kiln --store $store serve" || true; sleep 1; }
 
 echo "baking a factory of 50 images and one of 100 on registry bases" >&2
 factory "$work/fifty" 49 chain
 factory "$work/hundred" 100 bases
-"$kiln" --store "$store" bake -f "$work/fifty" >/dev/null 2>&1
-"$kiln" --store "$store" bake -f "$work/hundred" >/dev/null 2>&1
+bake "$work/fifty"
+bake "$work/hundred"
 
 # 1. idle memory, watching 50 images
 port=$(free_port)
@@ -98,7 +101,7 @@ stop_serve
 
 # 3. a schedule tick to the start of its bake
 factory "$work/tick" 1 chain "* * * * *"
-"$kiln" --store "$store" bake -f "$work/tick" >/dev/null 2>&1
+bake "$work/tick"
 port=$(free_port)
 serve "$work/tick.log" "$port" "$work/tick" --poll 3600
 for _ in $(seq 90); do grep -q 'baking, attempt' "$work/tick.log" && break; sleep 1; done
