@@ -481,3 +481,124 @@ fn the_service_bakes_by_itself_and_survives_a_kill() {
         locked(&fdir, "app", "version").is_some_and(|v| v != v3)
     });
 }
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=kiln test",
+            "-c",
+            "user.email=test@kiln.invalid",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn with_git_the_service_bakes_what_was_pushed() {
+    need(&["git"]);
+    let (dir, store) = setup();
+    let reg = Registry::start(dir.path());
+    let origin = dir.path().join("origin.git");
+    let author = dir.path().join("author");
+    let checkout = dir.path().join("checkout");
+    fs::create_dir_all(&author).unwrap();
+    git(
+        dir.path(),
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            origin.to_str().unwrap(),
+        ],
+    );
+    git(&author, &["init", "-q", "-b", "main"]);
+    busybox_context(&author);
+    fs::write(
+        author.join("kiln.toml"),
+        "kiln = 1\n[factory]\nregistry = \"${KILN_TEST_REGISTRY}/git\"\n\
+         [image.app]\ncontext = \"busybox\"\n",
+    )
+    .unwrap();
+    fs::write(author.join("busybox/note"), "one\n").unwrap();
+    let dockerfile = author.join("busybox/Dockerfile");
+    let text = fs::read_to_string(&dockerfile).unwrap();
+    fs::write(&dockerfile, format!("{text}COPY note /note\n")).unwrap();
+    git(&author, &["add", "-A"]);
+    git(&author, &["commit", "-q", "-m", "a factory"]);
+    git(
+        &author,
+        &["remote", "add", "origin", origin.to_str().unwrap()],
+    );
+    git(&author, &["push", "-q", "-u", "origin", "main"]);
+    git(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            origin.to_str().unwrap(),
+            checkout.to_str().unwrap(),
+        ],
+    );
+
+    // a second factory, not a git checkout: served side by side (its git
+    // update fails and is said, its planning goes on)
+    let other = dir.path().join("other");
+    busybox_context(&other);
+    fs::write(
+        other.join("kiln.toml"),
+        "kiln = 1\n[factory]\nregistry = \"${KILN_TEST_REGISTRY}/other\"\n\
+         [image.tool]\ncontext = \"busybox\"\n",
+    )
+    .unwrap();
+
+    let log = dir.path().join("serve.log");
+    let service = Service::start(
+        &store,
+        &checkout,
+        &reg.addr,
+        &log,
+        &["--git".into(), "-f".into(), other.display().to_string()],
+    );
+    wait(120, "the first bakes", &log, || {
+        locked(&checkout, "app", "version").is_some() && locked(&other, "tool", "version").is_some()
+    });
+    let ids: Vec<String> = service
+        .api("/api/factories")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["checkout", "other"]);
+    let v1 = locked(&checkout, "app", "version").unwrap();
+
+    // a commit pushed upstream: fetched, fast-forwarded, baked
+    fs::write(author.join("busybox/note"), "two\n").unwrap();
+    git(&author, &["commit", "-q", "-am", "a new note"]);
+    git(&author, &["push", "-q"]);
+    wait(120, "the pushed change's bake", &log, || {
+        locked(&checkout, "app", "version").is_some_and(|v| v != v1)
+    });
+    assert_eq!(
+        fs::read_to_string(checkout.join("busybox/note")).unwrap(),
+        "two\n"
+    );
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains("fast-forwarded to "), "{text}");
+    assert!(text.contains("other: git: "), "{text}");
+    assert!(
+        text.contains("its build context changed: changed note"),
+        "{text}"
+    );
+}

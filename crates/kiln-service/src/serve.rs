@@ -190,12 +190,22 @@ fn worker(
     let dir = svc.factory_dir(i).to_path_buf();
     let factory_id = dir.display().to_string();
     let stop = &svc.stop;
+    // a git failure is said once, not at every poll, until it changes
+    let mut git_error = None;
     while !stop.load(Ordering::Relaxed) {
         if svc.cfg.git {
             match crate::git::update(&dir) {
-                Ok(Some(commit)) => log(&format!("{factory_id}: fast-forwarded to {commit}")),
-                Ok(None) => {}
-                Err(e) => log(&format!("{factory_id}: git: {e}")),
+                Ok(commit) => {
+                    if let Some(commit) = commit {
+                        log(&format!("{factory_id}: fast-forwarded to {commit}"));
+                    }
+                    git_error = None;
+                }
+                Err(e) if git_error.as_ref() != Some(&e) => {
+                    log(&format!("{factory_id}: git: {e}"));
+                    git_error = Some(e);
+                }
+                Err(_) => {}
             }
         }
         let mut wake = Utc::now() + chrono::Duration::from_std(svc.cfg.poll).unwrap_or_default();
