@@ -384,6 +384,16 @@ fn the_service_bakes_by_itself_and_survives_a_kill() {
         "{overview}"
     );
     web::screenshot(&format!("{}/", service.url), "serve-overview");
+    let graph = get(&format!("{}/factories/factory/lineage.svg", service.url));
+    assert!(
+        graph.body.starts_with("<svg") && graph.body.contains("data-to=\"app\""),
+        "{}",
+        graph.body
+    );
+    web::screenshot(
+        &format!("{}/factories/factory/lineage.svg", service.url),
+        "serve-lineage",
+    );
     let page = web::dom(
         &format!("{}/factories/factory/images/app", service.url),
         2000,

@@ -192,6 +192,56 @@ impl App {
 mod tests {
     use super::*;
 
+    fn app(dir: &std::path::Path, token: Option<&str>, loopback: bool) -> App {
+        let store = kiln_store::Store::open(dir.join("store")).unwrap();
+        let cfg = crate::serve::Config {
+            factories: vec![dir.join("f")],
+            poll: Duration::from_secs(60),
+            kiln_exe: "kiln".into(),
+            compression: kiln_build::Compression::Gzip,
+            listen: None,
+            token: token.map(str::to_string),
+            hooks: vec![],
+            git: false,
+        };
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        App {
+            svc: Arc::new(Service::open(cfg, &store, stop).unwrap()),
+            loopback,
+        }
+    }
+
+    fn bearer(t: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {t}").parse().unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn reads_are_open_on_loopback_only_and_writes_need_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = app(dir.path(), Some("s3cret"), true);
+        assert!(local.may_read(&HeaderMap::new()).is_ok());
+        assert_eq!(local.may_write(&HeaderMap::new()).unwrap_err().status, 401);
+        assert_eq!(local.may_write(&bearer("nope")).unwrap_err().status, 401);
+        assert!(local.may_write(&bearer("s3cret")).is_ok());
+
+        let public = app(dir.path(), Some("s3cret"), false);
+        let refused = public.may_read(&HeaderMap::new()).unwrap_err();
+        assert_eq!(refused.status, 401);
+        assert_eq!(refused.challenge, Some("Basic realm=\"kiln\""));
+        assert!(public.may_read(&bearer("s3cret")).is_ok());
+
+        let tokenless = app(dir.path(), None, true);
+        assert_eq!(
+            tokenless.may_write(&bearer("anything")).unwrap_err().status,
+            401
+        );
+    }
+
     #[test]
     fn tokens_come_as_bearer_or_basic_password() {
         let mut h = HeaderMap::new();
