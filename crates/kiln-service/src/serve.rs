@@ -327,8 +327,6 @@ fn run_job(
         job.id, job.factory, job.attempts
     ));
     let result = bake_job(svc, store, client, job, &say);
-    let factory_name = svc.board.id(i);
-    let now = Utc::now();
     // a failure while the service stops is taken as caused by the stop
     // (Ctrl-C reaches the step processes too): the job is not charged
     let stopping = svc.stop.load(Ordering::Relaxed);
@@ -338,28 +336,7 @@ fn run_job(
             .any(|r| r.outcome == Outcome::Cancelled || (stopping && !r.outcome.ok()))
     });
     if let Ok(summary) = &result {
-        svc.metrics.baked(&factory_name, &summary.images);
-        // what a stop cut short is not news: the job runs again
-        let news: Vec<_> = summary
-            .images
-            .iter()
-            .filter(|r| !cancelled || r.outcome.ok())
-            .cloned()
-            .collect();
-        let n = notify::queue_outcomes(
-            &svc.queue,
-            &svc.cfg.hooks,
-            job.id,
-            &factory_name,
-            &news,
-            now,
-        )?;
-        if n > 0 {
-            say(&format!(
-                "{n} webhook deliver{} queued",
-                if n == 1 { "y" } else { "ies" }
-            ));
-        }
+        report(svc, i, job, summary, cancelled, &say)?;
     }
     let outcome = result.and_then(|s| {
         let failed: Vec<String> = s
@@ -374,28 +351,59 @@ fn run_job(
             Err(format!("{} did not bake", failed.join(", ")))
         }
     });
-    if cancelled {
+    let said = if cancelled {
         svc.queue.requeue(job.id)?;
-        say(&format!(
-            "job {} ({}): cancelled cleanly, it runs when the service starts again",
-            job.id, job.factory
-        ));
+        "cancelled cleanly, it runs when the service starts again".to_string()
     } else {
-        let state = svc.queue.finish(job.id, outcome.clone(), now)?;
-        say(&format!(
-            "job {} ({}): {}",
-            job.id,
-            job.factory,
-            match (&outcome, state) {
-                (Ok(()), _) => "done".to_string(),
-                (Err(e), State::Failed) =>
-                    format!("failed twice, not retried until something changes: {e}"),
-                (Err(e), _) => format!("failed, it runs once more: {e}"),
+        match (
+            &outcome,
+            svc.queue.finish(job.id, outcome.clone(), Utc::now())?,
+        ) {
+            (Ok(()), _) => "done".to_string(),
+            (Err(e), State::Failed) => {
+                format!("failed twice, not retried until something changes: {e}")
             }
-        ));
-    }
+            (Err(e), _) => format!("failed, it runs once more: {e}"),
+        }
+    };
+    say(&format!("job {} ({}): {said}", job.id, job.factory));
     let text = svc.board.ended(i, job.id);
     svc.queue.set_log(job.id, &text)?;
+    Ok(())
+}
+
+/// Counts a job's images in the metrics and queues their webhooks (what
+/// a stop cut short is not news: the job runs again).
+fn report(
+    svc: &Service,
+    i: usize,
+    job: &Job,
+    summary: &Summary,
+    cancelled: bool,
+    say: &dyn Fn(&str),
+) -> Result<(), ServiceError> {
+    let factory = svc.board.id(i);
+    svc.metrics.baked(&factory, &summary.images);
+    let news: Vec<_> = summary
+        .images
+        .iter()
+        .filter(|r| !cancelled || r.outcome.ok())
+        .cloned()
+        .collect();
+    let n = notify::queue_outcomes(
+        &svc.queue,
+        &svc.cfg.hooks,
+        job.id,
+        &factory,
+        &news,
+        Utc::now(),
+    )?;
+    if n > 0 {
+        say(&format!(
+            "{n} webhook deliver{} queued",
+            if n == 1 { "y" } else { "ies" }
+        ));
+    }
     Ok(())
 }
 

@@ -83,6 +83,23 @@ pub(super) fn find(
     Ok((i, f, img))
 }
 
+/// An image of a factory (and the factory's index) with its last 50
+/// recorded bakes, newest first.
+pub(super) fn with_history(
+    app: &App,
+    factory: &str,
+    image: &str,
+) -> Result<(usize, ImageView, Vec<kiln_factory::history::Entry>), Problem> {
+    let (i, _, img) = find(app, factory, Some(image))?;
+    let img = img.expect("asked for");
+    let history = app
+        .svc
+        .history
+        .recent(&img.file, image, 50)
+        .map_err(Problem::internal)?;
+    Ok((i, img, history))
+}
+
 /// The jobs of factory `i`, newest first.
 pub(super) fn jobs_of(app: &App, i: usize, limit: usize) -> Result<Vec<Job>, Problem> {
     let dir = app.svc.factory_dir(i).display().to_string();
@@ -116,13 +133,7 @@ pub async fn image(
     headers: HeaderMap,
 ) -> Reply {
     app.may_read(&headers)?;
-    let (_, _, img) = find(&app, &factory, Some(&image))?;
-    let img = img.expect("asked for");
-    let history = app
-        .svc
-        .history
-        .recent(&img.file, &image, 50)
-        .map_err(Problem::internal)?;
+    let (_, img, history) = with_history(&app, &factory, &image)?;
     let mut doc = serde_json::to_value(&img).map_err(Problem::internal)?;
     doc["history"] = serde_json::to_value(history).map_err(Problem::internal)?;
     Ok(Json(doc).into_response())

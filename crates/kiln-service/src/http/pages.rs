@@ -7,7 +7,7 @@ use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use super::api::{find, job_with_log, jobs_of};
+use super::api::{find, job_with_log, jobs_of, with_history};
 use super::svg;
 use super::{App, Problem};
 use crate::board::ImageView;
@@ -131,13 +131,7 @@ pub async fn image(
     headers: HeaderMap,
 ) -> Reply {
     app.may_read(&headers)?;
-    let (i, _, im) = find(&app, &factory, Some(&image))?;
-    let im = im.expect("asked for");
-    let history = app
-        .svc
-        .history
-        .recent(&im.file, &image, 50)
-        .map_err(Problem::internal)?;
+    let (i, im, history) = with_history(&app, &factory, &image)?;
     let running = jobs_of(&app, i, 1)?
         .into_iter()
         .find(|j| j.state == crate::queue::State::Running);
