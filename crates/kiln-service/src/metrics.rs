@@ -43,6 +43,8 @@ pub struct Metrics {
     duration: Family<FactoryLabels, Histogram>,
     outcomes: Family<OutcomeLabels, Counter>,
     queue: Gauge,
+    /// One scrape at a time: a scrape clears and sets the gauges.
+    scrape: std::sync::Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -63,6 +65,7 @@ impl Metrics {
             }),
             outcomes: Family::default(),
             queue: Gauge::default(),
+            scrape: std::sync::Mutex::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -128,6 +131,7 @@ impl Metrics {
     /// The text exposition, with the gauges as `factories` and `queued`
     /// say now.
     pub fn render(&self, factories: &[FactoryView], queued: usize) -> String {
+        let _one = self.scrape.lock();
         self.stale.clear();
         self.age.clear();
         self.last_success.clear();

@@ -98,7 +98,7 @@ impl Service {
         })
     }
 
-    /// The factory directory of URL name `id`.
+    /// The directory of factory `i`.
     pub fn factory_dir(&self, i: usize) -> &Path {
         &self.cfg.factories[i]
     }
@@ -134,7 +134,14 @@ pub fn serve(
         let workers: Vec<_> = (0..svc.cfg.factories.len())
             .map(|i| {
                 let svc = &svc;
-                s.spawn(move || worker(svc, store, client, i, log))
+                s.spawn(move || {
+                    let r = worker(svc, store, client, i, log);
+                    if r.is_err() {
+                        // the service cannot go on without its database
+                        svc.stop.store(true, Ordering::Relaxed);
+                    }
+                    r
+                })
             })
             .collect();
         s.spawn(|| deliverer(&svc, log));
