@@ -18,6 +18,7 @@ mod error;
 pub mod model;
 mod read;
 mod schedule;
+mod service;
 mod values;
 
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ pub use model::{MmdebstrapDef, TestDef, FORMAT};
 
 mod vm;
 pub use schedule::Schedule;
+pub use service::{Check, Driver, Front, Handover, Health, Network, Service};
 pub use values::{
     check_key, check_label, check_mount, parse_size, Bootloader, DataDisk, DiskFormat, KeyFile,
     VmUser,
@@ -43,6 +45,8 @@ pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 pub struct Factory {
     pub files: Vec<SourceFile>,
     pub images: BTreeMap<String, Image>,
+    /// The services `kiln rollout` runs, by name.
+    pub services: BTreeMap<String, Service>,
 }
 
 /// A factory file as read.
@@ -342,6 +346,7 @@ pub fn parse(files: Vec<(PathBuf, String)>, env: Env<'_>) -> Result<Factory, Err
     let mut factory = Factory {
         files: Vec::new(),
         images: BTreeMap::new(),
+        services: BTreeMap::new(),
     };
     for (path, text) in files {
         factory.files.push(SourceFile { path, text });
@@ -349,6 +354,7 @@ pub fn parse(files: Vec<(PathBuf, String)>, env: Env<'_>) -> Result<Factory, Err
         read::read_file(&mut factory, index, env)?;
     }
     check_references(&factory)?;
+    service::check(&factory)?;
     Ok(factory)
 }
 

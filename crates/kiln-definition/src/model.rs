@@ -34,6 +34,96 @@ pub struct FileDef {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, VmDef>")]
     pub vm: BTreeMap<Spanned<String>, VmDef>,
+    /// Long-lived services run from a factory image or VM image, replaced
+    /// blue-green by `kiln rollout`, by name.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, ServiceDef>")]
+    pub service: BTreeMap<Spanned<String>, ServiceDef>,
+}
+
+/// A service: what it runs, where, how its health is checked, its data and
+/// the load balancer in front of it.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceDef {
+    /// The factory image it runs as a container (or give `vm`).
+    #[schemars(with = "Option<String>")]
+    pub image: Option<Spanned<String>>,
+    /// The factory VM image it runs as a VM (or give `image`).
+    #[schemars(with = "Option<String>")]
+    pub vm: Option<Spanned<String>>,
+    /// `docker` (the default for an image) or `qemu` (the default, and the
+    /// only driver, for a VM image).
+    #[schemars(with = "Option<String>")]
+    pub driver: Option<Spanned<String>>,
+    /// The TCP port the service listens on in its container or VM.
+    #[schemars(with = "u16")]
+    pub port: Spanned<u16>,
+    /// docker: `bridge` (the default: the port is published on a loopback
+    /// port) or `host` (the container shares the host's network and is
+    /// given the loopback port to listen on as `$PORT`).
+    #[schemars(with = "Option<String>")]
+    pub network: Option<Spanned<String>>,
+    /// How kiln knows an instance is ready.
+    pub health: HealthDef,
+    /// docker: a named volume, kept apart from the containers and shared
+    /// by blue and green.
+    pub volume: Option<String>,
+    /// docker: where the volume is mounted in the container (default
+    /// `/data`).
+    pub mount: Option<String>,
+    /// qemu: how the VM image's data disks reach green: `move` (the
+    /// default: blue is shut down cleanly and its disks attached to green)
+    /// or `copy` (green gets a copy; blue keeps its own).
+    #[schemars(with = "Option<String>")]
+    pub data: Option<Spanned<String>>,
+    /// The load balancer in front.
+    pub front: FrontDef,
+    /// How long the replaced instance is kept (stopped) for `kiln
+    /// rollback`: `30m`, `6h`, `1d`, `0`. Default `1h`.
+    #[schemars(with = "Option<String>")]
+    pub soak: Option<Spanned<String>>,
+    /// Roll out by itself whenever a bake publishes a new version of its
+    /// image (default false).
+    #[serde(default)]
+    pub auto: bool,
+}
+
+/// A health check: an HTTP request and the status it must answer, or a
+/// command that must exit 0.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthDef {
+    /// An HTTP GET of this path (e.g. `/healthz`) on the instance.
+    #[schemars(with = "Option<String>")]
+    pub http: Option<Spanned<String>>,
+    /// The status `http` must answer (default 200).
+    pub status: Option<u16>,
+    /// A command run on this machine (`/bin/sh -c`), with `KILN_HOST` and
+    /// `KILN_PORT` naming the instance; it must exit 0.
+    #[schemars(with = "Option<String>")]
+    pub command: Option<Spanned<String>>,
+    /// How long an instance has to become healthy: `60s`, `5m` (default
+    /// `2m`).
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Spanned<String>>,
+}
+
+/// The traffic front: an HAProxy, switched through its runtime API.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FrontDef {
+    /// kiln writes and starts an HAProxy for the service, listening here
+    /// (`127.0.0.1:8080`).
+    #[schemars(with = "Option<String>")]
+    pub listen: Option<Spanned<String>>,
+    /// Or drives an HAProxy an operator runs: its runtime API socket
+    /// (`stats socket ... level admin`).
+    pub socket: Option<PathBuf>,
+    /// The backend of that HAProxy to switch; it must hold two servers
+    /// named `kiln1` and `kiln2` (`server-template kiln 2 127.0.0.1:1
+    /// disabled`). Default: the service's name.
+    pub backend: Option<String>,
 }
 
 /// Settings shared by the images of one file.

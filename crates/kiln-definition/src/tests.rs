@@ -349,3 +349,91 @@ fn bad_vm_definitions_point_at_the_value() {
     let e = at("boot_timeout = 120", "boot_timeout = 0");
     assert!(e.message.contains("boot_timeout"), "{e}");
 }
+
+const SERVICE: &str = r#"
+kiln = 1
+[image.app]
+context = "app"
+[vm.node]
+image = "app"
+[service.web]
+image = "app"
+port = 8080
+network = "host"
+volume = "web-data"
+health = { http = "/healthz", timeout = "30s" }
+front = { listen = "127.0.0.1:9080" }
+soak = "10m"
+[service.db]
+vm = "node"
+port = 5432
+data = "copy"
+health = { command = "nc -z $KILN_HOST $KILN_PORT" }
+front = { socket = "/run/haproxy/admin.sock", backend = "pg" }
+"#;
+
+#[test]
+fn services_are_read_with_their_defaults() {
+    let f = load_text(SERVICE).unwrap();
+    let web = &f.services["web"];
+    assert_eq!(
+        (web.runs.as_str(), web.driver, web.network, web.port),
+        ("app", Driver::Docker, Network::Host, 8080)
+    );
+    assert_eq!(web.volume, Some(("web-data".into(), "/data".into())));
+    assert_eq!(
+        web.health,
+        Health {
+            check: Check::Http {
+                path: "/healthz".into(),
+                status: 200
+            },
+            timeout: 30
+        }
+    );
+    assert_eq!(
+        web.front,
+        Front::Local {
+            listen: "127.0.0.1:9080".parse().unwrap()
+        }
+    );
+    assert_eq!((web.soak, web.auto), (600, false));
+    let db = &f.services["db"];
+    assert_eq!((db.driver, db.data), (Driver::Qemu, Handover::Copy));
+    assert_eq!(
+        db.front,
+        Front::External {
+            socket: "/run/haproxy/admin.sock".into(),
+            backend: "pg".into()
+        }
+    );
+}
+
+#[test]
+fn bad_services_are_errors_at_the_value() {
+    let with = |from: &str, to: &str| {
+        assert!(SERVICE.contains(from), "{from}");
+        error(&SERVICE.replacen(from, to, 1))
+    };
+    let e = with("image = \"app\"\nport = 8080", "image = \"nope\"\nport = 8080");
+    assert!(e.message.contains("runs image \"nope\", which no factory file declares"), "{e}");
+    assert_eq!(e.line, 8);
+    let e = with("image = \"app\"\nport = 8080", "image = \"node\"\nport = 8080");
+    assert!(e.message.contains("is a VM image"), "{e}");
+    let e = with("http = \"/healthz\"", "http = \"healthz\"");
+    assert!(e.message.contains("is not an HTTP path"), "{e}");
+    let e = with("http = \"/healthz\",", "command = \"true\", http = \"/healthz\",");
+    assert!(e.message.contains("not both"), "{e}");
+    let e = with("timeout = \"30s\"", "timeout = \"soon\"");
+    assert!(e.message.contains("health timeout"), "{e}");
+    let e = with("listen = \"127.0.0.1:9080\"", "listen = \"localhost\"");
+    assert!(e.message.contains("is not an address and port"), "{e}");
+    let e = with("network = \"host\"", "network = \"overlay\"");
+    assert!(e.message.contains("network \"overlay\" is not known"), "{e}");
+    let e = with("data = \"copy\"", "data = \"copy\"\nnetwork = \"host\"");
+    assert!(e.message.contains("`network` is for the docker driver"), "{e}");
+    let e = with("front = { listen = \"127.0.0.1:9080\" }", "front = {}");
+    assert!(e.message.contains("needs `listen`"), "{e}");
+    let e = with("port = 5432", "port = 5432\ndriver = \"docker\"");
+    assert!(e.message.contains("does not run VM images"), "{e}");
+}
