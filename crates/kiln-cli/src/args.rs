@@ -125,6 +125,25 @@ pub enum Command {
     /// ends after its current step (publishing, once begun, finishes) and
     /// is queued again; a second signal stops it at once.
     Serve(ServeArgs),
+    /// Replace a service blue-green with the version kiln.lock pins.
+    ///
+    /// Green starts beside the running blue (docker: a container of the
+    /// pinned digest on a loopback port, the service's volume shared), must
+    /// pass its health check, takes traffic in the service's HAProxy
+    /// (switched through the runtime API, no reload), then blue is drained,
+    /// taken out of the pool, stopped and kept for the soak period so
+    /// `kiln rollback` can bring it back. A green that is not healthy never
+    /// gets traffic and is removed; blue stays live. Every step is
+    /// recorded (rollouts.db in the store): run again after an
+    /// interruption, it goes on from where it stopped.
+    /// Exit status: 0 switched or already live, 1 failed, 2 bad command line.
+    Rollout(RolloutArgs),
+    /// Switch a service back to the instance its last rollout replaced,
+    /// while it is kept (or undo an unfinished rollout).
+    Rollback(RollbackArgs),
+    /// List the factory's services: live and standby versions, since when,
+    /// and whether the live one is healthy.
+    Services(ServicesArgs),
     /// Print the JSON Schema of kiln.toml.
     Schema,
 }
@@ -216,6 +235,38 @@ pub struct ServeArgs {
     /// Layer compression: gzip, zstd (both cores) or none
     #[arg(long, default_value = "gzip", value_name = "ALGO")]
     pub compression: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// The service ([service.NAME] in kiln.toml)
+    pub service: String,
+    /// Deploy this version of its image (from the bake history) instead of
+    /// the one kiln.lock pins
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<String>,
+    /// A factory file or directory [default: .]
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The service ([service.NAME] in kiln.toml)
+    pub service: String,
+    /// A factory file or directory [default: .]
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServicesArgs {
+    /// A factory file or directory [default: .]
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+    /// Print them as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

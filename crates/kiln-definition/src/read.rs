@@ -51,7 +51,10 @@ pub(crate) fn read_file(factory: &mut Factory, index: usize, env: Env<'_>) -> Re
         let err = |span: Range<usize>, msg: String| Error::at(&path, &text, span, msg);
         let s = crate::service::read(name, def, index, &reader.dir, &err)?;
         if factory.services.contains_key(&s.name) {
-            return Err(err(s.span.clone(), format!("service {:?} is declared twice", s.name)));
+            return Err(err(
+                s.span.clone(),
+                format!("service {:?} is declared twice", s.name),
+            ));
         }
         factory.services.insert(s.name.clone(), s);
     }

@@ -132,15 +132,17 @@ fn health(h: &HealthDef, at: Range<usize>, err: ErrAt<'_>) -> Result<Health, Err
     let check = if http {
         let path = v.get_ref();
         if !path.starts_with('/') || path.contains(char::is_whitespace) {
-            return Err(err(
-                v.span(),
-                format!("health: {path:?} is not an HTTP path"),
-            )
-            .with_hint("e.g. http = \"/healthz\""));
+            return Err(
+                err(v.span(), format!("health: {path:?} is not an HTTP path"))
+                    .with_hint("e.g. http = \"/healthz\""),
+            );
         }
         let status = h.status.unwrap_or(200);
         if !(100..=599).contains(&status) {
-            return Err(err(v.span(), format!("health: status {status} is not an HTTP status")));
+            return Err(err(
+                v.span(),
+                format!("health: status {status} is not an HTTP status"),
+            ));
         }
         Check::Http {
             path: path.clone(),
@@ -148,7 +150,10 @@ fn health(h: &HealthDef, at: Range<usize>, err: ErrAt<'_>) -> Result<Health, Err
         }
     } else {
         if h.status.is_some() {
-            return Err(err(v.span(), "health: `status` goes with `http`, not `command`".into()));
+            return Err(err(
+                v.span(),
+                "health: `status` goes with `http`, not `command`".into(),
+            ));
         }
         Check::Command(v.get_ref().clone())
     };
@@ -193,7 +198,11 @@ pub(crate) fn read(
                     format!(
                         "driver {:?} does not run {}",
                         d.get_ref(),
-                        if is_image { "container images" } else { "VM images" }
+                        if is_image {
+                            "container images"
+                        } else {
+                            "VM images"
+                        }
                     ),
                 )
                 .with_hint("docker runs `image`, qemu runs `vm`"))
@@ -213,13 +222,22 @@ pub(crate) fn read(
         docker_only(Some(span.clone()), "volume")?;
     }
     if let (Some(d), Driver::Docker) = (&def.data, driver) {
-        return Err(err(d.span(), "`data` is for the qemu driver (a container shares its volume)".into()));
+        return Err(err(
+            d.span(),
+            "`data` is for the qemu driver (a container shares its volume)".into(),
+        ));
     }
-    let network = match def.network.as_ref().map(|n| (n.get_ref().as_str(), n.span())) {
+    let network = match def
+        .network
+        .as_ref()
+        .map(|n| (n.get_ref().as_str(), n.span()))
+    {
         None | Some(("bridge", _)) => Network::Bridge,
         Some(("host", _)) => Network::Host,
         Some((other, s)) => {
-            return Err(err(s, format!("network {other:?} is not known")).with_hint("bridge or host"))
+            return Err(
+                err(s, format!("network {other:?} is not known")).with_hint("bridge or host")
+            )
         }
     };
     let data = match def.data.as_ref().map(|n| (n.get_ref().as_str(), n.span())) {
@@ -236,7 +254,10 @@ pub(crate) fn read(
         (Some(v), m) => {
             let m = m.unwrap_or_else(|| "/data".into());
             if !m.starts_with('/') {
-                return Err(err(span.clone(), format!("mount {m:?} is not an absolute path")));
+                return Err(err(
+                    span.clone(),
+                    format!("mount {m:?} is not an absolute path"),
+                ));
             }
             Some((v, m))
         }
@@ -300,9 +321,17 @@ pub(crate) fn check(factory: &Factory) -> Result<(), Error> {
                 .filter(|(_, i)| matches!(i.recipe, Recipe::Vm(_)) == vm)
                 .map(|(n, _)| n.as_str())
                 .collect();
-            format!("known {}: {}", if vm { "VM images" } else { "images" }, names.join(", "))
+            format!(
+                "known {}: {}",
+                if vm { "VM images" } else { "images" },
+                names.join(", ")
+            )
         };
-        match factory.images.get(&s.runs).map(|i| matches!(i.recipe, Recipe::Vm(_))) {
+        match factory
+            .images
+            .get(&s.runs)
+            .map(|i| matches!(i.recipe, Recipe::Vm(_)))
+        {
             None => {
                 return Err(at(format!(
                     "service {:?} runs {} {:?}, which no factory file declares",
@@ -317,7 +346,11 @@ pub(crate) fn check(factory: &Factory) -> Result<(), Error> {
                     "service {:?}: {:?} is {}",
                     s.name,
                     s.runs,
-                    if is_vm { "a VM image: use `vm = ...`" } else { "a container image: use `image = ...`" }
+                    if is_vm {
+                        "a VM image: use `vm = ...`"
+                    } else {
+                        "a container image: use `image = ...`"
+                    }
                 )))
             }
             Some(_) => {}

@@ -415,23 +415,42 @@ fn bad_services_are_errors_at_the_value() {
         assert!(SERVICE.contains(from), "{from}");
         error(&SERVICE.replacen(from, to, 1))
     };
-    let e = with("image = \"app\"\nport = 8080", "image = \"nope\"\nport = 8080");
-    assert!(e.message.contains("runs image \"nope\", which no factory file declares"), "{e}");
+    let e = with(
+        "image = \"app\"\nport = 8080",
+        "image = \"nope\"\nport = 8080",
+    );
+    assert!(
+        e.message
+            .contains("runs image \"nope\", which no factory file declares"),
+        "{e}"
+    );
     assert_eq!(e.line, 8);
-    let e = with("image = \"app\"\nport = 8080", "image = \"node\"\nport = 8080");
+    let e = with(
+        "image = \"app\"\nport = 8080",
+        "image = \"node\"\nport = 8080",
+    );
     assert!(e.message.contains("is a VM image"), "{e}");
     let e = with("http = \"/healthz\"", "http = \"healthz\"");
     assert!(e.message.contains("is not an HTTP path"), "{e}");
-    let e = with("http = \"/healthz\",", "command = \"true\", http = \"/healthz\",");
+    let e = with(
+        "http = \"/healthz\",",
+        "command = \"true\", http = \"/healthz\",",
+    );
     assert!(e.message.contains("not both"), "{e}");
     let e = with("timeout = \"30s\"", "timeout = \"soon\"");
     assert!(e.message.contains("health timeout"), "{e}");
     let e = with("listen = \"127.0.0.1:9080\"", "listen = \"localhost\"");
     assert!(e.message.contains("is not an address and port"), "{e}");
     let e = with("network = \"host\"", "network = \"overlay\"");
-    assert!(e.message.contains("network \"overlay\" is not known"), "{e}");
+    assert!(
+        e.message.contains("network \"overlay\" is not known"),
+        "{e}"
+    );
     let e = with("data = \"copy\"", "data = \"copy\"\nnetwork = \"host\"");
-    assert!(e.message.contains("`network` is for the docker driver"), "{e}");
+    assert!(
+        e.message.contains("`network` is for the docker driver"),
+        "{e}"
+    );
     let e = with("front = { listen = \"127.0.0.1:9080\" }", "front = {}");
     assert!(e.message.contains("needs `listen`"), "{e}");
     let e = with("port = 5432", "port = 5432\ndriver = \"docker\"");

@@ -4,6 +4,7 @@ mod build;
 mod dockerfile_check;
 mod factory;
 mod registry;
+mod rollout;
 mod serve;
 pub mod store_cmds;
 mod vm;
@@ -45,6 +46,9 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
         Command::Bake(args) => factory::bake(args, &open()?, &client()?, printer),
         Command::History(args) => factory::history(args, &open()?, printer),
         Command::Serve(args) => serve::run(args, &open()?, &client()?, printer),
+        Command::Rollout(args) => rollout::rollout(args, &open()?, printer),
+        Command::Rollback(args) => rollout::rollback(args, &open()?, printer),
+        Command::Services(args) => rollout::services(args, &open()?, printer),
         Command::Schema => {
             printer.data(kiln_definition::schema().trim_end());
             Ok(Exit::Success)

@@ -1,0 +1,246 @@
+//! `kiln rollout`, `kiln rollback`, `kiln services`: kiln-rollout driven
+//! from the factory's definition, its lock and its bake history.
+
+use std::path::PathBuf;
+
+use kiln_definition::{Driver as DriverKind, Factory, Front as FrontDef, Service};
+use kiln_factory::history::History;
+use kiln_factory::plan::Locks;
+use kiln_rollout::docker::Docker;
+use kiln_rollout::driver::Driver;
+use kiln_rollout::haproxy::{self, Front};
+use kiln_rollout::rollout::{Report, Rollout, Target};
+use kiln_rollout::state::State;
+use kiln_store::Store;
+
+use crate::args::{RollbackArgs, RolloutArgs, ServicesArgs};
+use crate::exit::{Exit, Failure};
+use crate::printer::Printer;
+
+fn open(files: &[PathBuf]) -> anyhow::Result<(Factory, Locks)> {
+    let paths = if files.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        files.to_vec()
+    };
+    let (factory, _, locks) =
+        kiln_factory::open(&paths).map_err(|e| Failure::failed(e.to_string()))?;
+    Ok((factory, locks))
+}
+
+fn service<'a>(factory: &'a Factory, name: &str) -> anyhow::Result<&'a Service> {
+    factory.services.get(name).ok_or_else(|| {
+        let known: Vec<&str> = factory.services.keys().map(String::as_str).collect();
+        Failure::usage(format!(
+            "no service {name:?} in the factory (services: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        ))
+    })
+}
+
+fn driver(s: &Service) -> anyhow::Result<Box<dyn Driver>> {
+    match s.driver {
+        DriverKind::Docker => Ok(Box::new(Docker)),
+        DriverKind::Qemu => Err(Failure::failed(format!(
+            "service {:?}: the qemu driver is not built yet (kiln rolls out containers with docker)",
+            s.name
+        ))),
+    }
+}
+
+/// The service's HAProxy: started by kiln for `front.listen`.
+fn front(s: &Service, store: &Store) -> anyhow::Result<Front> {
+    match &s.front {
+        FrontDef::Local { listen } => {
+            let dir = store.root().join("services").join(&s.name);
+            haproxy::ensure_local(&s.name, *listen, &dir)
+                .map_err(|e| Failure::failed(format!("service {:?}: {e}", s.name)))
+        }
+        FrontDef::External { socket, backend } => {
+            let front = Front {
+                socket: socket.clone(),
+                backend: backend.clone(),
+            };
+            // it answers, with the two slots, before anything changes
+            front
+                .servers()
+                .map_err(|e| Failure::failed(format!("service {:?}: {e}", s.name)))?;
+            Ok(front)
+        }
+    }
+}
+
+fn state(store: &Store) -> anyhow::Result<State> {
+    State::open(&store.root().join("rollouts.db")).map_err(|e| Failure::failed(e.to_string()))
+}
+
+/// What the lock pins for the service's image, or `version` from the
+/// history; the docker driver needs it published to a registry.
+fn target(
+    s: &Service,
+    factory: &Factory,
+    locks: &Locks,
+    store: &Store,
+    version: Option<&str>,
+) -> anyhow::Result<Target> {
+    let (v, digest, published) = match (locks.get(&s.runs), version) {
+        (Some(l), None) => (l.version.clone(), l.digest.clone(), l.published.clone()),
+        (Some(l), Some(v)) if l.version == v => {
+            (l.version.clone(), l.digest.clone(), l.published.clone())
+        }
+        (None, None) => {
+            return Err(Failure::failed(format!(
+                "service {:?} runs {:?}, which was never baked: run `kiln bake` first",
+                s.name, s.runs
+            )))
+        }
+        (_, Some(v)) => {
+            let history = History::open(&store.root().join("history.db"))
+                .map_err(|e| Failure::failed(e.to_string()))?;
+            let file = &factory.files[factory.images[&s.runs].file].path;
+            let e = history
+                .recent(file, &s.runs, 1000)
+                .map_err(|e| Failure::failed(e.to_string()))?
+                .into_iter()
+                .find(|e| e.outcome == "built" && e.version.as_deref() == Some(v))
+                .ok_or_else(|| {
+                    Failure::usage(format!(
+                        "{} {v} was never baked here (see `kiln history {}`)",
+                        s.runs, s.runs
+                    ))
+                })?;
+            (v.to_string(), e.digest.unwrap_or_default(), e.published)
+        }
+    };
+    let reference = published
+        .iter()
+        .find_map(|p| p.strip_prefix("docker://"))
+        .ok_or_else(|| {
+            Failure::failed(format!(
+                "{} {v} was not published to a registry, where the Docker engine would pull it from",
+                s.runs
+            ))
+        })?
+        .to_string();
+    Ok(Target {
+        version: v,
+        digest,
+        reference,
+    })
+}
+
+pub fn rollout(args: RolloutArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
+    let (factory, locks) = open(&args.files)?;
+    let s = service(&factory, &args.service)?;
+    let driver = driver(s)?;
+    let front = front(s, store)?;
+    let target = target(s, &factory, &locks, store, args.to.as_deref())?;
+    let state = state(store)?;
+    let say = |l: &str| printer.error(l);
+    let r = Rollout {
+        service: s,
+        driver: driver.as_ref(),
+        front,
+        state: &state,
+        say: &say,
+    };
+    report(&s.name, r.rollout(&target), printer)
+}
+
+pub fn rollback(args: RollbackArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
+    let (factory, _) = open(&args.files)?;
+    let s = service(&factory, &args.service)?;
+    let driver = driver(s)?;
+    let state = state(store)?;
+    let say = |l: &str| printer.error(l);
+    let r = Rollout {
+        service: s,
+        driver: driver.as_ref(),
+        front: front(s, store)?,
+        state: &state,
+        say: &say,
+    };
+    report(&s.name, r.rollback(), printer)
+}
+
+fn report(
+    name: &str,
+    r: Result<Report, kiln_rollout::rollout::RolloutError>,
+    printer: &Printer,
+) -> anyhow::Result<Exit> {
+    match r.map_err(|e| Failure::failed(e.to_string()))? {
+        Report::AlreadyLive(live) => {
+            printer.data(&format!(
+                "{name} {} is live ({})",
+                live.version, live.digest
+            ));
+        }
+        Report::Switched {
+            live,
+            replaced,
+            to_traffic,
+        } => {
+            printer.data(&format!(
+                "{name} {} is live ({}); traffic on it {:.1} s after the start{}",
+                live.version,
+                live.digest,
+                to_traffic.as_secs_f64(),
+                replaced.map_or(String::new(), |b| format!(
+                    "; {} kept for rollback",
+                    b.version
+                ))
+            ));
+        }
+    }
+    Ok(Exit::Success)
+}
+
+pub fn services(args: ServicesArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
+    let (factory, _) = open(&args.files)?;
+    let state = state(store)?;
+    let mut rows = Vec::new();
+    for s in factory.services.values() {
+        let rec = state
+            .record(&s.name)
+            .map_err(|e| Failure::failed(e.to_string()))?;
+        let health =
+            rec.live.as_ref().map(
+                |l| match kiln_rollout::health::probe(&s.health.check, l.addr) {
+                    Ok(()) => "healthy".to_string(),
+                    Err(e) => format!("unhealthy: {e}"),
+                },
+            );
+        rows.push(serde_json::json!({
+            "service": s.name,
+            "runs": s.runs,
+            "driver": s.driver,
+            "live": rec.live,
+            "since": rec.since,
+            "standby": rec.standby,
+            "standby_until": rec.standby_until,
+            "health": health,
+        }));
+    }
+    if args.json {
+        printer.data(&serde_json::to_string_pretty(&rows)?);
+        return Ok(Exit::Success);
+    }
+    printer.data("SERVICE  RUNS  LIVE  SINCE  STANDBY  HEALTH");
+    for r in &rows {
+        let v = |k: &str| r[k]["version"].as_str().unwrap_or("-").to_string();
+        printer.data(&format!(
+            "{}  {}  {}  {}  {}  {}",
+            r["service"].as_str().unwrap_or(""),
+            r["runs"].as_str().unwrap_or(""),
+            v("live"),
+            r["since"].as_str().unwrap_or("-"),
+            v("standby"),
+            r["health"].as_str().unwrap_or("-"),
+        ));
+    }
+    Ok(Exit::Success)
+}

@@ -1,0 +1,340 @@
+//! `kiln rollout` with the docker driver and a real HAProxy: two versions
+//! of a small HTTP service (busybox httpd) baked and published to a real
+//! registry, pulled by a real Docker engine, switched blue-green under
+//! load with no failed request, the volume's data carried over, rolled
+//! back, a green that never gets healthy left out, kiln killed in the
+//! middle and run again, and bad input refused before anything starts.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::registry::Registry;
+use common::*;
+
+/// GET `path` through `addr`: status and body.
+fn get(addr: &str, path: &str) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("not HTTP: {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |b| b.1)
+        .trim()
+        .to_string();
+    Ok((status, body))
+}
+
+/// Requests sent through the front by a thread while a rollout runs.
+struct Load {
+    stop: Arc<AtomicBool>,
+    results: Arc<Mutex<Vec<Result<String, String>>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: &str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let results: Arc<Mutex<Vec<Result<String, String>>>> = Arc::default();
+        let (s, r, a) = (stop.clone(), results.clone(), addr.to_string());
+        let thread = std::thread::spawn(move || {
+            let start = Instant::now();
+            // bounded: at most 5 minutes and 100,000 requests
+            while !s.load(Ordering::Relaxed)
+                && start.elapsed() < Duration::from_secs(300)
+                && r.lock().unwrap().len() < 100_000
+            {
+                let one = match get(&a, "/version") {
+                    Ok((200, body)) => Ok(body),
+                    Ok((status, body)) => Err(format!("{status}: {body}")),
+                    Err(e) => Err(e),
+                };
+                r.lock().unwrap().push(one);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Load {
+            stop,
+            results,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops it: every response body, and the failures.
+    fn finish(mut self) -> (Vec<String>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        let all = std::mem::take(&mut *self.results.lock().unwrap());
+        let ok = all
+            .iter()
+            .filter_map(|r| r.as_ref().ok().cloned())
+            .collect();
+        let failed = all.into_iter().filter_map(Result::err).collect();
+        (ok, failed)
+    }
+}
+
+/// What the test leaves behind, removed when it ends.
+struct Cleanup {
+    volume: String,
+    store: std::path::PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for slot in ["1", "2"] {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", &format!("kiln-web-{slot}")])
+                .output();
+        }
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f", &self.volume])
+            .output();
+        let pid = self.store.join("services/web/haproxy.pid");
+        if let Ok(pid) = fs::read_to_string(pid) {
+            let _ = Command::new("kill").arg(pid.trim()).output();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn container_exists(name: &str) -> bool {
+    Command::new("docker")
+        .args(["inspect", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn a_container_service_is_replaced_blue_green_without_a_failed_request() {
+    need(&["docker", "haproxy"]);
+    let (dir, store) = setup();
+    let reg = Registry::start(dir.path());
+    let fdir = dir.path().join("factory");
+    busybox_context(&fdir);
+    let volume = format!("kiln-test-web-{}", std::process::id());
+    let _cleanup = Cleanup {
+        volume: volume.clone(),
+        store: store.clone(),
+    };
+    let front = format!("127.0.0.1:{}", free_port());
+    let w = |p: &str, text: &str| {
+        let p = fdir.join(p);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    };
+    let toml = format!(
+        "kiln = 1\n[factory]\nregistry = \"${{KILN_TEST_REGISTRY}}/svc\"\n\
+         [image.base]\ncontext = \"busybox\"\n\
+         [image.web]\ncontext = \"web\"\n\
+         [service.web]\nimage = \"web\"\nport = 8080\nnetwork = \"host\"\nvolume = \"{volume}\"\n\
+         health = {{ http = \"/version\", timeout = \"20s\" }}\n\
+         front = {{ listen = \"{front}\" }}\nsoak = \"1h\"\n"
+    );
+    w("kiln.toml", &toml);
+    w(
+        "web/Dockerfile",
+        "FROM base\nCOPY version /srv/version\nCOPY start /start\nRUN chmod 755 /start && ln -s /data /srv/data\nCMD [\"/start\"]\n",
+    );
+    // blue writes its version to the volume the first time it runs
+    w(
+        "web/start",
+        "#!/bin/sh\nmkdir -p /data\n[ -f /data/note ] || cat /srv/version > /data/note\n\
+         sleep ${DELAY:-0}\nexec httpd -f -p \"$PORT\" -h /srv\n",
+    );
+    let bake = |version: &str| {
+        w("web/version", &format!("{version}\n"));
+        ok(kiln_env(
+            &store,
+            &["bake", "-f", fdir.to_str().unwrap()],
+            &[("KILN_TEST_REGISTRY", &reg.addr)],
+        ));
+    };
+    let kiln_in = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["-f", fdir.to_str().unwrap()]);
+        kiln_env(&store, &all, &[("KILN_TEST_REGISTRY", &reg.addr)])
+    };
+
+    // v1: the first rollout has nothing to replace
+    bake("v1");
+    let out = ok(kiln_in(&["rollout", "web"]));
+    assert!(out.stdout.contains("is live"), "{}", out.stdout);
+    assert_eq!(get(&front, "/version").unwrap(), (200, "v1".into()));
+
+    // v2 under load: no request fails, then every answer is v2, and the
+    // note blue wrote to the volume is served by green
+    bake("v2");
+    let load = Load::start(&front);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = ok(kiln_in(&["rollout", "web"]));
+    assert!(
+        out.stdout.contains("v1 kept for rollback"),
+        "{}",
+        out.stdout
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (answers, failed) = load.finish();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        answers.len() + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(
+        answers.iter().any(|a| a == "v1") && answers.last().unwrap() == "v2",
+        "{answers:?}"
+    );
+    for _ in 0..20 {
+        assert_eq!(get(&front, "/version").unwrap(), (200, "v2".into()));
+    }
+    assert_eq!(
+        get(&front, "/data/note").unwrap(),
+        (200, "v1".into()),
+        "green reads what blue wrote"
+    );
+
+    // kiln services: v2 live, v1 kept
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(kiln_in(&["services", "--json"])).stdout).unwrap();
+    assert_eq!(listed[0]["live"]["version"], "v2");
+    assert_eq!(listed[0]["standby"]["version"], "v1");
+    assert_eq!(listed[0]["health"], "healthy");
+
+    // rollback under load: no request fails, v1 answers again
+    let load = Load::start(&front);
+    std::thread::sleep(Duration::from_millis(300));
+    ok(kiln_in(&["rollback", "web"]));
+    std::thread::sleep(Duration::from_millis(300));
+    let (answers, failed) = load.finish();
+    assert!(
+        failed.is_empty(),
+        "{} requests failed in the rollback: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert_eq!(answers.last().unwrap(), "v1");
+    assert_eq!(get(&front, "/version").unwrap(), (200, "v1".into()));
+
+    // a green that never becomes healthy: no traffic, removed, v1 stays
+    let text = fs::read_to_string(fdir.join("web/start")).unwrap();
+    w("web/start", &text.replace("-h /srv", "-h /nowhere"));
+    bake("v3");
+    let out = kiln_in(&["rollout", "web"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("did not become healthy") && out.stderr.contains("v1 stays live"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(get(&front, "/version").unwrap(), (200, "v1".into()));
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(kiln_in(&["services", "--json"])).stdout).unwrap();
+    let live_slot = listed[0]["live"]["slot"].as_u64().unwrap();
+    let green = format!("kiln-web-{}", 3 - live_slot);
+    assert!(
+        !container_exists(&green),
+        "the unhealthy green {green} was removed"
+    );
+
+    // kiln killed while green starts (it takes 4 s), blue still serving;
+    // run again, the rollout goes on and finishes
+    w("web/start", &text.replace("${DELAY:-0}", "4"));
+    bake("v4");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--store")
+        .arg(&store)
+        .args(["rollout", "web", "-f", fdir.to_str().unwrap()])
+        .env("KILN_TEST_REGISTRY", &reg.addr)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !container_exists(&green) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "green never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_eq!(
+        get(&front, "/version").unwrap(),
+        (200, "v1".into()),
+        "blue serves while the rollout is cut short"
+    );
+    let out = ok(kiln_in(&["rollout", "web"]));
+    assert!(
+        out.stderr.contains("resuming the rollout of web v4"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(get(&front, "/version").unwrap(), (200, "v4".into()));
+}
+
+#[test]
+fn bad_fronts_are_refused_before_anything_starts() {
+    need(&["docker", "haproxy"]);
+    let (dir, store) = setup();
+    let fdir = dir.path().join("factory");
+    busybox_context(&fdir);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let write = |front: &str| {
+        fs::write(
+            fdir.join("kiln.toml"),
+            format!(
+                "kiln = 1\n[image.bad]\ncontext = \"busybox\"\n\
+                 [service.bad]\nimage = \"bad\"\nport = 80\nhealth = {{ http = \"/\" }}\nfront = {front}\n"
+            ),
+        )
+        .unwrap();
+    };
+    let f = fdir.to_str().unwrap();
+
+    write(&format!("{{ listen = \"127.0.0.1:{port}\" }}"));
+    let out = kiln(&store, &["rollout", "bad", "-f", f]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_mentions(
+        &out.stderr,
+        &[&format!("127.0.0.1:{port} is already in use")],
+    );
+    assert!(!container_exists("kiln-bad-1"), "nothing was started");
+
+    write("{ socket = \"no/such.sock\" }");
+    let out = kiln(&store, &["rollout", "bad", "-f", f]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_mentions(&out.stderr, &["no/such.sock does not exist"]);
+    assert!(!container_exists("kiln-bad-1"), "nothing was started");
+
+    let out = kiln(&store, &["rollout", "nope", "-f", f]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_mentions(&out.stderr, &["no service \"nope\""]);
+    drop(taken);
+}
