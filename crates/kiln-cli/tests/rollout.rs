@@ -164,13 +164,20 @@ fn a_container_service_is_replaced_blue_green_without_a_failed_request() {
         "#!/bin/sh\nmkdir -p /data\n[ -f /data/note ] || cat /srv/version > /data/note\n\
          sleep ${DELAY:-0}\nexec httpd -f -p \"$PORT\" -h /srv\n",
     );
-    let bake = |version: &str| {
-        w("web/version", &format!("{version}\n"));
+    // bakes a version serving `text`; its version in kiln.lock
+    let bake = |text: &str| -> String {
+        w("web/version", &format!("{text}\n"));
         ok(kiln_env(
             &store,
             &["bake", "-f", fdir.to_str().unwrap()],
             &[("KILN_TEST_REGISTRY", &reg.addr)],
         ));
+        let lock: toml::Table =
+            toml::from_str(&fs::read_to_string(fdir.join("kiln.lock")).unwrap()).unwrap();
+        lock["image"]["web"]["version"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     let kiln_in = |args: &[&str]| {
         let mut all = args.to_vec();
@@ -179,19 +186,20 @@ fn a_container_service_is_replaced_blue_green_without_a_failed_request() {
     };
 
     // v1: the first rollout has nothing to replace
-    bake("v1");
+    let v1 = bake("v1");
     let out = ok(kiln_in(&["rollout", "web"]));
     assert!(out.stdout.contains("is live"), "{}", out.stdout);
     assert_eq!(get(&front, "/version").unwrap(), (200, "v1".into()));
 
     // v2 under load: no request fails, then every answer is v2, and the
     // note blue wrote to the volume is served by green
-    bake("v2");
+    let v2 = bake("v2");
     let load = Load::start(&front);
     std::thread::sleep(Duration::from_millis(300));
     let out = ok(kiln_in(&["rollout", "web"]));
     assert!(
-        out.stdout.contains("v1 kept for rollback"),
+        out.stdout.contains(&format!("{v2} is live"))
+            && out.stdout.contains(&format!("{v1} kept for rollback")),
         "{}",
         out.stdout
     );
@@ -220,8 +228,8 @@ fn a_container_service_is_replaced_blue_green_without_a_failed_request() {
     // kiln services: v2 live, v1 kept
     let listed: serde_json::Value =
         serde_json::from_str(&ok(kiln_in(&["services", "--json"])).stdout).unwrap();
-    assert_eq!(listed[0]["live"]["version"], "v2");
-    assert_eq!(listed[0]["standby"]["version"], "v1");
+    assert_eq!(listed[0]["live"]["version"], v2.as_str());
+    assert_eq!(listed[0]["standby"]["version"], v1.as_str());
     assert_eq!(listed[0]["health"], "healthy");
 
     // rollback under load: no request fails, v1 answers again
@@ -246,7 +254,8 @@ fn a_container_service_is_replaced_blue_green_without_a_failed_request() {
     let out = kiln_in(&["rollout", "web"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
-        out.stderr.contains("did not become healthy") && out.stderr.contains("v1 stays live"),
+        out.stderr.contains("did not become healthy")
+            && out.stderr.contains(&format!("{v1} stays live")),
         "{}",
         out.stderr
     );
@@ -263,7 +272,7 @@ fn a_container_service_is_replaced_blue_green_without_a_failed_request() {
     // kiln killed while green starts (it takes 4 s), blue still serving;
     // run again, the rollout goes on and finishes
     w("web/start", &text.replace("${DELAY:-0}", "4"));
-    bake("v4");
+    let v4 = bake("v4");
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .arg("--store")
         .arg(&store)
@@ -291,7 +300,8 @@ fn a_container_service_is_replaced_blue_green_without_a_failed_request() {
     );
     let out = ok(kiln_in(&["rollout", "web"]));
     assert!(
-        out.stderr.contains("resuming the rollout of web v4"),
+        out.stderr
+            .contains(&format!("resuming the rollout of web {v4}")),
         "{}",
         out.stderr
     );

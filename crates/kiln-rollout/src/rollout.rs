@@ -73,6 +73,8 @@ pub struct Rollout<'a> {
     pub front: Front,
     pub state: &'a State,
     pub say: &'a dyn Fn(&str),
+    /// When the command started: "to traffic" counts from it.
+    pub clock: std::time::Instant,
 }
 
 fn free_port() -> Result<u16, RolloutError> {
@@ -241,7 +243,7 @@ impl Rollout<'_> {
 
     /// Takes rollout `p` from the step it completed to its end.
     fn advance(&self, mut p: Progress) -> Result<Report, RolloutError> {
-        let clock = std::time::Instant::now();
+        let clock = self.clock;
         let mut to_traffic = Duration::ZERO;
         let mut rec = self.state.record(self.name())?;
         let name = self.name().to_string();

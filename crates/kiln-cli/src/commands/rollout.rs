@@ -134,6 +134,7 @@ fn target(
 }
 
 pub fn rollout(args: RolloutArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
+    let clock = std::time::Instant::now();
     let (factory, locks) = open(&args.files)?;
     let s = service(&factory, &args.service)?;
     let driver = driver(s)?;
@@ -147,11 +148,13 @@ pub fn rollout(args: RolloutArgs, store: &Store, printer: &Printer) -> anyhow::R
         front,
         state: &state,
         say: &say,
+        clock,
     };
     report(&s.name, r.rollout(&target), printer)
 }
 
 pub fn rollback(args: RollbackArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
+    let clock = std::time::Instant::now();
     let (factory, _) = open(&args.files)?;
     let s = service(&factory, &args.service)?;
     let driver = driver(s)?;
@@ -163,6 +166,7 @@ pub fn rollback(args: RollbackArgs, store: &Store, printer: &Printer) -> anyhow:
         front: front(s, store)?,
         state: &state,
         say: &say,
+        clock,
     };
     report(&s.name, r.rollback(), printer)
 }
