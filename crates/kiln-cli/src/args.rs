@@ -144,6 +144,14 @@ pub enum Command {
     /// List the factory's services: live and standby versions, since when,
     /// and whether the live one is healthy.
     Services(ServicesArgs),
+    /// Pin the factory's images in Kubernetes manifests: every container
+    /// `image` (and kustomization `images:` entry) naming a factory image's
+    /// repository becomes the lock's REPOSITORY:VERSION@DIGEST; every
+    /// other byte of the files stays as it was.
+    ///
+    /// With --check nothing is written: exit 1 when a manifest is behind
+    /// the lock (for CI), 0 when all are pinned.
+    Pin(PinArgs),
     /// Print the JSON Schema of kiln.toml.
     Schema,
 }
@@ -235,6 +243,20 @@ pub struct ServeArgs {
     /// Layer compression: gzip, zstd (both cores) or none
     #[arg(long, default_value = "gzip", value_name = "ALGO")]
     pub compression: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// Kubernetes manifests (YAML, one or more documents each) or
+    /// kustomization files
+    #[arg(required = true, value_name = "MANIFEST")]
+    pub manifests: Vec<PathBuf>,
+    /// A factory file or directory [default: .]
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+    /// Change nothing; fail when a manifest is behind the lock
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]

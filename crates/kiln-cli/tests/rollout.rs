@@ -348,3 +348,172 @@ fn bad_fronts_are_refused_before_anything_starts() {
     assert_mentions(&out.stderr, &["no service \"nope\""]);
     drop(taken);
 }
+
+const DEPLOYMENT: &str = r#"# the web tier: kiln pin keeps this comment
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: REG/pin/web:old   # moved by kiln pin
+        ports:
+        - containerPort: 8080
+      - name: sidecar
+        image: busybox:1.36
+"#;
+
+const CRONJOB: &str = r#"apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: nightly
+spec:
+  schedule: "0 3 * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: OnFailure
+          containers:
+          - name: job
+            image: "REG/pin/web"
+"#;
+
+const KUSTOMIZATION: &str = r#"resources:
+- deployment.yaml
+images:
+- name: REG/pin/web
+  newTag: old
+"#;
+
+#[test]
+fn kiln_pin_changes_only_image_lines_and_kubernetes_reads_the_result() {
+    let (dir, store) = setup();
+    let reg = Registry::start(dir.path());
+    let fdir = dir.path().join("factory");
+    busybox_context(&fdir);
+    fs::write(
+        fdir.join("kiln.toml"),
+        "kiln = 1\n[factory]\nregistry = \"${KILN_TEST_REGISTRY}/pin\"\n[image.web]\ncontext = \"busybox\"\n",
+    )
+    .unwrap();
+    let f = fdir.to_str().unwrap().to_string();
+    ok(kiln_env(
+        &store,
+        &["bake", "-f", &f],
+        &[("KILN_TEST_REGISTRY", &reg.addr)],
+    ));
+    let lock: toml::Table =
+        toml::from_str(&fs::read_to_string(fdir.join("kiln.lock")).unwrap()).unwrap();
+    let pinned = format!(
+        "{}/pin/web:{}@{}",
+        reg.addr,
+        lock["image"]["web"]["version"].as_str().unwrap(),
+        lock["image"]["web"]["digest"].as_str().unwrap()
+    );
+    let k8s = dir.path().join("k8s");
+    fs::create_dir_all(&k8s).unwrap();
+    let files = [
+        ("deployment.yaml", DEPLOYMENT),
+        ("cronjob.yaml", CRONJOB),
+        ("kustomization.yaml", KUSTOMIZATION),
+    ];
+    for (name, text) in files {
+        fs::write(k8s.join(name), text.replace("REG", &reg.addr)).unwrap();
+    }
+    let paths: Vec<String> = files
+        .iter()
+        .map(|(n, _)| k8s.join(n).display().to_string())
+        .collect();
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["pin", "-f", &f].iter().map(|s| s.to_string()).collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.extend(paths.iter().cloned());
+        a
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        kiln_env(&store, &a, &[("KILN_TEST_REGISTRY", &reg.addr)])
+    };
+
+    // behind the lock: --check fails and writes nothing
+    let check = run(args(&["--check"]));
+    assert_eq!(check.code, 1, "{}{}", check.stdout, check.stderr);
+    assert_mentions(&check.stderr, &["behind kiln.lock"]);
+    assert_eq!(
+        fs::read_to_string(k8s.join("deployment.yaml")).unwrap(),
+        DEPLOYMENT.replace("REG", &reg.addr)
+    );
+
+    ok(run(args(&[])));
+    assert_eq!(run(args(&["--check"])).code, 0, "pinned now");
+
+    // only the image lines changed (and the kustomization's digest line
+    // was added under its name)
+    let before = DEPLOYMENT.replace("REG", &reg.addr);
+    let after = fs::read_to_string(k8s.join("deployment.yaml")).unwrap();
+    let changed: Vec<(&str, &str)> = before
+        .lines()
+        .zip(after.lines())
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(
+        changed[0].1,
+        format!("        image: {pinned}   # moved by kiln pin")
+    );
+    assert_eq!(before.lines().count(), after.lines().count());
+    let cron = fs::read_to_string(k8s.join("cronjob.yaml")).unwrap();
+    assert_eq!(
+        cron,
+        CRONJOB.replace("REG", &reg.addr).replace(
+            &format!("\"{}/pin/web\"", reg.addr),
+            &format!("\"{pinned}\"")
+        )
+    );
+    let kust = fs::read_to_string(k8s.join("kustomization.yaml")).unwrap();
+    let (version, digest) = pinned
+        .split_once('@')
+        .map(|(r, d)| (r.rsplit(':').next().unwrap().to_string(), d.to_string()))
+        .unwrap();
+    assert_eq!(
+        kust,
+        format!("resources:\n- deployment.yaml\nimages:\n- name: {}/pin/web\n  digest: {digest}\n  newTag: {version}\n", reg.addr)
+    );
+
+    // the Kubernetes client library reads the manifests as its models
+    let script = r#"
+import sys, yaml
+from kubernetes import client
+api = client.ApiClient()
+# the client's own deserializer, from the data of a response into its models
+load = api._ApiClient__deserialize
+deploy = load(yaml.safe_load(open(sys.argv[1])), "V1Deployment")
+cron = load(yaml.safe_load(open(sys.argv[2])), "V1CronJob")
+print(deploy.spec.template.spec.containers[0].image)
+print(cron.spec.job_template.spec.template.spec.containers[0].image)
+print(yaml.safe_load(open(sys.argv[3]))["images"][0]["digest"])
+"#;
+    let out = Command::new(common::web::test_python())
+        .args(["-c", script])
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines, [pinned.clone(), pinned.clone(), digest]);
+}

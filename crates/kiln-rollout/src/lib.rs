@@ -10,5 +10,6 @@ pub mod docker;
 pub mod driver;
 pub mod haproxy;
 pub mod health;
+pub mod pin;
 pub mod rollout;
 pub mod state;

@@ -46,6 +46,7 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
         Command::Bake(args) => factory::bake(args, &open()?, &client()?, printer),
         Command::History(args) => factory::history(args, &open()?, printer),
         Command::Serve(args) => serve::run(args, &open()?, &client()?, printer),
+        Command::Pin(args) => rollout::pin(args, printer),
         Command::Rollout(args) => rollout::rollout(args, &open()?, printer),
         Command::Rollback(args) => rollout::rollback(args, &open()?, printer),
         Command::Services(args) => rollout::services(args, &open()?, printer),

@@ -9,11 +9,12 @@ use kiln_factory::plan::Locks;
 use kiln_rollout::docker::Docker;
 use kiln_rollout::driver::Driver;
 use kiln_rollout::haproxy::{self, Front};
+use kiln_rollout::pin::Pinned;
 use kiln_rollout::rollout::{Report, Rollout, Target};
 use kiln_rollout::state::State;
 use kiln_store::Store;
 
-use crate::args::{RollbackArgs, RolloutArgs, ServicesArgs};
+use crate::args::{PinArgs, RollbackArgs, RolloutArgs, ServicesArgs};
 use crate::exit::{Exit, Failure};
 use crate::printer::Printer;
 
@@ -245,6 +246,62 @@ pub fn services(args: ServicesArgs, store: &Store, printer: &Printer) -> anyhow:
             v("standby"),
             r["health"].as_str().unwrap_or("-"),
         ));
+    }
+    Ok(Exit::Success)
+}
+
+/// The lock's images as manifests should name them: each published to a
+/// registry, by repository.
+fn pins(locks: &Locks, factory: &Factory) -> Vec<Pinned> {
+    factory
+        .images
+        .keys()
+        .filter_map(|name| locks.get(name))
+        .flat_map(|l| {
+            l.published.iter().filter_map(move |p| {
+                let r = p.strip_prefix("docker://")?;
+                Some(Pinned {
+                    repository: kiln_rollout::pin::repository(r).to_string(),
+                    version: l.version.clone(),
+                    digest: l.digest.clone(),
+                })
+            })
+        })
+        .collect()
+}
+
+pub fn pin(args: PinArgs, printer: &Printer) -> anyhow::Result<Exit> {
+    let (factory, locks) = open(&args.files)?;
+    let pins = pins(&locks, &factory);
+    let mut behind = 0;
+    for m in &args.manifests {
+        let text = std::fs::read_to_string(m)
+            .map_err(|e| Failure::failed(format!("reading {}: {e}", m.display())))?;
+        let (out, changes) = kiln_rollout::pin::pin(&text, &pins)
+            .map_err(|e| Failure::failed(format!("{}: {e}", m.display())))?;
+        for c in &changes {
+            let what = if c.from.is_empty() {
+                format!("adds {}", c.to)
+            } else {
+                format!("{} → {}", c.from, c.to)
+            };
+            printer.data(&format!("{}:{}: {what}", m.display(), c.line));
+        }
+        behind += changes.len();
+        if !args.check && !changes.is_empty() {
+            // the new text beside the file, then renamed over it
+            let tmp = m.with_extension("kiln-pin.tmp");
+            std::fs::write(&tmp, out)
+                .and_then(|()| std::fs::rename(&tmp, m))
+                .map_err(|e| Failure::failed(format!("writing {}: {e}", m.display())))?;
+        }
+    }
+    if args.check && behind > 0 {
+        printer.error(&format!(
+            "{behind} image reference{} behind kiln.lock: run `kiln pin` to update",
+            if behind == 1 { " is" } else { "s are" }
+        ));
+        return Ok(Exit::Failure);
     }
     Ok(Exit::Success)
 }
