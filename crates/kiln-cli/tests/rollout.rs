@@ -306,6 +306,23 @@ fn a_container_service_is_replaced_blue_green_without_a_failed_request() {
         out.stderr
     );
     assert_eq!(get(&front, "/version").unwrap(), (200, "v4".into()));
+
+    // auto = true: the bake that publishes v5 rolls it out
+    w("kiln.toml", &format!("{toml}auto = true\n"));
+    w("web/start", &text);
+    w("web/version", "v5\n");
+    let out = ok(kiln_env(
+        &store,
+        &["bake", "-f", fdir.to_str().unwrap()],
+        &[("KILN_TEST_REGISTRY", &reg.addr)],
+    ));
+    assert!(
+        out.stderr.contains("rolling out the new web (auto)"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.contains("is live"), "{}", out.stdout);
+    assert_eq!(get(&front, "/version").unwrap(), (200, "v5".into()));
 }
 
 #[test]

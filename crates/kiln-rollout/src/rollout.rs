@@ -41,6 +41,16 @@ pub enum RolloutError {
     NothingToRollBackTo(String),
     #[error("finding a free loopback port: {0}")]
     Port(std::io::Error),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0} was never baked: run `kiln bake` first")]
+    NotBaked(String),
+    #[error("{0} {1} was never baked here (see `kiln history {0}`)")]
+    NoVersion(String, String),
+    #[error("{0} {1} was not published to a registry, where the Docker engine would pull it from")]
+    NotPublished(String, String),
+    #[error(transparent)]
+    History(#[from] kiln_factory::history::HistoryError),
 }
 
 /// What a rollout deploys: a pinned image.

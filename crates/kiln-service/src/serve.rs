@@ -344,6 +344,9 @@ fn run_job(
     });
     if let Ok(summary) = &result {
         report(svc, i, job, summary, cancelled, &say)?;
+        if !cancelled {
+            auto_rollouts(svc, store, job, summary, &say);
+        }
     }
     let outcome = result.and_then(|s| {
         let failed: Vec<String> = s
@@ -412,6 +415,42 @@ fn report(
         ));
     }
     Ok(())
+}
+
+/// Rolls out the factory's services with `auto = true` whose image the
+/// job published, as `kiln bake` does (a failed rollout is said; blue
+/// stays live and the job counts as done: the images were published).
+fn auto_rollouts(svc: &Service, store: &Store, job: &Job, summary: &Summary, say: &dyn Fn(&str)) {
+    let published: Vec<String> = summary
+        .images
+        .iter()
+        .filter(|r| r.outcome == Outcome::Built && !r.published.is_empty())
+        .map(|r| r.name.clone())
+        .collect();
+    if published.is_empty() {
+        return;
+    }
+    let Ok((factory, _, locks)) = open(Path::new(&job.factory)) else {
+        return;
+    };
+    let d = kiln_rollout::deploy::Deploy {
+        factory: &factory,
+        locks: &locks,
+        history: &svc.history,
+        store_root: store.root(),
+        say,
+    };
+    for (name, r) in d.auto(&published) {
+        match r {
+            Ok(kiln_rollout::rollout::Report::Switched { live, .. }) => {
+                say(&format!("{name}: {} is live", live.version));
+            }
+            Ok(kiln_rollout::rollout::Report::AlreadyLive(live)) => {
+                say(&format!("{name}: {} was live already", live.version));
+            }
+            Err(e) => say(&format!("{name}: the rollout failed: {e}")),
+        }
+    }
 }
 
 /// Bakes a job's factory as `kiln bake` does.

@@ -187,11 +187,46 @@ pub fn bake(
             )),
         ));
     }
-    Ok(if summary.all_ok() {
+    let rolled_out = auto_rollouts(&factory, &locks, &history, store, &summary, printer);
+    Ok(if summary.all_ok() && rolled_out {
         Exit::Success
     } else {
         Exit::Failure
     })
+}
+
+/// Rolls out the services with `auto = true` whose image this bake
+/// published; whether every one of them went well.
+fn auto_rollouts(
+    factory: &Factory,
+    locks: &Locks,
+    history: &History,
+    store: &Store,
+    summary: &kiln_factory::baked::Summary,
+    printer: &Printer,
+) -> bool {
+    let published: Vec<String> = summary
+        .images
+        .iter()
+        .filter(|i| i.outcome == Outcome::Built && !i.published.is_empty())
+        .map(|i| i.name.clone())
+        .collect();
+    let say = |l: &str| printer.error(l);
+    let d = kiln_rollout::deploy::Deploy {
+        factory,
+        locks,
+        history,
+        store_root: store.root(),
+        say: &say,
+    };
+    let mut ok = true;
+    for (name, r) in d.auto(&published) {
+        if let Err(e) = super::rollout::report(&name, r, printer) {
+            printer.error(&format!("error: {e}"));
+            ok = false;
+        }
+    }
+    ok
 }
 
 pub fn history(args: HistoryArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {

@@ -1,17 +1,15 @@
-//! `kiln rollout`, `kiln rollback`, `kiln services`: kiln-rollout driven
-//! from the factory's definition, its lock and its bake history.
+//! `kiln rollout`, `kiln rollback`, `kiln services`, `kiln pin`:
+//! kiln-rollout driven from the factory's definition, its lock and its
+//! bake history.
 
 use std::path::PathBuf;
 
-use kiln_definition::{Driver as DriverKind, Factory, Front as FrontDef, Service};
+use kiln_definition::{Factory, Service};
 use kiln_factory::history::History;
 use kiln_factory::plan::Locks;
-use kiln_rollout::docker::Docker;
-use kiln_rollout::driver::Driver;
-use kiln_rollout::haproxy::{self, Front};
+use kiln_rollout::deploy::Deploy;
 use kiln_rollout::pin::Pinned;
-use kiln_rollout::rollout::{Report, Rollout, Target};
-use kiln_rollout::state::State;
+use kiln_rollout::rollout::{Report, RolloutError};
 use kiln_store::Store;
 
 use crate::args::{PinArgs, RollbackArgs, RolloutArgs, ServicesArgs};
@@ -29,6 +27,10 @@ fn open(files: &[PathBuf]) -> anyhow::Result<(Factory, Locks)> {
     Ok((factory, locks))
 }
 
+fn history(store: &Store) -> anyhow::Result<History> {
+    History::open(&store.root().join("history.db")).map_err(|e| Failure::failed(e.to_string()))
+}
+
 fn service<'a>(factory: &'a Factory, name: &str) -> anyhow::Result<&'a Service> {
     factory.services.get(name).ok_or_else(|| {
         let known: Vec<&str> = factory.services.keys().map(String::as_str).collect();
@@ -43,138 +45,40 @@ fn service<'a>(factory: &'a Factory, name: &str) -> anyhow::Result<&'a Service> 
     })
 }
 
-fn driver(s: &Service) -> anyhow::Result<Box<dyn Driver>> {
-    match s.driver {
-        DriverKind::Docker => Ok(Box::new(Docker)),
-        DriverKind::Qemu => Err(Failure::failed(format!(
-            "service {:?}: the qemu driver is not built yet (kiln rolls out containers with docker)",
-            s.name
-        ))),
-    }
-}
-
-/// The service's HAProxy: started by kiln for `front.listen`.
-fn front(s: &Service, store: &Store) -> anyhow::Result<Front> {
-    match &s.front {
-        FrontDef::Local { listen } => {
-            let dir = store.root().join("services").join(&s.name);
-            haproxy::ensure_local(&s.name, *listen, &dir)
-                .map_err(|e| Failure::failed(format!("service {:?}: {e}", s.name)))
-        }
-        FrontDef::External { socket, backend } => {
-            let front = Front {
-                socket: socket.clone(),
-                backend: backend.clone(),
-            };
-            // it answers, with the two slots, before anything changes
-            front
-                .servers()
-                .map_err(|e| Failure::failed(format!("service {:?}: {e}", s.name)))?;
-            Ok(front)
-        }
-    }
-}
-
-fn state(store: &Store) -> anyhow::Result<State> {
-    State::open(&store.root().join("rollouts.db")).map_err(|e| Failure::failed(e.to_string()))
-}
-
-/// What the lock pins for the service's image, or `version` from the
-/// history; the docker driver needs it published to a registry.
-fn target(
-    s: &Service,
-    factory: &Factory,
-    locks: &Locks,
-    store: &Store,
-    version: Option<&str>,
-) -> anyhow::Result<Target> {
-    let (v, digest, published) = match (locks.get(&s.runs), version) {
-        (Some(l), None) => (l.version.clone(), l.digest.clone(), l.published.clone()),
-        (Some(l), Some(v)) if l.version == v => {
-            (l.version.clone(), l.digest.clone(), l.published.clone())
-        }
-        (None, None) => {
-            return Err(Failure::failed(format!(
-                "service {:?} runs {:?}, which was never baked: run `kiln bake` first",
-                s.name, s.runs
-            )))
-        }
-        (_, Some(v)) => {
-            let history = History::open(&store.root().join("history.db"))
-                .map_err(|e| Failure::failed(e.to_string()))?;
-            let file = &factory.files[factory.images[&s.runs].file].path;
-            let e = history
-                .recent(file, &s.runs, 1000)
-                .map_err(|e| Failure::failed(e.to_string()))?
-                .into_iter()
-                .find(|e| e.outcome == "built" && e.version.as_deref() == Some(v))
-                .ok_or_else(|| {
-                    Failure::usage(format!(
-                        "{} {v} was never baked here (see `kiln history {}`)",
-                        s.runs, s.runs
-                    ))
-                })?;
-            (v.to_string(), e.digest.unwrap_or_default(), e.published)
-        }
-    };
-    let reference = published
-        .iter()
-        .find_map(|p| p.strip_prefix("docker://"))
-        .ok_or_else(|| {
-            Failure::failed(format!(
-                "{} {v} was not published to a registry, where the Docker engine would pull it from",
-                s.runs
-            ))
-        })?
-        .to_string();
-    Ok(Target {
-        version: v,
-        digest,
-        reference,
-    })
-}
-
 pub fn rollout(args: RolloutArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
-    let clock = std::time::Instant::now();
     let (factory, locks) = open(&args.files)?;
     let s = service(&factory, &args.service)?;
-    let driver = driver(s)?;
-    let front = front(s, store)?;
-    let target = target(s, &factory, &locks, store, args.to.as_deref())?;
-    let state = state(store)?;
+    let history = history(store)?;
     let say = |l: &str| printer.error(l);
-    let r = Rollout {
-        service: s,
-        driver: driver.as_ref(),
-        front,
-        state: &state,
+    let d = Deploy {
+        factory: &factory,
+        locks: &locks,
+        history: &history,
+        store_root: store.root(),
         say: &say,
-        clock,
     };
-    report(&s.name, r.rollout(&target), printer)
+    report(&s.name, d.rollout(s, args.to.as_deref()), printer)
 }
 
 pub fn rollback(args: RollbackArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
-    let clock = std::time::Instant::now();
-    let (factory, _) = open(&args.files)?;
+    let (factory, locks) = open(&args.files)?;
     let s = service(&factory, &args.service)?;
-    let driver = driver(s)?;
-    let state = state(store)?;
+    let history = history(store)?;
     let say = |l: &str| printer.error(l);
-    let r = Rollout {
-        service: s,
-        driver: driver.as_ref(),
-        front: front(s, store)?,
-        state: &state,
+    let d = Deploy {
+        factory: &factory,
+        locks: &locks,
+        history: &history,
+        store_root: store.root(),
         say: &say,
-        clock,
     };
-    report(&s.name, r.rollback(), printer)
+    report(&s.name, d.rollback(s), printer)
 }
 
-fn report(
+/// Prints how a rollout went (stdout), or fails with why it did not.
+pub fn report(
     name: &str,
-    r: Result<Report, kiln_rollout::rollout::RolloutError>,
+    r: Result<Report, RolloutError>,
     printer: &Printer,
 ) -> anyhow::Result<Exit> {
     match r.map_err(|e| Failure::failed(e.to_string()))? {
@@ -206,7 +110,8 @@ fn report(
 
 pub fn services(args: ServicesArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
     let (factory, _) = open(&args.files)?;
-    let state = state(store)?;
+    let state =
+        kiln_rollout::deploy::state(store.root()).map_err(|e| Failure::failed(e.to_string()))?;
     let mut rows = Vec::new();
     for s in factory.services.values() {
         let rec = state

@@ -1,0 +1,152 @@
+//! A service's rollout as the commands and the service start it: the
+//! pinned image from the lock (or a version from the bake history), the
+//! service's driver and HAProxy front, the rollout database in the store.
+//! `kiln rollout`, `kiln bake` (services with `auto = true`) and `kiln
+//! serve` all go through [`deploy`].
+
+use std::path::Path;
+use std::time::Instant;
+
+use kiln_definition::{Driver as DriverKind, Factory, Front as FrontDef, Service};
+use kiln_factory::history::History;
+use kiln_factory::plan::Locks;
+
+use crate::docker::Docker;
+use crate::driver::Driver;
+use crate::haproxy::{self, Front};
+use crate::rollout::{Report, Rollout, RolloutError, Target};
+use crate::state::State;
+
+/// The service's driver.
+pub fn driver(s: &Service) -> Result<Box<dyn Driver>, RolloutError> {
+    match s.driver {
+        DriverKind::Docker => Ok(Box::new(Docker)),
+        DriverKind::Qemu => Err(RolloutError::Unsupported(format!(
+            "service {:?}: the qemu driver is not built yet (kiln rolls out containers with docker)",
+            s.name
+        ))),
+    }
+}
+
+/// The service's HAProxy: started by kiln for `front.listen` (its files
+/// in `STORE/services/NAME/`), checked for an operator's.
+pub fn front(s: &Service, store_root: &Path) -> Result<Front, RolloutError> {
+    let front = match &s.front {
+        FrontDef::Local { listen } => {
+            haproxy::ensure_local(&s.name, *listen, &store_root.join("services").join(&s.name))?
+        }
+        FrontDef::External { socket, backend } => Front {
+            socket: socket.clone(),
+            backend: backend.clone(),
+        },
+    };
+    // it answers, with the two slots, before anything changes
+    front.servers()?;
+    Ok(front)
+}
+
+/// The rollout database of the store.
+pub fn state(store_root: &Path) -> Result<State, RolloutError> {
+    Ok(State::open(&store_root.join("rollouts.db"))?)
+}
+
+/// What the lock pins for the service's image, or `version` from the
+/// history; the docker driver pulls it from the registry it was published
+/// to.
+pub fn target(
+    s: &Service,
+    factory: &Factory,
+    locks: &Locks,
+    history: &History,
+    version: Option<&str>,
+) -> Result<Target, RolloutError> {
+    let image = &s.runs;
+    let (v, digest, published) = match (locks.get(image), version) {
+        (Some(l), None) => (l.version.clone(), l.digest.clone(), l.published.clone()),
+        (Some(l), Some(v)) if l.version == v => {
+            (l.version.clone(), l.digest.clone(), l.published.clone())
+        }
+        (None, None) => return Err(RolloutError::NotBaked(image.clone())),
+        (_, Some(v)) => {
+            let file = &factory.files[factory.images[image].file].path;
+            let e = history
+                .recent(file, image, 1000)?
+                .into_iter()
+                .find(|e| e.outcome == "built" && e.version.as_deref() == Some(v))
+                .ok_or_else(|| RolloutError::NoVersion(image.clone(), v.to_string()))?;
+            (v.to_string(), e.digest.unwrap_or_default(), e.published)
+        }
+    };
+    let reference = published
+        .iter()
+        .find_map(|p| p.strip_prefix("docker://"))
+        .ok_or_else(|| RolloutError::NotPublished(image.clone(), v.clone()))?
+        .to_string();
+    Ok(Target {
+        version: v,
+        digest,
+        reference,
+    })
+}
+
+/// What a rollout of a factory's service needs.
+pub struct Deploy<'a> {
+    pub factory: &'a Factory,
+    pub locks: &'a Locks,
+    pub history: &'a History,
+    pub store_root: &'a Path,
+    pub say: &'a dyn Fn(&str),
+}
+
+impl Deploy<'_> {
+    /// Rolls service `s` out to `version` (default: what the lock pins).
+    pub fn rollout(&self, s: &Service, version: Option<&str>) -> Result<Report, RolloutError> {
+        let clock = Instant::now();
+        let driver = driver(s)?;
+        let front = front(s, self.store_root)?;
+        let target = target(s, self.factory, self.locks, self.history, version)?;
+        let state = state(self.store_root)?;
+        Rollout {
+            service: s,
+            driver: driver.as_ref(),
+            front,
+            state: &state,
+            say: self.say,
+            clock,
+        }
+        .rollout(&target)
+    }
+
+    /// Rolls service `s` back to its kept standby.
+    pub fn rollback(&self, s: &Service) -> Result<Report, RolloutError> {
+        let clock = Instant::now();
+        let driver = driver(s)?;
+        let front = front(s, self.store_root)?;
+        let state = state(self.store_root)?;
+        Rollout {
+            service: s,
+            driver: driver.as_ref(),
+            front,
+            state: &state,
+            say: self.say,
+            clock,
+        }
+        .rollback()
+    }
+
+    /// Rolls out every `auto` service whose image is among `published`.
+    pub fn auto(&self, published: &[String]) -> Vec<(String, Result<Report, RolloutError>)> {
+        self.factory
+            .services
+            .values()
+            .filter(|s| s.auto && published.contains(&s.runs))
+            .map(|s| {
+                (self.say)(&format!(
+                    "{}: rolling out the new {} (auto)",
+                    s.name, s.runs
+                ));
+                (s.name.clone(), self.rollout(s, None))
+            })
+            .collect()
+    }
+}
