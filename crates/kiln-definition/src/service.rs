@@ -168,6 +168,96 @@ fn health(h: &HealthDef, at: Range<usize>, err: ErrAt<'_>) -> Result<Health, Err
     Ok(Health { check, timeout })
 }
 
+/// The driver: named, or the default for what the service runs.
+fn driver(d: Option<&Spanned<String>>, is_image: bool, err: ErrAt<'_>) -> Result<Driver, Error> {
+    let Some(d) = d else {
+        return Ok(if is_image {
+            Driver::Docker
+        } else {
+            Driver::Qemu
+        });
+    };
+    match (d.get_ref().as_str(), is_image) {
+        ("docker", true) => Ok(Driver::Docker),
+        ("qemu", false) => Ok(Driver::Qemu),
+        ("docker", false) | ("qemu", true) => Err(err(
+            d.span(),
+            format!(
+                "driver {:?} does not run {}",
+                d.get_ref(),
+                if is_image {
+                    "container images"
+                } else {
+                    "VM images"
+                }
+            ),
+        )
+        .with_hint("docker runs `image`, qemu runs `vm`")),
+        (other, _) => Err(err(d.span(), format!("driver {other:?} is not known"))
+            .with_hint("kiln drives `docker` and `qemu`")),
+    }
+}
+
+/// One of `choices` by name; the first when absent.
+fn choice<T: Copy>(
+    v: Option<&Spanned<String>>,
+    what: &str,
+    choices: &[(&str, T)],
+    err: ErrAt<'_>,
+) -> Result<T, Error> {
+    let Some(v) = v else {
+        return Ok(choices[0].1);
+    };
+    choices
+        .iter()
+        .find(|(n, _)| n == v.get_ref())
+        .map(|(_, t)| *t)
+        .ok_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+            err(v.span(), format!("{what} {:?} is not known", v.get_ref()))
+                .with_hint(names.join(" or "))
+        })
+}
+
+/// The front: an HAProxy kiln runs (`listen`) or one an operator runs
+/// (`socket`, `backend`).
+fn front(
+    def: &crate::model::FrontDef,
+    name: &str,
+    dir: &std::path::Path,
+    at: Range<usize>,
+    err: ErrAt<'_>,
+) -> Result<Front, Error> {
+    match (&def.listen, &def.socket) {
+        (Some(l), None) => {
+            if def.backend.is_some() {
+                return Err(err(
+                    l.span(),
+                    "front: `backend` goes with `socket` (an HAProxy you run)".into(),
+                ));
+            }
+            let listen = l.get_ref().parse().map_err(|_| {
+                err(
+                    l.span(),
+                    format!("front: listen {:?} is not an address and port", l.get_ref()),
+                )
+                .with_hint("e.g. \"127.0.0.1:8080\"")
+            })?;
+            Ok(Front::Local { listen })
+        }
+        (None, Some(socket)) => Ok(Front::External {
+            socket: dir.join(socket),
+            backend: def.backend.clone().unwrap_or_else(|| name.to_string()),
+        }),
+        _ => Err(err(
+            at,
+            format!(
+                "service {name:?}: its front needs `listen` (kiln runs an HAProxy) or `socket` (yours), one of them"
+            ),
+        )),
+    }
+}
+
 pub(crate) fn read(
     name: Spanned<String>,
     def: ServiceDef,
@@ -186,33 +276,7 @@ pub(crate) fn read(
         span.clone(),
         err,
     )?;
-    let driver = match &def.driver {
-        None if is_image => Driver::Docker,
-        None => Driver::Qemu,
-        Some(d) => match (d.get_ref().as_str(), is_image) {
-            ("docker", true) => Driver::Docker,
-            ("qemu", false) => Driver::Qemu,
-            ("docker", false) | ("qemu", true) => {
-                return Err(err(
-                    d.span(),
-                    format!(
-                        "driver {:?} does not run {}",
-                        d.get_ref(),
-                        if is_image {
-                            "container images"
-                        } else {
-                            "VM images"
-                        }
-                    ),
-                )
-                .with_hint("docker runs `image`, qemu runs `vm`"))
-            }
-            (other, _) => {
-                return Err(err(d.span(), format!("driver {other:?} is not known"))
-                    .with_hint("kiln drives `docker` and `qemu`"))
-            }
-        },
-    };
+    let driver = driver(def.driver.as_ref(), is_image, err)?;
     let docker_only = |v: Option<Range<usize>>, key: &str| match (v, driver) {
         (Some(s), Driver::Qemu) => Err(err(s, format!("`{key}` is for the docker driver"))),
         _ => Ok(()),
@@ -227,26 +291,18 @@ pub(crate) fn read(
             "`data` is for the qemu driver (a container shares its volume)".into(),
         ));
     }
-    let network = match def
-        .network
-        .as_ref()
-        .map(|n| (n.get_ref().as_str(), n.span()))
-    {
-        None | Some(("bridge", _)) => Network::Bridge,
-        Some(("host", _)) => Network::Host,
-        Some((other, s)) => {
-            return Err(
-                err(s, format!("network {other:?} is not known")).with_hint("bridge or host")
-            )
-        }
-    };
-    let data = match def.data.as_ref().map(|n| (n.get_ref().as_str(), n.span())) {
-        None | Some(("move", _)) => Handover::Move,
-        Some(("copy", _)) => Handover::Copy,
-        Some((other, s)) => {
-            return Err(err(s, format!("data {other:?} is not known")).with_hint("move or copy"))
-        }
-    };
+    let network = choice(
+        def.network.as_ref(),
+        "network",
+        &[("bridge", Network::Bridge), ("host", Network::Host)],
+        err,
+    )?;
+    let data = choice(
+        def.data.as_ref(),
+        "data",
+        &[("move", Handover::Move), ("copy", Handover::Copy)],
+        err,
+    )?;
     if *def.port.get_ref() == 0 {
         return Err(err(def.port.span(), "port must not be 0".into()));
     }
@@ -264,28 +320,7 @@ pub(crate) fn read(
         (None, Some(_)) => return Err(err(span.clone(), "`mount` needs a `volume`".into())),
         (None, None) => None,
     };
-    let front = match (&def.front.listen, &def.front.socket) {
-        (Some(l), None) => {
-            if def.front.backend.is_some() {
-                return Err(err(l.span(), "front: `backend` goes with `socket` (an HAProxy you run)".into()));
-            }
-            let listen = l.get_ref().parse().map_err(|_| {
-                err(l.span(), format!("front: listen {:?} is not an address and port", l.get_ref()))
-                    .with_hint("e.g. \"127.0.0.1:8080\"")
-            })?;
-            Front::Local { listen }
-        }
-        (None, Some(socket)) => Front::External {
-            socket: dir.join(socket),
-            backend: def.front.backend.clone().unwrap_or_else(|| name.clone()),
-        },
-        _ => {
-            return Err(err(
-                span.clone(),
-                format!("{what}: its front needs `listen` (kiln runs an HAProxy) or `socket` (yours), one of them"),
-            ))
-        }
-    };
+    let front = front(&def.front, &name, dir, span.clone(), err)?;
     let soak = match &def.soak {
         Some(s) => parse_duration(s.get_ref()).map_err(|m| err(s.span(), format!("soak: {m}")))?,
         None => DEFAULT_SOAK,

@@ -99,39 +99,38 @@ pub struct Deploy<'a> {
 }
 
 impl Deploy<'_> {
-    /// Rolls service `s` out to `version` (default: what the lock pins).
-    pub fn rollout(&self, s: &Service, version: Option<&str>) -> Result<Report, RolloutError> {
+    /// Runs `f` with a rollout of service `s`: its driver, its front
+    /// (started or checked), the store's rollout database.
+    fn with<T>(
+        &self,
+        s: &Service,
+        f: impl FnOnce(&Rollout<'_>) -> Result<T, RolloutError>,
+    ) -> Result<T, RolloutError> {
         let clock = Instant::now();
         let driver = driver(s)?;
         let front = front(s, self.store_root)?;
-        let target = target(s, self.factory, self.locks, self.history, version)?;
         let state = state(self.store_root)?;
-        Rollout {
+        f(&Rollout {
             service: s,
             driver: driver.as_ref(),
             front,
             state: &state,
             say: self.say,
             clock,
-        }
-        .rollout(&target)
+        })
+    }
+
+    /// Rolls service `s` out to `version` (default: what the lock pins).
+    pub fn rollout(&self, s: &Service, version: Option<&str>) -> Result<Report, RolloutError> {
+        self.with(s, |r| {
+            let target = target(s, self.factory, self.locks, self.history, version)?;
+            r.rollout(&target)
+        })
     }
 
     /// Rolls service `s` back to its kept standby.
     pub fn rollback(&self, s: &Service) -> Result<Report, RolloutError> {
-        let clock = Instant::now();
-        let driver = driver(s)?;
-        let front = front(s, self.store_root)?;
-        let state = state(self.store_root)?;
-        Rollout {
-            service: s,
-            driver: driver.as_ref(),
-            front,
-            state: &state,
-            say: self.say,
-            clock,
-        }
-        .rollback()
+        self.with(s, |r| r.rollback())
     }
 
     /// Rolls out every `auto` service whose image is among `published`.

@@ -251,11 +251,62 @@ impl Rollout<'_> {
         }
     }
 
+    /// After green is in the pool: blue drained, out of the pool, stopped
+    /// and kept as the standby; the service's new instances recorded with
+    /// the step.
+    fn take_blue_out(
+        &self,
+        mut p: Progress,
+        mut rec: Record,
+        to_traffic: Duration,
+    ) -> Result<Report, RolloutError> {
+        let name = self.name().to_string();
+        if let Some(blue) = rec.live.clone().filter(|b| b.slot != p.green.slot) {
+            self.front.set_state(blue.slot, SlotState::Drain)?;
+            let drained = self
+                .front
+                .wait_drained(blue.slot, Duration::from_secs(30))?;
+            self.front.set_state(blue.slot, SlotState::Maint)?;
+            (self.say)(&format!(
+                "{name} {} is out of the pool{}",
+                blue.version,
+                if drained {
+                    ""
+                } else {
+                    " (still busy after 30 s)"
+                }
+            ));
+            self.driver.stop(&blue)?;
+        }
+        let replaced = rec.live.take().filter(|b| b.slot != p.green.slot);
+        rec = Record {
+            live: Some(p.green.clone()),
+            standby_until: replaced
+                .as_ref()
+                .map(|_| Utc::now() + chrono::Duration::seconds(self.service.soak as i64)),
+            standby: replaced.clone(),
+            since: Some(Utc::now()),
+        };
+        self.state.step(&name, &mut p, "out", "", Some(&rec))?;
+        self.state.finish(&p, "done", "")?;
+        if let Some(b) = &replaced {
+            (self.say)(&format!(
+                "{name} {} is kept stopped for {} s for `kiln rollback`",
+                b.version, self.service.soak
+            ));
+        }
+        Ok(Report::Switched {
+            live: p.green,
+            replaced,
+            to_traffic,
+        })
+    }
+
     /// Takes rollout `p` from the step it completed to its end.
     fn advance(&self, mut p: Progress) -> Result<Report, RolloutError> {
         let clock = self.clock;
         let mut to_traffic = Duration::ZERO;
-        let mut rec = self.state.record(self.name())?;
+        let rec = self.state.record(self.name())?;
         let name = self.name().to_string();
         loop {
             match p.step.as_str() {
@@ -300,47 +351,7 @@ impl Rollout<'_> {
                     (self.say)(&format!("{name} {} takes traffic", p.green.version));
                     self.state.step(&name, &mut p, "in", "", None)?;
                 }
-                "in" => {
-                    if let Some(blue) = rec.live.clone().filter(|b| b.slot != p.green.slot) {
-                        self.front.set_state(blue.slot, SlotState::Drain)?;
-                        let drained = self
-                            .front
-                            .wait_drained(blue.slot, Duration::from_secs(30))?;
-                        self.front.set_state(blue.slot, SlotState::Maint)?;
-                        (self.say)(&format!(
-                            "{name} {} is out of the pool{}",
-                            blue.version,
-                            if drained {
-                                ""
-                            } else {
-                                " (still busy after 30 s)"
-                            }
-                        ));
-                        self.driver.stop(&blue)?;
-                    }
-                    let replaced = rec.live.take().filter(|b| b.slot != p.green.slot);
-                    rec = Record {
-                        live: Some(p.green.clone()),
-                        standby_until: replaced.as_ref().map(|_| {
-                            Utc::now() + chrono::Duration::seconds(self.service.soak as i64)
-                        }),
-                        standby: replaced.clone(),
-                        since: Some(Utc::now()),
-                    };
-                    self.state.step(&name, &mut p, "out", "", Some(&rec))?;
-                    self.state.finish(&p, "done", "")?;
-                    if let Some(b) = &replaced {
-                        (self.say)(&format!(
-                            "{name} {} is kept stopped for {} s for `kiln rollback`",
-                            b.version, self.service.soak
-                        ));
-                    }
-                    return Ok(Report::Switched {
-                        live: p.green,
-                        replaced,
-                        to_traffic,
-                    });
-                }
+                "in" => return self.take_blue_out(p, rec, to_traffic),
                 _ => {
                     // "out" recorded with its record: only the end is missing
                     self.state.finish(&p, "done", "")?;

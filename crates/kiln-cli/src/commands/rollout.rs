@@ -45,9 +45,17 @@ fn service<'a>(factory: &'a Factory, name: &str) -> anyhow::Result<&'a Service> 
     })
 }
 
-pub fn rollout(args: RolloutArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
-    let (factory, locks) = open(&args.files)?;
-    let s = service(&factory, &args.service)?;
+/// Runs `f` on service `name` of the factory `files` name, with a
+/// `Deploy` of it, and reports how it went.
+fn deploy(
+    files: &[PathBuf],
+    name: &str,
+    store: &Store,
+    printer: &Printer,
+    f: impl FnOnce(&Deploy<'_>, &Service) -> Result<Report, RolloutError>,
+) -> anyhow::Result<Exit> {
+    let (factory, locks) = open(files)?;
+    let s = service(&factory, name)?;
     let history = history(store)?;
     let say = |l: &str| printer.error(l);
     let d = Deploy {
@@ -57,22 +65,20 @@ pub fn rollout(args: RolloutArgs, store: &Store, printer: &Printer) -> anyhow::R
         store_root: store.root(),
         say: &say,
     };
-    report(&s.name, d.rollout(s, args.to.as_deref()), printer)
+    report(&s.name, f(&d, s), printer)
+}
+
+pub fn rollout(args: RolloutArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
+    let to = args.to.clone();
+    deploy(&args.files, &args.service, store, printer, |d, s| {
+        d.rollout(s, to.as_deref())
+    })
 }
 
 pub fn rollback(args: RollbackArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
-    let (factory, locks) = open(&args.files)?;
-    let s = service(&factory, &args.service)?;
-    let history = history(store)?;
-    let say = |l: &str| printer.error(l);
-    let d = Deploy {
-        factory: &factory,
-        locks: &locks,
-        history: &history,
-        store_root: store.root(),
-        say: &say,
-    };
-    report(&s.name, d.rollback(s), printer)
+    deploy(&args.files, &args.service, store, printer, |d, s| {
+        d.rollback(s)
+    })
 }
 
 /// Prints how a rollout went (stdout), or fails with why it did not.
