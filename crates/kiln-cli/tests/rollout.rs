@@ -89,24 +89,69 @@ impl Load {
 /// What the test leaves behind, removed when it ends.
 struct Cleanup {
     volume: String,
-    store: std::path::PathBuf,
+    /// The pid files of the HAProxies started (kiln's and the operator's).
+    pids: Vec<std::path::PathBuf>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        for slot in ["1", "2"] {
-            let _ = Command::new("docker")
-                .args(["rm", "-f", &format!("kiln-web-{slot}")])
-                .output();
+        for name in ["kiln-web-1", "kiln-web-2", "kiln-ops-1", "kiln-ops-2"] {
+            let _ = Command::new("docker").args(["rm", "-f", name]).output();
         }
         let _ = Command::new("docker")
             .args(["volume", "rm", "-f", &self.volume])
             .output();
-        let pid = self.store.join("services/web/haproxy.pid");
-        if let Ok(pid) = fs::read_to_string(pid) {
-            let _ = Command::new("kill").arg(pid.trim()).output();
+        for pid in &self.pids {
+            if let Ok(pid) = fs::read_to_string(pid) {
+                let _ = Command::new("kill").arg(pid.trim()).output();
+            }
         }
     }
+}
+
+/// An HAProxy as an operator would run it: a runtime API socket at admin
+/// level and a backend with kiln's two slots; where it listens.
+fn operator_haproxy(dir: &std::path::Path) -> String {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.join("ops.cfg");
+    fs::write(
+        &cfg,
+        format!(
+            "global
+    stats socket {} mode 600 level admin
+    pidfile {}
+             defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+             frontend ops
+    bind {listen}
+    default_backend ops
+             backend ops
+    server-template kiln 2 127.0.0.1:1 disabled
+",
+            dir.join("ops.sock").display(),
+            dir.join("ops.pid").display()
+        ),
+    )
+    .unwrap();
+    let status = Command::new("haproxy")
+        .arg("-D")
+        .arg("-f")
+        .arg(&cfg)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let start = Instant::now();
+    while !dir.join("ops.sock").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the operator's HAProxy did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    listen
 }
 
 fn free_port() -> u16 {
@@ -137,8 +182,12 @@ fn a_container_service_is_replaced_blue_green_without_a_failed_request() {
     let volume = format!("kiln-test-web-{}", std::process::id());
     let _cleanup = Cleanup {
         volume: volume.clone(),
-        store: store.clone(),
+        pids: vec![
+            store.join("services/web/haproxy.pid"),
+            dir.path().join("ops.pid"),
+        ],
     };
+    let ops = operator_haproxy(dir.path());
     let front = format!("127.0.0.1:{}", free_port());
     let w = |p: &str, text: &str| {
         let p = fdir.join(p);
@@ -149,9 +198,13 @@ fn a_container_service_is_replaced_blue_green_without_a_failed_request() {
         "kiln = 1\n[factory]\nregistry = \"${{KILN_TEST_REGISTRY}}/svc\"\n\
          [image.base]\ncontext = \"busybox\"\n\
          [image.web]\ncontext = \"web\"\n\
+         [service.ops]\nimage = \"web\"\nport = 8080\nnetwork = \"host\"\n\
+         health = {{ http = \"/version\" }}\n\
+         front = {{ socket = \"{ops_sock}\", backend = \"ops\" }}\n\
          [service.web]\nimage = \"web\"\nport = 8080\nnetwork = \"host\"\nvolume = \"{volume}\"\n\
          health = {{ http = \"/version\", timeout = \"20s\" }}\n\
-         front = {{ listen = \"{front}\" }}\nsoak = \"1h\"\n"
+         front = {{ listen = \"{front}\" }}\nsoak = \"1h\"\n",
+        ops_sock = dir.path().join("ops.sock").display()
     );
     w("kiln.toml", &toml);
     w(
@@ -323,6 +376,11 @@ fn a_container_service_is_replaced_blue_green_without_a_failed_request() {
     );
     assert!(out.stdout.contains("is live"), "{}", out.stdout);
     assert_eq!(get(&front, "/version").unwrap(), (200, "v5".into()));
+
+    // a front the operator runs: kiln only switches its backend's slots
+    assert_eq!(get(&ops, "/version").unwrap().0, 503, "no server yet");
+    ok(kiln_in(&["rollout", "ops"]));
+    assert_eq!(get(&ops, "/version").unwrap(), (200, "v5".into()));
 }
 
 #[test]
