@@ -107,6 +107,7 @@ impl Deploy<'_> {
         f: impl FnOnce(&Rollout<'_>) -> Result<T, RolloutError>,
     ) -> Result<T, RolloutError> {
         let clock = Instant::now();
+        let _one = self.lock(s)?;
         let driver = driver(s)?;
         let front = front(s, self.store_root)?;
         let state = state(self.store_root)?;
@@ -118,6 +119,27 @@ impl Deploy<'_> {
             say: self.say,
             clock,
         })
+    }
+
+    /// One rollout of a service at a time: an exclusive lock on
+    /// `STORE/services/NAME/rollout.lock`, held until it is dropped.
+    fn lock(&self, s: &Service) -> Result<std::fs::File, RolloutError> {
+        let dir = self.store_root.join("services").join(&s.name);
+        let path = dir.join("rollout.lock");
+        let file = std::fs::create_dir_all(&dir)
+            .and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+            })
+            .map_err(|e| RolloutError::Lock(path.clone(), e))?;
+        if file.try_lock().is_err() {
+            (self.say)(&format!("waiting for another rollout of {} to end", s.name));
+            file.lock().map_err(|e| RolloutError::Lock(path, e))?;
+        }
+        Ok(file)
     }
 
     /// Rolls service `s` out to `version` (default: what the lock pins).

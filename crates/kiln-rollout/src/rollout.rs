@@ -51,6 +51,8 @@ pub enum RolloutError {
     NotPublished(String, String),
     #[error(transparent)]
     History(#[from] kiln_factory::history::HistoryError),
+    #[error("locking {0}: {1}")]
+    Lock(std::path::PathBuf, std::io::Error),
 }
 
 /// What a rollout deploys: a pinned image.
