@@ -279,11 +279,21 @@ fn a_container_service_is_replaced_blue_green_without_a_failed_request() {
     );
 
     // kiln services: v2 live, v1 kept
-    let listed: serde_json::Value =
-        serde_json::from_str(&ok(kiln_in(&["services", "--json"])).stdout).unwrap();
-    assert_eq!(listed[0]["live"]["version"], v2.as_str());
-    assert_eq!(listed[0]["standby"]["version"], v1.as_str());
-    assert_eq!(listed[0]["health"], "healthy");
+    let web_service = || -> serde_json::Value {
+        let listed: serde_json::Value =
+            serde_json::from_str(&ok(kiln_in(&["services", "--json"])).stdout).unwrap();
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == "web")
+            .expect("web is listed")
+            .clone()
+    };
+    let listed = web_service();
+    assert_eq!(listed["live"]["version"], v2.as_str());
+    assert_eq!(listed["standby"]["version"], v1.as_str());
+    assert_eq!(listed["health"], "healthy");
 
     // rollback under load: no request fails, v1 answers again
     let load = Load::start(&front);
@@ -313,9 +323,7 @@ fn a_container_service_is_replaced_blue_green_without_a_failed_request() {
         out.stderr
     );
     assert_eq!(get(&front, "/version").unwrap(), (200, "v1".into()));
-    let listed: serde_json::Value =
-        serde_json::from_str(&ok(kiln_in(&["services", "--json"])).stdout).unwrap();
-    let live_slot = listed[0]["live"]["slot"].as_u64().unwrap();
+    let live_slot = web_service()["live"]["slot"].as_u64().unwrap();
     let green = format!("kiln-web-{}", 3 - live_slot);
     assert!(
         !container_exists(&green),
