@@ -155,12 +155,22 @@ impl Deploy<'_> {
         self.with(s, |r| r.rollback())
     }
 
-    /// Rolls out every `auto` service whose image is among `published`.
-    pub fn auto(&self, published: &[String]) -> Vec<(String, Result<Report, RolloutError>)> {
+    /// Rolls out every `auto` service whose image `summary`'s bake built
+    /// and published.
+    pub fn auto(
+        &self,
+        summary: &kiln_factory::baked::Summary,
+    ) -> Vec<(String, Result<Report, RolloutError>)> {
+        let published: Vec<&String> = summary
+            .images
+            .iter()
+            .filter(|i| i.outcome == kiln_factory::baked::Outcome::Built && !i.published.is_empty())
+            .map(|i| &i.name)
+            .collect();
         self.factory
             .services
             .values()
-            .filter(|s| s.auto && published.contains(&s.runs))
+            .filter(|s| s.auto && published.contains(&&s.runs))
             .map(|s| {
                 (self.say)(&format!(
                     "{}: rolling out the new {} (auto)",

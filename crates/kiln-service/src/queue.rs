@@ -327,11 +327,17 @@ impl Queue {
 
     /// The newest `limit` jobs of every state, newest first.
     pub fn recent(&self, limit: usize) -> Result<Vec<Job>, QueueError> {
+        self.recent_of(None, limit)
+    }
+
+    /// The newest `limit` jobs of `factory` (of all when `None`), newest
+    /// first.
+    pub fn recent_of(&self, factory: Option<&str>, limit: usize) -> Result<Vec<Job>, QueueError> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM job ORDER BY id DESC LIMIT ?1"
+            "SELECT {COLUMNS} FROM job WHERE ?1 IS NULL OR factory = ?1 ORDER BY id DESC LIMIT ?2"
         ))?;
-        let rows = stmt.query_map([limit as i64], job)?;
+        let rows = stmt.query_map(params![factory, limit as i64], job)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 

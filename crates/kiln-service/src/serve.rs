@@ -421,13 +421,7 @@ fn report(
 /// job published, as `kiln bake` does (a failed rollout is said; blue
 /// stays live and the job counts as done: the images were published).
 fn auto_rollouts(svc: &Service, store: &Store, job: &Job, summary: &Summary, say: &dyn Fn(&str)) {
-    let published: Vec<String> = summary
-        .images
-        .iter()
-        .filter(|r| r.outcome == Outcome::Built && !r.published.is_empty())
-        .map(|r| r.name.clone())
-        .collect();
-    if published.is_empty() {
+    if !summary.images.iter().any(|r| r.outcome == Outcome::Built) {
         return;
     }
     let Ok((factory, _, locks)) = open(Path::new(&job.factory)) else {
@@ -440,7 +434,7 @@ fn auto_rollouts(svc: &Service, store: &Store, job: &Job, summary: &Summary, say
         store_root: store.root(),
         say,
     };
-    for (name, r) in d.auto(&published) {
+    for (name, r) in d.auto(summary) {
         match r {
             Ok(kiln_rollout::rollout::Report::Switched { live, .. }) => {
                 say(&format!("{name}: {} is live", live.version));

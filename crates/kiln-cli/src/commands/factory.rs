@@ -205,12 +205,6 @@ fn auto_rollouts(
     summary: &kiln_factory::baked::Summary,
     printer: &Printer,
 ) -> bool {
-    let published: Vec<String> = summary
-        .images
-        .iter()
-        .filter(|i| i.outcome == Outcome::Built && !i.published.is_empty())
-        .map(|i| i.name.clone())
-        .collect();
     let say = |l: &str| printer.error(l);
     let d = kiln_rollout::deploy::Deploy {
         factory,
@@ -220,7 +214,7 @@ fn auto_rollouts(
         say: &say,
     };
     let mut ok = true;
-    for (name, r) in d.auto(&published) {
+    for (name, r) in d.auto(summary) {
         if let Err(e) = super::rollout::report(&name, r, printer) {
             printer.error(&format!("error: {e}"));
             ok = false;

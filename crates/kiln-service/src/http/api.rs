@@ -103,15 +103,10 @@ pub(super) fn with_history(
 /// The jobs of factory `i`, newest first.
 pub(super) fn jobs_of(app: &App, i: usize, limit: usize) -> Result<Vec<Job>, Problem> {
     let dir = app.svc.factory_dir(i).display().to_string();
-    Ok(app
-        .svc
+    app.svc
         .queue
-        .recent(500)
-        .map_err(Problem::internal)?
-        .into_iter()
-        .filter(|j| j.factory == dir)
-        .take(limit)
-        .collect())
+        .recent_of(Some(&dir), limit)
+        .map_err(Problem::internal)
 }
 
 pub async fn factory(

@@ -7,7 +7,7 @@ use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use super::api::{find, job_with_log, jobs_of, with_history};
+use super::api::{find, job_with_log, with_history};
 use super::svg;
 use super::{App, Problem};
 use crate::board::ImageView;
@@ -132,16 +132,14 @@ pub async fn image(
 ) -> Reply {
     app.may_read(&headers)?;
     let (i, im, history) = with_history(&app, &factory, &image)?;
-    let running = jobs_of(&app, i, 1)?
-        .into_iter()
-        .find(|j| j.state == crate::queue::State::Running);
+    let running = app.svc.board.factories().get(i).and_then(|f| f.running);
     Ok(page(
         &image,
         html! {
             h1 { (image) " " small class={"st " (im.status)} { (im.status) } }
             p { img src={"/badge/" (factory) "/" (image) ".svg"} alt="status badge"; }
             p { "Badge for a README: " code { "![" (image) "](http://HOST/badge/" (factory) "/" (image) ".svg)" } }
-            @if let Some(j) = running { p { "Baking now: " a href={"/jobs/" (j.id)} { "job " (j.id) " (live log)" } } }
+            @if let Some(j) = running { p { "Baking now: " a href={"/jobs/" (j)} { "job " (j) " (live log)" } } }
             table {
                 tr { th { "version" } td { (im.version.as_deref().unwrap_or("-")) } }
                 tr { th { "digest" } td { code { (im.digest.as_deref().unwrap_or("-")) } } }
