@@ -18,13 +18,13 @@ use crate::rollout::{Report, Rollout, RolloutError, Target};
 use crate::state::State;
 
 /// The service's driver.
-pub fn driver(s: &Service) -> Result<Box<dyn Driver>, RolloutError> {
+pub fn driver(s: &Service, store_root: &Path) -> Result<Box<dyn Driver>, RolloutError> {
     match s.driver {
         DriverKind::Docker => Ok(Box::new(Docker)),
-        DriverKind::Qemu => Err(RolloutError::Unsupported(format!(
-            "service {:?}: the qemu driver is not built yet (kiln rolls out containers with docker)",
-            s.name
-        ))),
+        DriverKind::Qemu => Ok(Box::new(crate::qemu::Qemu {
+            store_root: store_root.to_path_buf(),
+            service: s.clone(),
+        })),
     }
 }
 
@@ -77,11 +77,15 @@ pub fn target(
             (v.to_string(), e.digest.unwrap_or_default(), e.published)
         }
     };
-    let reference = published
-        .iter()
-        .find_map(|p| p.strip_prefix("docker://"))
-        .ok_or_else(|| RolloutError::NotPublished(image.clone(), v.clone()))?
-        .to_string();
+    let reference = match s.driver {
+        // the VM image kept in the store
+        DriverKind::Qemu => format!("{image}:{v}"),
+        DriverKind::Docker => published
+            .iter()
+            .find_map(|p| p.strip_prefix("docker://"))
+            .ok_or_else(|| RolloutError::NotPublished(image.clone(), v.clone()))?
+            .to_string(),
+    };
     Ok(Target {
         version: v,
         digest,
@@ -108,7 +112,7 @@ impl Deploy<'_> {
     ) -> Result<T, RolloutError> {
         let clock = Instant::now();
         let _one = self.lock(s)?;
-        let driver = driver(s)?;
+        let driver = driver(s, self.store_root)?;
         let front = front(s, self.store_root)?;
         let state = state(self.store_root)?;
         f(&Rollout {

@@ -49,6 +49,12 @@ pub trait Driver {
     /// The id an instance of `service` in slot `slot` gets (known before
     /// it starts, so an interrupted start can be cleaned up).
     fn id_for(&self, service: &str, slot: u8) -> String;
+    /// Whether blue and green cannot use the service's data at once (a VM's
+    /// data disks moved from blue to green): blue is then shut down before
+    /// green starts, and the pause is measured.
+    fn exclusive_data(&self) -> bool {
+        false
+    }
     /// That the driver can work at all (its engine answers), before a
     /// rollout changes anything.
     fn check(&self) -> Result<(), DriverError>;

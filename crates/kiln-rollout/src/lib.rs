@@ -13,5 +13,6 @@ pub mod driver;
 pub mod haproxy;
 pub mod health;
 pub mod pin;
+pub mod qemu;
 pub mod rollout;
 pub mod state;

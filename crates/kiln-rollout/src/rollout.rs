@@ -125,7 +125,7 @@ impl Rollout<'_> {
         self.driver.check()?;
         self.front.servers()?; // the front answers, with the service's slots
         if let Some(p) = self.state.unfinished(self.name())? {
-            if p.kind == "rollout" && p.step == "planned" {
+            if p.kind == "rollout" && matches!(p.step.as_str(), "planned" | "blue-down") {
                 // killed before green started: start over
                 let rec = self.state.record(self.name())?;
                 let _ = self.abort(&p, &rec, "interrupted before green started");
@@ -176,6 +176,20 @@ impl Rollout<'_> {
     }
 
     fn start_green(&self, mut p: Progress, target: &Target) -> Result<Report, RolloutError> {
+        let rec = self.state.record(self.name())?;
+        if let (true, Some(blue)) = (self.driver.exclusive_data(), &rec.live) {
+            // its data disks go to green: blue out of the pool and shut
+            // down cleanly first; writes pause until green takes traffic
+            self.drain(blue)?;
+            (self.say)(&format!(
+                "shutting {} {} down to hand its data to green",
+                self.name(),
+                blue.version
+            ));
+            self.driver.stop(blue)?;
+            self.state
+                .step(self.name(), &mut p, "blue-down", "", None)?;
+        }
         (self.say)(&format!(
             "starting {} {} ({}) on {}",
             self.name(),
@@ -235,6 +249,22 @@ impl Rollout<'_> {
     fn abort(&self, p: &Progress, rec: &Record, why: &str) -> Result<Report, RolloutError> {
         if let Some(live) = &rec.live {
             if live.digest != p.green.digest || live.slot != p.green.slot {
+                if !self.driver.running(live)? {
+                    // shut down to hand over its data: it comes back
+                    let _ = self.front.set_state(p.green.slot, SlotState::Maint);
+                    let _ = self.driver.remove(&p.green);
+                    (self.say)(&format!("starting {} {} again", self.name(), live.version));
+                    self.driver.resume(live)?;
+                    let alive = || self.driver.running(live).unwrap_or(true);
+                    health::wait(&self.service.health, live.addr, &alive).map_err(|why| {
+                        RolloutError::Unsupported(format!(
+                            "{} {} did not come back healthy: {why}",
+                            self.name(),
+                            live.version
+                        ))
+                    })?;
+                }
+                self.front.set_addr(live.slot, live.addr)?;
                 self.front.set_state(live.slot, SlotState::Ready)?;
             }
         }
@@ -253,6 +283,43 @@ impl Rollout<'_> {
         }
     }
 
+    /// Takes `blue` out of the pool: drained (no new requests, the running
+    /// ones finish, up to 30 s), then in maintenance.
+    fn drain(&self, blue: &Instance) -> Result<(), RolloutError> {
+        self.front.set_state(blue.slot, SlotState::Drain)?;
+        let drained = self
+            .front
+            .wait_drained(blue.slot, Duration::from_secs(30))?;
+        self.front.set_state(blue.slot, SlotState::Maint)?;
+        (self.say)(&format!(
+            "{} {} is out of the pool{}",
+            self.name(),
+            blue.version,
+            if drained {
+                ""
+            } else {
+                " (still busy after 30 s)"
+            }
+        ));
+        Ok(())
+    }
+
+    /// How long the service had no instance: from blue's shutdown for the
+    /// data handover until now, if blue was shut down first.
+    pub fn pause(&self, p: &Progress) -> Result<Option<Duration>, RolloutError> {
+        let down = self
+            .state
+            .steps(p.id)?
+            .into_iter()
+            .find(|(step, ..)| step == "blue-down")
+            .and_then(|(_, at, _)| chrono::DateTime::parse_from_rfc3339(&at).ok());
+        Ok(down.map(|at| {
+            (Utc::now() - at.with_timezone(&Utc))
+                .to_std()
+                .unwrap_or_default()
+        }))
+    }
+
     /// After green is in the pool: blue drained, out of the pool, stopped
     /// and kept as the standby; the service's new instances recorded with
     /// the step.
@@ -264,21 +331,10 @@ impl Rollout<'_> {
     ) -> Result<Report, RolloutError> {
         let name = self.name().to_string();
         if let Some(blue) = rec.live.clone().filter(|b| b.slot != p.green.slot) {
-            self.front.set_state(blue.slot, SlotState::Drain)?;
-            let drained = self
-                .front
-                .wait_drained(blue.slot, Duration::from_secs(30))?;
-            self.front.set_state(blue.slot, SlotState::Maint)?;
-            (self.say)(&format!(
-                "{name} {} is out of the pool{}",
-                blue.version,
-                if drained {
-                    ""
-                } else {
-                    " (still busy after 30 s)"
-                }
-            ));
-            self.driver.stop(&blue)?;
+            if self.driver.running(&blue)? {
+                self.drain(&blue)?;
+                self.driver.stop(&blue)?;
+            }
         }
         let replaced = rec.live.take().filter(|b| b.slot != p.green.slot);
         rec = Record {
@@ -317,7 +373,7 @@ impl Rollout<'_> {
                     self.driver.resume(&p.green)?;
                     self.state.step(&name, &mut p, "started", "", None)?;
                 }
-                "planned" => {
+                "planned" | "blue-down" => {
                     return self.abort(&p, &rec, "interrupted before green started");
                 }
                 "started" => {
@@ -351,6 +407,12 @@ impl Rollout<'_> {
                     self.front.set_state(p.green.slot, SlotState::Ready)?;
                     to_traffic = clock.elapsed();
                     (self.say)(&format!("{name} {} takes traffic", p.green.version));
+                    if let Some(pause) = self.pause(&p)? {
+                        (self.say)(&format!(
+                            "writes paused {:.1} s while the data moved from blue to green",
+                            pause.as_secs_f64()
+                        ));
+                    }
                     self.state.step(&name, &mut p, "in", "", None)?;
                 }
                 "in" => return self.take_blue_out(p, rec, to_traffic),

@@ -143,7 +143,7 @@ fn qemu(
     vars: &Path,
     marker: Option<&Path>,
     console: Option<&Path>,
-    ssh_port: Option<u16>,
+    forwards: &[(u16, u16)],
 ) -> Command {
     let mut cmd = machine(accel, "1024", vars);
     cmd.args(["-smp", "2"])
@@ -165,11 +165,12 @@ fn qemu(
             .arg("-device")
             .arg(format!("virtio-blk-pci,drive=data{i}"));
     }
-    // user-mode networking: the guest's DHCP gets 10.0.2.15; its SSH
-    // server can be reached on a port of this machine's loopback
-    let forward = ssh_port
-        .map(|p| format!(",hostfwd=tcp:127.0.0.1:{p}-:22"))
-        .unwrap_or_default();
+    // user-mode networking: the guest's DHCP gets 10.0.2.15; its ports
+    // in `forwards` are reached on ports of this machine's loopback
+    let forward: String = forwards
+        .iter()
+        .map(|(host, guest)| format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"))
+        .collect();
     cmd.arg("-netdev")
         .arg(format!("user,id=net{forward}"))
         .args(["-device", "virtio-net-pci,netdev=net,romfile="]);
@@ -297,24 +298,16 @@ pub fn boot_test(
     let _ = std::fs::remove_file(&marker);
     let accel = Accel::detect(work);
     let started = Instant::now();
-    let child = qemu(
-        accel,
-        disk,
-        data,
-        &vars,
-        Some(&marker),
-        Some(&console),
-        None,
-    )
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .map_err(|e| {
-        VmError::Boot(format!(
-            "starting qemu-system-x86_64: {e} (apt-get install qemu-system-x86 ovmf)"
-        ))
-    })?;
+    let child = qemu(accel, disk, data, &vars, Some(&marker), Some(&console), &[])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            VmError::Boot(format!(
+                "starting qemu-system-x86_64: {e} (apt-get install qemu-system-x86 ovmf)"
+            ))
+        })?;
     let mut qemu = Running(child);
     loop {
         let text = std::fs::read_to_string(&marker).unwrap_or_default();
@@ -356,9 +349,18 @@ pub fn boot_console(
     std::fs::create_dir_all(work).map_err(|e| VmError::io("creating", work, e))?;
     let vars = vars_copy(work)?;
     // a person's boot: the boot tests stay quiet
-    qemu(Accel::detect(work), disk, data, &vars, None, None, ssh_port)
-        .status()
-        .map_err(|e| VmError::Boot(format!("starting qemu-system-x86_64: {e}")))
+    let forwards: Vec<(u16, u16)> = ssh_port.map(|p| (p, 22)).into_iter().collect();
+    qemu(
+        Accel::detect(work),
+        disk,
+        data,
+        &vars,
+        None,
+        None,
+        &forwards,
+    )
+    .status()
+    .map_err(|e| VmError::Boot(format!("starting qemu-system-x86_64: {e}")))
 }
 
 /// The boot tests' results from the marker port: a test that failed fails
@@ -411,6 +413,102 @@ fn tail(console: &Path) -> String {
         .map(|l| format!("  | {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Starts `disk` as a long-running VM in the background (QEMU daemonized:
+/// it outlives kiln), its OS disk a snapshot, `data` attached for real,
+/// guest port `guest` forwarded to `host` on loopback, its console in
+/// `WORK/console.log` and its QMP socket `WORK/qmp.sock`; its pid.
+pub fn start_service(
+    disk: &Path,
+    data: &[PathBuf],
+    work: &Path,
+    host: u16,
+    guest: u16,
+) -> Result<u32, VmError> {
+    std::fs::create_dir_all(work).map_err(|e| VmError::io("creating", work, e))?;
+    let vars = vars_copy(work)?;
+    let console = work.join("console.log");
+    let pidfile = work.join("qemu.pid");
+    let _ = std::fs::remove_file(&pidfile);
+    let out = qemu(
+        Accel::detect(work),
+        disk,
+        data,
+        &vars,
+        None,
+        Some(&console),
+        &[(host, guest)],
+    )
+    .arg("-qmp")
+    .arg(format!(
+        "unix:{},server=on,wait=off",
+        work.join("qmp.sock").display()
+    ))
+    .arg("-daemonize")
+    .arg("-pidfile")
+    .arg(&pidfile)
+    .stdin(Stdio::null())
+    .output()
+    .map_err(|e| VmError::Boot(format!("starting qemu-system-x86_64: {e}")))?;
+    if !out.status.success() {
+        return Err(VmError::Boot(format!(
+            "QEMU did not start: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    service_pid(work).ok_or_else(|| VmError::Boot("QEMU started but wrote no pid file".into()))
+}
+
+/// The pid of the VM started in `work`, while it runs.
+pub fn service_pid(work: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(work.join("qemu.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+/// Shuts the VM started in `work` down cleanly (ACPI power button through
+/// QMP, so the guest unmounts its filesystems) and waits up to `timeout`
+/// for QEMU to exit; whether it did.
+pub fn power_down(work: &Path, timeout: Duration) -> Result<bool, VmError> {
+    use std::io::{BufRead, BufReader, Write};
+    if service_pid(work).is_none() {
+        return Ok(true);
+    }
+    let sock = work.join("qmp.sock");
+    let qmp_err = |e: std::io::Error| VmError::Boot(format!("QMP at {}: {e}", sock.display()));
+    let stream = std::os::unix::net::UnixStream::connect(&sock).map_err(qmp_err)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(qmp_err)?;
+    let mut reader = BufReader::new(stream.try_clone().map_err(qmp_err)?);
+    let mut line = String::new();
+    reader.read_line(&mut line).map_err(qmp_err)?; // the greeting
+    let mut w = stream;
+    for cmd in ["qmp_capabilities", "system_powerdown"] {
+        writeln!(w, "{{\"execute\": \"{cmd}\"}}").map_err(qmp_err)?;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).map_err(qmp_err)? == 0 {
+                break;
+            }
+            // events may come before the answer
+            if line.contains("\"return\"") || line.contains("\"error\"") {
+                break;
+            }
+        }
+    }
+    let start = Instant::now();
+    while service_pid(work).is_some() {
+        if start.elapsed() > timeout {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
