@@ -245,3 +245,153 @@ fn bad_vm_input_is_refused_before_any_disk_is_written() {
         &["unknown disk format \"vdi\"", "raw, qcow2, vmdk and vhdx"],
     );
 }
+
+/// A small HTTP service in the Debian VM image: busybox httpd serving
+/// `/srv/www` (its `version`, and `data` → the data disk), started by
+/// systemd once the data disk is mounted; the first version to run writes
+/// its version to the data disk's `note`.
+fn vm_service_context(ctx: &Path, version: &str, healthy: bool) {
+    fs::create_dir_all(ctx.join("www")).unwrap();
+    if !ctx.join("rootfs.tar").exists() {
+        fs::hard_link(vm_rootfs(), ctx.join("rootfs.tar"))
+            .or_else(|_| fs::copy(vm_rootfs(), ctx.join("rootfs.tar")).map(|_| ()))
+            .unwrap();
+        fs::copy("/bin/busybox", ctx.join("busybox")).unwrap();
+    }
+    fs::write(ctx.join("www/version"), format!("{version}\n")).unwrap();
+    let start = if healthy {
+        "/usr/local/bin/busybox httpd -f -p 8080 -h /srv/www"
+    } else {
+        "/bin/false"
+    };
+    fs::write(
+        ctx.join("web.service"),
+        format!(
+            "[Unit]\nDescription=test web server\nRequiresMountsFor=/srv/data\nAfter=network.target\n\
+             [Service]\nExecStartPre=/bin/sh -c '[ -f /srv/data/note ] || {{ cat /srv/www/version > /srv/data/note; sync; }}'\n\
+             ExecStart={start}\n[Install]\nWantedBy=multi-user.target\n"
+        ),
+    )
+    .unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nADD rootfs.tar /\nCOPY busybox /usr/local/bin/busybox\nCOPY www/ /srv/www/\n\
+         COPY web.service /etc/systemd/system/web.service\n\
+         RUN mkdir -p /etc/systemd/system/multi-user.target.wants \
+         && ln -s /etc/systemd/system/web.service /etc/systemd/system/multi-user.target.wants/web.service \
+         && ln -s /srv/data /srv/www/data\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_vm_service_is_replaced_with_its_data_disk_moved() {
+    need(&["haproxy", "qemu-system-x86_64"]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let fdir = dir.path().join("factory");
+    let front = format!(
+        "127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
+    fs::create_dir_all(&fdir).unwrap();
+    fs::write(
+        fdir.join("kiln.toml"),
+        format!(
+            "kiln = 1\n[image.vmweb]\ncontext = \"vmweb\"\npublish = [\"store\"]\n\
+             [vm.node]\nimage = \"vmweb\"\npublish = [\"store\"]\n\
+             data_disks = [{{ label = \"data\", size = \"64M\", mount = \"/srv/data\" }}]\n\
+             [service.node]\nvm = \"node\"\nport = 8080\n\
+             health = {{ http = \"/version\", timeout = \"150s\" }}\n\
+             front = {{ listen = \"{front}\" }}\nsoak = \"1h\"\n"
+        ),
+    )
+    .unwrap();
+    struct Stop(PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            for f in [
+                "services/node/vm-1/qemu.pid",
+                "services/node/vm-2/qemu.pid",
+                "services/node/haproxy.pid",
+            ] {
+                if let Ok(pid) = fs::read_to_string(self.0.join(f)) {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-9", pid.trim()])
+                        .output();
+                }
+            }
+        }
+    }
+    let _stop = Stop(store.clone());
+    let f = fdir.to_str().unwrap().to_string();
+    let get = |path: &str| common::web::get(&format!("http://{front}{path}"));
+
+    // v1, rolled out: it writes its note to the data disk
+    vm_service_context(&fdir.join("vmweb"), "v1", true);
+    ok(kiln(&store, &["bake", "-f", &f]));
+    ok(kiln(&store, &["rollout", "node", "-f", &f]));
+    assert_eq!(get("/version").body.trim(), "v1");
+    assert_eq!(get("/data/note").body.trim(), "v1");
+
+    // v2: blue is shut down, its data disk moves to green; requests fail
+    // only during the measured pause
+    vm_service_context(&fdir.join("vmweb"), "v2", true);
+    ok(kiln(&store, &["bake", "-f", &f]));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s, url) = (stop.clone(), format!("http://{front}/version"));
+    let load = std::thread::spawn(move || {
+        let mut failed: Vec<std::time::Instant> = Vec::new();
+        let mut ok = 0;
+        while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            if common::web::get(&url).status == 200 {
+                ok += 1;
+            } else {
+                failed.push(std::time::Instant::now());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        (ok, failed)
+    });
+    let out = ok(kiln(&store, &["rollout", "node", "-f", &f]));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (served, failed) = load.join().unwrap();
+    let pause: f64 = out
+        .stderr
+        .split("writes paused ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("the pause is reported: {}", out.stderr));
+    if let (Some(first), Some(last)) = (failed.first(), failed.last()) {
+        let window = (*last - *first).as_secs_f64();
+        assert!(
+            window <= pause + 2.0,
+            "requests failed over {window:.1} s, the pause was {pause:.1} s"
+        );
+    }
+    assert!(served > 0);
+    assert_eq!(get("/version").body.trim(), "v2");
+    assert_eq!(
+        get("/data/note").body.trim(),
+        "v1",
+        "the data disk moved to green"
+    );
+
+    // a green that never gets healthy: blue comes back with its data
+    vm_service_context(&fdir.join("vmweb"), "v3", false);
+    ok(kiln(&store, &["bake", "-f", &f]));
+    let out = kiln(&store, &["rollout", "node", "-f", &f]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("did not become healthy"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(get("/version").body.trim(), "v2");
+    assert_eq!(get("/data/note").body.trim(), "v1");
+}
