@@ -445,6 +445,17 @@ pub fn start_service(
         "unix:{},server=on,wait=off",
         work.join("qmp.sock").display()
     ))
+    // kiln's power-off request to the guest (see rootfs.rs)
+    .args(["-device", "virtio-serial-pci,id=kilnctlbus"])
+    .arg("-chardev")
+    .arg(format!(
+        "socket,id=kilnctl,path={},server=on,wait=off",
+        work.join("control.sock").display()
+    ))
+    .args([
+        "-device",
+        "virtserialport,bus=kilnctlbus.0,chardev=kilnctl,name=kiln.control",
+    ])
     .arg("-daemonize")
     .arg("-pidfile")
     .arg(&pidfile)
@@ -501,12 +512,18 @@ pub fn power_down(work: &Path, timeout: Duration) -> Result<bool, VmError> {
             }
         }
     }
+    // the ACPI button works for images with logind; the guest's
+    // kiln-control unit powers off on request (asked each second, in case
+    // the guest was not reading when the line came)
     let start = Instant::now();
     while service_pid(work).is_some() {
         if start.elapsed() > timeout {
             return Ok(false);
         }
-        std::thread::sleep(Duration::from_millis(200));
+        if let Ok(mut c) = std::os::unix::net::UnixStream::connect(work.join("control.sock")) {
+            let _ = c.write_all(b"poweroff\n");
+        }
+        std::thread::sleep(Duration::from_millis(1000));
     }
     Ok(true)
 }

@@ -50,6 +50,35 @@ ExecStart=/usr/lib/kiln/boot-report
 WantedBy=multi-user.target
 ";
 
+/// kiln's power-off request: `kiln rollout` shuts a VM down cleanly
+/// through the virtio-serial port `kiln.control` (an image without logind
+/// and D-Bus ignores the ACPI power button).
+const CONTROL_UNIT: &str = "[Unit]
+Description=kiln: power off when kiln asks (kiln rollout)
+
+[Service]
+ExecStart=/usr/lib/kiln/control
+
+[Install]
+WantedBy=multi-user.target
+";
+
+/// Waits for `poweroff` on the port, when kiln gave the VM one.
+const CONTROL: &str = r#"#!/bin/sh
+# Written by kiln. When the virtio-serial port kiln.control exists (a VM
+# kiln rollout started), a line `poweroff` on it shuts the VM down cleanly.
+port=/dev/virtio-ports/kiln.control
+i=0
+while [ ! -e "$port" ] && [ "$i" -lt 50 ]; do sleep 0.2; i=$((i + 1)); done
+[ -e "$port" ] || exit 0
+while :; do
+  if read -r cmd < "$port" && [ "$cmd" = poweroff ]; then
+    exec systemctl poweroff
+  fi
+  sleep 1
+done
+"#;
+
 /// The boot report: the VM image's boot tests (one file each), their
 /// output and exit codes, then the marker line with the root and each data
 /// disk's mount, all to the virtio-serial port.
@@ -219,6 +248,9 @@ pub fn prepare(
         add_user(root, user)?;
     }
     enable(root, "kiln-ready.service", READY_UNIT)?;
+    write(root, "usr/lib/kiln/control", CONTROL)?;
+    make_executable(&inside(root, "usr/lib/kiln/control")?)?;
+    enable(root, "kiln-control.service", CONTROL_UNIT)?;
     network(root)?;
     if root.join("usr/bin/ssh-keygen").is_file() {
         enable(root, "kiln-ssh-keygen.service", SSH_KEYS_UNIT)?;
