@@ -128,8 +128,11 @@ pub enum Command {
     /// Replace a service blue-green with the version kiln.lock pins.
     ///
     /// Green starts beside the running blue (docker: a container of the
-    /// pinned digest on a loopback port, the service's volume shared), must
-    /// pass its health check, takes traffic in the service's HAProxy
+    /// pinned digest on a loopback port, the service's volume shared;
+    /// qemu: the kept VM image booted in the background with its port
+    /// forwarded to loopback, its data disks moved from blue, which is shut
+    /// down cleanly first and the pause reported, or copied), must pass
+    /// its health check, takes traffic in the service's HAProxy
     /// (switched through the runtime API, no reload), then blue is drained,
     /// taken out of the pool, stopped and kept for the soak period so
     /// `kiln rollback` can bring it back. A green that is not healthy never

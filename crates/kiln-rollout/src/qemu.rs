@@ -47,15 +47,25 @@ impl Qemu {
         self.service_dir().join(&i.id)
     }
 
-    /// The data disks' directory of slot `slot`.
-    fn data_dir(&self, slot: u8) -> Result<PathBuf, DriverError> {
+    /// The data disks' directory of a green in slot `slot`. With `copy`,
+    /// a fresh copy of the other slot's disks (taken while blue runs, so
+    /// crash-consistent, like a cloud snapshot of a running disk); blue
+    /// keeps its own, which a rollback returns to.
+    fn green_data(&self, slot: u8) -> Result<PathBuf, DriverError> {
         match self.service.data {
             Handover::Move => Ok(self.service_dir().join("data")),
             Handover::Copy => {
                 let dir = self.service_dir().join(format!("data-{slot}"));
                 let other = self.service_dir().join(format!("data-{}", 3 - slot));
-                if !dir.exists() && other.is_dir() {
-                    copy_dir(&other, &dir)?;
+                if other.is_dir() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    kiln_tool::run(
+                        std::process::Command::new("cp")
+                            .args(["-a", "--sparse=always", "--reflink=auto"])
+                            .arg(&other)
+                            .arg(&dir),
+                    )
+                    .map_err(err)?;
                 }
                 Ok(dir)
             }
@@ -67,15 +77,6 @@ impl Qemu {
             .map(drop)
             .map_err(err)
     }
-}
-
-fn copy_dir(from: &Path, to: &Path) -> Result<(), DriverError> {
-    std::fs::create_dir_all(to).map_err(err)?;
-    for e in std::fs::read_dir(from).map_err(err)? {
-        let e = e.map_err(err)?;
-        std::fs::copy(e.path(), to.join(e.file_name())).map_err(err)?;
-    }
-    Ok(())
 }
 
 impl Driver for Qemu {
@@ -103,7 +104,7 @@ impl Driver for Qemu {
         let id = self.id_for(&self.service.name, what.slot);
         let work = self.service_dir().join(&id);
         let _ = std::fs::remove_dir_all(&work); // a leftover
-        let data = kiln_vm::boot::data_disks(&kept.data_disks, &self.data_dir(what.slot)?, &|_| {})
+        let data = kiln_vm::boot::data_disks(&kept.data_disks, &self.green_data(what.slot)?, &|_| {})
             .map_err(err)?;
         let b = Boot {
             disk: kept.raw(),

@@ -176,20 +176,7 @@ impl Rollout<'_> {
     }
 
     fn start_green(&self, mut p: Progress, target: &Target) -> Result<Report, RolloutError> {
-        let rec = self.state.record(self.name())?;
-        if let (true, Some(blue)) = (self.driver.exclusive_data(), &rec.live) {
-            // its data disks go to green: blue out of the pool and shut
-            // down cleanly first; writes pause until green takes traffic
-            self.drain(blue)?;
-            (self.say)(&format!(
-                "shutting {} {} down to hand its data to green",
-                self.name(),
-                blue.version
-            ));
-            self.driver.stop(blue)?;
-            self.state
-                .step(self.name(), &mut p, "blue-down", "", None)?;
-        }
+        self.hand_over_data(&mut p)?;
         (self.say)(&format!(
             "starting {} {} ({}) on {}",
             self.name(),
@@ -210,6 +197,33 @@ impl Rollout<'_> {
         self.state
             .step(self.name(), &mut p, "started", &detail, None)?;
         self.advance(p)
+    }
+
+    /// When blue and green cannot use the data at once: the live instance
+    /// out of the pool and shut down cleanly, so its data disks can go to
+    /// green; writes pause until green takes traffic.
+    fn hand_over_data(&self, p: &mut Progress) -> Result<(), RolloutError> {
+        let rec = self.state.record(self.name())?;
+        let Some(blue) = rec.live.filter(|_| self.driver.exclusive_data()) else {
+            return Ok(());
+        };
+        self.drain(&blue)?;
+        (self.say)(&format!(
+            "shutting {} {} down to hand its data to {}",
+            self.name(),
+            blue.version,
+            p.green.version
+        ));
+        if let Err(e) = self.driver.stop(&blue) {
+            // still running: it takes the traffic again
+            if self.driver.running(&blue).unwrap_or(false) {
+                self.front.set_state(blue.slot, SlotState::Ready)?;
+            }
+            self.state.finish(p, "aborted", &e.to_string())?;
+            return Err(e.into());
+        }
+        self.state.step(self.name(), p, "blue-down", "", None)?;
+        Ok(())
     }
 
     /// Rolls back to the kept standby (or, in the middle of a rollout,
@@ -233,6 +247,7 @@ impl Rollout<'_> {
             return Err(RolloutError::NothingToRollBackTo(self.name().to_string()));
         }
         let mut p = self.state.begin(self.name(), "rollback", &standby)?;
+        self.hand_over_data(&mut p)?;
         (self.say)(&format!(
             "starting the kept {} {} again",
             self.name(),

@@ -513,17 +513,24 @@ pub fn power_down(work: &Path, timeout: Duration) -> Result<bool, VmError> {
         }
     }
     // the ACPI button works for images with logind; the guest's
-    // kiln-control unit powers off on request (asked each second, in case
-    // the guest was not reading when the line came)
+    // kiln-control unit powers off on request. The request is written on
+    // one connection held open while waiting: the guest's reads of the port
+    // block only while the host side is connected (otherwise they see the
+    // end of the file), and QEMU keeps the line until the guest reads
     let start = Instant::now();
+    let mut control: Option<std::os::unix::net::UnixStream> = None;
+    let mut asked = Instant::now();
     while service_pid(work).is_some() {
         if start.elapsed() > timeout {
             return Ok(false);
         }
-        if let Ok(mut c) = std::os::unix::net::UnixStream::connect(work.join("control.sock")) {
-            let _ = c.write_all(b"poweroff\n");
+        if control.is_none() || asked.elapsed() > Duration::from_secs(10) {
+            control = std::os::unix::net::UnixStream::connect(work.join("control.sock"))
+                .and_then(|mut c| c.write_all(b"poweroff\n").map(|()| c))
+                .ok();
+            asked = Instant::now();
         }
-        std::thread::sleep(Duration::from_millis(1000));
+        std::thread::sleep(Duration::from_millis(200));
     }
     Ok(true)
 }

@@ -67,15 +67,16 @@ WantedBy=multi-user.target
 const CONTROL: &str = r#"#!/bin/sh
 # Written by kiln. When the virtio-serial port kiln.control exists (a VM
 # kiln rollout started), a line `poweroff` on it shuts the VM down cleanly.
+# A read of the port ends at once while kiln is not connected to it.
 port=/dev/virtio-ports/kiln.control
 i=0
-while [ ! -e "$port" ] && [ "$i" -lt 50 ]; do sleep 0.2; i=$((i + 1)); done
+while [ ! -e "$port" ] && [ "$i" -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
 [ -e "$port" ] || exit 0
 while :; do
-  if read -r cmd < "$port" && [ "$cmd" = poweroff ]; then
-    exec systemctl poweroff
-  fi
-  sleep 1
+  while read -r cmd; do
+    if [ "$cmd" = poweroff ]; then exec systemctl poweroff; fi
+  done < "$port"
+  sleep 0.5
 done
 "#;
 
