@@ -249,7 +249,8 @@ fn bad_vm_input_is_refused_before_any_disk_is_written() {
 /// A small HTTP service in the Debian VM image: busybox httpd serving
 /// `/srv/www` (its `version`, and `data` → the data disk), started by
 /// systemd once the data disk is mounted; the first version to run writes
-/// its version to the data disk's `note`.
+/// its version to the data disk's `note`, every start adds its version to
+/// `seen`.
 fn vm_service_context(ctx: &Path, version: &str, healthy: bool) {
     fs::create_dir_all(ctx.join("www")).unwrap();
     if !ctx.join("rootfs.tar").exists() {
@@ -268,7 +269,7 @@ fn vm_service_context(ctx: &Path, version: &str, healthy: bool) {
         ctx.join("web.service"),
         format!(
             "[Unit]\nDescription=test web server\nRequiresMountsFor=/srv/data\nAfter=network.target\n\
-             [Service]\nExecStartPre=/bin/sh -c '[ -f /srv/data/note ] || {{ cat /srv/www/version > /srv/data/note; sync; }}'\n\
+             [Service]\nExecStartPre=/bin/sh -c 'cat /srv/www/version >> /srv/data/seen; [ -f /srv/data/note ] || cat /srv/www/version > /srv/data/note; sync'\n\
              ExecStart={start}\n[Install]\nWantedBy=multi-user.target\n"
         ),
     )
@@ -382,6 +383,13 @@ fn a_vm_service_is_replaced_with_its_data_disk_moved() {
         "the data disk moved to green"
     );
 
+    assert_eq!(get("/data/seen").body, "v1\nv2\n");
+
+    // back to v1, the data disk handed back to it
+    ok(kiln(&store, &["rollback", "node", "-f", &f]));
+    assert_eq!(get("/version").body.trim(), "v1");
+    assert_eq!(get("/data/seen").body, "v1\nv2\nv1\n");
+
     // a green that never gets healthy: blue comes back with its data
     vm_service_context(&fdir.join("vmweb"), "v3", false);
     ok(kiln(&store, &["bake", "-f", &f]));
@@ -392,6 +400,12 @@ fn a_vm_service_is_replaced_with_its_data_disk_moved() {
         "{}",
         out.stderr
     );
-    assert_eq!(get("/version").body.trim(), "v2");
+    assert_eq!(get("/version").body.trim(), "v1");
     assert_eq!(get("/data/note").body.trim(), "v1");
+    let seen = get("/data/seen").body;
+    assert!(seen.starts_with("v1\nv2\nv1\n"), "{seen}");
+    assert!(
+        !fs::exists(store.join("services/node/vm-2")).unwrap(),
+        "the unhealthy green is removed"
+    );
 }
