@@ -96,11 +96,11 @@ qemu_line() { # DATA: rollouts with data = DATA; "TIME | PAUSE |"
     > "$vf/node/Dockerfile"
   cat > "$vf/kiln.toml" <<TOML
 kiln = 1
-[image.node]
+[image.node-os]
 context = "node"
 publish = ["store"]
 [vm.node]
-image = "node"
+image = "node-os"
 publish = ["store"]
 data_disks = [{ label = "data", size = "64M", mount = "/srv/data" }]
 [service.bench-$data]

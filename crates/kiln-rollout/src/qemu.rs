@@ -104,8 +104,9 @@ impl Driver for Qemu {
         let id = self.id_for(&self.service.name, what.slot);
         let work = self.service_dir().join(&id);
         let _ = std::fs::remove_dir_all(&work); // a leftover
-        let data = kiln_vm::boot::data_disks(&kept.data_disks, &self.green_data(what.slot)?, &|_| {})
-            .map_err(err)?;
+        let data =
+            kiln_vm::boot::data_disks(&kept.data_disks, &self.green_data(what.slot)?, &|_| {})
+                .map_err(err)?;
         let b = Boot {
             disk: kept.raw(),
             data,
@@ -162,5 +163,58 @@ impl Driver for Qemu {
         }
         let _ = std::fs::remove_dir_all(&work);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(data: &str) -> Service {
+        let toml = format!(
+            "kiln = 1\n[image.os]\ncontext = \".\"\n[vm.node]\nimage = \"os\"\n\
+             [service.node]\nvm = \"node\"\nport = 80\ndata = \"{data}\"\n\
+             health = {{ http = \"/\" }}\nfront = {{ listen = \"127.0.0.1:9\" }}\n"
+        );
+        let f = kiln_definition::parse(vec![("/f/kiln.toml".into(), toml)], &|_| None).unwrap();
+        f.services["node"].clone()
+    }
+
+    #[test]
+    fn a_copied_green_gets_a_fresh_copy_of_the_other_slot_and_blue_keeps_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Qemu {
+            store_root: dir.path().to_path_buf(),
+            service: service("copy"),
+        };
+        // the first instance has nothing to copy
+        let one = q.green_data(1).unwrap();
+        assert!(!one.exists());
+        std::fs::create_dir_all(&one).unwrap();
+        std::fs::write(one.join("data.raw"), "written by 1").unwrap();
+        let two = q.green_data(2).unwrap();
+        assert_ne!(one, two);
+        assert_eq!(
+            std::fs::read_to_string(two.join("data.raw")).unwrap(),
+            "written by 1"
+        );
+        // green in slot 1 again: a copy of what 2 wrote since, not 1's old disk
+        std::fs::write(two.join("data.raw"), "written by 2").unwrap();
+        assert_eq!(q.green_data(1).unwrap(), one);
+        assert_eq!(
+            std::fs::read_to_string(one.join("data.raw")).unwrap(),
+            "written by 2"
+        );
+    }
+
+    #[test]
+    fn moved_data_is_one_directory_for_both_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Qemu {
+            store_root: dir.path().to_path_buf(),
+            service: service("move"),
+        };
+        assert!(q.exclusive_data());
+        assert_eq!(q.green_data(1).unwrap(), q.green_data(2).unwrap());
     }
 }
