@@ -359,7 +359,6 @@ fn a_vm_service_is_replaced_with_its_data_disk_moved() {
         (ok, failed)
     });
     let out = ok(kiln(&store, &["rollout", "node", "-f", &f]));
-    eprintln!("{}", out.stderr);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (served, failed) = load.join().unwrap();
     let pause: f64 = out
@@ -395,7 +394,6 @@ fn a_vm_service_is_replaced_with_its_data_disk_moved() {
     vm_service_context(&fdir.join("vmweb"), "v3", false);
     ok(kiln(&store, &["bake", "-f", &f]));
     let out = kiln(&store, &["rollout", "node", "-f", &f]);
-    eprintln!("{}", out.stderr);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
         out.stderr.contains("did not become healthy"),
