@@ -20,7 +20,8 @@ pub fn installed(db: &str) -> Vec<Installed> {
         .collect()
 }
 
-fn records(text: &str) -> Vec<Vec<(String, String)>> {
+/// The records of an apk database: (field letter, value) in order.
+pub fn records(text: &str) -> Vec<Vec<(String, String)>> {
     let mut out = Vec::new();
     let mut cur = Vec::new();
     for line in text.lines() {
