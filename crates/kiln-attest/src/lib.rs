@@ -1,10 +1,14 @@
 //! What kiln says about the images it makes, so their consumers can check
 //! it: software bills of materials ([`sbom`], SPDX 2.3 and CycloneDX 1.5
 //! from the image's package database, licences per [`licence`], package
-//! URLs per [`purl`]), ECDSA P-256 [`keys`], [`dsse`] envelopes.
+//! URLs per [`purl`]), SLSA [`provenance`] as in-toto statements, ECDSA
+//! P-256 [`keys`], [`dsse`] envelopes, and the [`cosign`] layout of
+//! signatures and attestations next to an image.
 
+pub mod cosign;
 pub mod dsse;
 pub mod keys;
 pub mod licence;
+pub mod provenance;
 pub mod purl;
 pub mod sbom;
