@@ -199,8 +199,14 @@ mod tests {
     #[test]
     fn tags_and_payloads_are_cosigns() {
         let d = format!("sha256:{}", "ab".repeat(32));
-        assert_eq!(Kind::Signature.tag(&d), format!("sha256-{}.sig", "ab".repeat(32)));
-        assert_eq!(Kind::Attestations.tag(&d), format!("sha256-{}.att", "ab".repeat(32)));
+        assert_eq!(
+            Kind::Signature.tag(&d),
+            format!("sha256-{}.sig", "ab".repeat(32))
+        );
+        assert_eq!(
+            Kind::Attestations.tag(&d),
+            format!("sha256-{}.att", "ab".repeat(32))
+        );
         let p = payload("reg:5000/app", &d);
         assert_eq!(read_payload(&p), Some(("reg:5000/app".into(), d.clone())));
         let v: Value = serde_json::from_slice(&p).unwrap();

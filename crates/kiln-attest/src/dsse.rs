@@ -104,7 +104,10 @@ mod tests {
         assert_eq!(e.verify(&k.public()).unwrap(), b"{\"a\":1}");
         let mut t = e.clone();
         t.payload = B64.encode(b"{\"a\":2}");
-        assert!(matches!(t.verify(&k.public()), Err(EnvelopeError::BadSignature(_))));
+        assert!(matches!(
+            t.verify(&k.public()),
+            Err(EnvelopeError::BadSignature(_))
+        ));
         let other = PrivateKey::generate().unwrap().public();
         assert!(e.verify(&other).is_err());
         let mut u = e;

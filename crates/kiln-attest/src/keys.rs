@@ -7,7 +7,9 @@
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
 use p256::ecdsa::{DerSignature, Signature, SigningKey, VerifyingKey};
 use p256::elliptic_curve::Generate as _;
-use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use p256::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
 use sha2::{Digest as _, Sha256};
 
 /// What is wrong with a key.
@@ -102,10 +104,7 @@ impl PublicKey {
     /// The hex SHA-256 of its SPKI DER: the `keyid` of kiln's DSSE
     /// signatures.
     pub fn id(&self) -> String {
-        let der = self
-            .key
-            .to_public_key_der()
-            .expect("a P-256 key encodes");
+        let der = self.key.to_public_key_der().expect("a P-256 key encodes");
         hex::encode(Sha256::digest(der.as_bytes()))
     }
 
@@ -139,7 +138,9 @@ mod tests {
     #[test]
     fn bad_pem_names_its_origin() {
         let e = PrivateKey::from_pem("nope", "keys/k.pem").err().unwrap();
-        assert!(e.to_string().starts_with("keys/k.pem: not an ECDSA P-256 private key"));
+        assert!(e
+            .to_string()
+            .starts_with("keys/k.pem: not an ECDSA P-256 private key"));
         let e = PublicKey::from_pem("nope", "k.pub").err().unwrap();
         assert!(e.to_string().contains("k.pub"));
     }

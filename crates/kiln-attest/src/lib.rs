@@ -2,9 +2,11 @@
 //! it: software bills of materials ([`sbom`], SPDX 2.3 and CycloneDX 1.5
 //! from the image's package database, licences per [`licence`], package
 //! URLs per [`purl`]), SLSA [`provenance`] as in-toto statements, ECDSA
-//! P-256 [`keys`], [`dsse`] envelopes, and the [`cosign`] layout of
-//! signatures and attestations next to an image.
+//! P-256 [`keys`], [`dsse`] envelopes, the [`cosign`] layout of signatures
+//! and attestations next to an image, where they are kept ([`attach`]) and
+//! how they are checked ([`verify`]).
 
+pub mod attach;
 pub mod cosign;
 pub mod dsse;
 pub mod keys;
@@ -12,3 +14,4 @@ pub mod licence;
 pub mod provenance;
 pub mod purl;
 pub mod sbom;
+pub mod verify;

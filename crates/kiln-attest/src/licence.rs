@@ -315,6 +315,8 @@ License: Custom-Thing+
         assert_eq!(d.ids, ["MIT", "Apache-2.0", "BSD-3-Clause"]);
         let d = apk("GPL2 with exception", "p");
         assert_eq!(d.ids, ["LicenseRef-GPL2-with-exception"]);
-        assert!(d.refs["LicenseRef-GPL2-with-exception"].1.contains("apk database entry of p"));
+        assert!(d.refs["LicenseRef-GPL2-with-exception"]
+            .1
+            .contains("apk database entry of p"));
     }
 }

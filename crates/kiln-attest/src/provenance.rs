@@ -136,7 +136,13 @@ mod tests {
         assert_eq!(s["predicateType"], SLSA);
         assert_eq!(s["subject"][0]["digest"]["sha256"], "a".repeat(64));
         let p = &s["predicate"];
-        assert_eq!(p["buildDefinition"]["resolvedDependencies"][0]["uri"], "reg/base:1");
-        assert_eq!(p["runDetails"]["metadata"]["startedOn"], "2023-11-14T22:13:20Z");
+        assert_eq!(
+            p["buildDefinition"]["resolvedDependencies"][0]["uri"],
+            "reg/base:1"
+        );
+        assert_eq!(
+            p["runDetails"]["metadata"]["startedOn"],
+            "2023-11-14T22:13:20Z"
+        );
     }
 }

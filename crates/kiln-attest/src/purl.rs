@@ -54,15 +54,36 @@ mod tests {
     #[test]
     fn debian_and_alpine_package_urls() {
         assert_eq!(
-            package("deb", "debian", "openssl", "3.0.13-1~deb12u1", "amd64", Some("debian-12")),
+            package(
+                "deb",
+                "debian",
+                "openssl",
+                "3.0.13-1~deb12u1",
+                "amd64",
+                Some("debian-12")
+            ),
             "pkg:deb/debian/openssl@3.0.13-1~deb12u1?arch=amd64&distro=debian-12"
         );
         assert_eq!(
-            package("deb", "debian", "libc6", "1:2.36-9+deb12u4", "arm64", Some("debian-12")),
+            package(
+                "deb",
+                "debian",
+                "libc6",
+                "1:2.36-9+deb12u4",
+                "arm64",
+                Some("debian-12")
+            ),
             "pkg:deb/debian/libc6@1%3A2.36-9%2Bdeb12u4?arch=arm64&distro=debian-12"
         );
         assert_eq!(
-            package("apk", "alpine", "musl", "1.2.5-r0", "x86_64", Some("alpine-3.20.3")),
+            package(
+                "apk",
+                "alpine",
+                "musl",
+                "1.2.5-r0",
+                "x86_64",
+                Some("alpine-3.20.3")
+            ),
             "pkg:apk/alpine/musl@1.2.5-r0?arch=x86_64&distro=alpine-3.20.3"
         );
     }

@@ -163,9 +163,18 @@ pub fn inventory(files: &dyn ImageFiles) -> Inventory {
             let arch = get("A").unwrap_or_default();
             packages.push(Package {
                 kind: "apk",
-                purl: purl::package("apk", namespace, &name, &version, &arch, qualifier.as_deref()),
+                purl: purl::package(
+                    "apk",
+                    namespace,
+                    &name,
+                    &version,
+                    &arch,
+                    qualifier.as_deref(),
+                ),
                 source: get("o").filter(|o| *o != name).map(|o| (o, None)),
-                licences: get("L").map(|l| licence::apk(&l, &name)).unwrap_or_default(),
+                licences: get("L")
+                    .map(|l| licence::apk(&l, &name))
+                    .unwrap_or_default(),
                 name,
                 version,
                 arch,
@@ -545,7 +554,10 @@ mod tests {
     fn spdx_describes_the_image_which_contains_each_package() {
         let doc = spdx(&inventory(&debian()), &subject(), None, &made());
         assert_eq!(doc["spdxVersion"], "SPDX-2.3");
-        assert_eq!(doc["relationships"][0]["relatedSpdxElement"], "SPDXRef-Image");
+        assert_eq!(
+            doc["relationships"][0]["relatedSpdxElement"],
+            "SPDXRef-Image"
+        );
         let ssl = doc["packages"]
             .as_array()
             .unwrap()
@@ -553,7 +565,10 @@ mod tests {
             .find(|p| p["name"] == "libssl3")
             .unwrap();
         assert_eq!(ssl["licenseDeclared"], "Apache-2.0");
-        assert_eq!(ssl["sourceInfo"], "built package from: openssl 3.0.13-1~deb12u1");
+        assert_eq!(
+            ssl["sourceInfo"],
+            "built package from: openssl 3.0.13-1~deb12u1"
+        );
         assert_eq!(doc["creationInfo"]["created"], "2023-11-14T22:13:20Z");
     }
 
@@ -576,6 +591,9 @@ mod tests {
         assert!(text.contains("GENERATED_FROM"));
         let cdx = cyclonedx(&inventory(&debian()), &subject(), Some(&disk), &made());
         assert_eq!(cdx["metadata"]["component"]["type"], "platform");
-        assert!(cdx["serialNumber"].as_str().unwrap().starts_with("urn:uuid:"));
+        assert!(cdx["serialNumber"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:uuid:"));
     }
 }
