@@ -177,8 +177,7 @@ pub fn names(line: &str) -> Vec<String> {
     let mut out = Vec::new();
     for part in line.split(',') {
         let mut cur: Vec<&str> = Vec::new();
-        let mut words = part.split_whitespace().peekable();
-        while let Some(w) = words.next() {
+        for w in part.split_whitespace() {
             let lower = w.to_ascii_lowercase();
             if lower == "or" || lower == "and" {
                 if !cur.is_empty() {
