@@ -3,7 +3,7 @@
 //! from the image's package database, licences per [`licence`], package
 //! URLs per [`purl`]), SLSA [`provenance`] as in-toto statements, ECDSA
 //! P-256 [`keys`], [`dsse`] envelopes, the [`cosign`] layout of signatures
-//! and attestations next to an image, where they are kept ([`attach`]) and
+//! and attestations next to an image, where they are kept ([`attach`], at the [`places`]: the store, a registry) and
 //! how they are checked ([`verify`]).
 
 pub mod attach;
@@ -11,6 +11,7 @@ pub mod cosign;
 pub mod dsse;
 pub mod keys;
 pub mod licence;
+pub mod places;
 pub mod provenance;
 pub mod purl;
 pub mod sbom;

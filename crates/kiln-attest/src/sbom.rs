@@ -92,6 +92,28 @@ pub struct Made {
     pub at: DateTime<Utc>,
 }
 
+/// An image's files, read from its layers' snapshots (lowest first).
+pub struct Snapshots(pub Vec<std::path::PathBuf>);
+
+impl ImageFiles for Snapshots {
+    fn read(&self, path: &str) -> Option<Vec<u8>> {
+        kiln_oci::tree::read_merged(&self.0, path).ok().flatten()
+    }
+
+    fn list(&self, dir: &str) -> Vec<String> {
+        kiln_oci::tree::list_merged(&self.0, dir).unwrap_or_default()
+    }
+}
+
+/// The inventory of an image of the store (its snapshots unpacked when
+/// they are not).
+pub fn of_image(
+    store: &kiln_store::Store,
+    img: &kiln_store::Image,
+) -> Result<Inventory, kiln_store::Error> {
+    Ok(inventory(&Snapshots(store.snapshots(img)?)))
+}
+
 fn os_release(files: &dyn ImageFiles) -> Option<Distro> {
     let bytes = files
         .read("etc/os-release")

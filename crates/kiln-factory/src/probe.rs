@@ -6,12 +6,11 @@
 //! when it is as it was the kept result stands, so only a changed source
 //! costs a full check. Nothing is kept when a source could not be read.
 
-use std::path::PathBuf;
-
 use chrono::{DateTime, Utc};
+use kiln_attest::sbom::Snapshots;
 use kiln_definition::Image;
 use kiln_dockerfile::Platform;
-use kiln_packages::{Fetcher, ImageFiles, Report};
+use kiln_packages::{Fetcher, Report};
 use kiln_store::Store;
 use serde::{Deserialize, Serialize};
 
@@ -99,7 +98,7 @@ impl Probing<'_> {
 
     /// The files of `name`'s locked image (this machine's platform's, or
     /// its first), and that image's digest.
-    fn files(&self, name: &str, locked: &Locked) -> Result<(String, Layers), ProbeError> {
+    fn files(&self, name: &str, locked: &Locked) -> Result<(String, Snapshots), ProbeError> {
         let reference = format!("{name}:{}", locked.version);
         let store_err = |e: kiln_store::Error| ProbeError::Store(e.to_string());
         match self.store.lookup(&reference) {
@@ -116,20 +115,7 @@ impl Probing<'_> {
             return Err(ProbeError::NotInStore(reference));
         };
         let diffs = self.store.snapshots(img).map_err(store_err)?;
-        Ok((img.manifest_digest.to_string(), Layers(diffs)))
-    }
-}
-
-/// An image's files, read from its layers' snapshots.
-struct Layers(Vec<PathBuf>);
-
-impl ImageFiles for Layers {
-    fn read(&self, path: &str) -> Option<Vec<u8>> {
-        kiln_oci::tree::read_merged(&self.0, path).ok().flatten()
-    }
-
-    fn list(&self, dir: &str) -> Vec<String> {
-        kiln_oci::tree::list_merged(&self.0, dir).unwrap_or_default()
+        Ok((img.manifest_digest.to_string(), Snapshots(diffs)))
     }
 }
 

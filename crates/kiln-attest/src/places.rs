@@ -1,0 +1,149 @@
+//! The two [`Place`]s: the local store and a registry repository.
+
+use std::io::Read;
+
+use kiln_oci::image::Descriptor;
+use kiln_registry::{Client, Reference};
+use kiln_store::Store;
+
+use crate::attach::{AttachError, Place};
+use crate::cosign::{Layer, Manifest, MANIFEST};
+
+/// The store: the attachments of image `NAME` are the names
+/// `NAME:sha256-<hex>.sig` and `.att`.
+pub struct StorePlace<'a> {
+    pub store: &'a Store,
+    /// The image's name without its tag.
+    pub name: String,
+}
+
+impl<'a> StorePlace<'a> {
+    /// The place of the image named `name` (`app:1.2`, or `app`).
+    pub fn of(store: &'a Store, name: &str) -> Self {
+        let last = name.rsplit('/').next().unwrap_or(name);
+        let name = match last.split_once(':') {
+            Some((_, tag)) => name[..name.len() - tag.len() - 1].to_string(),
+            None => name.to_string(),
+        };
+        Self { store, name }
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> AttachError {
+        AttachError::Place {
+            place: format!("the store's {}", self.name),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl Place for StorePlace<'_> {
+    fn manifest(&self, tag: &str) -> Result<Option<Vec<u8>>, AttachError> {
+        match self.store.lookup(&format!("{}:{tag}", self.name)) {
+            Ok((_, d)) => {
+                let digest = kiln_store::parse_digest(&d.digest).map_err(|e| self.err(e))?;
+                self.store
+                    .read_blob(&digest)
+                    .map(Some)
+                    .map_err(|e| self.err(e))
+            }
+            Err(kiln_store::Error::NoSuchImage(_)) => Ok(None),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    fn blob(&self, digest: &str) -> Result<Vec<u8>, AttachError> {
+        let d = kiln_store::parse_digest(digest).map_err(|e| self.err(e))?;
+        self.store.read_blob(&d).map_err(|e| self.err(e))
+    }
+
+    fn put(&self, tag: &str, m: &Manifest, layers: &[Layer]) -> Result<(), AttachError> {
+        for l in layers {
+            self.store.put_blob(&l.blob).map_err(|e| self.err(e))?;
+        }
+        self.store.put_blob(&m.config).map_err(|e| self.err(e))?;
+        let digest = self.store.put_blob(&m.json).map_err(|e| self.err(e))?;
+        let desc = Descriptor {
+            media_type: MANIFEST.into(),
+            digest: digest.to_string(),
+            size: m.json.len() as u64,
+            annotations: Default::default(),
+            platform: None,
+        };
+        self.store
+            .tag(&format!("{}:{tag}", self.name), &desc)
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    fn describe(&self) -> String {
+        format!("the store's {}", self.name)
+    }
+}
+
+/// A registry repository.
+pub struct RegistryPlace<'a> {
+    pub client: &'a Client,
+    /// The repository (any tag or digest it carries is ignored).
+    pub repo: Reference,
+}
+
+impl RegistryPlace<'_> {
+    fn err(&self, e: impl std::fmt::Display) -> AttachError {
+        AttachError::Place {
+            place: self.repo.name(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl Place for RegistryPlace<'_> {
+    fn manifest(&self, tag: &str) -> Result<Option<Vec<u8>>, AttachError> {
+        match self.client.get_manifest_at(&self.repo, tag) {
+            Ok((bytes, _)) => Ok(Some(bytes)),
+            Err(kiln_registry::Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    fn blob(&self, digest: &str) -> Result<Vec<u8>, AttachError> {
+        let mut out = Vec::new();
+        self.client
+            .get_blob(&self.repo, digest)
+            .map_err(|e| self.err(e))?
+            .take(64 << 20)
+            .read_to_end(&mut out)
+            .map_err(|e| self.err(e))?;
+        Ok(out)
+    }
+
+    fn put(&self, tag: &str, m: &Manifest, layers: &[Layer]) -> Result<(), AttachError> {
+        let blobs = layers
+            .iter()
+            .map(|l| l.blob.clone())
+            .chain(std::iter::once(m.config.clone()));
+        for b in blobs {
+            let digest = crate::cosign::digest_of(&b);
+            if self
+                .client
+                .has_blob(&self.repo, &digest)
+                .map_err(|e| self.err(e))?
+            {
+                continue;
+            }
+            let len = b.len() as u64;
+            let open = move || -> std::io::Result<Box<dyn Read + Send>> {
+                Ok(Box::new(std::io::Cursor::new(b.clone())))
+            };
+            self.client
+                .upload_blob(&self.repo, &digest, len, &open, None)
+                .map_err(|e| self.err(e))?;
+        }
+        self.client
+            .put_manifest(&self.repo, tag, &m.json, MANIFEST)
+            .map_err(|e| self.err(e))
+    }
+
+    fn describe(&self) -> String {
+        self.repo.name()
+    }
+}
