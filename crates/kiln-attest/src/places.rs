@@ -9,6 +9,15 @@ use kiln_store::Store;
 use crate::attach::{AttachError, Place};
 use crate::cosign::{Layer, Manifest, MANIFEST};
 
+/// A store name's repository and tag (`latest` when it has none).
+pub fn split_name(name: &str) -> (&str, &str) {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    match last.split_once(':') {
+        Some((_, tag)) => (&name[..name.len() - tag.len() - 1], tag),
+        None => (name, "latest"),
+    }
+}
+
 /// The store: the attachments of image `NAME` are the names
 /// `NAME:sha256-<hex>.sig` and `.att`.
 pub struct StorePlace<'a> {
@@ -20,12 +29,10 @@ pub struct StorePlace<'a> {
 impl<'a> StorePlace<'a> {
     /// The place of the image named `name` (`app:1.2`, or `app`).
     pub fn of(store: &'a Store, name: &str) -> Self {
-        let last = name.rsplit('/').next().unwrap_or(name);
-        let name = match last.split_once(':') {
-            Some((_, tag)) => name[..name.len() - tag.len() - 1].to_string(),
-            None => name.to_string(),
-        };
-        Self { store, name }
+        Self {
+            store,
+            name: split_name(name).0.to_string(),
+        }
     }
 
     fn err(&self, e: impl std::fmt::Display) -> AttachError {

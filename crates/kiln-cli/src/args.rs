@@ -147,6 +147,23 @@ pub enum Command {
     /// List the factory's services: live and standby versions, since when,
     /// and whether the live one is healthy.
     Services(ServicesArgs),
+    /// Make a signing key pair (ECDSA P-256, what cosign's key-based mode
+    /// and most verifiers accept).
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Print the SBOM of an image in the store: its operating-system
+    /// packages (dpkg or apk database) with versions, architectures, source
+    /// packages, declared licences and package URLs.
+    Sbom(SbomArgs),
+    /// Check an image's signature and attestations against a public key.
+    ///
+    /// IMAGE is a name in the store, or a registry reference (docker://REF,
+    /// or a REF the store does not have). Checks the cosign signature of
+    /// its digest, every attestation's DSSE signature, and that each
+    /// attestation names this exact digest; a multi-platform image's
+    /// platforms are checked too. Each failure says what is wrong.
+    /// Exit status: 0 verified, 1 not verified, 2 bad command line.
+    Verify(VerifyArgs),
     /// Pin the factory's images in Kubernetes manifests: every container
     /// `image` (and kustomization `images:` entry) naming a factory image's
     /// repository becomes the lock's REPOSITORY:VERSION@DIGEST; every
@@ -301,6 +318,44 @@ pub struct PlanArgs {
     /// Print the plan as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Write PREFIX.key (the private key, PKCS#8 PEM, mode 0600) and
+    /// PREFIX.pub (the public key, PEM); an existing file is not replaced.
+    Generate(KeyGenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeyGenerateArgs {
+    /// Where the files go: PREFIX.key and PREFIX.pub
+    #[arg(short = 'o', long = "output", value_name = "PREFIX", default_value = "kiln")]
+    pub prefix: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SbomArgs {
+    /// An image in the store (NAME:TAG or a digest)
+    pub image: String,
+    /// spdx (SPDX 2.3 JSON) or cyclonedx (CycloneDX 1.5 JSON)
+    #[arg(long, default_value = "spdx", value_name = "FORMAT")]
+    pub format: String,
+    /// The platform's image of a multi-platform image [default: this machine's]
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// An image in the store, or a registry reference
+    pub image: String,
+    /// The public key (PEM) it must be signed with
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Attestations it must carry, comma-separated: sbom, provenance
+    #[arg(long, value_delimiter = ',', value_name = "KINDS")]
+    pub require: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -79,6 +79,46 @@ pub struct Image {
     pub volatile: Vec<String>,
     /// Seconds a check of its packages for updates is reused.
     pub probe_interval: u64,
+    /// The private key its bake signs with (`[factory] sign`).
+    pub sign: Option<KeyRef>,
+    /// The public key its bases must be signed with (`[factory] verify_bases`).
+    pub verify_bases: Option<KeyRef>,
+}
+
+/// Where a key is, as `[factory]` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRef {
+    pub source: KeySource,
+    /// The factory file naming it, and where.
+    pub file: usize,
+    pub span: Range<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    File(PathBuf),
+    Env(String),
+}
+
+impl KeySource {
+    /// The key's PEM text, or what is wrong.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            KeySource::File(p) => {
+                std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
+            }
+            KeySource::Env(v) => std::env::var(v)
+                .map_err(|_| format!("the environment variable {v} is not set")),
+        }
+    }
+
+    /// How messages name it.
+    pub fn describe(&self) -> String {
+        match self {
+            KeySource::File(p) => p.display().to_string(),
+            KeySource::Env(v) => format!("${v}"),
+        }
+    }
 }
 
 /// The default `probe_interval`: an hour.

@@ -159,6 +159,24 @@ pub struct FactoryDef {
     /// (every plan). Default `1h`.
     #[schemars(with = "Option<String>")]
     pub probe_interval: Option<Spanned<String>>,
+    /// Sign every image of this file and attach its SBOM and provenance
+    /// after its tests pass: `{ key = "kiln.key" }` (a private key file,
+    /// relative to this file) or `{ key = "env:VAR" }` (an environment
+    /// variable holding the PEM). Never the key itself.
+    pub sign: Option<KeyDef>,
+    /// Refuse to build on a base (a factory image or a registry image) that
+    /// is not signed by this public key: `{ key = "kiln.pub" }` or
+    /// `{ key = "env:VAR" }`.
+    pub verify_bases: Option<KeyDef>,
+}
+
+/// Where a key is: a file or an environment variable.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyDef {
+    /// A PEM file relative to the kiln.toml, or `env:VAR`.
+    #[schemars(with = "String")]
+    pub key: Spanned<String>,
 }
 
 /// One image of the factory: built from a Dockerfile, or bootstrapped.

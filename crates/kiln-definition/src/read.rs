@@ -27,6 +27,8 @@ struct FileReader<'a> {
     platforms: Vec<Spanned<String>>,
     volatile: Vec<String>,
     probe_interval: u64,
+    sign: Option<crate::KeyRef>,
+    verify_bases: Option<crate::KeyRef>,
 }
 
 /// Reads file `index` of `factory` into its images.
@@ -146,12 +148,39 @@ impl<'a> FileReader<'a> {
             Some(r) => Some(interpolate(r.get_ref(), env).map_err(|m| err(r.span(), m))?),
             None => None,
         };
+        let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let key = |k: &Option<crate::model::KeyDef>| -> Result<Option<crate::KeyRef>, Error> {
+            let Some(k) = k else { return Ok(None) };
+            let (text, span) = (k.key.get_ref().trim(), k.key.span());
+            if text.contains("PRIVATE KEY") || text.contains("PUBLIC KEY") {
+                return Err(err(
+                    span,
+                    "a key is never written in kiln.toml: name its file or `env:VAR`".into(),
+                ));
+            }
+            let source = match text.strip_prefix("env:") {
+                Some(var) if !var.is_empty() => crate::KeySource::Env(var.to_string()),
+                Some(_) => return Err(err(span, "`env:` needs a variable name".into())),
+                None if text.is_empty() => {
+                    return Err(err(span, "empty key: name a PEM file or `env:VAR`".into()))
+                }
+                None => crate::KeySource::File(dir.join(text)),
+            };
+            Ok(Some(crate::KeyRef {
+                source,
+                file: index,
+                span,
+            }))
+        };
+        let (sign, verify_bases) = (key(&def.sign)?, key(&def.verify_bases)?);
         Ok(FileReader {
             index,
             path,
             text,
-            dir: path.parent().unwrap_or(Path::new("/")).to_path_buf(),
+            dir,
             env,
+            sign,
+            verify_bases,
             registry,
             tz,
             schedule,
@@ -238,6 +267,8 @@ impl<'a> FileReader<'a> {
             refresh,
             volatile: img.volatile.unwrap_or_else(|| self.volatile.clone()),
             probe_interval: self.probe_interval,
+            sign: self.sign.clone(),
+            verify_bases: self.verify_bases.clone(),
         })
     }
 
@@ -335,6 +366,8 @@ impl<'a> FileReader<'a> {
             refresh: RefreshPolicy::default(),
             volatile: self.volatile.clone(),
             probe_interval: self.probe_interval,
+            sign: self.sign.clone(),
+            verify_bases: self.verify_bases.clone(),
         })
     }
 

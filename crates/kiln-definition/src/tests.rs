@@ -456,3 +456,29 @@ fn bad_services_are_errors_at_the_value() {
     let e = with("port = 5432", "port = 5432\ndriver = \"docker\"");
     assert!(e.message.contains("does not run VM images"), "{e}");
 }
+
+#[test]
+fn signing_and_base_keys_name_a_file_or_a_variable_never_a_key() {
+    let f = load_text(
+        "kiln = 1\n[factory]\nsign = { key = \"keys/kiln.key\" }\n\
+         verify_bases = { key = \"env:BASE_KEY\" }\n[image.a]\n",
+    )
+    .unwrap();
+    let a = &f.images["a"];
+    assert_eq!(
+        a.sign.as_ref().unwrap().source,
+        KeySource::File(PathBuf::from("/factory/keys/kiln.key"))
+    );
+    assert_eq!(
+        a.verify_bases.as_ref().unwrap().source,
+        KeySource::Env("BASE_KEY".into())
+    );
+    assert!(load_text("kiln = 1\n[image.a]\n").unwrap().images["a"].sign.is_none());
+    let e = error(
+        "kiln = 1\n[factory]\nsign = { key = \"-----BEGIN PRIVATE KEY-----\" }\n[image.a]\n",
+    );
+    assert_eq!(e.line, 3, "{e}");
+    assert!(e.message.contains("never written in kiln.toml"), "{e}");
+    let e = error("kiln = 1\n[factory]\nverify_bases = { key = \"env:\" }\n");
+    assert!(e.message.contains("variable name"), "{e}");
+}

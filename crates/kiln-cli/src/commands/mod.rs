@@ -6,12 +6,13 @@ mod factory;
 mod registry;
 mod rollout;
 mod serve;
+pub mod trust;
 pub mod store_cmds;
 mod vm;
 
 use anyhow::Context as _;
 
-use crate::args::{Cli, Command, DockerfileCommand, VmCommand};
+use crate::args::{Cli, Command, DockerfileCommand, KeyCommand, VmCommand};
 use crate::exit::Exit;
 use crate::printer::Printer;
 
@@ -50,6 +51,9 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
         Command::Rollout(args) => rollout::rollout(args, &open()?, printer),
         Command::Rollback(args) => rollout::rollback(args, &open()?, printer),
         Command::Services(args) => rollout::services(args, &open()?, printer),
+        Command::Key(KeyCommand::Generate(args)) => trust::key_generate(args, printer),
+        Command::Sbom(args) => trust::sbom(args, &open()?, printer),
+        Command::Verify(args) => trust::verify(args, &open()?, &client()?, printer),
         Command::Schema => {
             printer.data(kiln_definition::schema().trim_end());
             Ok(Exit::Success)
