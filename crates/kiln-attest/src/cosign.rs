@@ -71,6 +71,39 @@ pub fn payload(repository: &str, digest: &str) -> Vec<u8> {
     .expect("JSON")
 }
 
+/// The signature layer of `digest` as `repository`, signed by `key`.
+pub fn signature_layer(key: &crate::keys::PrivateKey, repository: &str, digest: &str) -> Layer {
+    use base64::Engine as _;
+    let blob = payload(repository, digest);
+    Layer {
+        media_type: SIMPLE_SIGNING.into(),
+        annotations: BTreeMap::from([(
+            SIGNATURE_ANNOTATION.to_string(),
+            base64::engine::general_purpose::STANDARD.encode(key.sign(&blob)),
+        )]),
+        blob,
+    }
+}
+
+/// An attestation layer: `statement` (an in-toto statement of
+/// `predicate_type`) in a DSSE envelope signed by `key`.
+pub fn attestation_layer(
+    key: &crate::keys::PrivateKey,
+    predicate_type: &str,
+    statement: &Value,
+) -> Layer {
+    let body = serde_json::to_vec(statement).expect("JSON");
+    let env = crate::dsse::Envelope::sign(crate::dsse::IN_TOTO, &body, key);
+    Layer {
+        media_type: DSSE.into(),
+        blob: serde_json::to_vec(&env).expect("JSON"),
+        annotations: BTreeMap::from([(
+            PREDICATE_ANNOTATION.to_string(),
+            predicate_type.to_string(),
+        )]),
+    }
+}
+
 /// What a simple signing payload says: (repository, digest).
 pub fn read_payload(bytes: &[u8]) -> Option<(String, String)> {
     let v: Value = serde_json::from_slice(bytes).ok()?;

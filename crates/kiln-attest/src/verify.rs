@@ -221,23 +221,19 @@ mod tests {
     use crate::cosign::Layer;
     use crate::keys::PrivateKey;
     use crate::provenance::{statement, Named};
-    use std::collections::BTreeMap;
 
     fn digest(c: char) -> String {
         format!("sha256:{}", c.to_string().repeat(64))
     }
 
     fn sign(m: &Memory, key: &PrivateKey, about: &str, at: &str) {
-        let payload = cosign::payload("reg/app", about);
-        let sig = Layer {
-            media_type: cosign::SIMPLE_SIGNING.into(),
-            annotations: BTreeMap::from([(
-                cosign::SIGNATURE_ANNOTATION.into(),
-                B64.encode(key.sign(&payload)),
-            )]),
-            blob: payload,
-        };
-        add(m, Kind::Signature, at, &[sig]).unwrap();
+        add(
+            m,
+            Kind::Signature,
+            at,
+            &[cosign::signature_layer(key, "reg/app", about)],
+        )
+        .unwrap();
     }
 
     fn attest(m: &Memory, key: &PrivateKey, about: &str, at: &str, predicate: &str) {
@@ -249,12 +245,7 @@ mod tests {
             predicate,
             serde_json::json!({"x": 1}),
         );
-        let env = Envelope::sign(crate::dsse::IN_TOTO, &serde_json::to_vec(&s).unwrap(), key);
-        let l = Layer {
-            media_type: cosign::DSSE.into(),
-            blob: serde_json::to_vec(&env).unwrap(),
-            annotations: BTreeMap::from([(cosign::PREDICATE_ANNOTATION.into(), predicate.into())]),
-        };
+        let l = cosign::attestation_layer(key, predicate, &s);
         add(m, Kind::Attestations, at, &[l]).unwrap();
     }
 

@@ -330,7 +330,12 @@ pub enum KeyCommand {
 #[derive(Debug, Args)]
 pub struct KeyGenerateArgs {
     /// Where the files go: PREFIX.key and PREFIX.pub
-    #[arg(short = 'o', long = "output", value_name = "PREFIX", default_value = "kiln")]
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "PREFIX",
+        default_value = "kiln"
+    )]
     pub prefix: PathBuf,
 }
 

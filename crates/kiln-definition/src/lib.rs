@@ -107,8 +107,9 @@ impl KeySource {
             KeySource::File(p) => {
                 std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
             }
-            KeySource::Env(v) => std::env::var(v)
-                .map_err(|_| format!("the environment variable {v} is not set")),
+            KeySource::Env(v) => {
+                std::env::var(v).map_err(|_| format!("the environment variable {v} is not set"))
+            }
         }
     }
 

@@ -473,10 +473,11 @@ fn signing_and_base_keys_name_a_file_or_a_variable_never_a_key() {
         a.verify_bases.as_ref().unwrap().source,
         KeySource::Env("BASE_KEY".into())
     );
-    assert!(load_text("kiln = 1\n[image.a]\n").unwrap().images["a"].sign.is_none());
-    let e = error(
-        "kiln = 1\n[factory]\nsign = { key = \"-----BEGIN PRIVATE KEY-----\" }\n[image.a]\n",
-    );
+    assert!(load_text("kiln = 1\n[image.a]\n").unwrap().images["a"]
+        .sign
+        .is_none());
+    let e =
+        error("kiln = 1\n[factory]\nsign = { key = \"-----BEGIN PRIVATE KEY-----\" }\n[image.a]\n");
     assert_eq!(e.line, 3, "{e}");
     assert!(e.message.contains("never written in kiln.toml"), "{e}");
     let e = error("kiln = 1\n[factory]\nverify_bases = { key = \"env:\" }\n");

@@ -54,6 +54,10 @@ pub struct Locked {
     /// When it was baked (RFC 3339, UTC).
     pub baked_at: String,
     pub inputs: Inputs,
+    /// Its signatures and attestations (`[factory] sign`): each tag
+    /// (`sha256-<hex>.sig`, `.att`) → the digest of its manifest.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attachments: BTreeMap<String, String>,
 }
 
 /// What an image was made from.

@@ -6,8 +6,8 @@ mod factory;
 mod registry;
 mod rollout;
 mod serve;
-pub mod trust;
 pub mod store_cmds;
+pub mod trust;
 mod vm;
 
 use anyhow::Context as _;

@@ -5,6 +5,7 @@
 //! SBOM, a signature, a decision that nothing changed, a rollout trigger)
 //! is one more entry in [`STEPS`], in its own module.
 
+mod attest;
 mod build;
 mod prepare;
 mod publish;
@@ -58,6 +59,9 @@ pub(crate) struct Job<'a> {
     pub version: String,
     /// What the `build` step made.
     pub made: Option<Made>,
+    /// Attachment tag (`sha256-<hex>.sig|.att`) → its manifest digest
+    /// (the `attest` step).
+    pub attached: BTreeMap<String, String>,
 }
 
 /// What the `build` step made.
@@ -74,13 +78,14 @@ pub(crate) struct Made {
 pub(crate) type Flow = ControlFlow<Outcome>;
 
 /// The pipeline, in order.
-const STEPS: [fn(&mut Job<'_>) -> Flow; 9] = [
+const STEPS: [fn(&mut Job<'_>) -> Flow; 10] = [
     prepare::dependencies,
     prepare::version,
     prepare::bases,
     build::build,
     test::test,
     unchanged::unchanged,
+    attest::attest,
     publish::tag,
     publish::publish,
     publish::lock,
@@ -89,7 +94,7 @@ const STEPS: [fn(&mut Job<'_>) -> Flow; 9] = [
 /// The index of the first step that changes something outside the store
 /// (tags, registries, the lock): a cancelled bake stops before it, never
 /// after.
-const PUBLISHING: usize = 6;
+const PUBLISHING: usize = 7;
 
 /// Bakes one image of wave `wave`: every step in turn, until one ends it.
 pub(crate) fn run(bake: &Bake<'_>, name: &str, wave: usize) -> ImageResult {
@@ -118,6 +123,7 @@ pub(crate) fn run(bake: &Bake<'_>, name: &str, wave: usize) -> ImageResult {
         deps: BTreeMap::new(),
         version: String::new(),
         made: None,
+        attached: BTreeMap::new(),
     };
     let outcome = STEPS
         .iter()

@@ -4,6 +4,8 @@
 use std::ops::ControlFlow::{Break, Continue};
 use std::path::Path;
 
+use kiln_attest::attach;
+use kiln_attest::places::{RegistryPlace, StorePlace};
 use kiln_definition::Publish;
 use kiln_registry::Reference;
 use kiln_store::Store;
@@ -68,9 +70,21 @@ fn one(job: &Job<'_>, target: &Publish) -> Result<String, String> {
         Publish::Registry(repo) => {
             let dest = Reference::parse(&format!("{repo}:{version}"))
                 .map_err(|e| format!("{repo}: {e}"))?;
-            transfer::push(client, store, &store_name, &dest, tags, false, &log)
-                .map(|p| format!("docker://{repo}:{version}@{}", p.digest))
-                .map_err(|e| format!("pushing to {repo}: {e}"))
+            let pushed = transfer::push(client, store, &store_name, &dest, tags, false, &log)
+                .map_err(|e| format!("pushing to {repo}: {e}"))?;
+            if !job.attached.is_empty() {
+                // the signatures and attestations, next to it
+                let from = StorePlace::of(store, &store_name);
+                let to = RegistryPlace {
+                    client,
+                    repo: dest.clone(),
+                };
+                for digest in super::attest::subjects(job) {
+                    attach::copy(&from, &to, &digest)
+                        .map_err(|e| format!("attaching to {repo}: {e}"))?;
+                }
+            }
+            Ok(format!("docker://{repo}:{version}@{}", pushed.digest))
         }
         Publish::OciArchive(path) => write_archive(store, &store_name, path)
             .map(|()| format!("oci-archive:{}", path.display())),
@@ -108,6 +122,7 @@ pub(super) fn lock(job: &mut Job<'_>) -> Flow {
             .started
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         inputs: job.result.inputs.clone(),
+        attachments: job.attached.clone(),
     };
     let mut locks = job.bake.locks.lock().expect("locks");
     locks.set(job.name, locked);

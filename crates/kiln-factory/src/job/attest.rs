@@ -1,0 +1,244 @@
+//! The `attest` step: with `[factory] sign`, after the tests pass and
+//! before anything is published, each platform's SBOM, the image's
+//! provenance and the signatures are made and attached in the store (the
+//! publish step copies them next to the image; the lock records them).
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow::{Break, Continue};
+
+use chrono::Utc;
+use kiln_attest::attach::add;
+use kiln_attest::cosign::{self, Kind, Layer};
+use kiln_attest::keys::PrivateKey;
+use kiln_attest::places::StorePlace;
+use kiln_attest::provenance::{self, Build, Dependency, Named};
+use kiln_attest::sbom::{self, Made as SbomMade, Subject};
+use kiln_attest::verify::SPDX;
+use kiln_definition::{Publish, Recipe};
+use serde_json::{json, Value};
+
+use super::{Flow, Job};
+use crate::baked::Outcome;
+
+/// Signs and attaches; a key that cannot be read fails the image.
+pub(super) fn attest(job: &mut Job<'_>) -> Flow {
+    let Some(key_ref) = &job.image.sign else {
+        return Continue(());
+    };
+    let key = match key_ref.source.read().and_then(|pem| {
+        PrivateKey::from_pem(&pem, &key_ref.source.describe()).map_err(|e| e.to_string())
+    }) {
+        Ok(k) => k,
+        Err(e) => {
+            let at = job
+                .bake
+                .factory
+                .error_at(key_ref.file, key_ref.span.clone(), e);
+            return Break(Outcome::Failed {
+                error: format!("signing key: {at}"),
+            });
+        }
+    };
+    match attach_all(job, &key) {
+        Ok(attached) => {
+            job.say(&format!(
+                "signed with {} and attached the SBOM and provenance ({} attachment manifests)",
+                key.origin,
+                attached.len()
+            ));
+            job.attached = attached;
+            Continue(())
+        }
+        Err(e) => Break(Outcome::Failed {
+            error: format!("attaching the SBOM, provenance and signature: {e}"),
+        }),
+    }
+}
+
+/// The repository consumers know the image by: its first registry, else
+/// its name.
+pub(super) fn repository(job: &Job<'_>) -> String {
+    job.image
+        .publish
+        .iter()
+        .find_map(|p| match p {
+            Publish::Registry(r) => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| job.name.to_string())
+}
+
+/// Every digest with attachments: the image (or index) and, for an index,
+/// each platform's manifest.
+pub(super) fn subjects(job: &Job<'_>) -> Vec<String> {
+    let made = job.made();
+    std::iter::once(made.digest.clone())
+        .chain(made.platforms.values().cloned())
+        .collect()
+}
+
+fn attach_all(job: &Job<'_>, key: &PrivateKey) -> Result<BTreeMap<String, String>, String> {
+    let store = job.bake.store;
+    let store_name = job.store_name();
+    let place = StorePlace::of(store, &store_name);
+    let repo = repository(job);
+    let made = job.made();
+    let at = SbomMade {
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        at: job.started,
+    };
+    let mut attached = BTreeMap::new();
+    let mut put = |kind: Kind, digest: &str, layers: &[Layer]| -> Result<(), String> {
+        let m = add(&place, kind, digest, layers).map_err(|e| e.to_string())?;
+        attached.insert(kind.tag(digest), m);
+        Ok(())
+    };
+    // each platform's SBOM, on that platform's manifest
+    for img in store.images_of(&store_name).map_err(|e| e.to_string())? {
+        let digest = img.manifest_digest.to_string();
+        let inventory = sbom::of_image(store, &img).map_err(|e| e.to_string())?;
+        let subject = Subject {
+            name: repo.clone(),
+            version: job.version.clone(),
+            digest: digest.clone(),
+            platform: Some(img.config.platform().to_string()),
+        };
+        let doc = sbom::spdx(&inventory, &subject, None, &at);
+        let layer = attestation(key, &repo, &digest, SPDX, doc);
+        put(Kind::Attestations, &digest, &[layer])?;
+    }
+    let prov = provenance::provenance(&build(job, &repo));
+    let layer = cosign::attestation_layer(key, provenance::SLSA, &prov);
+    put(Kind::Attestations, &made.digest, &[layer])?;
+    for digest in subjects(job) {
+        put(
+            Kind::Signature,
+            &digest,
+            &[cosign::signature_layer(key, &repo, &digest)],
+        )?;
+    }
+    Ok(attached)
+}
+
+/// An attestation layer of an in-toto statement about `digest`.
+fn attestation(
+    key: &PrivateKey,
+    repo: &str,
+    digest: &str,
+    predicate_type: &str,
+    predicate: Value,
+) -> Layer {
+    let statement = provenance::statement(
+        &[Named {
+            name: repo.to_string(),
+            digest: digest.to_string(),
+        }],
+        predicate_type,
+        predicate,
+    );
+    cosign::attestation_layer(key, predicate_type, &statement)
+}
+
+/// The provenance of this bake of the image: its definition as given
+/// (never a secret's value: secrets by id only), what it resolved to,
+/// and who built it when.
+fn build(job: &Job<'_>, repo: &str) -> Build {
+    let made = job.made();
+    let factory = job.bake.factory;
+    let file = &factory.files[job.image.file].path;
+    let dir = file.parent().unwrap_or(std::path::Path::new("/"));
+    let rel = |p: &std::path::Path| {
+        p.strip_prefix(dir)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .into_owned()
+    };
+    let mut external = json!({
+        "factory": file.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "image": job.name,
+        "version": job.version,
+        "platforms": job.image.platforms.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+    });
+    match &job.image.recipe {
+        Recipe::Dockerfile {
+            context,
+            dockerfile,
+            args,
+            target,
+            secrets,
+            ..
+        } => {
+            external["context"] = json!(rel(context));
+            external["dockerfile"] = json!(rel(dockerfile));
+            external["target"] = json!(target);
+            external["args"] = json!(args);
+            external["secrets"] = json!(secrets.keys().collect::<Vec<_>>());
+        }
+        Recipe::Mmdebstrap(_) => external["recipe"] = json!("mmdebstrap"),
+        Recipe::Vm(v) => external["vm_of"] = json!(v.image),
+    }
+    let inputs = &job.result.inputs;
+    let sha = |d: &str| {
+        BTreeMap::from([(
+            "sha256".to_string(),
+            d.trim_start_matches("sha256:").to_string(),
+        )])
+    };
+    let mut deps: Vec<Dependency> = inputs
+        .bases
+        .iter()
+        .map(|(name, digest)| Dependency {
+            name: "base".into(),
+            uri: Some(name.clone()),
+            digest: sha(digest),
+        })
+        .collect();
+    if let Some(c) = &inputs.context {
+        deps.push(Dependency {
+            name: "context".into(),
+            uri: None,
+            digest: sha(c),
+        });
+    }
+    deps.push(Dependency {
+        name: "definition".into(),
+        uri: None,
+        digest: sha(&inputs.definition),
+    });
+    if let Some(commit) = git_commit(dir) {
+        deps.push(Dependency {
+            name: "source".into(),
+            uri: Some(format!("git+file://{}", dir.display())),
+            digest: BTreeMap::from([("gitCommit".to_string(), commit)]),
+        });
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    Build {
+        subjects: vec![Named {
+            name: repo.to_string(),
+            digest: made.digest.clone(),
+        }],
+        external,
+        dependencies: deps,
+        builder: format!("kiln://{host}"),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        invocation: format!("{}:{}@{}", job.name, job.version, job.started.timestamp()),
+        started: job.started,
+        finished: Utc::now(),
+    }
+}
+
+/// The commit the factory's directory is at, when it is a git checkout.
+fn git_commit(dir: &std::path::Path) -> Option<String> {
+    kiln_tool::run(
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["rev-parse", "HEAD"]),
+    )
+    .ok()
+    .map(|s| s.trim().to_string())
+    .filter(|s| s.len() == 40)
+}
