@@ -12,7 +12,7 @@ use kiln_attest::cosign::{self, Kind, Layer};
 use kiln_attest::keys::PrivateKey;
 use kiln_attest::places::StorePlace;
 use kiln_attest::provenance::{self, Build, Dependency, Named};
-use kiln_attest::sbom::{self, Made as SbomMade, Subject};
+use kiln_attest::sbom::{self, Disk, DiskFile, Made as SbomMade, Subject};
 use kiln_attest::verify::SPDX;
 use kiln_definition::{Publish, Recipe};
 use serde_json::{json, Value};
@@ -93,17 +93,9 @@ fn attach_all(job: &Job<'_>, key: &PrivateKey) -> Result<BTreeMap<String, String
         attached.insert(kind.tag(digest), m);
         Ok(())
     };
-    // each platform's SBOM, on that platform's manifest
-    for img in store.images_of(&store_name).map_err(|e| e.to_string())? {
-        let digest = img.manifest_digest.to_string();
-        let inventory = sbom::of_image(store, &img).map_err(|e| e.to_string())?;
-        let subject = Subject {
-            name: repo.clone(),
-            version: job.version.clone(),
-            digest: digest.clone(),
-            platform: Some(img.config.platform().to_string()),
-        };
-        let doc = sbom::spdx(&inventory, &subject, None, &at);
+    // each platform's SBOM, on that platform's manifest (a VM image's, its
+    // image's bound to its files, on the artifact)
+    for (digest, doc) in sboms(job, &repo, &at)? {
         let layer = attestation(key, &repo, &digest, SPDX, doc);
         put(Kind::Attestations, &digest, &[layer])?;
     }
@@ -118,6 +110,68 @@ fn attach_all(job: &Job<'_>, key: &PrivateKey) -> Result<BTreeMap<String, String
         )?;
     }
     Ok(attached)
+}
+
+/// Each subject digest's SBOM (SPDX).
+fn sboms(job: &Job<'_>, repo: &str, at: &SbomMade) -> Result<Vec<(String, Value)>, String> {
+    let store = job.bake.store;
+    let made = job.made();
+    let (Some(vm), Recipe::Vm(recipe)) = (&made.vm, &job.image.recipe) else {
+        let mut out = Vec::new();
+        for img in store.images_of(&job.store_name()).map_err(|e| e.to_string())? {
+            let digest = img.manifest_digest.to_string();
+            let inventory = sbom::of_image(store, &img).map_err(|e| e.to_string())?;
+            let subject = Subject {
+                name: repo.to_string(),
+                version: job.version.clone(),
+                digest: digest.clone(),
+                platform: Some(img.config.platform().to_string()),
+            };
+            out.push((digest, sbom::spdx(&inventory, &subject, None, at)));
+        }
+        return Ok(out);
+    };
+    // the image the disk was made from (a VM boots on x86-64)
+    let image = job
+        .deps
+        .get(&recipe.image)
+        .cloned()
+        .unwrap_or_else(|| recipe.image.clone());
+    let images = store.images_of(&image).map_err(|e| e.to_string())?;
+    let img = images
+        .iter()
+        .find(|i| i.config.platform().to_string() == "linux/amd64")
+        .or(images.first())
+        .ok_or_else(|| format!("{image} is not in the store"))?;
+    let inventory = sbom::of_image(store, img).map_err(|e| e.to_string())?;
+    let subject = Subject {
+        name: recipe.image.clone(),
+        version: image.rsplit(':').next().unwrap_or_default().to_string(),
+        digest: img.manifest_digest.to_string(),
+        platform: Some(img.config.platform().to_string()),
+    };
+    let disk = Disk {
+        name: repo.to_string(),
+        version: job.version.clone(),
+        digest: made.digest.clone(),
+        files: vm
+            .artifact
+            .files
+            .iter()
+            .map(|(path, d)| DiskFile {
+                name: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                digest: d.digest.clone(),
+                size: d.size,
+            })
+            .collect(),
+    };
+    Ok(vec![(
+        made.digest.clone(),
+        sbom::spdx(&inventory, &subject, Some(&disk), at),
+    )])
 }
 
 /// An attestation layer of an in-toto statement about `digest`.

@@ -63,7 +63,13 @@ fn one(job: &Job<'_>, target: &Publish) -> Result<String, String> {
     let (name, version, tags) = (job.name, &job.version, &job.image.tags);
     let log = |l: &str| job.say(l);
     if let Some(vm) = &job.made().vm {
-        return crate::vm::publish(client, target, name, version, tags, vm, &log);
+        let published = crate::vm::publish(client, target, name, version, tags, vm, &log)?;
+        if let Publish::Registry(repo) = target {
+            let dest = Reference::parse(&format!("{repo}:{version}"))
+                .map_err(|e| format!("{repo}: {e}"))?;
+            attachments(job, &dest)?;
+        }
+        return Ok(published);
     }
     let store_name = job.store_name();
     match target {
@@ -72,18 +78,7 @@ fn one(job: &Job<'_>, target: &Publish) -> Result<String, String> {
                 .map_err(|e| format!("{repo}: {e}"))?;
             let pushed = transfer::push(client, store, &store_name, &dest, tags, false, &log)
                 .map_err(|e| format!("pushing to {repo}: {e}"))?;
-            if !job.attached.is_empty() {
-                // the signatures and attestations, next to it
-                let from = StorePlace::of(store, &store_name);
-                let to = RegistryPlace {
-                    client,
-                    repo: dest.clone(),
-                };
-                for digest in super::attest::subjects(job) {
-                    attach::copy(&from, &to, &digest)
-                        .map_err(|e| format!("attaching to {repo}: {e}"))?;
-                }
-            }
+            attachments(job, &dest)?;
             Ok(format!("docker://{repo}:{version}@{}", pushed.digest))
         }
         Publish::OciArchive(path) => write_archive(store, &store_name, path)
@@ -94,6 +89,24 @@ fn one(job: &Job<'_>, target: &Publish) -> Result<String, String> {
             d.display()
         )),
     }
+}
+
+/// The signatures and attestations the `attest` step made, copied from
+/// the store next to the image in `dest`'s repository.
+fn attachments(job: &Job<'_>, dest: &Reference) -> Result<(), String> {
+    if job.attached.is_empty() {
+        return Ok(());
+    }
+    let from = StorePlace::of(job.bake.store, &job.store_name());
+    let to = RegistryPlace {
+        client: job.bake.client,
+        repo: dest.clone(),
+    };
+    for digest in super::attest::subjects(job) {
+        attach::copy(&from, &to, &digest)
+            .map_err(|e| format!("attaching to {}: {e}", dest.name()))?;
+    }
+    Ok(())
 }
 
 fn write_archive(store: &Store, name: &str, path: &Path) -> Result<(), String> {
