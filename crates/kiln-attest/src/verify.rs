@@ -110,7 +110,8 @@ pub fn verify(place: &dyn Place, digest: &str, key: &PublicKey, needs: &[Need]) 
     out
 }
 
-fn signature(place: &dyn Place, digest: &str, key: &PublicKey) -> Finding {
+/// The signature check alone (what `verify_bases` asks of a base).
+pub fn signature(place: &dyn Place, digest: &str, key: &PublicKey) -> Finding {
     let what = "signature";
     let list = match layers(place, Kind::Signature, digest) {
         Ok(l) => l,

@@ -19,9 +19,10 @@ pub struct Graph {
     pub factory_bases: BTreeMap<String, BTreeMap<String, String>>,
     /// Image → images from outside the factory (registries), as written.
     pub external: BTreeMap<String, BTreeSet<String>>,
-    /// Image → external reference → the Dockerfile and line that name it
-    /// (the stage's FROM line), so an error about it points there.
-    pub external_at: BTreeMap<String, BTreeMap<String, (PathBuf, usize)>>,
+    /// Image → base reference as written (a factory image or a registry
+    /// image) → the Dockerfile and line that name it (the stage's FROM
+    /// line), so an error about it points there.
+    pub bases_at: BTreeMap<String, BTreeMap<String, (PathBuf, usize)>>,
     /// Every image in dependency order (bases first, then by name).
     pub order: Vec<String>,
 }
@@ -52,7 +53,7 @@ pub fn graph(factory: &Factory) -> Result<Graph, FactoryError> {
         let mut deps = BTreeSet::new();
         let mut mapped = BTreeMap::new();
         let mut external = BTreeSet::new();
-        let mut external_at = BTreeMap::new();
+        let mut bases_at = BTreeMap::new();
         if let Recipe::Vm(vm) = &image.recipe {
             deps.insert(vm.image.clone());
         }
@@ -91,6 +92,9 @@ pub fn graph(factory: &Factory) -> Result<Graph, FactoryError> {
                     if is_local_transport(reference) {
                         continue;
                     }
+                    bases_at
+                        .entry(reference.to_string())
+                        .or_insert_with(|| (dockerfile.clone(), stage.line));
                     match factory_image(factory, bases, reference) {
                         Some(dep) if dep == name => {
                             return Err(factory
@@ -104,9 +108,6 @@ pub fn graph(factory: &Factory) -> Result<Graph, FactoryError> {
                         }
                         None => {
                             external.insert(reference.to_string());
-                            external_at
-                                .entry(reference.to_string())
-                                .or_insert_with(|| (dockerfile.clone(), stage.line));
                         }
                     }
                 }
@@ -115,7 +116,7 @@ pub fn graph(factory: &Factory) -> Result<Graph, FactoryError> {
         g.deps.insert(name.clone(), deps);
         g.factory_bases.insert(name.clone(), mapped);
         g.external.insert(name.clone(), external);
-        g.external_at.insert(name.clone(), external_at);
+        g.bases_at.insert(name.clone(), bases_at);
     }
     g.order = topological(factory, &g.deps)?;
     Ok(g)
@@ -133,11 +134,22 @@ impl Graph {
         error: crate::plan::ResolveError,
     ) -> FactoryError {
         let message = format!("image {image:?}: base {reference}: {error}");
-        let Some((path, line)) = self.external_at.get(image).and_then(|m| m.get(reference)) else {
-            return factory
-                .error_at_image(image, message)
-                .with_hint(error.hint())
-                .into();
+        self.error_at_base(factory, image, reference, message)
+            .with_hint(error.hint())
+            .into()
+    }
+
+    /// `message` at the Dockerfile line naming `image`'s base `reference`
+    /// (at the image's table in kiln.toml when that line is not known).
+    pub fn error_at_base(
+        &self,
+        factory: &Factory,
+        image: &str,
+        reference: &str,
+        message: String,
+    ) -> kiln_definition::Error {
+        let Some((path, line)) = self.bases_at.get(image).and_then(|m| m.get(reference)) else {
+            return factory.error_at_image(image, message);
         };
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let start: usize = text
@@ -147,8 +159,6 @@ impl Graph {
             .sum();
         let at = text[start..].find(reference).map_or(start, |i| start + i);
         kiln_definition::Error::at(path, &text, at..at + reference.len(), message)
-            .with_hint(error.hint())
-            .into()
     }
 }
 

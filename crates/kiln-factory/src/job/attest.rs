@@ -1,20 +1,24 @@
-//! The `attest` step: with `[factory] sign`, after the tests pass and
-//! before anything is published, each platform's SBOM, the image's
-//! provenance and the signatures are made and attached in the store (the
-//! publish step copies them next to the image; the lock records them).
+//! The trust steps. `trusted_bases`: with `[factory] verify_bases`,
+//! nothing is built on a base that is not signed by its key. `attest`:
+//! with `[factory] sign`, after the tests pass and before anything is
+//! published, each platform's SBOM, the image's provenance and the
+//! signatures are made and attached in the store (the publish step copies
+//! them next to the image; the lock records them).
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow::{Break, Continue};
 
 use chrono::Utc;
 use kiln_attest::attach::add;
+use kiln_attest::attach::Place;
 use kiln_attest::cosign::{self, Kind, Layer};
-use kiln_attest::keys::PrivateKey;
-use kiln_attest::places::StorePlace;
+use kiln_attest::keys::{PrivateKey, PublicKey};
+use kiln_attest::places::{RegistryPlace, StorePlace};
 use kiln_attest::provenance::{self, Build, Dependency, Named};
 use kiln_attest::sbom::{self, Disk, DiskFile, Made as SbomMade, Subject};
 use kiln_attest::verify::SPDX;
 use kiln_definition::{Publish, Recipe};
+use kiln_registry::Reference;
 use serde_json::{json, Value};
 
 use super::{Flow, Job};
@@ -118,7 +122,10 @@ fn sboms(job: &Job<'_>, repo: &str, at: &SbomMade) -> Result<Vec<(String, Value)
     let made = job.made();
     let (Some(vm), Recipe::Vm(recipe)) = (&made.vm, &job.image.recipe) else {
         let mut out = Vec::new();
-        for img in store.images_of(&job.store_name()).map_err(|e| e.to_string())? {
+        for img in store
+            .images_of(&job.store_name())
+            .map_err(|e| e.to_string())?
+        {
             let digest = img.manifest_digest.to_string();
             let inventory = sbom::of_image(store, &img).map_err(|e| e.to_string())?;
             let subject = Subject {
@@ -295,4 +302,85 @@ fn git_commit(dir: &std::path::Path) -> Option<String> {
     .ok()
     .map(|s| s.trim().to_string())
     .filter(|s| s.len() == 40)
+}
+
+/// With `[factory] verify_bases`, every base the image is built on must be
+/// signed by that key, or nothing is built: a factory base in the store
+/// (or in a registry it was published to), a registry base in its registry.
+pub(super) fn trusted_bases(job: &mut Job<'_>) -> Flow {
+    let Some(key_ref) = &job.image.verify_bases else {
+        return Continue(());
+    };
+    let (factory, g, store) = (job.bake.factory, job.bake.g, job.bake.store);
+    let key = match key_ref.source.read().and_then(|pem| {
+        PublicKey::from_pem(&pem, &key_ref.source.describe()).map_err(|e| e.to_string())
+    }) {
+        Ok(k) => k,
+        Err(e) => {
+            let at = factory.error_at(key_ref.file, key_ref.span.clone(), e);
+            return Break(Outcome::Failed {
+                error: format!("verify_bases: {at}"),
+            });
+        }
+    };
+    let mut bases: Vec<(String, String, Vec<Box<dyn Place + '_>>)> = Vec::new();
+    for (reference, dep) in g.factory_bases.get(job.name).into_iter().flatten() {
+        let store_ref = job.deps.get(dep).cloned().unwrap_or_else(|| dep.clone());
+        let Ok((_, d)) = store.lookup(&store_ref) else {
+            continue; // the bases step said why
+        };
+        let mut places: Vec<Box<dyn Place + '_>> =
+            vec![Box::new(StorePlace::of(store, &store_ref))];
+        let published = job.bake.locks.lock().expect("locks").get(dep).cloned();
+        for p in published.iter().flat_map(|l| l.published.iter()) {
+            let Some(rest) = p.strip_prefix("docker://") else {
+                continue;
+            };
+            if let Ok(repo) = Reference::parse(rest.split('@').next().unwrap_or(rest)) {
+                places.push(Box::new(RegistryPlace {
+                    client: job.bake.client,
+                    repo,
+                }));
+            }
+        }
+        bases.push((reference.clone(), d.digest, places));
+    }
+    for reference in g.external.get(job.name).into_iter().flatten() {
+        let (Some(digest), Ok(repo)) = (
+            job.result.inputs.bases.get(reference),
+            Reference::parse(reference),
+        ) else {
+            continue;
+        };
+        let place = RegistryPlace {
+            client: job.bake.client,
+            repo,
+        };
+        bases.push((reference.clone(), digest.clone(), vec![Box::new(place)]));
+    }
+    for (reference, digest, places) in bases {
+        let mut why = Vec::new();
+        let signed = places.iter().any(|p| {
+            let f = kiln_attest::verify::signature(p.as_ref(), &digest, &key);
+            why.extend(f.failure.clone());
+            f.failure.is_none()
+        });
+        if signed {
+            job.say(&format!("base {reference} is signed by {}", key.origin));
+            continue;
+        }
+        let message = format!(
+            "image {:?}: base {reference} ({digest}) is not signed by {}: {}",
+            job.name,
+            key.origin,
+            why.join("; ")
+        );
+        let at = g.error_at_base(factory, job.name, &reference, message).with_hint(
+            "verify_bases accepts only bases signed by its key: bake the base with `[factory] sign`, or check which key signed it with `kiln verify`",
+        );
+        return Break(Outcome::Failed {
+            error: at.to_string(),
+        });
+    }
+    Continue(())
 }

@@ -78,10 +78,11 @@ pub(crate) struct Made {
 pub(crate) type Flow = ControlFlow<Outcome>;
 
 /// The pipeline, in order.
-const STEPS: [fn(&mut Job<'_>) -> Flow; 10] = [
+const STEPS: [fn(&mut Job<'_>) -> Flow; 11] = [
     prepare::dependencies,
     prepare::version,
     prepare::bases,
+    attest::trusted_bases,
     build::build,
     test::test,
     unchanged::unchanged,
@@ -94,7 +95,7 @@ const STEPS: [fn(&mut Job<'_>) -> Flow; 10] = [
 /// The index of the first step that changes something outside the store
 /// (tags, registries, the lock): a cancelled bake stops before it, never
 /// after.
-const PUBLISHING: usize = 7;
+const PUBLISHING: usize = 8;
 
 /// Bakes one image of wave `wave`: every step in turn, until one ends it.
 pub(crate) fn run(bake: &Bake<'_>, name: &str, wave: usize) -> ImageResult {
