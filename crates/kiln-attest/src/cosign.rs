@@ -58,6 +58,20 @@ impl Kind {
     }
 }
 
+/// Whether a store name's tag is an attachment's (`sha256-<hex>.sig`
+/// or `.att`).
+pub fn is_attachment(name: &str) -> bool {
+    let tag = crate::places::split_name(name).1;
+    let Some(rest) = tag.strip_prefix("sha256-") else {
+        return false;
+    };
+    let hex = rest
+        .strip_suffix(".sig")
+        .or_else(|| rest.strip_suffix(".att"))
+        .unwrap_or("");
+    hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// cosign's simple signing payload for `repository` (no tag) at `digest`.
 pub fn payload(repository: &str, digest: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({

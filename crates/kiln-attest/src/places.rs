@@ -18,6 +18,26 @@ pub fn split_name(name: &str) -> (&str, &str) {
     }
 }
 
+/// The attachments the store holds for `digests` of the image `name`:
+/// (store name, tag) of each, for an archive to carry them.
+pub fn stored_attachments(store: &Store, name: &str, digests: &[String]) -> Vec<(String, String)> {
+    let repo = split_name(name).0;
+    let mut out = Vec::new();
+    for d in digests {
+        for kind in [
+            crate::cosign::Kind::Signature,
+            crate::cosign::Kind::Attestations,
+        ] {
+            let tag = kind.tag(d);
+            let full = format!("{repo}:{tag}");
+            if store.lookup(&full).is_ok() {
+                out.push((full, tag));
+            }
+        }
+    }
+    out
+}
+
 /// The store: the attachments of image `NAME` are the names
 /// `NAME:sha256-<hex>.sig` and `.att`.
 pub struct StorePlace<'a> {

@@ -20,6 +20,9 @@ pub struct Export {
     /// The manifest or index descriptor the layout's index.json names.
     pub top: Descriptor,
     pub images: Vec<Image>,
+    /// More manifests the layout names besides the image (its signatures
+    /// and attestations): each descriptor, named, and the blobs it needs.
+    pub extra: Vec<(Descriptor, Vec<String>)>,
 }
 
 impl Export {
@@ -31,7 +34,30 @@ impl Export {
             name: full,
             top,
             images: store.images_of(name)?,
+            extra: Vec::new(),
         })
+    }
+
+    /// Adds the manifest the store's `name` holds (not an image: any
+    /// manifest whose blobs are in the store), named `ref_name` in the
+    /// layout's index.json.
+    pub fn add_manifest(
+        &mut self,
+        store: &Store,
+        name: &str,
+        ref_name: &str,
+    ) -> Result<(), BuildError> {
+        let (_, mut d) = store.lookup(name)?;
+        let bytes = store.read_blob(&kiln_store::parse_digest(&d.digest)?)?;
+        let m: kiln_oci::image::Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| BuildError::Context(format!("{name}: {e}")))?;
+        let mut blobs = vec![d.digest.clone(), m.config.digest.clone()];
+        blobs.extend(m.layers.iter().map(|l| l.digest.clone()));
+        d.annotations.clear();
+        d.annotations
+            .insert("org.opencontainers.image.ref.name".into(), ref_name.into());
+        self.extra.push((d, blobs));
+        Ok(())
     }
 
     /// One image.
@@ -46,6 +72,7 @@ impl Export {
                 platform: None,
             },
             images: vec![img.clone()],
+            extra: Vec::new(),
         }
     }
 
@@ -57,6 +84,9 @@ impl Export {
             out.push(img.manifest_digest.to_string());
             out.push(img.manifest.config.digest.clone());
             out.extend(img.manifest.layers.iter().map(|l| l.digest.clone()));
+        }
+        for (_, blobs) in &self.extra {
+            out.extend(blobs.iter().cloned());
         }
         let mut seen = std::collections::HashSet::new();
         out.retain(|b| seen.insert(b.clone()));
@@ -70,8 +100,10 @@ impl Export {
             .insert("org.opencontainers.image.ref.name".into(), name.to_string());
         d.annotations
             .insert("io.containerd.image.name".into(), name.to_string());
+        let mut manifests = vec![d];
+        manifests.extend(self.extra.iter().map(|(d, _)| d.clone()));
         Index {
-            manifests: vec![d],
+            manifests,
             ..Index::default()
         }
     }

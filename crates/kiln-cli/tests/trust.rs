@@ -76,9 +76,15 @@ fn a_signed_bake_carries_an_sbom_and_provenance_that_independent_tools_accept() 
 
     // kiln key generate: a private key only its owner reads, never replaced
     let prefix = f.join("kiln");
-    ok(kiln(&store, &["key", "generate", "-o", prefix.to_str().unwrap()]));
+    ok(kiln(
+        &store,
+        &["key", "generate", "-o", prefix.to_str().unwrap()],
+    ));
     use std::os::unix::fs::PermissionsExt;
-    let mode = fs::metadata(f.join("kiln.key")).unwrap().permissions().mode();
+    let mode = fs::metadata(f.join("kiln.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     let again = kiln(&store, &["key", "generate", "-o", prefix.to_str().unwrap()]);
     assert_eq!(again.code, 1, "{}", again.stderr);
@@ -95,8 +101,14 @@ fn a_signed_bake_carries_an_sbom_and_provenance_that_independent_tools_accept() 
     );
     let hex = digest.trim_start_matches("sha256:");
     let attachments = entry["attachments"].as_object().unwrap();
-    assert!(attachments.contains_key(&format!("sha256-{hex}.sig")), "{l}");
-    assert!(attachments.contains_key(&format!("sha256-{hex}.att")), "{l}");
+    assert!(
+        attachments.contains_key(&format!("sha256-{hex}.sig")),
+        "{l}"
+    );
+    assert!(
+        attachments.contains_key(&format!("sha256-{hex}.att")),
+        "{l}"
+    );
     // the lock's digests are those the registry serves
     let sig_manifest = skopeo(&[
         "inspect",
@@ -113,14 +125,36 @@ fn a_signed_bake_carries_an_sbom_and_provenance_that_independent_tools_accept() 
     let remote = format!("{}/trust/deb:{version}", reg.addr);
     let out = ok(kiln(
         &store,
-        &["verify", &remote, "--key", pub_, "--require", "sbom,provenance"],
+        &[
+            "verify",
+            &remote,
+            "--key",
+            pub_,
+            "--require",
+            "sbom,provenance",
+        ],
     ));
     assert!(!out.stdout.contains("FAILED"), "{}", out.stdout);
-    assert!(out.stdout.contains("https://spdx.dev/Document"), "{}", out.stdout);
-    assert!(out.stdout.contains("https://slsa.dev/provenance/v1"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("https://spdx.dev/Document"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("https://slsa.dev/provenance/v1"),
+        "{}",
+        out.stdout
+    );
     ok(kiln(
         &store,
-        &["verify", &format!("deb:{version}"), "--key", pub_, "--require", "sbom,provenance"],
+        &[
+            "verify",
+            &format!("deb:{version}"),
+            "--key",
+            pub_,
+            "--require",
+            "sbom,provenance",
+        ],
     ));
 
     // the SBOM: the SPDX project's validator, the CycloneDX schema, and
@@ -140,7 +174,10 @@ fn a_signed_bake_carries_an_sbom_and_provenance_that_independent_tools_accept() 
         String::from_utf8_lossy(&v.stderr)
     );
     assert!(v.status.success(), "pyspdxtools: {said}");
-    assert!(!said.to_lowercase().contains("error"), "pyspdxtools: {said}");
+    assert!(
+        !said.to_lowercase().contains("error"),
+        "pyspdxtools: {said}"
+    );
     let cdx = ok(kiln(
         &store,
         &["sbom", &format!("deb:{version}"), "--format", "cyclonedx"],
@@ -168,7 +205,12 @@ fn a_signed_bake_carries_an_sbom_and_provenance_that_independent_tools_accept() 
             .as_array()
             .unwrap()
             .iter()
-            .filter(|p| p["SPDXID"].as_str().unwrap().starts_with("SPDXRef-Package-"))
+            .filter(|p| {
+                p["SPDXID"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("SPDXRef-Package-")
+            })
             .map(|p| {
                 let purl = p["externalRefs"][0]["referenceLocator"].as_str().unwrap();
                 let arch = purl
@@ -228,7 +270,10 @@ fn a_signed_bake_carries_an_sbom_and_provenance_that_independent_tools_accept() 
         .collect();
     assert_eq!(
         kinds,
-        BTreeSet::from(["https://slsa.dev/provenance/v1", "https://spdx.dev/Document"])
+        BTreeSet::from([
+            "https://slsa.dev/provenance/v1",
+            "https://spdx.dev/Document"
+        ])
     );
     // secrets: the id is recorded, never the value, in any attachment
     let everything = String::from_utf8_lossy(&checked.stdout).into_owned();
@@ -262,11 +307,21 @@ fn a_signed_bake_carries_an_sbom_and_provenance_that_independent_tools_accept() 
 
     // tampering, each named
     // a signature from another key
-    ok(kiln(&store, &["key", "generate", "-o", f.join("other").to_str().unwrap()]));
+    ok(kiln(
+        &store,
+        &["key", "generate", "-o", f.join("other").to_str().unwrap()],
+    ));
     let other = f.join("other.pub");
-    let out = kiln(&store, &["verify", &remote, "--key", other.to_str().unwrap()]);
+    let out = kiln(
+        &store,
+        &["verify", &remote, "--key", other.to_str().unwrap()],
+    );
     assert_eq!(out.code, 1, "{}", out.stdout);
-    assert!(out.stdout.contains("signed by another key"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("signed by another key"),
+        "{}",
+        out.stdout
+    );
     // an attestation pointed at another digest: a second version's,
     // copied under this one's tag
     fs::write(ctx.join("Dockerfile"), dockerfile("two")).unwrap();

@@ -20,6 +20,8 @@ pub mod transfer;
 mod version;
 pub mod vm;
 
+pub use job::attest::add_attachments;
+
 use kiln_build::{BaseImage, ImageSource, SourceError, StoreSource};
 use kiln_dockerfile::Platform;
 use kiln_registry::{Client, Reference};

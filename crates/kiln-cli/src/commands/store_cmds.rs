@@ -36,7 +36,12 @@ pub fn run(args: RunArgs, store: &Store, printer: &Printer) -> anyhow::Result<Ex
 }
 
 pub fn images(args: ImagesArgs, store: &Store, printer: &Printer) -> anyhow::Result<Exit> {
-    let list = store.list()?;
+    // signatures and attestations are not images (kiln verify reads them)
+    let list: Vec<_> = store
+        .list()?
+        .into_iter()
+        .filter(|(n, _)| !kiln_attest::cosign::is_attachment(n))
+        .collect();
     if args.json {
         let items: Vec<_> = list
             .iter()
@@ -164,12 +169,16 @@ pub fn save(args: SaveArgs, store: &Store, printer: &Printer) -> anyhow::Result<
     };
     // an OCI archive keeps a multi-platform image whole; --platform or a
     // docker archive takes one image of it
-    let what = if kind == "oci" && args.platform.is_none() {
+    let mut what = if kind == "oci" && args.platform.is_none() {
         export::Export::of(store, &args.image)?
     } else {
         let img = super::image_for(store, &args.image, args.platform.as_deref())?;
         export::Export::image(&img)
     };
+    if kind == "oci" {
+        // its signatures and attestations travel with it
+        kiln_factory::add_attachments(store, &mut what)?;
+    }
     export_to(
         store,
         &what,

@@ -384,3 +384,20 @@ pub(super) fn trusted_bases(job: &mut Job<'_>) -> Flow {
     }
     Continue(())
 }
+
+/// Adds to an archive's export the signatures and attestations the store
+/// holds for the image and each of its platforms' manifests (`kiln save`
+/// and `oci-archive:` targets carry them).
+pub fn add_attachments(
+    store: &kiln_store::Store,
+    export: &mut kiln_build::export::Export,
+) -> Result<(), kiln_build::BuildError> {
+    let digests: Vec<String> = std::iter::once(export.top.digest.clone())
+        .chain(export.images.iter().map(|i| i.manifest_digest.to_string()))
+        .collect();
+    let name = export.name.clone();
+    for (n, tag) in kiln_attest::places::stored_attachments(store, &name, &digests) {
+        export.add_manifest(store, &n, &tag)?;
+    }
+    Ok(())
+}

@@ -5,7 +5,7 @@
 //! SBOM, a signature, a decision that nothing changed, a rollout trigger)
 //! is one more entry in [`STEPS`], in its own module.
 
-mod attest;
+pub(crate) mod attest;
 mod build;
 mod prepare;
 mod publish;

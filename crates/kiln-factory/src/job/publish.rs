@@ -110,7 +110,8 @@ fn attachments(job: &Job<'_>, dest: &Reference) -> Result<(), String> {
 }
 
 fn write_archive(store: &Store, name: &str, path: &Path) -> Result<(), String> {
-    let export = kiln_build::export::Export::of(store, name).map_err(|e| e.to_string())?;
+    let mut export = kiln_build::export::Export::of(store, name).map_err(|e| e.to_string())?;
+    super::attest::add_attachments(store, &mut export).map_err(|e| e.to_string())?;
     kiln_build::export::save_archive_file(store, &export, &[], false, path)
         .map_err(|e| e.to_string())
 }
