@@ -157,6 +157,33 @@ fn a_signed_bake_carries_an_sbom_and_provenance_that_independent_tools_accept() 
         ],
     ));
 
+    // kiln save carries them: the archive's index names both
+    let archive = dir.path().join("deb.tar");
+    ok(kiln(
+        &store,
+        &["save", &format!("deb:{version}"), "-o", archive.to_str().unwrap()],
+    ));
+    let mut tar = tar::Archive::new(fs::File::open(&archive).unwrap());
+    let index: serde_json::Value = tar
+        .entries()
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.path().unwrap().to_str() == Some("index.json"))
+        .map(|e| serde_json::from_reader(e).unwrap())
+        .unwrap();
+    let names: BTreeSet<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .collect();
+    assert!(names.contains(format!("sha256-{hex}.sig").as_str()), "{index}");
+    assert!(names.contains(format!("sha256-{hex}.att").as_str()), "{index}");
+    // kiln images lists the image, not its attachments
+    let images = ok(kiln(&store, &["images"])).stdout;
+    assert!(images.contains(&format!("deb:{version}")), "{images}");
+    assert!(!images.contains(".sig"), "{images}");
+
     // the SBOM: the SPDX project's validator, the CycloneDX schema, and
     // the packages dpkg lists inside the image
     let spdx = ok(kiln(&store, &["sbom", &format!("deb:{version}")])).stdout;
