@@ -423,6 +423,17 @@ fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
         .unwrap();
     assert!(made.success());
     fs::copy(key.with_extension("pub"), fdir.join("keys/admin.pub")).unwrap();
+    // baked with a signing key: every image and the VM disk is signed and
+    // carries its SBOM and provenance
+    let signing = dir.path().join("signing");
+    ok(kiln(&store, &["key", "generate", "-o", signing.to_str().unwrap()]));
+    let toml_path = fdir.join("kiln.toml");
+    let text = fs::read_to_string(&toml_path).unwrap().replacen(
+        "[factory]\n",
+        &format!("[factory]\nsign = {{ key = \"{}\" }}\n", signing.with_extension("key").display()),
+        1,
+    );
+    fs::write(&toml_path, text).unwrap();
     let reg = Registry::start(dir.path());
     let env = [("KILN_EXAMPLE_REGISTRY", reg.addr.as_str())];
     let bake_logged = |extra: &[&str]| {
@@ -454,6 +465,7 @@ fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
         outcomes(&v)
     );
     let l = lock(&fdir);
+    signed_checks(&l, &reg, &store, &signing.with_extension("pub"));
     multi_platform_checks(&l, &log, &reg, &store);
     vm_checks(&l, &log, &reg, &store, dir.path());
     let first_boot = vm_boot_check(&store, locked_vm(&l, "version"));
@@ -716,6 +728,33 @@ fn vm_boot_check(store: &Path, version: &str) -> Vec<String> {
 /// marker with its data disk mounted and its tests passed (over the serial
 /// port), kept as raw, qcow2 and vmdk, published as an OCI artifact that
 /// `kiln vm pull` fetches back byte-identical.
+/// `kiln verify` passes for each image and the VM disk, straight from the
+/// registry, with an SBOM and provenance required.
+fn signed_checks(l: &toml::Table, reg: &Registry, store: &Path, public: &Path) {
+    let images = l["image"].as_table().unwrap().iter();
+    let vms = l["vm"].as_table().unwrap().iter();
+    for (name, entry) in images.chain(vms) {
+        let version = entry["version"].as_str().unwrap();
+        let r = format!("{}/kiln-example/{name}:{version}", reg.addr);
+        let out = kiln(
+            store,
+            &[
+                "verify",
+                &r,
+                "--key",
+                public.to_str().unwrap(),
+                "--require",
+                "sbom,provenance",
+            ],
+        );
+        assert_eq!(out.code, 0, "{r}:\n{}\n{}", out.stdout, out.stderr);
+        assert!(
+            entry["attachments"].as_table().is_some_and(|a| !a.is_empty()),
+            "{name}: the lock records its attachments"
+        );
+    }
+}
+
 fn vm_checks(l: &toml::Table, log: &str, reg: &Registry, store: &Path, tmp: &Path) {
     let vm: Vec<&str> = log.lines().filter(|l| l.starts_with("[node-vm]")).collect();
     let shown = vm.join("\n");
