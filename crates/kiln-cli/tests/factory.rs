@@ -426,11 +426,17 @@ fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
     // baked with a signing key: every image and the VM disk is signed and
     // carries its SBOM and provenance
     let signing = dir.path().join("signing");
-    ok(kiln(&store, &["key", "generate", "-o", signing.to_str().unwrap()]));
+    ok(kiln(
+        &store,
+        &["key", "generate", "-o", signing.to_str().unwrap()],
+    ));
     let toml_path = fdir.join("kiln.toml");
     let text = fs::read_to_string(&toml_path).unwrap().replacen(
         "[factory]\n",
-        &format!("[factory]\nsign = {{ key = \"{}\" }}\n", signing.with_extension("key").display()),
+        &format!(
+            "[factory]\nsign = {{ key = \"{}\" }}\n",
+            signing.with_extension("key").display()
+        ),
         1,
     );
     fs::write(&toml_path, text).unwrap();
@@ -749,7 +755,9 @@ fn signed_checks(l: &toml::Table, reg: &Registry, store: &Path, public: &Path) {
         );
         assert_eq!(out.code, 0, "{r}:\n{}\n{}", out.stdout, out.stderr);
         assert!(
-            entry["attachments"].as_table().is_some_and(|a| !a.is_empty()),
+            entry["attachments"]
+                .as_table()
+                .is_some_and(|a| !a.is_empty()),
             "{name}: the lock records its attachments"
         );
     }

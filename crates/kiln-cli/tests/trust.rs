@@ -162,7 +162,12 @@ fn a_signed_bake_carries_an_sbom_and_provenance_that_independent_tools_accept() 
     let archive = dir.path().join("deb.tar");
     ok(kiln(
         &store,
-        &["save", &format!("deb:{version}"), "-o", archive.to_str().unwrap()],
+        &[
+            "save",
+            &format!("deb:{version}"),
+            "-o",
+            archive.to_str().unwrap(),
+        ],
     ));
     let mut tar = tar::Archive::new(fs::File::open(&archive).unwrap());
     let index: serde_json::Value = tar
@@ -178,8 +183,14 @@ fn a_signed_bake_carries_an_sbom_and_provenance_that_independent_tools_accept() 
         .iter()
         .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
         .collect();
-    assert!(names.contains(format!("sha256-{hex}.sig").as_str()), "{index}");
-    assert!(names.contains(format!("sha256-{hex}.att").as_str()), "{index}");
+    assert!(
+        names.contains(format!("sha256-{hex}.sig").as_str()),
+        "{index}"
+    );
+    assert!(
+        names.contains(format!("sha256-{hex}.att").as_str()),
+        "{index}"
+    );
     // kiln images lists the image, not its attachments
     let images = ok(kiln(&store, &["images"])).stdout;
     assert!(images.contains(&format!("deb:{version}")), "{images}");

@@ -135,6 +135,7 @@ fn bake_all(dir: &Path, table: &Table, at: chrono::DateTime<Utc>) {
                     files: Default::default(),
                     tags: vec![],
                     published: vec![],
+                    attachments: Default::default(),
                     baked_at: at.to_rfc3339(),
                     inputs: img.inputs.clone(),
                 },

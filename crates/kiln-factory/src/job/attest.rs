@@ -304,6 +304,9 @@ fn git_commit(dir: &std::path::Path) -> Option<String> {
     .filter(|s| s.len() == 40)
 }
 
+/// The places a base's signature may be found in.
+type Places<'a> = Vec<Box<dyn Place + 'a>>;
+
 /// With `[factory] verify_bases`, every base the image is built on must be
 /// signed by that key, or nothing is built: a factory base in the store
 /// (or in a registry it was published to), a registry base in its registry.
@@ -323,14 +326,13 @@ pub(super) fn trusted_bases(job: &mut Job<'_>) -> Flow {
             });
         }
     };
-    let mut bases: Vec<(String, String, Vec<Box<dyn Place + '_>>)> = Vec::new();
+    let mut bases: Vec<(String, String, Places<'_>)> = Vec::new();
     for (reference, dep) in g.factory_bases.get(job.name).into_iter().flatten() {
         let store_ref = job.deps.get(dep).cloned().unwrap_or_else(|| dep.clone());
         let Ok((_, d)) = store.lookup(&store_ref) else {
             continue; // the bases step said why
         };
-        let mut places: Vec<Box<dyn Place + '_>> =
-            vec![Box::new(StorePlace::of(store, &store_ref))];
+        let mut places: Places<'_> = vec![Box::new(StorePlace::of(store, &store_ref))];
         let published = job.bake.locks.lock().expect("locks").get(dep).cloned();
         for p in published.iter().flat_map(|l| l.published.iter()) {
             let Some(rest) = p.strip_prefix("docker://") else {
