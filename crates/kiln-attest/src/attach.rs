@@ -1,6 +1,7 @@
 //! Where an image's signature and attestations are kept, and how they are
 //! added: a [`Place`] is the store (names `NAME:sha256-<hex>.sig|.att`) or
-//! a registry repository (the same tags, cosign's scheme). Adding keeps
+//! a registry repository (the same tags, cosign's scheme, and OCI 1.1
+//! referrers too where the registry has that API). Adding keeps
 //! what others attached: a signature with another payload or signature
 //! stays, an attestation of another predicate type stays.
 
@@ -31,18 +32,47 @@ pub trait Place {
     fn put(&self, tag: &str, m: &Manifest, layers: &[Layer]) -> Result<(), AttachError>;
     /// The repository, in messages.
     fn describe(&self) -> String;
+    /// Where the place has the OCI 1.1 referrers API, also keeps `layers`
+    /// as a manifest whose `subject` is `subject`; whether it did.
+    fn refer(&self, _kind: Kind, _subject: &str, _layers: &[Layer]) -> Result<bool, AttachError> {
+        Ok(false)
+    }
+    /// The manifests the referrers API lists for `subject` with `kind`'s
+    /// artifact type (none where the place has no such API).
+    fn referrers(&self, _kind: Kind, _subject: &str) -> Result<Vec<Vec<u8>>, AttachError> {
+        Ok(Vec::new())
+    }
 }
 
 /// The layers of the `kind` attachments of `digest` at `place` (none when
 /// there are none), each blob checked against its digest.
+/// The tag is read first (kiln always writes it); the referrers API is
+/// asked when there is no tag (attached by a tool that only uses that).
 pub fn layers(place: &dyn Place, kind: Kind, digest: &str) -> Result<Vec<Layer>, AttachError> {
     let tag = kind.tag(digest);
-    let Some(bytes) = place.manifest(&tag)? else {
-        return Ok(Vec::new());
-    };
-    let what = format!("{}:{tag}", place.describe());
+    if let Some(bytes) = place.manifest(&tag)? {
+        return manifest_layers(place, format!("{}:{tag}", place.describe()), &bytes);
+    }
+    let mut out: Vec<Layer> = Vec::new();
+    for bytes in place.referrers(kind, digest)? {
+        let what = format!("{}: a referrer of {digest}", place.describe());
+        for l in manifest_layers(place, what, &bytes)? {
+            if !out.contains(&l) {
+                out.push(l);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The layers an attachment manifest names, each blob checked.
+fn manifest_layers(
+    place: &dyn Place,
+    what: String,
+    bytes: &[u8],
+) -> Result<Vec<Layer>, AttachError> {
     let v: Value =
-        serde_json::from_slice(&bytes).map_err(|_| AttachError::Malformed(what.clone()))?;
+        serde_json::from_slice(bytes).map_err(|_| AttachError::Malformed(what.clone()))?;
     let Some(list) = v["layers"].as_array() else {
         return Err(AttachError::Malformed(what));
     };
@@ -103,6 +133,7 @@ pub fn add(
     all.extend(new.iter().cloned());
     let m = cosign::tag_manifest(&all);
     place.put(&kind.tag(digest), &m, &all)?;
+    place.refer(kind, digest, &all)?;
     Ok(m.digest())
 }
 
@@ -122,6 +153,7 @@ pub fn copy(
         }
         let m = cosign::tag_manifest(&l);
         to.put(&kind.tag(digest), &m, &l)?;
+        to.refer(kind, digest, &l)?;
         out.insert(kind.suffix(), m.digest());
     }
     Ok(out)
@@ -138,6 +170,8 @@ pub(crate) mod tests {
     pub struct Memory {
         pub tags: Mutex<BTreeMap<String, Vec<u8>>>,
         pub blobs: Mutex<BTreeMap<String, Vec<u8>>>,
+        /// With the referrers API: (subject, kind, manifest) of each referrer.
+        pub referrers: Option<Mutex<Vec<(String, Kind, Vec<u8>)>>>,
     }
 
     impl Place for Memory {
@@ -166,6 +200,27 @@ pub(crate) mod tests {
         }
         fn describe(&self) -> String {
             "memory".into()
+        }
+        fn refer(&self, kind: Kind, subject: &str, layers: &[Layer]) -> Result<bool, AttachError> {
+            let Some(r) = &self.referrers else {
+                return Ok(false);
+            };
+            let m = cosign::referrer_manifest(kind, layers, cosign::MANIFEST, subject, 7);
+            let mut b = self.blobs.lock().unwrap();
+            for l in layers {
+                b.insert(l.digest(), l.blob.clone());
+            }
+            r.lock().unwrap().push((subject.into(), kind, m.json));
+            Ok(true)
+        }
+        fn referrers(&self, kind: Kind, subject: &str) -> Result<Vec<Vec<u8>>, AttachError> {
+            let all = self.referrers.as_ref().map(|r| r.lock().unwrap().clone());
+            Ok(all
+                .into_iter()
+                .flatten()
+                .filter(|(s, k, _)| s == subject && *k == kind)
+                .map(|(_, _, m)| m)
+                .collect())
         }
     }
 
@@ -198,6 +253,29 @@ pub(crate) mod tests {
         let copied = copy(&m, &to, &d).unwrap();
         assert_eq!(copied.keys().copied().collect::<Vec<_>>(), ["att"]);
         assert_eq!(layers(&to, Kind::Attestations, &d).unwrap(), l);
+    }
+
+    #[test]
+    fn where_there_is_a_referrers_api_attachments_are_referrers_too() {
+        let m = Memory {
+            referrers: Some(Mutex::default()),
+            ..Memory::default()
+        };
+        let d = format!("sha256:{}", "3".repeat(64));
+        add(&m, Kind::Attestations, &d, &[att("spdx", "a")]).unwrap();
+        add(&m, Kind::Attestations, &d, &[att("slsa", "b")]).unwrap();
+        let listed = m.referrers(Kind::Attestations, &d).unwrap();
+        assert_eq!(listed.len(), 2);
+        let v: Value = serde_json::from_slice(&listed[1]).unwrap();
+        assert_eq!(v["subject"]["digest"], d.as_str());
+        assert_eq!(v["artifactType"], cosign::DSSE);
+        assert!(m.referrers(Kind::Signature, &d).unwrap().is_empty());
+        // without the tag (attached by a referrers-only tool) they are
+        // still found, each once
+        m.tags.lock().unwrap().clear();
+        let l = layers(&m, Kind::Attestations, &d).unwrap();
+        let bodies: Vec<&[u8]> = l.iter().map(|l| l.blob.as_slice()).collect();
+        assert_eq!(bodies, [b"a".as_slice(), b"b".as_slice()]);
     }
 
     #[test]

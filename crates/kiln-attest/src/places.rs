@@ -7,7 +7,7 @@ use kiln_registry::{Client, Reference};
 use kiln_store::Store;
 
 use crate::attach::{AttachError, Place};
-use crate::cosign::{Layer, Manifest, MANIFEST};
+use crate::cosign::{referrer_manifest, Kind, Layer, Manifest, MANIFEST};
 
 /// A store name's repository and tag (`latest` when it has none).
 pub fn split_name(name: &str) -> (&str, &str) {
@@ -114,15 +114,6 @@ pub struct RegistryPlace<'a> {
     pub repo: Reference,
 }
 
-impl RegistryPlace<'_> {
-    fn err(&self, e: impl std::fmt::Display) -> AttachError {
-        AttachError::Place {
-            place: self.repo.name(),
-            message: e.to_string(),
-        }
-    }
-}
-
 impl Place for RegistryPlace<'_> {
     fn manifest(&self, tag: &str) -> Result<Option<Vec<u8>>, AttachError> {
         match self.client.get_manifest_at(&self.repo, tag) {
@@ -144,6 +135,86 @@ impl Place for RegistryPlace<'_> {
     }
 
     fn put(&self, tag: &str, m: &Manifest, layers: &[Layer]) -> Result<(), AttachError> {
+        self.push_blobs(m, layers)?;
+        self.client
+            .put_manifest(&self.repo, tag, &m.json, MANIFEST)
+            .map_err(|e| self.err(e))
+    }
+
+    fn describe(&self) -> String {
+        self.repo.name()
+    }
+
+    fn refer(&self, kind: Kind, subject: &str, layers: &[Layer]) -> Result<bool, AttachError> {
+        let has_api = self
+            .client
+            .referrers(&self.repo, subject, None)
+            .map_err(|e| self.err(e))?
+            .is_some();
+        if !has_api {
+            return Ok(false);
+        }
+        let (image, media_type) = self
+            .client
+            .get_manifest_at(&self.repo, subject)
+            .map_err(|e| self.err(e))?;
+        let m = referrer_manifest(kind, layers, &media_type, subject, image.len() as u64);
+        self.push_blobs(&m, layers)?;
+        self.client
+            .put_manifest(&self.repo, &m.digest(), &m.json, MANIFEST)
+            .map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+
+    fn referrers(&self, kind: Kind, subject: &str) -> Result<Vec<Vec<u8>>, AttachError> {
+        let wanted = kind.artifact_type();
+        let Some(index) = self
+            .client
+            .referrers(&self.repo, subject, Some(wanted))
+            .map_err(|e| self.err(e))?
+        else {
+            return Ok(Vec::new());
+        };
+        let index: serde_json::Value = serde_json::from_slice(&index).map_err(|_| {
+            AttachError::Malformed(format!("{}: referrers of {subject}", self.describe()))
+        })?;
+        let mut out = Vec::new();
+        for d in index["manifests"].as_array().into_iter().flatten() {
+            // the registry may not have applied the filter
+            let (Some(digest), Some(wanted_too)) =
+                (d["digest"].as_str(), d["artifactType"].as_str())
+            else {
+                continue;
+            };
+            if wanted_too != wanted {
+                continue;
+            }
+            let (bytes, _) = self
+                .client
+                .get_manifest_at(&self.repo, digest)
+                .map_err(|e| self.err(e))?;
+            if crate::cosign::digest_of(&bytes) != digest {
+                return Err(AttachError::Mismatch {
+                    what: format!("{}: a referrer of {subject}", self.describe()),
+                    digest: digest.to_string(),
+                });
+            }
+            out.push(bytes);
+        }
+        Ok(out)
+    }
+}
+
+impl RegistryPlace<'_> {
+    fn err(&self, e: impl std::fmt::Display) -> AttachError {
+        AttachError::Place {
+            place: self.repo.name(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Uploads the blobs of `m` and its layers the repository lacks.
+    fn push_blobs(&self, m: &Manifest, layers: &[Layer]) -> Result<(), AttachError> {
         let blobs = layers
             .iter()
             .map(|l| l.blob.clone())
@@ -165,12 +236,6 @@ impl Place for RegistryPlace<'_> {
                 .upload_blob(&self.repo, &digest, len, &open, None)
                 .map_err(|e| self.err(e))?;
         }
-        self.client
-            .put_manifest(&self.repo, tag, &m.json, MANIFEST)
-            .map_err(|e| self.err(e))
-    }
-
-    fn describe(&self) -> String {
-        self.repo.name()
+        Ok(())
     }
 }

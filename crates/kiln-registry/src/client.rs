@@ -527,6 +527,41 @@ impl Client {
         Ok(())
     }
 
+    /// The OCI 1.1 referrers of `digest` in `r`'s repository, as the image
+    /// index the registry answers (filtered to `artifact_type` when given);
+    /// `None` when the registry has no referrers API.
+    pub fn referrers(
+        &self,
+        r: &Reference,
+        digest: &str,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let mut url = format!("{}/referrers/{digest}", self.base(r));
+        if let Some(t) = artifact_type {
+            url.push_str("?artifactType=");
+            url.push_str(&t.replace('+', "%2B"));
+        }
+        let scope = format!("repository:{}:pull", r.repository);
+        let index = "application/vnd.oci.image.index.v1+json";
+        let Some(resp) = self.send(r, &scope, "GET", &url, &[("Accept", index)], &Body::Empty)?
+        else {
+            return Ok(None);
+        };
+        // a registry without the API may answer some other page
+        if !resp.content_type().starts_with(index) {
+            return Ok(None);
+        }
+        let mut bytes = Vec::new();
+        resp.into_reader()
+            .take(16 << 20)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::Io {
+                what: format!("reading {url}"),
+                source: e,
+            })?;
+        Ok(Some(bytes))
+    }
+
     /// Checks the registry answers the API with the credentials it has (for `kiln login`).
     pub fn ping(&self, r: &Reference) -> Result<(), Error> {
         let base = self.base(r);
