@@ -8,6 +8,7 @@
 
 pub mod attach;
 pub mod cosign;
+pub mod disk;
 pub mod dsse;
 pub mod keys;
 pub mod licence;

@@ -761,6 +761,36 @@ fn signed_checks(l: &toml::Table, reg: &Registry, store: &Path, public: &Path) {
             "{name}: the lock records its attachments"
         );
     }
+    // the kept VM image, by name: verified from the store, and its SBOM is
+    // its image's packages bound to the disk files the lock pins
+    for (name, entry) in l["vm"].as_table().unwrap() {
+        let kept = format!("{name}:{}", entry["version"].as_str().unwrap());
+        let key = public.to_str().unwrap();
+        ok(kiln(
+            store,
+            &["verify", &kept, "--key", key, "--require", "sbom"],
+        ));
+        let spdx = ok(kiln(store, &["sbom", &kept])).stdout;
+        assert!(spdx.contains("pkg:deb/debian/"), "{kept}: {spdx}");
+        let file = store.with_file_name(format!("{name}.spdx.json"));
+        fs::write(&file, &spdx).unwrap();
+        let validator = Path::new(&common::web::test_python()).with_file_name("pyspdxtools");
+        let v = Command::new(validator)
+            .arg("-i")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            v.status.success(),
+            "pyspdxtools: {}{}",
+            String::from_utf8_lossy(&v.stdout),
+            String::from_utf8_lossy(&v.stderr)
+        );
+        for (file, digest) in entry["files"].as_table().unwrap() {
+            let hex = digest.as_str().unwrap().trim_start_matches("sha256:");
+            assert!(spdx.contains(file) && spdx.contains(hex), "{file}: {spdx}");
+        }
+    }
 }
 
 fn vm_checks(l: &toml::Table, log: &str, reg: &Registry, store: &Path, tmp: &Path) {

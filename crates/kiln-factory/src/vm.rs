@@ -177,6 +177,10 @@ fn keep(
         files: disk.files.iter().map(|(_, p)| file_name(p)).collect(),
         dir: PathBuf::new(),
     };
+    // the artifact's manifest, for `kiln sbom` and `kiln verify` of the kept image
+    let manifest = staged.join(kiln_vm::kept::ARTIFACT_MANIFEST);
+    std::fs::write(&manifest, &described.manifest)
+        .map_err(|e| failed(job, format!("writing {}: {e}", manifest.display())))?;
     let dir = kiln_vm::kept::keep(job.store.root(), staged, &kept, job.tags)
         .map_err(|e| failed(job, e.to_string()))?;
     // the files moved with their directory

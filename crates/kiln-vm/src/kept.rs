@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{DataDisk, VmError};
 
+/// The file of a kept VM image's directory holding its OCI artifact
+/// manifest (the digest it is published and signed under).
+pub const ARTIFACT_MANIFEST: &str = "artifact.json";
+
 /// The tag every kept VM image moves: the version baked last.
 pub const NEWEST: &str = "newest";
 

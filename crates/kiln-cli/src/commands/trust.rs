@@ -5,13 +5,15 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
+use chrono::{DateTime, Utc};
 use kiln_attest::attach::Place;
 use kiln_attest::keys::{PrivateKey, PublicKey};
 use kiln_attest::places::{split_name, RegistryPlace, StorePlace};
-use kiln_attest::sbom::{self, Made, Subject};
+use kiln_attest::sbom::{self, Disk, Inventory, Made, Subject};
 use kiln_attest::verify::{Finding, Need};
 use kiln_registry::{Client, Reference};
 use kiln_store::Store;
+use kiln_vm::kept::Kept;
 
 use crate::args::{KeyGenerateArgs, SbomArgs, VerifyArgs};
 use crate::exit::{Exit, Failure};
@@ -70,6 +72,26 @@ pub fn sbom(args: SbomArgs, store: &Store, printer: &Printer) -> anyhow::Result<
             args.format
         )));
     }
+    let (inventory, subject, disk, at) = match kept_vm(store, &args.image) {
+        Some(kept) => vm_sbom(store, &kept)?,
+        None => image_sbom(store, &args)?,
+    };
+    let made = Made {
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        at,
+    };
+    let doc = match args.format.as_str() {
+        "spdx" => sbom::spdx(&inventory, &subject, disk.as_ref(), &made),
+        _ => sbom::cyclonedx(&inventory, &subject, disk.as_ref(), &made),
+    };
+    printer.data(&serde_json::to_string_pretty(&doc)?);
+    Ok(Exit::Success)
+}
+
+type Described = (Inventory, Subject, Option<Disk>, DateTime<Utc>);
+
+/// A container image's SBOM parts (made when the image was).
+fn image_sbom(store: &Store, args: &SbomArgs) -> anyhow::Result<Described> {
     let img = super::image_for(store, &args.image, args.platform.as_deref())?;
     let inventory = sbom::of_image(store, &img)?;
     let full = store.lookup(&args.image)?.0;
@@ -80,21 +102,47 @@ pub fn sbom(args: SbomArgs, store: &Store, printer: &Printer) -> anyhow::Result<
         digest: img.manifest_digest.to_string(),
         platform: Some(img.config.platform().to_string()),
     };
-    let made = Made {
-        tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        at: img
-            .config
-            .created
-            .as_deref()
-            .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
-            .map_or_else(chrono::Utc::now, |t| t.with_timezone(&chrono::Utc)),
-    };
-    let doc = match args.format.as_str() {
-        "spdx" => sbom::spdx(&inventory, &subject, None, &made),
-        _ => sbom::cyclonedx(&inventory, &subject, None, &made),
-    };
-    printer.data(&serde_json::to_string_pretty(&doc)?);
-    Ok(Exit::Success)
+    let at = img
+        .config
+        .created
+        .as_deref()
+        .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
+        .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
+    Ok((inventory, subject, None, at))
+}
+
+/// The kept VM image `reference` names, when it names no store image.
+fn kept_vm(store: &Store, reference: &str) -> Option<Kept> {
+    if reference.starts_with("docker://") || store.lookup(reference).is_ok() {
+        return None;
+    }
+    kiln_vm::kept::find(store.root(), reference).ok()
+}
+
+/// The artifact manifest of a kept VM image.
+fn vm_manifest(kept: &Kept) -> anyhow::Result<(Vec<u8>, std::fs::Metadata)> {
+    let path = kept.dir.join(kiln_vm::kept::ARTIFACT_MANIFEST);
+    let bytes = std::fs::read(&path).map_err(|e| {
+        Failure::failed(format!(
+            "{}:{}: {}: {e} (kept by an older kiln: bake it again)",
+            kept.name,
+            kept.version,
+            path.display()
+        ))
+    })?;
+    let meta = std::fs::metadata(&path)?;
+    Ok((bytes, meta))
+}
+
+/// A VM disk's SBOM parts: its image's, bound to its disk files.
+fn vm_sbom(store: &Store, kept: &Kept) -> anyhow::Result<Described> {
+    let (manifest, meta) = vm_manifest(kept)?;
+    let image_name = split_name(&kept.image).0;
+    let (inventory, subject) =
+        kiln_attest::disk::source(store, &kept.image, image_name, Some(&kept.image_digest))?;
+    let disk = kiln_attest::disk::disk(&kept.name, &kept.version, &manifest)?;
+    let at = meta.modified().map(DateTime::<Utc>::from)?;
+    Ok((inventory, subject, Some(disk), at))
 }
 
 /// The digests to check for `bytes` (a manifest, or an index and each of
@@ -137,12 +185,19 @@ pub fn verify(
     let in_store = (!args.image.starts_with("docker://"))
         .then(|| store.lookup(&args.image).ok())
         .flatten();
-    let (place, top, bytes): (Box<dyn Place + '_>, String, Vec<u8>) = match in_store {
-        Some((name, desc)) => {
+    let kept = kept_vm(store, &args.image);
+    let (place, top, bytes): (Box<dyn Place + '_>, String, Vec<u8>) = match (in_store, kept) {
+        (Some((name, desc)), _) => {
             let bytes = store.read_blob(&kiln_store::parse_digest(&desc.digest)?)?;
             (Box::new(StorePlace::of(store, &name)), desc.digest, bytes)
         }
-        None => {
+        (None, Some(kept)) => {
+            let (bytes, _) = vm_manifest(&kept)?;
+            let name = format!("{}:{}", kept.name, kept.version);
+            let digest = kiln_oci::digest::sha256(&bytes).to_string();
+            (Box::new(StorePlace::of(store, &name)), digest, bytes)
+        }
+        (None, None) => {
             let text = args.image.trim_start_matches("docker://");
             let r = Reference::parse(text).map_err(|e| Failure::usage(e.to_string()))?;
             let (bytes, _) = client

@@ -15,7 +15,7 @@ use kiln_attest::cosign::{self, Kind, Layer};
 use kiln_attest::keys::{PrivateKey, PublicKey};
 use kiln_attest::places::{RegistryPlace, StorePlace};
 use kiln_attest::provenance::{self, Build, Dependency, Named};
-use kiln_attest::sbom::{self, Disk, DiskFile, Made as SbomMade, Subject};
+use kiln_attest::sbom::{self, Made as SbomMade, Subject};
 use kiln_attest::verify::SPDX;
 use kiln_definition::{Publish, Recipe};
 use kiln_registry::Reference;
@@ -138,43 +138,16 @@ fn sboms(job: &Job<'_>, repo: &str, at: &SbomMade) -> Result<Vec<(String, Value)
         }
         return Ok(out);
     };
-    // the image the disk was made from (a VM boots on x86-64)
+    // the image the disk was made from, bound to the disk's files
     let image = job
         .deps
         .get(&recipe.image)
         .cloned()
         .unwrap_or_else(|| recipe.image.clone());
-    let images = store.images_of(&image).map_err(|e| e.to_string())?;
-    let img = images
-        .iter()
-        .find(|i| i.config.platform().to_string() == "linux/amd64")
-        .or(images.first())
-        .ok_or_else(|| format!("{image} is not in the store"))?;
-    let inventory = sbom::of_image(store, img).map_err(|e| e.to_string())?;
-    let subject = Subject {
-        name: recipe.image.clone(),
-        version: image.rsplit(':').next().unwrap_or_default().to_string(),
-        digest: img.manifest_digest.to_string(),
-        platform: Some(img.config.platform().to_string()),
-    };
-    let disk = Disk {
-        name: repo.to_string(),
-        version: job.version.clone(),
-        digest: made.digest.clone(),
-        files: vm
-            .artifact
-            .files
-            .iter()
-            .map(|(path, d)| DiskFile {
-                name: path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                digest: d.digest.clone(),
-                size: d.size,
-            })
-            .collect(),
-    };
+    let (inventory, subject) =
+        kiln_attest::disk::source(store, &image, &recipe.image, None).map_err(|e| e.to_string())?;
+    let disk = kiln_attest::disk::disk(repo, &job.version, &vm.artifact.manifest)
+        .map_err(|e| e.to_string())?;
     Ok(vec![(
         made.digest.clone(),
         sbom::spdx(&inventory, &subject, Some(&disk), at),
