@@ -257,95 +257,20 @@ pub fn spdx(inv: &Inventory, subject: &Subject, disk: Option<&Disk>, made: &Made
     let top_digest = disk.map_or(&subject.digest, |d| &d.digest);
     let top_name = disk.map_or(&subject.name, |d| &d.name);
     let top_version = disk.map_or(&subject.version, |d| &d.version);
-    let mut packages = vec![json!({
-        "SPDXID": "SPDXRef-Image",
-        "name": subject.name,
-        "versionInfo": subject.version,
-        "downloadLocation": "NOASSERTION",
-        "filesAnalyzed": false,
-        "primaryPackagePurpose": "CONTAINER",
-        "checksums": [{"algorithm": "SHA256", "checksumValue": hex_of(&subject.digest)}],
-        "externalRefs": [{
-            "referenceCategory": "PACKAGE-MANAGER",
-            "referenceType": "purl",
-            "referenceLocator": image_purl(subject),
-        }],
-        "licenseConcluded": "NOASSERTION",
-        "licenseDeclared": "NOASSERTION",
-        "copyrightText": "NOASSERTION",
-        "comment": format!(
-            "The image manifest {}{}",
-            subject.digest,
-            subject.platform.as_ref().map(|p| format!(" ({p})")).unwrap_or_default()
-        ),
-    })];
+    let mut packages = vec![spdx_image(subject)];
     let mut relationships = Vec::new();
     let mut refs: BTreeMap<String, (String, String)> = BTreeMap::new();
-    let described = if let Some(d) = disk {
-        packages.push(json!({
-            "SPDXID": "SPDXRef-VM",
-            "name": d.name,
-            "versionInfo": d.version,
-            "downloadLocation": "NOASSERTION",
-            "filesAnalyzed": false,
-            "primaryPackagePurpose": "OPERATING-SYSTEM",
-            "checksums": [{"algorithm": "SHA256", "checksumValue": hex_of(&d.digest)}],
-            "licenseConcluded": "NOASSERTION",
-            "licenseDeclared": "NOASSERTION",
-            "copyrightText": "NOASSERTION",
-            "comment": format!("The VM image artifact {}", d.digest),
-        }));
-        for (i, f) in d.files.iter().enumerate() {
-            let id = format!("SPDXRef-Disk-{i}-{}", spdx_safe(&f.name));
-            packages.push(json!({
-                "SPDXID": id,
-                "name": f.name,
-                "packageFileName": f.name,
-                "downloadLocation": "NOASSERTION",
-                "filesAnalyzed": false,
-                "primaryPackagePurpose": "FILE",
-                "checksums": [{"algorithm": "SHA256", "checksumValue": hex_of(&f.digest)}],
-                "licenseConcluded": "NOASSERTION",
-                "licenseDeclared": "NOASSERTION",
-                "copyrightText": "NOASSERTION",
-                "comment": format!("{} bytes", f.size),
-            }));
-            relationships.push(rel("SPDXRef-VM", "CONTAINS", &id));
-            relationships.push(rel(&id, "GENERATED_FROM", "SPDXRef-Image"));
+    let described = match disk {
+        Some(d) => {
+            spdx_disk(d, &mut packages, &mut relationships);
+            "SPDXRef-VM"
         }
-        "SPDXRef-VM"
-    } else {
-        "SPDXRef-Image"
+        None => "SPDXRef-Image",
     };
     relationships.insert(0, rel("SPDXRef-DOCUMENT", "DESCRIBES", described));
     for (i, p) in inv.packages.iter().enumerate() {
         let id = format!("SPDXRef-Package-{i}-{}-{}", p.kind, spdx_safe(&p.name));
-        let mut pkg = json!({
-            "SPDXID": id,
-            "name": p.name,
-            "versionInfo": p.version,
-            "downloadLocation": "NOASSERTION",
-            "filesAnalyzed": false,
-            "primaryPackagePurpose": "LIBRARY",
-            "licenseConcluded": "NOASSERTION",
-            "licenseDeclared": p.licences.expression().unwrap_or_else(|| "NOASSERTION".into()),
-            "copyrightText": "NOASSERTION",
-            "externalRefs": [{
-                "referenceCategory": "PACKAGE-MANAGER",
-                "referenceType": "purl",
-                "referenceLocator": p.purl,
-            }],
-        });
-        if let Some((s, v)) = &p.source {
-            pkg["sourceInfo"] = json!(format!(
-                "built package from: {s} {}",
-                v.as_deref().unwrap_or(&p.version)
-            ));
-        }
-        if !p.arch.is_empty() {
-            pkg["comment"] = json!(format!("architecture {}", p.arch));
-        }
-        packages.push(pkg);
+        packages.push(spdx_package(&id, p));
         relationships.push(rel("SPDXRef-Image", "CONTAINS", &id));
         refs.extend(p.licences.refs.clone());
     }
@@ -389,6 +314,97 @@ pub fn spdx(inv: &Inventory, subject: &Subject, disk: Option<&Disk>, made: &Made
             .collect();
     }
     doc
+}
+
+/// The image itself, as an SPDX package.
+fn spdx_image(subject: &Subject) -> Value {
+    json!({
+        "SPDXID": "SPDXRef-Image",
+        "name": subject.name,
+        "versionInfo": subject.version,
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": false,
+        "primaryPackagePurpose": "CONTAINER",
+        "checksums": [{"algorithm": "SHA256", "checksumValue": hex_of(&subject.digest)}],
+        "externalRefs": [{
+            "referenceCategory": "PACKAGE-MANAGER",
+            "referenceType": "purl",
+            "referenceLocator": image_purl(subject),
+        }],
+        "licenseConcluded": "NOASSERTION",
+        "licenseDeclared": "NOASSERTION",
+        "copyrightText": "NOASSERTION",
+        "comment": format!(
+            "The image manifest {}{}",
+            subject.digest,
+            subject.platform.as_ref().map(|p| format!(" ({p})")).unwrap_or_default()
+        ),
+    })
+}
+
+/// The VM image and its disk files, each generated from the image.
+fn spdx_disk(d: &Disk, packages: &mut Vec<Value>, relationships: &mut Vec<Value>) {
+    packages.push(json!({
+        "SPDXID": "SPDXRef-VM",
+        "name": d.name,
+        "versionInfo": d.version,
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": false,
+        "primaryPackagePurpose": "OPERATING-SYSTEM",
+        "checksums": [{"algorithm": "SHA256", "checksumValue": hex_of(&d.digest)}],
+        "licenseConcluded": "NOASSERTION",
+        "licenseDeclared": "NOASSERTION",
+        "copyrightText": "NOASSERTION",
+        "comment": format!("The VM image artifact {}", d.digest),
+    }));
+    for (i, f) in d.files.iter().enumerate() {
+        let id = format!("SPDXRef-Disk-{i}-{}", spdx_safe(&f.name));
+        packages.push(json!({
+            "SPDXID": id,
+            "name": f.name,
+            "packageFileName": f.name,
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "primaryPackagePurpose": "FILE",
+            "checksums": [{"algorithm": "SHA256", "checksumValue": hex_of(&f.digest)}],
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": "NOASSERTION",
+            "copyrightText": "NOASSERTION",
+            "comment": format!("{} bytes", f.size),
+        }));
+        relationships.push(rel("SPDXRef-VM", "CONTAINS", &id));
+        relationships.push(rel(&id, "GENERATED_FROM", "SPDXRef-Image"));
+    }
+}
+
+/// One operating-system package.
+fn spdx_package(id: &str, p: &Package) -> Value {
+    let mut pkg = json!({
+        "SPDXID": id,
+        "name": p.name,
+        "versionInfo": p.version,
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": false,
+        "primaryPackagePurpose": "LIBRARY",
+        "licenseConcluded": "NOASSERTION",
+        "licenseDeclared": p.licences.expression().unwrap_or_else(|| "NOASSERTION".into()),
+        "copyrightText": "NOASSERTION",
+        "externalRefs": [{
+            "referenceCategory": "PACKAGE-MANAGER",
+            "referenceType": "purl",
+            "referenceLocator": p.purl,
+        }],
+    });
+    if let Some((s, v)) = &p.source {
+        pkg["sourceInfo"] = json!(format!(
+            "built package from: {s} {}",
+            v.as_deref().unwrap_or(&p.version)
+        ));
+    }
+    if !p.arch.is_empty() {
+        pkg["comment"] = json!(format!("architecture {}", p.arch));
+    }
+    pkg
 }
 
 fn rel(from: &str, kind: &str, to: &str) -> Value {

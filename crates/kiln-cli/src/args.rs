@@ -153,7 +153,8 @@ pub enum Command {
     Key(KeyCommand),
     /// Print the SBOM of an image in the store: its operating-system
     /// packages (dpkg or apk database) with versions, architectures, source
-    /// packages, declared licences and package URLs.
+    /// packages, declared licences and package URLs. For a kept VM image
+    /// (NAME:VERSION of a [vm.NAME]): its image's, bound to its disk files.
     Sbom(SbomArgs),
     /// Check an image's signature and attestations against a public key.
     ///
@@ -341,7 +342,7 @@ pub struct KeyGenerateArgs {
 
 #[derive(Debug, Args)]
 pub struct SbomArgs {
-    /// An image in the store (NAME:TAG or a digest)
+    /// An image in the store (NAME:TAG or a digest), or a kept VM image
     pub image: String,
     /// spdx (SPDX 2.3 JSON) or cyclonedx (CycloneDX 1.5 JSON)
     #[arg(long, default_value = "spdx", value_name = "FORMAT")]
@@ -353,7 +354,7 @@ pub struct SbomArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// An image in the store, or a registry reference
+    /// An image in the store, a kept VM image, or a registry reference
     pub image: String,
     /// The public key (PEM) it must be signed with
     #[arg(long, value_name = "FILE")]

@@ -43,12 +43,14 @@ pub(super) fn attest(job: &mut Job<'_>) -> Flow {
             });
         }
     };
+    let started = std::time::Instant::now();
     match attach_all(job, &key) {
         Ok(attached) => {
             job.say(&format!(
-                "signed with {} and attached the SBOM and provenance ({} attachment manifests)",
+                "signed with {} and attached the SBOM and provenance ({} attachment manifests) in {:.2}s",
                 key.origin,
-                attached.len()
+                attached.len(),
+                started.elapsed().as_secs_f64()
             ));
             job.attached = attached;
             Continue(())

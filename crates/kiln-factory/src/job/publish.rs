@@ -102,10 +102,16 @@ fn attachments(job: &Job<'_>, dest: &Reference) -> Result<(), String> {
         client: job.bake.client,
         repo: dest.clone(),
     };
+    let started = std::time::Instant::now();
     for digest in super::attest::subjects(job) {
         attach::copy(&from, &to, &digest)
             .map_err(|e| format!("attaching to {}: {e}", dest.name()))?;
     }
+    job.say(&format!(
+        "copied the signatures and attestations to {} in {:.2}s",
+        dest.name(),
+        started.elapsed().as_secs_f64()
+    ));
     Ok(())
 }
 
