@@ -164,6 +164,9 @@ pub(crate) mod tests {
     use super::*;
     use std::sync::Mutex;
 
+    /// A referrer's subject, kind and manifest.
+    pub type Referrer = (String, Kind, Vec<u8>);
+
     /// A place in memory, for the logic's tests (the store and registry
     /// places are tested through the CLI).
     #[derive(Default)]
@@ -171,7 +174,7 @@ pub(crate) mod tests {
         pub tags: Mutex<BTreeMap<String, Vec<u8>>>,
         pub blobs: Mutex<BTreeMap<String, Vec<u8>>>,
         /// With the referrers API: (subject, kind, manifest) of each referrer.
-        pub referrers: Option<Mutex<Vec<(String, Kind, Vec<u8>)>>>,
+        pub referrers: Option<Mutex<Vec<Referrer>>>,
     }
 
     impl Place for Memory {
