@@ -30,7 +30,6 @@ for _ in $(seq 1 50); do
   sleep 0.1
 done
 
-secs() { local s e; s=$(date +%s.%N); "$@"; e=$(date +%s.%N); echo "$e - $s" | bc; }
 for mode in plain signed; do
   mkdir -p "$work/$mode"
   cp -r examples/factory/. "$work/$mode/"
@@ -39,15 +38,17 @@ for mode in plain signed; do
     sed -i 's/^\[factory\]$/[factory]\nsign = { key = "kiln.key" }/' "$work/$mode/kiln.toml"
   fi
   echo "== baking the example ($mode)" >&2
-  t=$(KILN_EXAMPLE_REGISTRY="127.0.0.1:$port/$mode" secs "$kiln" --store "$work/$mode-store" \
-    bake -f "$work/$mode" >"$work/$mode.out" 2>"$work/$mode.log")
-  eval "${mode}_secs=$t"
+  start=$(date +%s.%N)
+  KILN_EXAMPLE_REGISTRY="127.0.0.1:$port/$mode" "$kiln" --store "$work/$mode-store" \
+    bake -f "$work/$mode" >"$work/$mode.out" 2>"$work/$mode.log"
+  end=$(date +%s.%N)
+  eval "${mode}_secs=$(printf '%.1f' "$(echo "$end - $start" | bc)")"
 done
 sum() { grep -o "$1 in [0-9.]*s" "$work/signed.log" | grep -o '[0-9.]*s$' | tr -d s | paste -sd+ | bc; }
-attest=$(sum 'attachment manifests)')
-copy=$(sum 'copied the signatures and attestations to [^ ]*')
+attest=$(printf '%.2f' "$(sum 'attachment manifests)')")
+copy=$(printf '%.2f' "$(sum 'copied the signatures and attestations to [^ ]*')")
 images=$(grep -c 'attachment manifests)' "$work/signed.log")
-share=$(echo "scale=1; 100 * ($attest + $copy) / $signed_secs" | bc)
+share=$(printf '%.1f' "$(echo "scale=3; 100 * ($attest + $copy) / $signed_secs" | bc)")
 {
   echo "# What signing adds to a bake ($(date -u +%F), $(nproc) cores)"
   echo

@@ -428,8 +428,26 @@ fn a_signed_bake_carries_an_sbom_and_provenance_that_independent_tools_accept() 
     assert!(out.stdout.contains("is not signed by"), "{}", out.stdout);
     assert!(out.stdout.contains("app/Dockerfile:1:"), "{}", out.stdout);
     assert!(!out.stderr.contains("RUN echo built"), "{}", out.stderr);
+    // an unsigned base (the second version, its signature deleted above)
     consumer(pub_);
-    ok(kiln(&store, &["bake", "-f", g.to_str().unwrap()]));
+    fs::write(
+        g.join("app/Dockerfile"),
+        format!("FROM {remote2}\nRUN echo built > /consumer\n"),
+    )
+    .unwrap();
+    let out = kiln(&store, &["bake", "-f", g.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("unsigned"), "{}", out.stdout);
+    assert!(out.stdout.contains("app/Dockerfile:1:"), "{}", out.stdout);
+    assert!(!out.stderr.contains("RUN echo built"), "{}", out.stderr);
+    // signed by the key: built
+    fs::write(
+        g.join("app/Dockerfile"),
+        format!("FROM {remote}\nRUN echo built > /consumer\n"),
+    )
+    .unwrap();
+    let out = ok(kiln(&store, &["bake", "-f", g.to_str().unwrap()]));
+    assert!(out.stderr.contains("is signed by"), "{}", out.stderr);
 }
 
 /// Every blob of the store.
