@@ -340,15 +340,7 @@ impl Client {
             )?
             .ok_or_else(|| Error::NotFound(format!("{}:{reference}", r.name())))?;
         let media = resp.content_type().to_string();
-        let mut bytes = Vec::new();
-        resp.into_reader()
-            .take(16 << 20)
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::Io {
-                what: format!("reading {url}"),
-                source: e,
-            })?;
-        Ok((bytes, media))
+        Ok((small_body(resp, &url)?, media))
     }
 
     /// A stream of the blob `digest` of `r`'s repository.
@@ -551,15 +543,7 @@ impl Client {
         if !resp.content_type().starts_with(index) {
             return Ok(None);
         }
-        let mut bytes = Vec::new();
-        resp.into_reader()
-            .take(16 << 20)
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::Io {
-                what: format!("reading {url}"),
-                source: e,
-            })?;
-        Ok(Some(bytes))
+        small_body(resp, &url).map(Some)
     }
 
     /// Checks the registry answers the API with the credentials it has (for `kiln login`).
@@ -572,6 +556,19 @@ impl Client {
         self.send(r, "registry:catalog:*", "GET", &url, &[], &Body::Empty)?;
         Ok(())
     }
+}
+
+/// The body of a manifest or index response (at most 16 MiB).
+fn small_body(resp: ureq::Response, url: &str) -> Result<Vec<u8>, Error> {
+    let mut bytes = Vec::new();
+    resp.into_reader()
+        .take(16 << 20)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::Io {
+            what: format!("reading {url}"),
+            source: e,
+        })?;
+    Ok(bytes)
 }
 
 /// A URL as errors show it: without its query, which for an upload is the
