@@ -434,8 +434,9 @@ fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
     let text = fs::read_to_string(&toml_path).unwrap().replacen(
         "[factory]\n",
         &format!(
-            "[factory]\nsign = {{ key = \"{}\" }}\n",
-            signing.with_extension("key").display()
+            "[factory]\nsign = {{ key = \"{}\" }}\nverify_bases = {{ key = \"{}\" }}\n",
+            signing.with_extension("key").display(),
+            signing.with_extension("pub").display()
         ),
         1,
     );
@@ -472,6 +473,16 @@ fn the_bundled_example_bakes_publishes_and_rebuilds_on_a_base_change() {
     );
     let l = lock(&fdir);
     signed_checks(&l, &reg, &store, &signing.with_extension("pub"));
+    // verify_bases with the same key: each image's factory base was signed
+    // by the bake before the image was built on it
+    for (image, base) in [("tools", "base"), ("hello", "tools"), ("node-vm", "node")] {
+        assert!(
+            log.lines()
+                .any(|l| l.starts_with(&format!("[{image}] base {base}"))
+                    && l.contains("is signed by")),
+            "{image}: {log}"
+        );
+    }
     multi_platform_checks(&l, &log, &reg, &store);
     vm_checks(&l, &log, &reg, &store, dir.path());
     let first_boot = vm_boot_check(&store, locked_vm(&l, "version"));

@@ -302,13 +302,25 @@ pub(super) fn trusted_bases(job: &mut Job<'_>) -> Flow {
         }
     };
     let mut bases: Vec<(String, String, Places<'_>)> = Vec::new();
-    for (reference, dep) in g.factory_bases.get(job.name).into_iter().flatten() {
-        let store_ref = job.deps.get(dep).cloned().unwrap_or_else(|| dep.clone());
+    // a VM image's base is the image its disk is made from
+    let vm_base = match &job.image.recipe {
+        Recipe::Vm(v) => Some((v.image.clone(), v.image.clone())),
+        _ => None,
+    };
+    let factory_bases = g
+        .factory_bases
+        .get(job.name)
+        .into_iter()
+        .flatten()
+        .map(|(r, d)| (r.clone(), d.clone()))
+        .chain(vm_base);
+    for (reference, dep) in factory_bases {
+        let store_ref = job.deps.get(&dep).cloned().unwrap_or_else(|| dep.clone());
         let Ok((_, d)) = store.lookup(&store_ref) else {
             continue; // the bases step said why
         };
         let mut places: Places<'_> = vec![Box::new(StorePlace::of(store, &store_ref))];
-        let published = job.bake.locks.lock().expect("locks").get(dep).cloned();
+        let published = job.bake.locks.lock().expect("locks").get(&dep).cloned();
         for p in published.iter().flat_map(|l| l.published.iter()) {
             let Some(rest) = p.strip_prefix("docker://") else {
                 continue;
@@ -352,7 +364,11 @@ pub(super) fn trusted_bases(job: &mut Job<'_>) -> Flow {
             key.origin,
             why.join("; ")
         );
-        let at = g.error_at_base(factory, job.name, &reference, message).with_hint(
+        let at = match &job.image.recipe {
+            Recipe::Vm(v) => factory.error_at(job.image.file, v.image_span.clone(), message),
+            _ => g.error_at_base(factory, job.name, &reference, message),
+        };
+        let at = at.with_hint(
             "verify_bases accepts only bases signed by its key: bake the base with `[factory] sign`, or check which key signed it with `kiln verify`",
         );
         return Break(Outcome::Failed {
