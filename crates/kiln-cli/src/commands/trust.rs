@@ -185,37 +185,35 @@ pub fn verify(
     let in_store = (!args.image.starts_with("docker://"))
         .then(|| store.lookup(&args.image).ok())
         .flatten();
-    let kept = || {
-        in_store
-            .is_none()
-            .then(|| kept_vm(store, &args.image))
-            .flatten()
+    // a kept VM image is looked for only when no store image has the name
+    let kept = match in_store {
+        Some(_) => None,
+        None => kept_vm(store, &args.image),
     };
-    let (place, top, bytes): (Box<dyn Place + '_>, String, Vec<u8>) =
-        match (in_store.clone(), kept()) {
-            (Some((name, desc)), _) => {
-                let bytes = store.read_blob(&kiln_store::parse_digest(&desc.digest)?)?;
-                (Box::new(StorePlace::of(store, &name)), desc.digest, bytes)
-            }
-            // a VM artifact is one manifest (no index): its digest is kept
-            (None, Some(kept)) => {
-                let name = format!("{}:{}", kept.name, kept.version);
-                (
-                    Box::new(StorePlace::of(store, &name)),
-                    kept.digest,
-                    Vec::new(),
-                )
-            }
-            (None, None) => {
-                let text = args.image.trim_start_matches("docker://");
-                let r = Reference::parse(text).map_err(|e| Failure::usage(e.to_string()))?;
-                let (bytes, _) = client
-                    .get_manifest(&r)
-                    .map_err(|e| Failure::failed(format!("{text}: {e}")))?;
-                let digest = kiln_oci::digest::sha256(&bytes).to_string();
-                (Box::new(RegistryPlace { client, repo: r }), digest, bytes)
-            }
-        };
+    let (place, top, bytes): (Box<dyn Place + '_>, String, Vec<u8>) = match (in_store, kept) {
+        (Some((name, desc)), _) => {
+            let bytes = store.read_blob(&kiln_store::parse_digest(&desc.digest)?)?;
+            (Box::new(StorePlace::of(store, &name)), desc.digest, bytes)
+        }
+        // a VM artifact is one manifest (no index): its digest is kept
+        (None, Some(kept)) => {
+            let name = format!("{}:{}", kept.name, kept.version);
+            (
+                Box::new(StorePlace::of(store, &name)),
+                kept.digest,
+                Vec::new(),
+            )
+        }
+        (None, None) => {
+            let text = args.image.trim_start_matches("docker://");
+            let r = Reference::parse(text).map_err(|e| Failure::usage(e.to_string()))?;
+            let (bytes, _) = client
+                .get_manifest(&r)
+                .map_err(|e| Failure::failed(format!("{text}: {e}")))?;
+            let digest = kiln_oci::digest::sha256(&bytes).to_string();
+            (Box::new(RegistryPlace { client, repo: r }), digest, bytes)
+        }
+    };
     let mut failed = false;
     for (digest, needs) in subjects(&top, &bytes, &needs) {
         let findings = kiln_attest::verify::verify(place.as_ref(), &digest, &key, &needs);
