@@ -3,3 +3,4 @@
 //! takes.
 
 pub mod cron;
+pub mod github;

@@ -76,6 +76,9 @@ pub enum Command {
     /// Bake and boot VM disk images made from images in the store.
     #[command(subcommand)]
     Vm(VmCommand),
+    /// Spread the factory over a CI engine.
+    #[command(subcommand)]
+    Ci(CiCommand),
     /// Show which images of the factory are stale, why, and how a bake
     /// would rebuild them.
     ///
@@ -319,6 +322,39 @@ pub struct PlanArgs {
     /// Print the plan as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CiCommand {
+    /// Write a GitHub Actions workflow from the factory graph: a plan job,
+    /// one job per image (a matrix over platforms, on native runners where
+    /// GitHub has them), an index job per multi-platform image and a job
+    /// that merges the results into kiln.lock. Exit status 1 with --check
+    /// when the file is out of date.
+    Github(CiGithubArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CiGithubArgs {
+    /// A factory file or directory [default: .]
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+    /// Where the workflow goes [default: standard output]
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Write nothing; fail when FILE (-o) differs from what would be written
+    #[arg(long, requires = "output")]
+    pub check: bool,
+    /// Open a pull request with the new kiln.lock instead of pushing it
+    #[arg(long)]
+    pub pull_request: bool,
+    /// The shell command that installs kiln on a runner
+    #[arg(
+        long,
+        value_name = "COMMAND",
+        default_value = "cargo install --locked --git https://github.com/kiln-factory/kiln kiln-cli"
+    )]
+    pub install: String,
 }
 
 #[derive(Debug, Subcommand)]

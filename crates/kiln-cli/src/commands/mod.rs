@@ -1,6 +1,7 @@
 //! One module per command.
 
 mod build;
+mod ci;
 mod dockerfile_check;
 mod factory;
 mod registry;
@@ -12,7 +13,7 @@ mod vm;
 
 use anyhow::Context as _;
 
-use crate::args::{Cli, Command, DockerfileCommand, KeyCommand, VmCommand};
+use crate::args::{CiCommand, Cli, Command, DockerfileCommand, KeyCommand, VmCommand};
 use crate::exit::Exit;
 use crate::printer::Printer;
 
@@ -65,6 +66,7 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
         Command::Vm(VmCommand::Pull(args)) => vm::pull(args, &client()?, printer),
         Command::Vm(VmCommand::Ls(args)) => vm::ls(args, &open()?, printer),
         Command::Vm(VmCommand::Rm(args)) => vm::rm(args, &open()?, printer),
+        Command::Ci(CiCommand::Github(args)) => ci::github(args, printer),
     }
 }
 
