@@ -342,7 +342,7 @@ fn image_job(w: &mut String, spec: &Spec, img: &Image, f: &str, emulated: &mut V
         w,
         "        run: {}",
         q(&format!(
-            "sudo kiln bake{f} --image {}{platform_arg} --push-by-digest --fragments kiln-fragments --fragment \"kiln-out/{slug}.toml\"",
+            "sudo kiln bake{f} {}{platform_arg} --push-by-digest --fragments kiln-fragments --fragment \"kiln-out/{slug}.toml\"",
             shell_word(&img.name)
         ))
     );
