@@ -78,14 +78,15 @@ pub fn job_id(image: &str) -> String {
     format!("img-{mapped}")
 }
 
-/// The job whose result later images wait for: the index job of a
-/// multi-platform image, else its own.
-fn done_job(img: &Image) -> String {
+/// The jobs whose results later images wait for: the image's job and, for
+/// a multi-platform image, its index job (a platform that failed skips the
+/// index job, so both are asked).
+fn done_jobs(img: &Image) -> Vec<String> {
+    let mut v = vec![job_id(&img.name)];
     if img.platforms.len() > 1 {
-        format!("{}-index", job_id(&img.name))
-    } else {
-        job_id(&img.name)
+        v.push(format!("{}-index", job_id(&img.name)));
     }
+    v
 }
 
 fn q(s: &str) -> String {
@@ -263,7 +264,9 @@ fn condition(img: &Image, spec: &Spec) -> String {
     );
     for n in &img.needs {
         if let Some(up) = spec.images.iter().find(|i| &i.name == n) {
-            let _ = write!(c, "&& needs.{}.result != 'failure' ", done_job(up));
+            for j in done_jobs(up) {
+                let _ = write!(c, "&& needs.{j}.result != 'failure' ");
+            }
         }
     }
     c.push_str("}}");
@@ -281,7 +284,7 @@ fn needs(img: &Image, spec: &Spec) -> String {
         spec.images
             .iter()
             .filter(|i| img.needs.contains(&i.name))
-            .map(done_job),
+            .flat_map(done_jobs),
     );
     format!("[{}]", n.join(", "))
 }
@@ -420,13 +423,7 @@ fn index_job(w: &mut String, spec: &Spec, img: &Image, f: &str) {
 
 fn lock_job(w: &mut String, spec: &Spec, f: &str) {
     let all: Vec<String> = std::iter::once("plan".to_string())
-        .chain(spec.images.iter().flat_map(|i| {
-            let mut v = vec![job_id(&i.name)];
-            if i.platforms.len() > 1 {
-                v.push(format!("{}-index", job_id(&i.name)));
-            }
-            v
-        }))
+        .chain(spec.images.iter().flat_map(done_jobs))
         .collect();
     let _ = writeln!(w, "  lock:");
     let _ = writeln!(w, "    name: kiln.lock");
@@ -531,12 +528,14 @@ mod tests {
         let t = &g.text;
         assert!(
             t.contains(
-                "  img-app_v2:\n    name: \"bake app.v2\"\n    needs: [plan, img-base-index]\n"
+                "  img-app_v2:\n    name: \"bake app.v2\"\n    needs: [plan, img-base, img-base-index]\n"
             ),
             "{t}"
         );
         assert!(
-            t.contains("needs.img-base-index.result != 'failure'"),
+            t.contains(
+                "needs.img-base.result != 'failure' && needs.img-base-index.result != 'failure'"
+            ),
             "{t}"
         );
         assert!(
@@ -545,7 +544,9 @@ mod tests {
         );
         assert!(t.contains("# image \"app.v2\" is job img-app_v2"), "{t}");
         assert!(
-            t.contains("  img-vm:\n    name: \"bake vm\"\n    needs: [plan, img-base-index]\n"),
+            t.contains(
+                "  img-vm:\n    name: \"bake vm\"\n    needs: [plan, img-base, img-base-index]\n"
+            ),
             "{t}"
         );
     }
