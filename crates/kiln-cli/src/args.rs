@@ -79,6 +79,9 @@ pub enum Command {
     /// Spread the factory over a CI engine.
     #[command(subcommand)]
     Ci(CiCommand),
+    /// Work with kiln.lock.
+    #[command(subcommand)]
+    Lock(LockCommand),
     /// Show which images of the factory are stale, why, and how a bake
     /// would rebuild them.
     ///
@@ -355,6 +358,25 @@ pub struct CiGithubArgs {
         default_value = "cargo install --locked --git https://github.com/kiln-factory/kiln kiln-cli"
     )]
     pub install: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// Merge lock fragments (what jobs that each baked one image on their
+    /// own runner hand on) into the factory's kiln.lock files. A
+    /// multi-platform image is taken only whole (from its index's
+    /// fragment); the others keep their entries.
+    Merge(LockMergeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LockMergeArgs {
+    /// A factory file or directory [default: .]
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+    /// Fragment files, or directories of them (*.toml)
+    #[arg(required = true, value_name = "FRAGMENT")]
+    pub fragments: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,6 +9,7 @@ pub mod artifact;
 pub mod bake;
 pub mod baked;
 mod bootstrap;
+pub mod fragment;
 pub mod graph;
 pub mod history;
 mod job;

@@ -6,7 +6,7 @@ use chrono::Datelike as _;
 use kiln_ci::github::{self, Image, Spec};
 use kiln_definition::Recipe;
 
-use crate::args::CiGithubArgs;
+use crate::args::{CiGithubArgs, LockMergeArgs};
 use crate::exit::{Exit, Failure};
 use crate::printer::Printer;
 
@@ -115,5 +115,40 @@ pub fn github(args: CiGithubArgs, printer: &Printer) -> anyhow::Result<Exit> {
             printer.error(&format!("wrote {}", out.display()));
         }
     }
+    Ok(Exit::Success)
+}
+
+pub fn lock_merge(args: LockMergeArgs, printer: &Printer) -> anyhow::Result<Exit> {
+    use kiln_factory::fragment;
+    let paths = if args.files.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        args.files.clone()
+    };
+    let (factory, _, mut locks) =
+        kiln_factory::open(&paths).map_err(|e| Failure::failed(e.to_string()))?;
+    let fragments = fragment::read(&args.fragments).map_err(|e| Failure::failed(e.to_string()))?;
+    let merged = fragment::merge(&factory, &mut locks, &fragments);
+    for u in &merged.unknown {
+        printer.error(&format!(
+            "warning: {u}: not an image of this factory; left out"
+        ));
+    }
+    for i in &merged.incomplete {
+        printer.error(&format!(
+            "warning: {i}: only some platforms' fragments (its index was not assembled); its entry is unchanged"
+        ));
+    }
+    fragment::write(&locks, &merged.recorded).map_err(|e| Failure::failed(e.to_string()))?;
+    printer.error(&format!(
+        "merged {} fragment(s): {} image(s) recorded{}",
+        fragments.len(),
+        merged.recorded.len(),
+        if merged.recorded.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", merged.recorded.join(", "))
+        }
+    ));
     Ok(Exit::Success)
 }

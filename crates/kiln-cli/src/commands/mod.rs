@@ -13,7 +13,7 @@ mod vm;
 
 use anyhow::Context as _;
 
-use crate::args::{CiCommand, Cli, Command, DockerfileCommand, KeyCommand, VmCommand};
+use crate::args::{CiCommand, Cli, Command, DockerfileCommand, KeyCommand, LockCommand, VmCommand};
 use crate::exit::Exit;
 use crate::printer::Printer;
 
@@ -67,6 +67,7 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
         Command::Vm(VmCommand::Ls(args)) => vm::ls(args, &open()?, printer),
         Command::Vm(VmCommand::Rm(args)) => vm::rm(args, &open()?, printer),
         Command::Ci(CiCommand::Github(args)) => ci::github(args, printer),
+        Command::Lock(LockCommand::Merge(args)) => ci::lock_merge(args, printer),
     }
 }
 
