@@ -250,7 +250,8 @@ fn plan_job(w: &mut String, spec: &Spec, f: &str) {
         w,
         "        run: {}",
         q(&format!(
-            "kiln ci stale{f} $FORCE $IMAGES >> \"$GITHUB_OUTPUT\""
+            // the stale images of the plan's waves, as a JSON list
+            "echo \"stale=$(kiln plan{f} --json $FORCE $IMAGES | jq -c '[.waves[][]]')\" >> \"$GITHUB_OUTPUT\""
         ))
     );
 }
