@@ -9,6 +9,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+/// `--force` when the run was dispatched with `force`.
+const FORCE: &str = "${{ inputs.force && '--force' || '' }}";
+
 use chrono_tz::Tz;
 
 use crate::cron::{self, CronError};
@@ -242,10 +245,7 @@ fn plan_job(w: &mut String, spec: &Spec, f: &str) {
     let _ = writeln!(w, "        id: plan");
     let _ = writeln!(w, "        env:");
     let _ = writeln!(w, "          IMAGES: ${{{{ inputs.images }}}}");
-    let _ = writeln!(
-        w,
-        "          FORCE: ${{{{ inputs.force && '--force' || '' }}}}"
-    );
+    let _ = writeln!(w, "          FORCE: {FORCE}");
     let _ = writeln!(
         w,
         "        run: {}",
@@ -341,12 +341,16 @@ fn image_job(w: &mut String, spec: &Spec, img: &Image, f: &str, emulated: &mut V
     } else {
         img.name.clone()
     };
+    // one platform of several is pushed by digest: its index job tags it
+    let by_digest = if multi { " --push-by-digest" } else { "" };
     let _ = writeln!(w, "      - name: {}", q(&format!("kiln bake {}", img.name)));
+    let _ = writeln!(w, "        env:");
+    let _ = writeln!(w, "          FORCE: {FORCE}");
     let _ = writeln!(
         w,
         "        run: {}",
         q(&format!(
-            "sudo kiln bake{f} {}{platform_arg} --push-by-digest --fragments kiln-fragments --fragment \"kiln-out/{slug}.toml\"",
+            "sudo kiln bake{f} {}{platform_arg}{by_digest} $FORCE --fragments kiln-fragments --fragment \"kiln-out/{slug}.toml\"",
             shell_word(&img.name)
         ))
     );

@@ -229,6 +229,32 @@ pub struct BakeArgs {
     /// Layer compression: gzip, zstd (both cores) or none
     #[arg(long, default_value = "gzip", value_name = "ALGO")]
     pub compression: String,
+    #[command(flatten)]
+    pub runner: RunnerArgs,
+}
+
+/// Baking one job of a graph spread over CI runners (`kiln ci github`
+/// writes such jobs): only the image named is built, on what kiln.lock and
+/// the fragments say, and its lock entry goes to a fragment.
+#[derive(Debug, Args)]
+pub struct RunnerArgs {
+    /// Write the image's lock entry to FILE instead of kiln.lock, and build
+    /// only the image named: those it stands on are taken as kiln.lock and
+    /// the fragments hold them, pulled by digest
+    #[arg(long, value_name = "FILE")]
+    pub fragment: Option<PathBuf>,
+    /// Lock fragments of jobs that ran before (files or directories of
+    /// *.toml), read as if merged into kiln.lock; a missing directory has
+    /// none
+    #[arg(long, value_name = "PATH", requires = "fragment")]
+    pub fragments: Vec<PathBuf>,
+    /// Build only this platform of a multi-platform image (`kiln ci index`
+    /// assembles its index from every platform's fragment)
+    #[arg(long, value_name = "PLATFORM", requires = "fragment")]
+    pub platform: Option<String>,
+    /// Push to registries by digest only, moving no tag
+    #[arg(long, requires = "fragment")]
+    pub push_by_digest: bool,
 }
 
 #[derive(Debug, Args)]
@@ -335,6 +361,27 @@ pub enum CiCommand {
     /// that merges the results into kiln.lock. Exit status 1 with --check
     /// when the file is out of date.
     Github(CiGithubArgs),
+    /// Assemble a multi-platform image's index from the fragments of the
+    /// jobs that each baked one platform (and pushed it by digest), push it
+    /// under the image's version and moving tags, and write the whole
+    /// image's lock entry to a fragment. An index the lock already holds is
+    /// not pushed again.
+    Index(CiIndexArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CiIndexArgs {
+    /// A factory file or directory [default: .]
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+    /// The multi-platform image
+    pub image: String,
+    /// The platforms' fragments (files or directories of *.toml)
+    #[arg(long, required = true, value_name = "PATH")]
+    pub fragments: Vec<PathBuf>,
+    /// Where the whole image's lock entry goes
+    #[arg(long, value_name = "FILE")]
+    pub fragment: PathBuf,
 }
 
 #[derive(Debug, Args)]

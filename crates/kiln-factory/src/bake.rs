@@ -48,11 +48,15 @@ pub fn bake(
     history: Option<&crate::history::History>,
     log: Log<'_>,
 ) -> Result<Summary, FactoryError> {
-    let plan = plan::plan(factory, g, locks, resolver, &opts.plan)?;
+    let mut plan = plan::plan(factory, g, locks, resolver, &opts.plan)?;
     for w in &plan.warnings {
         log.line("", &format!("warning: {w}"));
     }
-    let results = Mutex::new(not_baked(&plan, opts.dry_run));
+    let mut not_baked = not_baked(&plan, opts.dry_run);
+    if opts.runner.is_some() {
+        not_baked.extend(taken_as_locked(&mut plan, &opts.plan.selected));
+    }
+    let results = Mutex::new(not_baked);
     if !opts.dry_run {
         let locks_m = Mutex::new(std::mem::take(locks));
         let shared = crate::job::Bake {
@@ -99,7 +103,51 @@ fn not_baked(plan: &Plan, dry_run: bool) -> BTreeMap<String, ImageResult> {
         .enumerate()
         .flat_map(|(i, w)| w.iter().map(move |n| (n.as_str(), i)))
         .collect();
-    let result = |image: &plan::ImagePlan, outcome| ImageResult {
+    let result = |image: &plan::ImagePlan, outcome| {
+        unbaked(image, outcome, wave_of.get(image.name.as_str()).copied())
+    };
+    plan.images
+        .iter()
+        .filter_map(|image| match (image.stale, dry_run) {
+            (false, _) => Some(result(image, Outcome::Reused)),
+            (true, true) => Some(result(image, Outcome::WouldBuild)),
+            (true, false) => None,
+        })
+        .map(|r| (r.name.clone(), r))
+        .collect()
+}
+
+/// A runner job builds only the images it was asked for: a stale image
+/// they stand on is another job's, so it is taken as its lock entry (with
+/// the fragments merged in) holds it — or, with no entry, is not there.
+fn taken_as_locked(plan: &mut Plan, selected: &[String]) -> BTreeMap<String, ImageResult> {
+    let mut out = BTreeMap::new();
+    if selected.is_empty() {
+        return out;
+    }
+    for image in plan.images.iter().filter(|i| i.stale) {
+        if selected.contains(&image.name) {
+            continue;
+        }
+        let outcome = match (&image.version, &image.digest) {
+            (Some(_), Some(_)) => Outcome::Reused,
+            _ => Outcome::Skipped {
+                because: "another job builds it, and neither kiln.lock nor a fragment has it"
+                    .into(),
+            },
+        };
+        out.insert(image.name.clone(), unbaked(image, outcome, None));
+    }
+    for wave in &mut plan.waves {
+        wave.retain(|n| !out.contains_key(n));
+    }
+    plan.waves.retain(|w| !w.is_empty());
+    out
+}
+
+/// The result of an image this bake does not build.
+fn unbaked(image: &plan::ImagePlan, outcome: Outcome, wave: Option<usize>) -> ImageResult {
+    ImageResult {
         name: image.name.clone(),
         outcome,
         reasons: image.reasons.clone(),
@@ -111,17 +159,8 @@ fn not_baked(plan: &Plan, dry_run: bool) -> BTreeMap<String, ImageResult> {
         finished: None,
         seconds: 0.0,
         inputs: image.inputs.clone(),
-        wave: wave_of.get(image.name.as_str()).copied(),
-    };
-    plan.images
-        .iter()
-        .filter_map(|image| match (image.stale, dry_run) {
-            (false, _) => Some(result(image, Outcome::Reused)),
-            (true, true) => Some(result(image, Outcome::WouldBuild)),
-            (true, false) => None,
-        })
-        .map(|r| (r.name.clone(), r))
-        .collect()
+        wave,
+    }
 }
 
 /// Bakes one image, records it in the history, and reports it done.

@@ -30,6 +30,23 @@ pub struct BakeOptions {
     /// step it is in, and no further wave starts. Publishing, once begun,
     /// runs to its end, so a lock never lags what a registry holds.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// One job of a CI engine's graph (`kiln bake --fragment`): see
+    /// [`RunnerJob`].
+    pub runner: Option<RunnerJob>,
+}
+
+/// A bake that is one job of a graph spread over runners, each with an
+/// empty store: only the images asked for are built — those they stand on
+/// are taken as their lock entries (and the fragments merged into them)
+/// say, pulled by digest — and no lock file is written: the caller hands
+/// the entry on as a fragment.
+#[derive(Debug, Clone, Default)]
+pub struct RunnerJob {
+    /// Build only this platform of a multi-platform image; its index is
+    /// assembled by a later job from every platform's digest.
+    pub platform: Option<kiln_dockerfile::Platform>,
+    /// Push to registries by digest only: no tag is moved.
+    pub push_by_digest: bool,
 }
 
 impl BakeOptions {
@@ -38,6 +55,11 @@ impl BakeOptions {
         self.cancel
             .as_ref()
             .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// The one platform a runner job builds, if it was given one.
+    pub fn platform(&self) -> Option<&kiln_dockerfile::Platform> {
+        self.runner.as_ref().and_then(|r| r.platform.as_ref())
     }
 }
 

@@ -112,6 +112,53 @@ pub fn write(locks: &Locks, recorded: &[String]) -> Result<(), crate::FactoryErr
     Ok(())
 }
 
+/// What a runner job hands on for one platform of a multi-platform
+/// image: `entry` (a whole image's, when the image came out as locked)
+/// narrowed to that platform — its digest that platform's, published by
+/// digest — so only the index job's fragment counts as the whole image.
+pub fn narrowed(entry: &Locked, platform: &str) -> Option<Locked> {
+    let digest = match entry.platforms.get(platform) {
+        Some(d) => d.clone(),
+        None if entry.platforms.is_empty() => entry.digest.clone(),
+        None => return None,
+    };
+    let published = entry
+        .published
+        .iter()
+        .map(|p| match p.strip_prefix("docker://") {
+            Some(r) => {
+                let repo = kiln_registry::Reference::parse(r).map_or(r.to_string(), |r| r.name());
+                format!("docker://{repo}@{digest}")
+            }
+            None => p.clone(),
+        })
+        .collect();
+    Some(Locked {
+        platforms: BTreeMap::from([(platform.to_string(), digest.clone())]),
+        digest,
+        published,
+        ..entry.clone()
+    })
+}
+
+/// Writes a fragment holding `entry` alone (under `[vm]` for a VM image),
+/// making its directory.
+pub fn write_one(path: &Path, name: &str, entry: &Locked, vm: bool) -> Result<(), LockError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| LockError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let mut lock = Lock {
+        kiln_lock: crate::lock::LOCK_FORMAT,
+        ..Lock::default()
+    };
+    let map = if vm { &mut lock.vm } else { &mut lock.image };
+    map.insert(name.to_string(), entry.clone());
+    lock.write(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
 pub mod artifact;
+pub mod assemble;
 pub mod bake;
 pub mod baked;
 mod bootstrap;

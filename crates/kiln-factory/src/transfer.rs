@@ -259,6 +259,34 @@ pub fn push(
     docker_media_types: bool,
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<Pushed, Error> {
+    let mut tags = vec![target.tag.clone().unwrap_or_else(|| "latest".into())];
+    tags.extend(more_tags.iter().cloned());
+    push_as(client, store, name, target, Some(&tags), docker_media_types, log)
+}
+
+/// Pushes the store's image `name` into `target`'s repository by digest
+/// only: no tag is put or moved (a runner's part of a multi-platform
+/// image, whose index a later job assembles).
+pub fn push_by_digest(
+    client: &Client,
+    store: &Store,
+    name: &str,
+    target: &Reference,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Pushed, Error> {
+    push_as(client, store, name, target, None, false, log)
+}
+
+/// Pushes under `tags`, or by digest alone when there are none.
+fn push_as(
+    client: &Client,
+    store: &Store,
+    name: &str,
+    target: &Reference,
+    tags: Option<&[String]>,
+    docker_media_types: bool,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Pushed, Error> {
     let Some((index_desc, index)) = store.image_index(name)? else {
         let img = store.image(name)?;
         let mut pushed = Pushed::default();
@@ -275,7 +303,7 @@ pub fn push(
         put_tags(
             client,
             target,
-            more_tags,
+            tags,
             &bytes,
             &media,
             &pushed.digest,
@@ -315,7 +343,7 @@ pub fn push(
     put_tags(
         client,
         target,
-        more_tags,
+        tags,
         &bytes,
         &index_desc.media_type,
         &pushed.digest,
@@ -324,18 +352,23 @@ pub fn push(
     Ok(pushed)
 }
 
-/// Puts a manifest (or index) under the target's tag and each of `more_tags`.
+/// Puts a manifest (or index) under each of `tags`, or under its digest
+/// alone when there are none.
 fn put_tags(
     client: &Client,
     target: &Reference,
-    more_tags: &[String],
+    tags: Option<&[String]>,
     bytes: &[u8],
     media: &str,
     digest: &str,
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<(), Error> {
-    let tag = target.tag.clone().unwrap_or_else(|| "latest".into());
-    for t in std::iter::once(&tag).chain(more_tags) {
+    let Some(tags) = tags else {
+        client.put_manifest(target, digest, bytes, media)?;
+        log(&format!("{}@{digest}: pushed by digest", target.name()));
+        return Ok(());
+    };
+    for t in tags {
         client.put_manifest(target, t, bytes, media)?;
         log(&format!("{}: pushed {digest}", target.with_tag(t)));
     }

@@ -117,6 +117,29 @@ impl Default for Index {
     }
 }
 
+impl Index {
+    /// The image index of a multi-platform image: `manifests` (each with
+    /// its platform) in the order given, as bytes and their descriptor —
+    /// the one way kiln writes one, so an index assembled from
+    /// separately built platforms is the same as one built on one machine.
+    pub fn of_platforms(manifests: Vec<Descriptor>) -> (Vec<u8>, Descriptor) {
+        let index = Index {
+            schema_version: 2,
+            media_type: Some(MEDIA_INDEX.into()),
+            manifests,
+        };
+        let bytes = serde_json::to_vec(&index).expect("an index serialises");
+        let desc = Descriptor {
+            media_type: MEDIA_INDEX.into(),
+            digest: crate::digest::sha256(&bytes).to_string(),
+            size: bytes.len() as u64,
+            annotations: Default::default(),
+            platform: None,
+        };
+        (bytes, desc)
+    }
+}
+
 /// An empty JSON object, as Go's `map[string]struct{}` values serialise.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Empty {}

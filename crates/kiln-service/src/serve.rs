@@ -467,6 +467,7 @@ fn bake_job(
         compression: svc.cfg.compression,
         source_date_epoch: None,
         cancel: Some(svc.stop.clone()),
+        runner: None,
     };
     let lines = |image: &str, text: &str| {
         if image.is_empty() {

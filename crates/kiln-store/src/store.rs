@@ -457,23 +457,9 @@ impl Store {
     /// Stores an image index of `manifests` (each with its platform) and
     /// returns its descriptor, for [`Store::tag`].
     pub fn put_index(&self, manifests: Vec<Descriptor>) -> Result<Descriptor, Error> {
-        let index = Index {
-            schema_version: 2,
-            media_type: Some(MEDIA_INDEX.into()),
-            manifests,
-        };
-        let bytes = serde_json::to_vec(&index).map_err(|e| Error::Json {
-            what: "writing an image index".into(),
-            source: e,
-        })?;
-        let digest = self.put_blob(&bytes)?;
-        Ok(Descriptor {
-            media_type: MEDIA_INDEX.into(),
-            digest: digest.to_string(),
-            size: bytes.len() as u64,
-            annotations: Default::default(),
-            platform: None,
-        })
+        let (bytes, desc) = Index::of_platforms(manifests);
+        self.put_blob(&bytes)?;
+        Ok(desc)
     }
 
     fn read_image(&self, name: String, desc: &Descriptor) -> Result<Image, Error> {

@@ -6,7 +6,15 @@ use chrono::Datelike as _;
 use kiln_ci::github::{self, Image, Spec};
 use kiln_definition::Recipe;
 
-use crate::args::{CiGithubArgs, LockMergeArgs};
+use kiln_definition::Factory;
+use kiln_dockerfile::Platform;
+use kiln_factory::bake::{Outcome, Summary};
+use kiln_factory::baked::RunnerJob;
+use kiln_factory::plan::Locks;
+use kiln_factory::{assemble, fragment};
+use kiln_registry::Client;
+
+use crate::args::{CiGithubArgs, CiIndexArgs, LockMergeArgs, RunnerArgs};
 use crate::exit::{Exit, Failure};
 use crate::printer::Printer;
 
@@ -119,7 +127,6 @@ pub fn github(args: CiGithubArgs, printer: &Printer) -> anyhow::Result<Exit> {
 }
 
 pub fn lock_merge(args: LockMergeArgs, printer: &Printer) -> anyhow::Result<Exit> {
-    use kiln_factory::fragment;
     let paths = if args.files.is_empty() {
         vec![PathBuf::from(".")]
     } else {
@@ -150,5 +157,136 @@ pub fn lock_merge(args: LockMergeArgs, printer: &Printer) -> anyhow::Result<Exit
             format!(" ({})", merged.recorded.join(", "))
         }
     ));
+    Ok(Exit::Success)
+}
+
+/// `kiln bake --fragment`: one job of a graph spread over runners. The
+/// fragments of earlier jobs are read into `locks` (in memory), and the
+/// one image named is checked against `--platform`.
+pub fn runner(
+    args: &RunnerArgs,
+    images: &[String],
+    factory: &Factory,
+    locks: &mut Locks,
+    printer: &Printer,
+) -> anyhow::Result<Option<RunnerJob>> {
+    if args.fragment.is_none() {
+        return Ok(None);
+    }
+    let [name] = images else {
+        return Err(Failure::usage(
+            "--fragment: name the one image this job bakes",
+        ));
+    };
+    let image = factory.images.get(name).ok_or_else(|| {
+        Failure::failed(format!("no image {name:?} in the factory"))
+    })?;
+    let present: Vec<PathBuf> = args.fragments.iter().filter(|p| p.exists()).cloned().collect();
+    for missing in args.fragments.iter().filter(|p| !p.exists()) {
+        printer.error(&format!("{}: no fragments yet", missing.display()));
+    }
+    let fragments = fragment::read(&present).map_err(|e| Failure::failed(e.to_string()))?;
+    let merged = fragment::merge(factory, locks, &fragments);
+    if !merged.recorded.is_empty() {
+        printer.error(&format!(
+            "taken from the fragments: {}",
+            merged.recorded.join(", ")
+        ));
+    }
+    let platform = match &args.platform {
+        None => None,
+        Some(p) => {
+            let p = Platform::parse(p).map_err(|e| Failure::usage(format!("--platform {p}: {e}")))?;
+            let own = if image.platforms.is_empty() {
+                vec![Platform::host()]
+            } else {
+                image.platforms.clone()
+            };
+            if !own.contains(&p) {
+                let own: Vec<String> = own.iter().map(|p| p.to_string()).collect();
+                return Err(Failure::failed(format!(
+                    "--platform {p}: {name} is built for {}",
+                    own.join(", ")
+                )));
+            }
+            Some(p)
+        }
+    };
+    Ok(Some(RunnerJob {
+        platform,
+        push_by_digest: args.push_by_digest,
+    }))
+}
+
+/// After a runner job's bake: its image's lock entry (one platform's part
+/// of it, with `--platform`) written to the `--fragment` file, when the
+/// image came out well.
+pub fn hand_on(
+    args: &RunnerArgs,
+    name: &str,
+    factory: &Factory,
+    locks: &Locks,
+    summary: &Summary,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let Some(path) = &args.fragment else {
+        return Ok(());
+    };
+    let Some(result) = summary.images.iter().find(|i| i.name == name) else {
+        return Ok(());
+    };
+    if !result.outcome.ok() || matches!(result.outcome, Outcome::WouldBuild) {
+        printer.error(&format!("{}: not written ({name} did not come out well)", path.display()));
+        return Ok(());
+    }
+    let Some(entry) = locks.get(name) else {
+        return Err(Failure::failed(format!("{name}: no lock entry to hand on")));
+    };
+    let image = &factory.images[name];
+    let entry = match (&args.platform, image.platforms.len() > 1) {
+        (Some(p), true) => fragment::narrowed(entry, p).ok_or_else(|| {
+            Failure::failed(format!("{name}: its lock entry has no image for {p}"))
+        })?,
+        _ => entry.clone(),
+    };
+    let vm = matches!(image.recipe, Recipe::Vm(_));
+    fragment::write_one(path, name, &entry, vm).map_err(|e| Failure::failed(e.to_string()))?;
+    printer.error(&format!("wrote {} ({name} {})", path.display(), entry.digest));
+    Ok(())
+}
+
+pub fn index(args: CiIndexArgs, client: &Client, printer: &Printer) -> anyhow::Result<Exit> {
+    let paths = if args.files.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        args.files.clone()
+    };
+    let (factory, _, locks) =
+        kiln_factory::open(&paths).map_err(|e| Failure::failed(e.to_string()))?;
+    let fragments = fragment::read(&args.fragments).map_err(|e| Failure::failed(e.to_string()))?;
+    let log = |l: &str| printer.error(l);
+    let made = assemble::index(
+        &factory,
+        locks.get(&args.image),
+        &fragments,
+        &args.image,
+        client,
+        &log,
+    )
+    .map_err(|e| Failure::failed(e.to_string()))?;
+    fragment::write_one(&args.fragment, &args.image, &made.entry, false)
+        .map_err(|e| Failure::failed(e.to_string()))?;
+    printer.error(&format!(
+        "{} {} {}: {}",
+        args.image,
+        made.entry.version,
+        made.entry.digest,
+        if made.unchanged {
+            "the index the lock holds (nothing pushed)"
+        } else {
+            "index pushed"
+        }
+    ));
+    printer.data(&made.entry.digest);
     Ok(Exit::Success)
 }

@@ -113,6 +113,13 @@ pub fn bake(
     printer: &Printer,
 ) -> anyhow::Result<Exit> {
     let (factory, g, mut locks) = open(&args.factory)?;
+    let runner = super::ci::runner(
+        &args.runner,
+        &args.factory.images,
+        &factory,
+        &mut locks,
+        printer,
+    )?;
     let history = open_history(store)?;
     let opts = BakeOptions {
         plan: plan_options(&args.factory, store, &history, &factory, &locks)?,
@@ -122,6 +129,7 @@ pub fn bake(
         compression: build::compression(&args.compression)?,
         source_date_epoch: build::source_date_epoch(args.source_date_epoch),
         cancel: None,
+        runner,
     };
     let log = BakePrinter::new(printer);
     let summary = bake::bake(
@@ -187,7 +195,12 @@ pub fn bake(
             )),
         ));
     }
-    let rolled_out = auto_rollouts(&factory, &locks, &history, store, &summary, printer);
+    if let [name] = &args.factory.images[..] {
+        super::ci::hand_on(&args.runner, name, &factory, &locks, &summary, printer)?;
+    }
+    // a runner job rolls nothing out: the lock it stands on is not merged yet
+    let rolled_out = opts.runner.is_some()
+        || auto_rollouts(&factory, &locks, &history, store, &summary, printer);
     Ok(if summary.all_ok() && rolled_out {
         Exit::Success
     } else {

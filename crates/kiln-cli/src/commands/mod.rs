@@ -67,6 +67,7 @@ pub fn run(cli: Cli, printer: &Printer) -> anyhow::Result<Exit> {
         Command::Vm(VmCommand::Ls(args)) => vm::ls(args, &open()?, printer),
         Command::Vm(VmCommand::Rm(args)) => vm::rm(args, &open()?, printer),
         Command::Ci(CiCommand::Github(args)) => ci::github(args, printer),
+        Command::Ci(CiCommand::Index(args)) => ci::index(args, &client()?, printer),
         Command::Lock(LockCommand::Merge(args)) => ci::lock_merge(args, printer),
     }
 }

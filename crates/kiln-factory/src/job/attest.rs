@@ -193,7 +193,7 @@ fn build(job: &Job<'_>, repo: &str) -> Build {
         "factory": file.file_name().map(|n| n.to_string_lossy().into_owned()),
         "image": job.name,
         "version": job.version,
-        "platforms": job.image.platforms.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "platforms": job.platforms().iter().map(|p| p.to_string()).collect::<Vec<_>>(),
     });
     match &job.image.recipe {
         Recipe::Dockerfile {

@@ -20,13 +20,13 @@ pub(super) fn build(job: &mut Job<'_>) -> Flow {
         Recipe::Vm(vm) => return vm_image(job, vm),
         Recipe::Dockerfile { .. } => dockerfile(job),
         Recipe::Mmdebstrap(m) => {
-            let (image, opts) = (job.image, job.bake.opts);
+            let opts = job.bake.opts;
             let tags = [job.store_name()];
             let mut progress = job.progress();
             crate::bootstrap::bootstrap(
                 job.bake.store,
                 m,
-                &image.platforms,
+                &job.platforms(),
                 &tags,
                 opts,
                 &mut progress,
@@ -48,9 +48,11 @@ pub(super) fn build(job: &mut Job<'_>) -> Flow {
         built.steps_run,
         built.steps_cached
     ));
+    // one platform of a multi-platform image (a runner job) says which
+    let part = job.bake.opts.platform().is_some() && job.image.platforms.len() > 1;
     job.made = Some(Made {
         digest: built.manifest_digest,
-        platforms: if built.platforms.len() > 1 {
+        platforms: if built.platforms.len() > 1 || part {
             built.platforms.into_iter().collect()
         } else {
             BTreeMap::new()
@@ -113,7 +115,7 @@ fn dockerfile(job: &Job<'_>) -> Result<BuildResult, String> {
         compression: bake.opts.compression,
         kiln_exe: bake.opts.kiln_exe.clone(),
         hidden: crate::lock::hidden_paths(bake.factory),
-        platforms: job.image.platforms.clone(),
+        platforms: job.platforms(),
     };
     kiln_build::build(bake.store, &source, &opts, &mut job.progress()).map_err(|e| e.to_string())
 }

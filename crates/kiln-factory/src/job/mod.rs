@@ -160,6 +160,26 @@ impl Job<'_> {
         self.made.as_ref().expect("the build step ran")
     }
 
+    /// Records its lock entry: in its lock file, or for a runner job only
+    /// in memory, for the caller to hand on as a fragment.
+    pub fn record(&self, entry: crate::lock::Locked) -> Result<(), crate::FactoryError> {
+        let mut locks = self.bake.locks.lock().expect("locks");
+        locks.set(self.name, entry);
+        if self.bake.opts.runner.is_some() {
+            return Ok(());
+        }
+        locks.write_for(self.name)
+    }
+
+    /// The platforms it is built for here: a runner job's one platform, or
+    /// its own.
+    pub fn platforms(&self) -> Vec<kiln_dockerfile::Platform> {
+        match self.bake.opts.platform() {
+            Some(p) => vec![p.clone()],
+            None => self.image.platforms.clone(),
+        }
+    }
+
     /// Engine progress as lines of this image's log.
     pub fn progress(&self) -> Prefixed<'_> {
         Prefixed {

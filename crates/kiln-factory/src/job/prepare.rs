@@ -110,10 +110,10 @@ fn ensure_local(job: &Job<'_>, dep: &str, store_ref: &str) -> Result<(), String>
         return Ok(());
     }
     let Some(r) = locked.published.iter().find_map(|p| {
-        let rest = p.strip_prefix("docker://")?;
-        let repo = rest.split('@').next().unwrap_or(rest);
-        let repo = repo.rsplit_once(':').map_or(repo, |(r, _)| r);
-        Reference::parse(&format!("{repo}@{}", locked.digest)).ok()
+        let mut r = Reference::parse(p.strip_prefix("docker://")?).ok()?;
+        r.tag = None;
+        r.digest = Some(locked.digest.clone());
+        Some(r)
     }) else {
         return Err(format!("{dep} {} is in neither the store nor a registry it was published to; run `kiln bake --force {dep}`", locked.digest));
     };
@@ -123,6 +123,12 @@ fn ensure_local(job: &Job<'_>, dep: &str, store_ref: &str) -> Result<(), String>
         .keys()
         .filter_map(|p| Platform::parse(p).ok())
         .collect();
+    if let Some(only) = job.bake.opts.platform() {
+        // a runner job needs its platform's image, and the machine's for a
+        // stage built on $BUILDPLATFORM
+        let host = Platform::host();
+        platforms.retain(|p| p == only || p == &host);
+    }
     if platforms.is_empty() {
         platforms.push(Platform::host());
     }

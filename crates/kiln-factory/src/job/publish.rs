@@ -76,10 +76,19 @@ fn one(job: &Job<'_>, target: &Publish) -> Result<String, String> {
         Publish::Registry(repo) => {
             let dest = Reference::parse(&format!("{repo}:{version}"))
                 .map_err(|e| format!("{repo}: {e}"))?;
-            let pushed = transfer::push(client, store, &store_name, &dest, tags, false, &log)
-                .map_err(|e| format!("pushing to {repo}: {e}"))?;
+            let by_digest = job.bake.opts.runner.as_ref().is_some_and(|r| r.push_by_digest);
+            let pushed = if by_digest {
+                transfer::push_by_digest(client, store, &store_name, &dest, &log)
+            } else {
+                transfer::push(client, store, &store_name, &dest, tags, false, &log)
+            }
+            .map_err(|e| format!("pushing to {repo}: {e}"))?;
             attachments(job, &dest)?;
-            Ok(format!("docker://{repo}:{version}@{}", pushed.digest))
+            Ok(if by_digest {
+                format!("docker://{repo}@{}", pushed.digest)
+            } else {
+                format!("docker://{repo}:{version}@{}", pushed.digest)
+            })
         }
         Publish::OciArchive(path) => write_archive(store, &store_name, path)
             .map(|()| format!("oci-archive:{}", path.display())),
@@ -144,9 +153,7 @@ pub(super) fn lock(job: &mut Job<'_>) -> Flow {
         inputs: job.result.inputs.clone(),
         attachments: job.attached.clone(),
     };
-    let mut locks = job.bake.locks.lock().expect("locks");
-    locks.set(job.name, locked);
-    match locks.write_for(job.name) {
+    match job.record(locked) {
         Ok(()) => Continue(()),
         Err(e) => Break(Outcome::PublishFailed {
             error: e.to_string(),

@@ -13,10 +13,11 @@ pub(super) fn test(job: &mut Job<'_>) -> Flow {
     if job.made().vm.is_some() {
         return Continue(());
     }
-    let platforms: Vec<Option<&Platform>> = if job.image.platforms.is_empty() {
+    let built = job.platforms();
+    let platforms: Vec<Option<&Platform>> = if built.is_empty() {
         vec![None]
     } else {
-        job.image.platforms.iter().map(Some).collect()
+        built.iter().map(Some).collect()
     };
     for platform in platforms {
         for (i, argv) in job.image.tests.iter().enumerate() {

@@ -27,12 +27,18 @@ pub(super) fn unchanged(job: &mut Job<'_>) -> Flow {
     };
     let store = job.bake.store;
     let (new, old) = (job.store_name(), format!("{}:{}", job.name, locked.version));
-    let same_digest = job.made().digest == locked.digest;
+    // a runner job's one platform is compared with that platform's image
+    let locked_digest = match job.bake.opts.platform() {
+        Some(p) if !locked.platforms.is_empty() => locked.platforms.get(&p.to_string()),
+        _ => Some(&locked.digest),
+    };
+    let same_digest = locked_digest == Some(&job.made().digest);
     let fresh = job.result.reasons.iter().any(|r| r.wants_fresh_packages());
     let old_here = store
         .lookup(&old)
         .is_ok_and(|(_, d)| d.digest == locked.digest);
-    let sameness = match (same_digest, fresh && old_here) {
+    let by_content = fresh && old_here && job.bake.opts.platform().is_none();
+    let sameness = match (same_digest, by_content) {
         (true, _) => Sameness::SameDigest,
         (false, false) => return Continue(()),
         (false, true) => match sameness::compare(store, &new, &old, &job.image.volatile) {
@@ -70,15 +76,11 @@ pub(super) fn unchanged(job: &mut Job<'_>) -> Flow {
     let publishing = !job.bake.opts.no_publish;
     if publishing && locked.inputs != job.result.inputs && !for_freshness_only(job) {
         // what it is made from changed, the image did not: the lock says so
-        let mut locks = job.bake.locks.lock().expect("locks");
-        locks.set(
-            job.name,
-            Locked {
-                inputs: job.result.inputs.clone(),
-                ..locked
-            },
-        );
-        if let Err(e) = locks.write_for(job.name) {
+        let entry = Locked {
+            inputs: job.result.inputs.clone(),
+            ..locked
+        };
+        if let Err(e) = job.record(entry) {
             return Break(Outcome::PublishFailed {
                 error: e.to_string(),
             });
