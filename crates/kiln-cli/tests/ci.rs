@@ -3,7 +3,7 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -58,4 +58,223 @@ fn the_bundled_example_workflow_passes_actionlint() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A small factory in a git repository: a two-platform `base` on a
+/// registry busybox, `app` on it (two platforms), `solo` on it (amd64),
+/// and `side` on nothing of the factory (so it runs beside `base`).
+fn ci_factory(dir: &Path, busybox: &str) -> PathBuf {
+    let repo = dir.join("repo");
+    let f = repo.join("factory");
+    let file = |p: &str, text: &str| {
+        let p = f.join(p);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    };
+    file(
+        "kiln.toml",
+        r#"kiln = 1
+[factory]
+registry = "${KILN_CI_REGISTRY}"
+platforms = ["linux/amd64", "linux/arm64"]
+
+[image.base]
+context = "base"
+tags = ["latest"]
+test = ["test -f /base.txt"]
+
+[image.app]
+context = "app"
+tags = ["latest"]
+test = ["grep -q hello /both.txt"]
+
+[image.solo]
+context = "solo"
+platforms = ["linux/amd64"]
+
+[image.side]
+context = "side"
+platforms = ["linux/amd64"]
+"#,
+    );
+    file(
+        "base/Dockerfile",
+        &format!("FROM {busybox}\nRUN echo \"base on $(uname -m)\" > /base.txt\n"),
+    );
+    file(
+        "app/Dockerfile",
+        "FROM base\nCOPY msg.txt /msg.txt\nRUN cat /base.txt /msg.txt > /both.txt\n",
+    );
+    file("app/msg.txt", "hello\n");
+    file("solo/Dockerfile", "FROM base\nCOPY note.txt /note.txt\n");
+    file("solo/note.txt", "solo\n");
+    file(
+        "side/Dockerfile",
+        &format!("FROM {busybox}\nCOPY side.txt /side.txt\n"),
+    );
+    file("side/side.txt", "side\n");
+    repo
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@t")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@t")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// kiln.lock as a TOML value with what differs between two bakes that
+/// made the same images taken out: when they ran, and the repository
+/// prefix they published under.
+fn comparable(lock: &str, prefix: &str) -> toml::Value {
+    let mut v: toml::Value = toml::from_str(&lock.replace(prefix, "REGISTRY")).unwrap();
+    for (_, entry) in v["image"].as_table_mut().unwrap().iter_mut() {
+        entry.as_table_mut().unwrap().remove("baked_at");
+    }
+    v
+}
+
+/// The workflow's job graph, run locally job by job — each in its own
+/// clone, store and home, independent jobs at once, talking only through
+/// the registry and the fragments — makes the digests and the kiln.lock
+/// of a one-machine bake.
+#[test]
+fn the_generated_job_graph_run_locally_bakes_what_one_machine_bakes() {
+    need(&["docker-registry", "skopeo", "git", "jq"]);
+    let dir = tempfile::tempdir().unwrap();
+    let reg = common::registry::Registry::start(dir.path());
+    let busybox = format!("{}/fixtures/busybox:1", reg.addr);
+    let fixtures = dir.path().join("fixture-store");
+    let ctx = multi_busybox_context(dir.path());
+    ok(kiln(
+        &fixtures,
+        &[
+            "build",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "busybox:multi",
+            ctx.to_str().unwrap(),
+        ],
+    ));
+    ok(kiln(&fixtures, &["push", "busybox:multi", &busybox]));
+
+    let repo = ci_factory(dir.path(), &busybox);
+    let (one_reg, ci_reg) = (format!("{}/one", reg.addr), format!("{}/ci", reg.addr));
+    let epoch = "1700000000";
+    let wf = repo.join(".github/workflows/kiln.yml");
+    let generated = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(&repo)
+        .args(["ci", "github", "-f", "factory", "--install", "true", "-o"])
+        .arg(&wf)
+        .env("KILN_CI_REGISTRY", &ci_reg)
+        .output()
+        .unwrap();
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "factory"]);
+    let origin = dir.path().join("origin.git");
+    git(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            repo.to_str().unwrap(),
+            origin.to_str().unwrap(),
+        ],
+    );
+
+    // one machine
+    let one_store = dir.path().join("one-store");
+    let baked = ok(kiln_env(
+        &one_store,
+        &["bake", "-f", repo.join("factory").to_str().unwrap()],
+        &[("KILN_CI_REGISTRY", &one_reg), ("SOURCE_DATE_EPOCH", epoch)],
+    ));
+    let one_lock = fs::read_to_string(repo.join("factory/kiln.lock")).unwrap();
+    assert!(baked.stderr.contains("4 built"), "{}", baked.stderr);
+
+    // the job graph
+    let run = common::actions::Run {
+        origin: origin.clone(),
+        dir: dir.path().join("jobs"),
+        bin: common::actions::runner_bin(dir.path()),
+        env: vec![
+            ("KILN_CI_REGISTRY".into(), ci_reg.clone()),
+            ("SOURCE_DATE_EPOCH".into(), epoch.into()),
+        ],
+        force: false,
+    };
+    let report = run.run(&fs::read_to_string(&wf).unwrap());
+    let logs = format!("{:#?}", report.logs);
+    for (job, r) in &report.results {
+        assert_eq!(
+            *r,
+            common::actions::JobResult::Success,
+            "{job}: {r:?}\n{logs}"
+        );
+    }
+    // base and side have nothing to wait for but the plan: they ran at once
+    let second = &report.batches[1];
+    assert!(
+        second.contains(&"img-base".to_string()) && second.contains(&"img-side".to_string()),
+        "{:?}",
+        report.batches
+    );
+    // every job had a store of its own, and only its own images in it
+    for (job, kept) in [("img-side", "side"), ("img-app__linux-arm64_", "app")] {
+        let store = dir.path().join("jobs").join(job).join("store");
+        let images = ok(kiln(&store, &["images"])).stdout;
+        assert!(images.contains(kept), "{job}: {images}");
+        if job == "img-side" {
+            assert!(!images.contains("app"), "{job}: {images}");
+        }
+    }
+
+    let ci_lock = git(&origin, &["show", "main:factory/kiln.lock"]);
+    assert_eq!(
+        comparable(&ci_lock, &ci_reg),
+        comparable(&one_lock, &one_reg),
+        "the merged kiln.lock differs from the one-machine bake's\n{ci_lock}\n{one_lock}\n{logs}"
+    );
+    // the index jobs tagged what the lock holds
+    let lock: toml::Value = toml::from_str(&ci_lock).unwrap();
+    assert_eq!(lock["image"].as_table().unwrap().len(), 4, "{ci_lock}");
+    assert_eq!(
+        lock["image"]["app"]["platforms"].as_table().unwrap().len(),
+        2,
+        "{ci_lock}"
+    );
+    for name in ["base", "app"] {
+        let raw = common::registry::skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{ci_reg}/{name}:latest"),
+        ]);
+        let at = format!("sha256:{}", sha256_hex(raw.as_bytes()));
+        assert_eq!(
+            at,
+            lock["image"][name]["digest"].as_str().unwrap(),
+            "{name}"
+        );
+    }
 }

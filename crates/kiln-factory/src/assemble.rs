@@ -117,7 +117,10 @@ pub fn index(
     let ordered: Vec<(&Path, &Locked)> = wanted.iter().map(|p| parts[p]).collect();
     let (first_path, first) = ordered[0];
     for (what, differs) in [
-        ("the version", (|a: &Locked, b: &Locked| a.version != b.version) as fn(&Locked, &Locked) -> bool),
+        (
+            "the version",
+            (|a: &Locked, b: &Locked| a.version != b.version) as fn(&Locked, &Locked) -> bool,
+        ),
         ("the inputs", |a, b| a.inputs != b.inputs),
     ] {
         if let Some((path, _)) = ordered.iter().find(|(_, e)| differs(first, e)) {
@@ -223,10 +226,12 @@ fn describe(client: &Client, repo: &str, digest: &str) -> Result<Descriptor, Ass
     };
     let (bytes, _) = client.get_manifest_at(&r, digest).map_err(failed)?;
     if kiln_oci::digest::sha256(&bytes).to_string() != digest {
-        return Err(bad("the registry's manifest does not have that digest".into()));
+        return Err(bad(
+            "the registry's manifest does not have that digest".into()
+        ));
     }
-    let manifest: Manifest = serde_json::from_slice(&bytes)
-        .map_err(|e| bad(format!("not an image manifest: {e}")))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("not an image manifest: {e}")))?;
     let mut config = Vec::new();
     std::io::Read::read_to_end(
         &mut client
@@ -236,7 +241,9 @@ fn describe(client: &Client, repo: &str, digest: &str) -> Result<Descriptor, Ass
     )
     .map_err(|e| bad(format!("reading its config: {e}")))?;
     if kiln_oci::digest::sha256(&config).to_string() != manifest.config.digest {
-        return Err(bad("its config does not have the digest its manifest names".into()));
+        return Err(bad(
+            "its config does not have the digest its manifest names".into(),
+        ));
     }
     let config: ImageConfig =
         serde_json::from_slice(&config).map_err(|e| bad(format!("its config: {e}")))?;

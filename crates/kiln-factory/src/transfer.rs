@@ -261,7 +261,15 @@ pub fn push(
 ) -> Result<Pushed, Error> {
     let mut tags = vec![target.tag.clone().unwrap_or_else(|| "latest".into())];
     tags.extend(more_tags.iter().cloned());
-    push_as(client, store, name, target, Some(&tags), docker_media_types, log)
+    push_as(
+        client,
+        store,
+        name,
+        target,
+        Some(&tags),
+        docker_media_types,
+        log,
+    )
 }
 
 /// Pushes the store's image `name` into `target`'s repository by digest
@@ -300,15 +308,7 @@ fn push_as(
             log,
         )?;
         pushed.digest = kiln_oci::digest::sha256(&bytes).to_string();
-        put_tags(
-            client,
-            target,
-            tags,
-            &bytes,
-            &media,
-            &pushed.digest,
-            log,
-        )?;
+        put_tags(client, target, tags, &bytes, &media, &pushed.digest, log)?;
         return Ok(pushed);
     };
     if docker_media_types {

@@ -178,10 +178,16 @@ pub fn runner(
             "--fragment: name the one image this job bakes",
         ));
     };
-    let image = factory.images.get(name).ok_or_else(|| {
-        Failure::failed(format!("no image {name:?} in the factory"))
-    })?;
-    let present: Vec<PathBuf> = args.fragments.iter().filter(|p| p.exists()).cloned().collect();
+    let image = factory
+        .images
+        .get(name)
+        .ok_or_else(|| Failure::failed(format!("no image {name:?} in the factory")))?;
+    let present: Vec<PathBuf> = args
+        .fragments
+        .iter()
+        .filter(|p| p.exists())
+        .cloned()
+        .collect();
     for missing in args.fragments.iter().filter(|p| !p.exists()) {
         printer.error(&format!("{}: no fragments yet", missing.display()));
     }
@@ -196,7 +202,8 @@ pub fn runner(
     let platform = match &args.platform {
         None => None,
         Some(p) => {
-            let p = Platform::parse(p).map_err(|e| Failure::usage(format!("--platform {p}: {e}")))?;
+            let p =
+                Platform::parse(p).map_err(|e| Failure::usage(format!("--platform {p}: {e}")))?;
             let own = if image.platforms.is_empty() {
                 vec![Platform::host()]
             } else {
@@ -236,7 +243,10 @@ pub fn hand_on(
         return Ok(());
     };
     if !result.outcome.ok() || matches!(result.outcome, Outcome::WouldBuild) {
-        printer.error(&format!("{}: not written ({name} did not come out well)", path.display()));
+        printer.error(&format!(
+            "{}: not written ({name} did not come out well)",
+            path.display()
+        ));
         return Ok(());
     }
     let Some(entry) = locks.get(name) else {
@@ -251,7 +261,11 @@ pub fn hand_on(
     };
     let vm = matches!(image.recipe, Recipe::Vm(_));
     fragment::write_one(path, name, &entry, vm).map_err(|e| Failure::failed(e.to_string()))?;
-    printer.error(&format!("wrote {} ({name} {})", path.display(), entry.digest));
+    printer.error(&format!(
+        "wrote {} ({name} {})",
+        path.display(),
+        entry.digest
+    ));
     Ok(())
 }
 

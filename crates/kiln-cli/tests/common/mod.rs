@@ -1,6 +1,7 @@
 //! Helpers shared by the tests that drive the real kiln binary as root.
 #![allow(dead_code)]
 
+pub mod actions;
 pub mod proxy;
 pub mod registry;
 pub mod web;

@@ -123,11 +123,11 @@ fn ensure_local(job: &Job<'_>, dep: &str, store_ref: &str) -> Result<(), String>
         .keys()
         .filter_map(|p| Platform::parse(p).ok())
         .collect();
-    if let Some(only) = job.bake.opts.platform() {
-        // a runner job needs its platform's image, and the machine's for a
-        // stage built on $BUILDPLATFORM
-        let host = Platform::host();
-        platforms.retain(|p| p == only || p == &host);
+    if job.bake.opts.runner.is_some() {
+        // a runner job needs the platforms it builds for, and the
+        // machine's for a stage built on $BUILDPLATFORM
+        let (host, own) = (Platform::host(), job.platforms());
+        platforms.retain(|p| p == &host || own.contains(p));
     }
     if platforms.is_empty() {
         platforms.push(Platform::host());

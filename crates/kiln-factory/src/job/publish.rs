@@ -76,7 +76,12 @@ fn one(job: &Job<'_>, target: &Publish) -> Result<String, String> {
         Publish::Registry(repo) => {
             let dest = Reference::parse(&format!("{repo}:{version}"))
                 .map_err(|e| format!("{repo}: {e}"))?;
-            let by_digest = job.bake.opts.runner.as_ref().is_some_and(|r| r.push_by_digest);
+            let by_digest = job
+                .bake
+                .opts
+                .runner
+                .as_ref()
+                .is_some_and(|r| r.push_by_digest);
             let pushed = if by_digest {
                 transfer::push_by_digest(client, store, &store_name, &dest, &log)
             } else {
