@@ -34,6 +34,9 @@ pub(crate) struct Builder<'a, 'p> {
     pub steps_run: AtomicUsize,
     pub steps_cached: AtomicUsize,
     pub bases: Mutex<Vec<(String, String)>>,
+    /// The cache keys of every step this build ran or reused, in order
+    /// (what a registry cache of the build holds).
+    pub keys: Mutex<Vec<String>>,
 }
 
 /// The stages a stage needs built first: its base stage and what it copies
@@ -220,8 +223,12 @@ impl Builder<'_, '_> {
                     .unwrap_or_else(|p| p.into_inner())
                     .push((reference.clone(), base.manifest_digest.clone()));
                 let st = State::from_base(&base).map_err(|e| from_err(e.to_string()))?;
-                st.snapshots(self.store)
-                    .map_err(|e| from_err(e.to_string()))?;
+                // unpacked now, unless its layers are in a registry: then
+                // only a step that opens them fetches them
+                if !self.store.has_remote() {
+                    st.snapshots(self.store)
+                        .map_err(|e| from_err(e.to_string()))?;
+                }
                 st
             }
         };
@@ -306,6 +313,7 @@ impl Builder<'_, '_> {
                 created: Some(st.created.clone()),
             };
             self.store.cache_put(key, &entry)?;
+            self.used(key);
             return Ok(false);
         }
         let temp = self.store.temp_path("layer");
@@ -341,7 +349,16 @@ impl Builder<'_, '_> {
             created: Some(st.created.clone()),
         };
         self.store.cache_put(key, &entry)?;
+        self.used(key);
         Ok(true)
+    }
+
+    /// Notes a step's cache key as one of this build's.
+    fn used(&self, key: &str) {
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(key.to_string());
     }
 
     /// Starts a layer step: reuses its cached result when there is one
@@ -392,6 +409,7 @@ impl Builder<'_, '_> {
         let Some(entry) = self.store.cache_get(key) else {
             return Ok(None);
         };
+        self.used(key);
         if let Some(c) = &entry.created {
             st.created = c.clone();
         }
@@ -439,6 +457,7 @@ impl Builder<'_, '_> {
                     created: Some(st.created.clone()),
                 },
             )?;
+            self.used(&key);
             st.history(text.to_string(), true);
             return Ok(());
         }

@@ -49,6 +49,7 @@ struct PlatformBuild {
     steps_run: usize,
     steps_cached: usize,
     bases: Vec<(String, String)>,
+    keys: Vec<String>,
 }
 
 /// Steps being run right now, by cache key: a platform that reaches a step
@@ -178,6 +179,7 @@ pub fn build(
         names,
         steps_run: built.iter().map(|b| b.steps_run).sum(),
         steps_cached: built.iter().map(|b| b.steps_cached).sum(),
+        cache_keys: built.iter().flat_map(|b| b.keys.iter().cloned()).collect(),
         bases,
         platforms: built
             .iter()
@@ -280,6 +282,7 @@ impl Job<'_, '_> {
             steps_run: AtomicUsize::new(0),
             steps_cached: AtomicUsize::new(0),
             bases: Mutex::new(Vec::new()),
+            keys: Mutex::new(Vec::new()),
         };
         b.check_runnable()?;
         let states = b.stages()?;
@@ -288,12 +291,14 @@ impl Job<'_, '_> {
             .expect("the target is in the build order");
         let (digest, size) = b.write_image(&target)?;
         let bases = b.bases.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let keys = std::mem::take(&mut *b.keys.lock().unwrap_or_else(|p| p.into_inner()));
         Ok(PlatformBuild {
             platform: target.config.platform(),
             digest,
             size,
             steps_run: b.steps_run.load(Ordering::Relaxed),
             steps_cached: b.steps_cached.load(Ordering::Relaxed),
+            keys,
             bases,
         })
     }

@@ -114,6 +114,9 @@ pub struct BuildResult {
     /// Layer steps that ran, and those reused from the cache.
     pub steps_run: usize,
     pub steps_cached: usize,
+    /// The cache key of every step it ran or reused (what `--cache-to`
+    /// exports).
+    pub cache_keys: Vec<String>,
     /// Each image base as written and the manifest digest it resolved to,
     /// so the build can be pinned.
     pub bases: Vec<(String, String)>,

@@ -229,6 +229,14 @@ pub struct BakeArgs {
     /// Layer compression: gzip, zstd (both cores) or none
     #[arg(long, default_value = "gzip", value_name = "ALGO")]
     pub compression: String,
+    /// Take unchanged steps from the step cache in this registry
+    /// repository (repeatable), besides `[factory] cache`
+    #[arg(long, value_name = "REPOSITORY")]
+    pub cache_from: Vec<String>,
+    /// Write each image's steps to this registry repository's cache,
+    /// besides `[factory] cache`
+    #[arg(long, value_name = "REPOSITORY")]
+    pub cache_to: Option<String>,
     #[command(flatten)]
     pub runner: RunnerArgs,
 }

@@ -60,9 +60,10 @@ fn the_bundled_example_workflow_passes_actionlint() {
     );
 }
 
-/// A small factory in a git repository: a two-platform `base` on a
-/// registry busybox, `app` on it (two platforms), `solo` on it (amd64),
-/// and `side` on nothing of the factory (so it runs beside `base`).
+/// A small factory in a git repository, with a registry cache: a
+/// two-platform `base` on a registry busybox, `app` on it (two
+/// platforms), `solo` on app (amd64), and `side` on nothing of the
+/// factory (so it runs beside `base`).
 fn ci_factory(dir: &Path, busybox: &str) -> PathBuf {
     let repo = dir.join("repo");
     let f = repo.join("factory");
@@ -76,6 +77,7 @@ fn ci_factory(dir: &Path, busybox: &str) -> PathBuf {
         r#"kiln = 1
 [factory]
 registry = "${KILN_CI_REGISTRY}"
+cache = "${KILN_CI_CACHE}"
 platforms = ["linux/amd64", "linux/arm64"]
 
 [image.base]
@@ -106,7 +108,7 @@ platforms = ["linux/amd64"]
         "FROM base\nCOPY msg.txt /msg.txt\nRUN cat /base.txt /msg.txt > /both.txt\n",
     );
     file("app/msg.txt", "hello\n");
-    file("solo/Dockerfile", "FROM base\nCOPY note.txt /note.txt\n");
+    file("solo/Dockerfile", "FROM app\nCOPY note.txt /note.txt\n");
     file("solo/note.txt", "solo\n");
     file(
         "side/Dockerfile",
@@ -173,6 +175,10 @@ fn the_generated_job_graph_run_locally_bakes_what_one_machine_bakes() {
 
     let repo = ci_factory(dir.path(), &busybox);
     let (one_reg, ci_reg) = (format!("{}/one", reg.addr), format!("{}/ci", reg.addr));
+    let (one_cache, ci_cache) = (
+        format!("{}/one-cache", reg.addr),
+        format!("{}/ci-cache", reg.addr),
+    );
     let epoch = "1700000000";
     let wf = repo.join(".github/workflows/kiln.yml");
     let generated = Command::new(env!("CARGO_BIN_EXE_kiln"))
@@ -180,6 +186,7 @@ fn the_generated_job_graph_run_locally_bakes_what_one_machine_bakes() {
         .args(["ci", "github", "-f", "factory", "--install", "true", "-o"])
         .arg(&wf)
         .env("KILN_CI_REGISTRY", &ci_reg)
+        .env("KILN_CI_CACHE", &ci_cache)
         .output()
         .unwrap();
     assert!(
@@ -207,23 +214,29 @@ fn the_generated_job_graph_run_locally_bakes_what_one_machine_bakes() {
     let baked = ok(kiln_env(
         &one_store,
         &["bake", "-f", repo.join("factory").to_str().unwrap()],
-        &[("KILN_CI_REGISTRY", &one_reg), ("SOURCE_DATE_EPOCH", epoch)],
+        &[
+            ("KILN_CI_REGISTRY", &one_reg),
+            ("KILN_CI_CACHE", &one_cache),
+            ("SOURCE_DATE_EPOCH", epoch),
+        ],
     ));
     let one_lock = fs::read_to_string(repo.join("factory/kiln.lock")).unwrap();
     assert!(baked.stderr.contains("4 built"), "{}", baked.stderr);
 
     // the job graph
-    let run = common::actions::Run {
+    let workflow = fs::read_to_string(&wf).unwrap();
+    let mut run = common::actions::Run {
         origin: origin.clone(),
         dir: dir.path().join("jobs"),
         bin: common::actions::runner_bin(dir.path()),
         env: vec![
             ("KILN_CI_REGISTRY".into(), ci_reg.clone()),
+            ("KILN_CI_CACHE".into(), ci_cache.clone()),
             ("SOURCE_DATE_EPOCH".into(), epoch.into()),
         ],
         force: false,
     };
-    let report = run.run(&fs::read_to_string(&wf).unwrap());
+    let report = run.run(&workflow);
     let logs = format!("{:#?}", report.logs);
     for (job, r) in &report.results {
         assert_eq!(
@@ -277,4 +290,112 @@ fn the_generated_job_graph_run_locally_bakes_what_one_machine_bakes() {
             "{name}"
         );
     }
+
+    // each job wrote the steps it ran to the cache, under its own tag
+    let tags = common::registry::skopeo(&[
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{ci_cache}"),
+    ]);
+    for tag in [
+        "base-linux-amd64",
+        "base-linux-arm64",
+        "app-linux-arm64",
+        "solo",
+        "side",
+    ] {
+        assert!(tags.contains(&format!("\"{tag}\"")), "{tag}: {tags}");
+    }
+
+    // again, forced, nothing changed: every job finds every step in the
+    // cache, builds none, downloads no layer, and publishes nothing new
+    run.dir = dir.path().join("jobs-forced");
+    run.force = true;
+    let forced = run.run(&workflow);
+    let logs = format!("{:#?}", forced.logs);
+    for (job, r) in &forced.results {
+        assert_eq!(
+            *r,
+            common::actions::JobResult::Success,
+            "{job}: {r:?}\n{logs}"
+        );
+    }
+    let bakes: Vec<(&String, &String)> = forced
+        .logs
+        .iter()
+        .filter(|(job, _)| job.starts_with("img-") && !job.contains("-index"))
+        .collect();
+    assert_eq!(bakes.len(), 6, "{logs}");
+    for (job, log) in &bakes {
+        assert!(log.contains("(0 steps run,"), "{job} built a step:\n{log}");
+        assert!(log.contains("unchanged"), "{job}:\n{log}");
+        let bytes = downloaded(log);
+        assert!(bytes < 64 * 1024, "{job} downloaded {bytes} bytes:\n{log}");
+    }
+    assert_eq!(
+        git(&origin, &["show", "main:factory/kiln.lock"]),
+        ci_lock,
+        "a forced rebuild of the same images changed kiln.lock"
+    );
+
+    // one context file changes: only app and solo (on app) build anything
+    let checkout = dir.path().join("change");
+    git(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            origin.to_str().unwrap(),
+            checkout.to_str().unwrap(),
+        ],
+    );
+    fs::write(checkout.join("factory/app/msg.txt"), "hello again\n").unwrap();
+    git(&checkout, &["commit", "-qam", "app: a new message"]);
+    git(&checkout, &["push", "-q", "origin", "main"]);
+    run.dir = dir.path().join("jobs-changed");
+    run.force = false;
+    let changed = run.run(&workflow);
+    let logs = format!("{:#?}", changed.logs);
+    use common::actions::JobResult::{Skipped, Success};
+    for (job, want) in [
+        ("img-base", Skipped),
+        ("img-base-index", Skipped),
+        ("img-side", Skipped),
+        ("img-app", Success),
+        ("img-app-index", Success),
+        ("img-solo", Success),
+        ("lock", Success),
+    ] {
+        assert_eq!(changed.results[job], want, "{job}\n{logs}");
+    }
+    for job in ["img-app (linux-amd64)", "img-app (linux-arm64)", "img-solo"] {
+        let log = &changed.logs[job];
+        assert!(
+            !log.contains("(0 steps run,"),
+            "{job} built nothing:\n{log}"
+        );
+    }
+    let lock: toml::Value =
+        toml::from_str(&git(&origin, &["show", "main:factory/kiln.lock"])).unwrap();
+    let before: toml::Value = toml::from_str(&ci_lock).unwrap();
+    for (name, moved) in [
+        ("base", false),
+        ("side", false),
+        ("app", true),
+        ("solo", true),
+    ] {
+        assert_eq!(
+            lock["image"][name]["digest"] != before["image"][name]["digest"],
+            moved,
+            "{name}"
+        );
+    }
+}
+
+/// The bytes a job's bake said it downloaded.
+fn downloaded(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| l.strip_suffix(" bytes downloaded"))
+        .filter_map(|l| l.rsplit(" ").next()?.parse::<u64>().ok())
+        .sum()
 }

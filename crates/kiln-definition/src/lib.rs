@@ -83,6 +83,8 @@ pub struct Image {
     pub sign: Option<KeyRef>,
     /// The public key its bases must be signed with (`[factory] verify_bases`).
     pub verify_bases: Option<KeyRef>,
+    /// The registry repository of its step cache (`[factory] cache`).
+    pub cache: Option<String>,
 }
 
 /// Where a key is, as `[factory]` names it.

@@ -168,6 +168,13 @@ pub struct FactoryDef {
     /// is not signed by this public key: `{ key = "kiln.pub" }` or
     /// `{ key = "env:VAR" }`.
     pub verify_bases: Option<KeyDef>,
+    /// A registry repository holding the step cache of every image of this
+    /// file (`REGISTRY/REPOSITORY`, no tag): each bake takes unchanged steps
+    /// from it and writes the steps it used back, so a runner with an empty
+    /// store rebuilds nothing another runner built. `${VAR}` and
+    /// `${VAR:-default}` are read from the environment.
+    #[schemars(with = "Option<String>")]
+    pub cache: Option<Spanned<String>>,
 }
 
 /// Where a key is: a file or an environment variable.

@@ -29,6 +29,7 @@ struct FileReader<'a> {
     probe_interval: u64,
     sign: Option<crate::KeyRef>,
     verify_bases: Option<crate::KeyRef>,
+    cache: Option<String>,
 }
 
 /// Reads file `index` of `factory` into its images.
@@ -148,6 +149,20 @@ impl<'a> FileReader<'a> {
             Some(r) => Some(interpolate(r.get_ref(), env).map_err(|m| err(r.span(), m))?),
             None => None,
         };
+        let cache = match &def.cache {
+            Some(c) => {
+                let repo = interpolate(c.get_ref(), env).map_err(|m| err(c.span(), m))?;
+                let last = repo.rsplit('/').next().unwrap_or("");
+                if !repo.contains('/') || repo.contains('@') || last.contains(':') {
+                    return Err(err(
+                        c.span(),
+                        format!("cache {repo:?}: name a registry repository (REGISTRY/REPOSITORY), without a tag or digest"),
+                    ));
+                }
+                Some(repo)
+            }
+            None => None,
+        };
         let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
         let key = |k: &Option<crate::model::KeyDef>| -> Result<Option<crate::KeyRef>, Error> {
             let Some(k) = k else { return Ok(None) };
@@ -181,6 +196,7 @@ impl<'a> FileReader<'a> {
             env,
             sign,
             verify_bases,
+            cache,
             registry,
             tz,
             schedule,
@@ -269,6 +285,7 @@ impl<'a> FileReader<'a> {
             probe_interval: self.probe_interval,
             sign: self.sign.clone(),
             verify_bases: self.verify_bases.clone(),
+            cache: self.cache.clone(),
         })
     }
 
@@ -368,6 +385,7 @@ impl<'a> FileReader<'a> {
             probe_interval: self.probe_interval,
             sign: self.sign.clone(),
             verify_bases: self.verify_bases.clone(),
+            cache: self.cache.clone(),
         })
     }
 

@@ -58,6 +58,7 @@ pub fn bake(
     }
     let results = Mutex::new(not_baked);
     if !opts.dry_run {
+        crate::job::cache::open(factory, &plan, store, client, opts, log);
         let locks_m = Mutex::new(std::mem::take(locks));
         let shared = crate::job::Bake {
             factory,

@@ -33,6 +33,12 @@ pub struct BakeOptions {
     /// One job of a CI engine's graph (`kiln bake --fragment`): see
     /// [`RunnerJob`].
     pub runner: Option<RunnerJob>,
+    /// Registry repositories whose step caches it reads (`--cache-from`),
+    /// besides each image's `[factory] cache`.
+    pub cache_from: Vec<String>,
+    /// The repository it writes each image's step cache to (`--cache-to`),
+    /// besides its `[factory] cache`.
+    pub cache_to: Option<String>,
 }
 
 /// A bake that is one job of a graph spread over runners, each with an

@@ -10,6 +10,7 @@ pub mod assemble;
 pub mod bake;
 pub mod baked;
 mod bootstrap;
+pub mod cache;
 pub mod fragment;
 pub mod graph;
 pub mod history;

@@ -116,7 +116,14 @@ pub fn pull(
     let blobs: Vec<Descriptor> = std::iter::once(manifest.config.clone())
         .chain(manifest.layers.iter().cloned())
         .collect();
-    let fetched = fetch_blobs(client, store, r, &blobs, log)?;
+    // a store with a remote fetches layers when first opened: a build
+    // whose steps all come from a registry cache opens none
+    let now: &[Descriptor] = if store.has_remote() {
+        &blobs[..1]
+    } else {
+        &blobs
+    };
+    let fetched = fetch_blobs(client, store, r, now, log)?;
     // the manifest, then the index: each only once what it names is here
     store.put_blob(&bytes)?;
     let desc = match index {
@@ -243,6 +250,25 @@ fn fetch_one(
                 std::thread::sleep(std::time::Duration::from_millis(200 << attempt));
             }
         }
+    }
+}
+
+/// Blobs a store does not hold, read from the registry repositories it
+/// noted as their sources (see [`kiln_store::Remote`]).
+pub struct RegistryRemote {
+    pub client: Client,
+}
+
+impl kiln_store::Remote for RegistryRemote {
+    fn open(
+        &self,
+        location: &str,
+        digest: &kiln_oci::Digest,
+    ) -> Result<Box<dyn Read + Send>, String> {
+        let r = Reference::parse(location).map_err(|e| e.to_string())?;
+        self.client
+            .get_blob(&r, digest.as_ref())
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -449,13 +475,13 @@ fn as_docker_manifest(m: &Manifest) -> Result<(Vec<u8>, String), Error> {
     Ok((bytes, kiln_oci::image::DOCKER_MANIFEST.into()))
 }
 
-enum BlobOutcome {
+pub(crate) enum BlobOutcome {
     Present,
     Mounted,
     Uploaded,
 }
 
-fn push_blob(
+pub(crate) fn push_blob(
     client: &Client,
     store: &Store,
     target: &Reference,
@@ -488,11 +514,10 @@ fn push_blob(
             }
         }
     }
-    let path = store.blob_path(&digest);
     let open = || -> std::io::Result<Box<dyn Read + Send>> {
-        Ok(Box::new(std::io::BufReader::new(std::fs::File::open(
-            &path,
-        )?)))
+        // fetched first when it is only in a registry cache
+        let file = store.open_blob(&digest).map_err(std::io::Error::other)?;
+        Ok(Box::new(std::io::BufReader::new(file)))
     };
     log(&format!(
         "{target}: uploading {} ({} bytes)",

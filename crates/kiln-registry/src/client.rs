@@ -65,6 +65,23 @@ pub struct Client {
     creds: Mutex<HashMap<String, Option<Credentials>>>,
     /// For registries allowed plain HTTP: whether they answered over HTTPS.
     schemes: Mutex<HashMap<String, &'static str>>,
+    /// Bytes of blobs read so far (shared with its siblings).
+    downloaded: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// A blob body that counts what is read of it.
+struct Counted<R> {
+    inner: R,
+    total: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.total
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 fn status_err(method: &str, url: &str, code: u16, resp: ureq::Response) -> Error {
@@ -92,7 +109,21 @@ impl Client {
             tokens: Mutex::new(HashMap::new()),
             creds: Mutex::new(HashMap::new()),
             schemes: Mutex::new(HashMap::new()),
+            downloaded: Default::default(),
         })
+    }
+
+    /// Bytes of blobs this client (and its siblings) has read.
+    pub fn downloaded(&self) -> u64 {
+        self.downloaded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A client of its own with the same options (registries allowed
+    /// plain HTTP, CA certificates); credentials are looked up again.
+    pub fn sibling(&self) -> Result<Client, Error> {
+        let mut c = Client::new(self.opts.clone())?;
+        c.downloaded = self.downloaded.clone();
+        Ok(c)
     }
 
     /// `https://host/v2/repo`. A registry allowed plain HTTP (loopback, or
@@ -350,7 +381,10 @@ impl Client {
         let resp = self
             .send(r, &scope, "GET", &url, &[], &Body::Empty)?
             .ok_or_else(|| Error::NotFound(format!("blob {digest} in {}", r.name())))?;
-        Ok(Box::new(resp.into_reader()))
+        Ok(Box::new(Counted {
+            inner: resp.into_reader(),
+            total: self.downloaded.clone(),
+        }))
     }
 
     pub fn has_blob(&self, r: &Reference, digest: &str) -> Result<bool, Error> {
@@ -544,6 +578,26 @@ impl Client {
             return Ok(None);
         }
         small_body(resp, &url).map(Some)
+    }
+
+    /// The tags of `r`'s repository (none when it does not exist yet).
+    pub fn tags(&self, r: &Reference) -> Result<Vec<String>, Error> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let url = format!("{}/tags/list", self.base(r));
+        let scope = format!("repository:{}:pull", r.repository);
+        let Some(resp) = self.send(r, &scope, "GET", &url, &[], &Body::Empty)? else {
+            return Ok(vec![]);
+        };
+        let body = small_body(resp, &url)?;
+        let list: List = serde_json::from_slice(&body).map_err(|e| Error::Io {
+            what: format!("reading {url}"),
+            source: std::io::Error::other(e),
+        })?;
+        Ok(list.tags.unwrap_or_default())
     }
 
     /// Checks the registry answers the API with the credentials it has (for `kiln login`).

@@ -468,6 +468,8 @@ fn bake_job(
         source_date_epoch: None,
         cancel: Some(svc.stop.clone()),
         runner: None,
+        cache_from: vec![],
+        cache_to: None,
     };
     let lines = |image: &str, text: &str| {
         if image.is_empty() {

@@ -5,6 +5,7 @@
 //!   oci/                 an OCI image layout: oci-layout, index.json, blobs/sha256/…
 //!   snapshots/<chain>/   one unpacked layer per layer chain, an overlay lower dir
 //!   cache/<key>.json     build step cache: step key → the layer it produced
+//!                        (its blob may be elsewhere: `sources/`, fetched through a `Remote`)
 //!   tmp/                 where every write starts before its atomic rename
 //!   lock                 advisory lock file
 //! ```
@@ -28,7 +29,7 @@ pub use fsck::{FsckOptions, Problem};
 pub use prune::PruneReport;
 pub use refs::normalize_name;
 pub use store::{
-    chain_id, parse_digest, platforms_of, CacheEntry, CachedLayer, Image, Store, StoreLock,
+    chain_id, parse_digest, platforms_of, CacheEntry, CachedLayer, Image, Remote, Store, StoreLock,
 };
 
 use std::path::PathBuf;

@@ -20,6 +20,32 @@ use crate::{atomic, Error};
 pub struct Store {
     root: PathBuf,
     waiting: Notice,
+    /// Where blobs it does not hold are fetched from when first needed
+    /// (set by a bake with a registry cache).
+    remote: RemoteSlot,
+}
+
+#[derive(Clone, Default)]
+struct RemoteSlot(std::sync::OnceLock<std::sync::Arc<dyn Remote>>);
+
+impl std::fmt::Debug for RemoteSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Remote(set)"
+        } else {
+            "Remote(none)"
+        })
+    }
+}
+
+/// Where a blob the store does not hold can be read: the places it was
+/// noted at ([`Store::note_source`]), each `registry/repository`. A store
+/// with a remote fetches a missing blob when something first reads it, so
+/// a build that takes every step from a registry cache downloads no layer
+/// it does not open.
+pub trait Remote: Send + Sync {
+    /// The blob `digest` as `location` holds it.
+    fn open(&self, location: &str, digest: &Digest) -> Result<Box<dyn Read + Send>, String>;
 }
 
 /// What the store says when a lock keeps it waiting more than a moment.
@@ -83,6 +109,7 @@ impl Store {
         let store = Store {
             root,
             waiting: Notice::default(),
+            remote: Default::default(),
         };
         store.make_private()?;
         for dir in [
@@ -204,6 +231,50 @@ impl Store {
         self.blob_path(digest).is_file()
     }
 
+    /// Fetches blobs it does not hold from `remote` from now on (once per
+    /// store; a second remote is ignored).
+    pub fn set_remote(&self, remote: std::sync::Arc<dyn Remote>) {
+        let _ = self.remote.0.set(remote);
+    }
+
+    /// Whether it has a remote to fetch missing blobs from.
+    pub fn has_remote(&self) -> bool {
+        self.remote.0.get().is_some()
+    }
+
+    /// Whether blob `digest` is here, or can be fetched when needed.
+    pub fn can_read_blob(&self, digest: &Digest) -> bool {
+        self.has_blob(digest) || (self.has_remote() && !self.sources(digest).is_empty())
+    }
+
+    /// Makes sure blob `digest` is here: fetched from the first place noted
+    /// for it that has it, checked against its digest.
+    pub fn fetch_blob(&self, digest: &Digest) -> Result<(), Error> {
+        if self.has_blob(digest) {
+            return Ok(());
+        }
+        let Some(remote) = self.remote.0.get() else {
+            return Err(Error::MissingBlob(digest.clone()));
+        };
+        let mut failures = Vec::new();
+        for location in self.sources(digest) {
+            match remote.open(&location, digest) {
+                Ok(reader) => match self.put_blob_from(reader, Some(digest)) {
+                    Ok(_) => return Ok(()),
+                    Err(e) => failures.push(format!("{location}: {e}")),
+                },
+                Err(e) => failures.push(format!("{location}: {e}")),
+            }
+        }
+        if failures.is_empty() {
+            return Err(Error::MissingBlob(digest.clone()));
+        }
+        Err(Error::Spec(format!(
+            "blob {digest} is not here and could not be fetched: {}",
+            failures.join("; ")
+        )))
+    }
+
     /// Moves a finished temp file into the store as the blob `digest`.
     pub fn commit_blob(&self, temp: &Path, digest: &Digest) -> Result<(), Error> {
         let to = self.blob_path(digest);
@@ -287,7 +358,7 @@ impl Store {
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, Error> {
         let p = self.blob_path(digest);
         if !p.is_file() {
-            return Err(Error::MissingBlob(digest.clone()));
+            self.fetch_blob(digest)?;
         }
         fs::read(&p).map_err(|e| Error::io("reading blob", &p, e))
     }
@@ -320,6 +391,9 @@ impl Store {
 
     pub fn open_blob(&self, digest: &Digest) -> Result<File, Error> {
         let p = self.blob_path(digest);
+        if !p.is_file() {
+            self.fetch_blob(digest)?;
+        }
         File::open(&p).map_err(|_| Error::MissingBlob(digest.clone()))
     }
 
@@ -624,10 +698,9 @@ impl Store {
     }
 
     fn cache_path(&self, key: &str) -> PathBuf {
-        self.root.join("cache").join(format!(
-            "{}.json",
-            kiln_oci::digest::sha256(key.as_bytes()).digest()
-        ))
+        self.root
+            .join("cache")
+            .join(format!("{}.json", Self::cache_id(key)))
     }
 
     /// What a step with cache key `key` produced before, if its blobs are still here.
@@ -637,10 +710,40 @@ impl Store {
         match &entry.layer {
             Some(l) => from_hex(l.digest.trim_start_matches("sha256:"))
                 .ok()
-                .filter(|d| self.has_blob(d))
+                .filter(|d| self.can_read_blob(d))
                 .map(|_| entry),
             None => Some(entry),
         }
+    }
+
+    /// The name a step's cache key is kept under (the digest of the key).
+    pub fn cache_id(key: &str) -> String {
+        kiln_oci::digest::sha256(key.as_bytes())
+            .digest()
+            .to_string()
+    }
+
+    /// The cache entry kept under `id` ([`Store::cache_id`]), as it is.
+    pub fn cache_entry(&self, id: &str) -> Option<CacheEntry> {
+        let bytes = fs::read(self.root.join("cache").join(format!("{id}.json"))).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Keeps `entry` under `id` unless an entry is there already (a
+    /// registry cache's entries never replace this machine's).
+    pub fn cache_adopt(&self, id: &str, entry: &CacheEntry) -> Result<(), Error> {
+        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Spec(format!("{id:?} is not a cache key digest")));
+        }
+        let path = self.root.join("cache").join(format!("{id}.json"));
+        if path.exists() {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec(entry).map_err(|e| Error::Json {
+            what: "writing cache entry".into(),
+            source: e,
+        })?;
+        atomic::write(&self.tmp_dir(), &path, &bytes)
     }
 
     pub fn cache_put(&self, key: &str, entry: &CacheEntry) -> Result<(), Error> {

@@ -130,6 +130,8 @@ pub fn bake(
         source_date_epoch: build::source_date_epoch(args.source_date_epoch),
         cancel: None,
         runner,
+        cache_from: args.cache_from.clone(),
+        cache_to: args.cache_to.clone(),
     };
     let log = BakePrinter::new(printer);
     let summary = bake::bake(
@@ -184,7 +186,7 @@ pub fn bake(
         let count =
             |f: fn(&Outcome) -> bool| summary.images.iter().filter(|i| f(&i.outcome)).count();
         printer.error(&format!(
-            "bake: {} built, {} unchanged, {} up to date, {} skipped, {} failed",
+            "bake: {} built, {} unchanged, {} up to date, {} skipped, {} failed; {} bytes downloaded",
             count(|o| matches!(o, Outcome::Built)),
             count(|o| matches!(o, Outcome::Unchanged)),
             count(|o| matches!(o, Outcome::Reused)),
@@ -193,6 +195,7 @@ pub fn bake(
                 o,
                 Outcome::Failed { .. } | Outcome::TestFailed { .. } | Outcome::PublishFailed { .. }
             )),
+            client.downloaded(),
         ));
     }
     if let [name] = &args.factory.images[..] {

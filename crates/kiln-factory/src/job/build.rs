@@ -58,6 +58,7 @@ pub(super) fn build(job: &mut Job<'_>) -> Flow {
             BTreeMap::new()
         },
         vm: None,
+        keys: built.cache_keys,
     });
     Continue(())
 }
@@ -158,6 +159,7 @@ fn vm_image(job: &mut Job<'_>, recipe: &VmRecipe) -> Flow {
         digest: built.digest.clone(),
         platforms: BTreeMap::new(),
         vm: Some(built),
+        keys: vec![],
     });
     Continue(())
 }

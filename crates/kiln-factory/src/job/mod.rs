@@ -7,6 +7,7 @@
 
 pub(crate) mod attest;
 mod build;
+pub(crate) mod cache;
 mod prepare;
 mod publish;
 mod test;
@@ -72,18 +73,21 @@ pub(crate) struct Made {
     pub platforms: BTreeMap<String, String>,
     /// A VM image: kept, with its files, and already boot-tested.
     pub vm: Option<VmBuilt>,
+    /// The cache keys of the steps its build ran or reused.
+    pub keys: Vec<String>,
 }
 
 /// A step either lets the job go on or ends it with its outcome.
 pub(crate) type Flow = ControlFlow<Outcome>;
 
 /// The pipeline, in order.
-const STEPS: [fn(&mut Job<'_>) -> Flow; 11] = [
+const STEPS: [fn(&mut Job<'_>) -> Flow; 12] = [
     prepare::dependencies,
     prepare::version,
     prepare::bases,
     attest::trusted_bases,
     build::build,
+    cache::write,
     test::test,
     unchanged::unchanged,
     attest::attest,
@@ -95,7 +99,7 @@ const STEPS: [fn(&mut Job<'_>) -> Flow; 11] = [
 /// The index of the first step that changes something outside the store
 /// (tags, registries, the lock): a cancelled bake stops before it, never
 /// after.
-const PUBLISHING: usize = 8;
+const PUBLISHING: usize = 9;
 
 /// Bakes one image of wave `wave`: every step in turn, until one ends it.
 pub(crate) fn run(bake: &Bake<'_>, name: &str, wave: usize) -> ImageResult {

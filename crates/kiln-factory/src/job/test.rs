@@ -13,6 +13,9 @@ pub(super) fn test(job: &mut Job<'_>) -> Flow {
     if job.made().vm.is_some() {
         return Continue(());
     }
+    if already_tested(job) {
+        return Continue(());
+    }
     let built = job.platforms();
     let platforms: Vec<Option<&Platform>> = if built.is_empty() {
         vec![None]
@@ -29,6 +32,29 @@ pub(super) fn test(job: &mut Job<'_>) -> Flow {
         }
     }
     Continue(())
+}
+
+/// With a registry cache (its layers are in a registry, not here): a
+/// build that came out as the image the lock holds, defined as it was, is
+/// the image whose tests passed — they are not run again, and its layers
+/// are not downloaded for them.
+fn already_tested(job: &Job<'_>) -> bool {
+    if !job.bake.store.has_remote() {
+        return false;
+    }
+    let Some(locked) = job.bake.locks.lock().expect("locks").get(job.name).cloned() else {
+        return false;
+    };
+    let digest = &job.made().digest;
+    let same = locked.digest == *digest || locked.platforms.values().any(|d| d == digest);
+    if !same || locked.inputs.definition != job.result.inputs.definition {
+        return false;
+    }
+    job.say(&format!(
+        "the image {}:{} holds, whose tests passed: not tested again",
+        job.name, locked.version
+    ));
+    true
 }
 
 /// Runs test `i` (`argv`) in the new image.
