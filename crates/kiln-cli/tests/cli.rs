@@ -293,3 +293,74 @@ fn kiln_ci_github_maps_names_refuses_schedules_and_checks_its_file() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("out of date"), "{err}");
 }
+
+#[test]
+fn runner_jobs_and_registry_caches_refuse_what_they_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = d.join("store");
+    let store = store.to_str().unwrap();
+    std::fs::create_dir_all(d.join("app")).unwrap();
+    write(&d.join("app"), "Dockerfile", "FROM scratch\nCOPY . /\n");
+    write(
+        d,
+        "kiln.toml",
+        "kiln = 1\n[factory]\nregistry = \"127.0.0.1:1/x\"\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\n[image.app]\ncontext = \"app\"\n[image.other]\ncontext = \"app\"\n",
+    );
+    // a fragment is one image's
+    let (code, _, stderr) =
+        output(kiln(d).args(["--store", store, "bake", "--fragment", "f.toml"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("name the one image this job bakes"),
+        "{stderr}"
+    );
+    // a platform the image is not built for
+    let (code, _, stderr) = output(kiln(d).args([
+        "--store",
+        store,
+        "bake",
+        "app",
+        "--platform",
+        "linux/riscv64",
+        "--fragment",
+        "f.toml",
+    ]));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("--platform linux/riscv64: app is built for linux/amd64, linux/arm64"),
+        "{stderr}"
+    );
+    // --platform and --push-by-digest belong to a runner job
+    let (code, _, stderr) =
+        output(kiln(d).args(["--store", store, "bake", "app", "--push-by-digest"]));
+    assert_eq!(code, 2, "{stderr}");
+    // an index needs its platforms' fragments
+    std::fs::create_dir_all(d.join("frags")).unwrap();
+    let (code, _, stderr) = output(kiln(d).args([
+        "--store",
+        store,
+        "ci",
+        "index",
+        "app",
+        "--fragments",
+        "frags",
+        "--fragment",
+        "out.toml",
+    ]));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("app: no fragment for linux/amd64, linux/arm64"),
+        "{stderr}"
+    );
+    // a cache is a repository, not a tag
+    write(
+        d,
+        "kiln.toml",
+        "kiln = 1\n[factory]\ncache = \"127.0.0.1:1/cache:v1\"\n[image.app]\ncontext = \"app\"\n",
+    );
+    let (code, _, stderr) = output(kiln(d).args(["--store", store, "plan"]));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("kiln.toml:3:"), "{stderr}");
+    assert!(stderr.contains("without a tag or digest"), "{stderr}");
+}
