@@ -269,7 +269,8 @@ fn kiln_ci_github_maps_names_refuses_schedules_and_checks_its_file() {
     let factory = |schedule: &str| {
         format!(
             "kiln = 1\n[factory]\nschedule = \"{schedule}\"\ntimezone = \"Europe/Berlin\"\n\
-             [image.\"my.app\"]\ncontext = \"app\"\n"
+             [image.\"my.app\"]\ncontext = \"app\"\n\
+             [image.wide]\ncontext = \"app\"\nplatforms = [\"linux/amd64\", \"linux/riscv64\"]\n"
         )
     };
     write(d, "kiln.toml", &factory("0 0 1 * *"));
@@ -281,6 +282,25 @@ fn kiln_ci_github_maps_names_refuses_schedules_and_checks_its_file() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("image \"my.app\" is job img-my_app"), "{err}");
     let wf = std::fs::read_to_string(d.join("wf.yml")).unwrap();
+    // GitHub has no riscv64 runner: that row is built on amd64 under QEMU
+    assert!(
+        err.contains("linux/riscv64: GitHub has no runner for it; built under QEMU"),
+        "{err}"
+    );
+    let doc = &yaml_rust2::YamlLoader::load_from_str(&wf).unwrap()[0];
+    let rows = doc["jobs"]["img-wide"]["strategy"]["matrix"]["include"]
+        .as_vec()
+        .unwrap();
+    let row = rows
+        .iter()
+        .find(|r| r["platform"].as_str() == Some("linux/riscv64"))
+        .unwrap();
+    assert_eq!(row["runner"].as_str(), Some("ubuntu-24.04"));
+    assert_eq!(row["qemu"].as_bool(), Some(true));
+    assert!(
+        wf.contains("# no GitHub runner for linux/riscv64: built under QEMU"),
+        "{wf}"
+    );
     // 05:30 in Berlin: 04:30 UTC in winter, 03:30 in summer
     assert!(
         wf.contains("    - cron: \"30 4 * * 1-5\"\n    - cron: \"30 3 * * 1-5\"\n"),
