@@ -118,6 +118,27 @@ platforms = ["linux/amd64"]
     repo
 }
 
+/// `repo` committed, and a bare clone of it beside it: the `origin` the
+/// jobs check out and the lock job pushes to.
+fn origin_of(repo: &Path) -> PathBuf {
+    git(repo, &["init", "-q", "-b", "main"]);
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-qm", "factory"]);
+    let origin = repo.with_file_name("origin.git");
+    let parent = repo.parent().unwrap();
+    git(
+        parent,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            repo.to_str().unwrap(),
+            origin.to_str().unwrap(),
+        ],
+    );
+    origin
+}
+
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
@@ -194,20 +215,7 @@ fn the_generated_job_graph_run_locally_bakes_what_one_machine_bakes() {
         "{}",
         String::from_utf8_lossy(&generated.stderr)
     );
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-qm", "factory"]);
-    let origin = dir.path().join("origin.git");
-    git(
-        dir.path(),
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            repo.to_str().unwrap(),
-            origin.to_str().unwrap(),
-        ],
-    );
+    let origin = origin_of(&repo);
 
     // one machine
     let one_store = dir.path().join("one-store");
@@ -398,4 +406,105 @@ fn downloaded(log: &str) -> u64 {
         .filter_map(|l| l.strip_suffix(" bytes downloaded"))
         .filter_map(|l| l.rsplit(" ").next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// `bench/ci.sh`: the bundled example's job graph run locally as GitHub
+/// would run it, cold and then again (forced, nothing changed) with the
+/// registry cache; writes each job's kiln time and bytes downloaded to
+/// `$KILN_BENCH_CI_OUT`.
+#[test]
+#[ignore = "a benchmark: bench/ci.sh runs it"]
+fn bench_the_example_job_graph() {
+    need(&["docker-registry", "skopeo", "git", "jq", "mmdebstrap"]);
+    let out = PathBuf::from(std::env::var("KILN_BENCH_CI_OUT").expect("KILN_BENCH_CI_OUT"));
+    let work = PathBuf::from(std::env::var("KILN_BENCH_CI_DIR").expect("KILN_BENCH_CI_DIR"));
+    let reg = common::registry::Registry::start(&work);
+    let repo = work.join("repo");
+    let f = repo.join("factory");
+    fs::create_dir_all(&f).unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/factory/.");
+    assert!(Command::new("cp")
+        .arg("-r")
+        .arg(&example)
+        .arg(&f)
+        .status()
+        .unwrap()
+        .success());
+    let toml = fs::read_to_string(f.join("kiln.toml")).unwrap();
+    fs::write(
+        f.join("kiln.toml"),
+        toml.replacen(
+            "[factory]\n",
+            "[factory]\ncache = \"${KILN_CI_CACHE}\"\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let cache = format!("{}/kiln-example-cache", reg.addr);
+    let wf = repo.join(".github/workflows/kiln.yml");
+    let generated = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(&repo)
+        .args(["ci", "github", "-f", "factory", "--install", "true", "-o"])
+        .arg(&wf)
+        .env("KILN_EXAMPLE_REGISTRY", &reg.addr)
+        .env("KILN_CI_CACHE", &cache)
+        .output()
+        .unwrap();
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let origin = origin_of(&repo);
+    let workflow = fs::read_to_string(&wf).unwrap();
+    let mut run = common::actions::Run {
+        origin,
+        dir: work.join("cold"),
+        bin: common::actions::runner_bin(&work),
+        env: vec![
+            ("KILN_EXAMPLE_REGISTRY".into(), reg.addr.clone()),
+            ("KILN_CI_CACHE".into(), cache),
+            ("SOURCE_DATE_EPOCH".into(), "1700000000".into()),
+        ],
+        force: false,
+    };
+    let cold = run.run(&workflow);
+    run.dir = work.join("cached");
+    run.force = true;
+    let cached = run.run(&workflow);
+    let steps_run = |log: &str| -> usize {
+        log.match_indices(" steps run,")
+            .filter_map(|(i, _)| log[..i].rsplit('(').next()?.parse::<usize>().ok())
+            .sum()
+    };
+    let mut table = String::from(
+        "| job | cold: result | cold: kiln s | cold: bytes downloaded | cached: result | cached: kiln s | cached: bytes downloaded | cached: steps run |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for (job, secs) in &cold.seconds {
+        let (c, r) = (&cold.logs[job], cached.logs.get(job));
+        let base = job.split(" (").next().unwrap();
+        table.push_str(&format!(
+            "| {job} | {:?} | {secs:.2} | {} | {:?} | {} | {} | {} |\n",
+            cold.results[base],
+            downloaded(c),
+            cached.results[base],
+            cached
+                .seconds
+                .get(job)
+                .map_or("-".into(), |s| format!("{s:.2}")),
+            r.map_or("-".into(), |l| downloaded(l).to_string()),
+            r.map_or("-".into(), |l| steps_run(l).to_string()),
+        ));
+    }
+    let logs = format!("{:#?}\n{:#?}", cold.logs, cached.logs);
+    fs::write(work.join("logs.txt"), &logs).unwrap();
+    fs::write(&out, table).unwrap();
+    for (job, r) in cold.results.iter().chain(&cached.results) {
+        assert_eq!(
+            *r,
+            common::actions::JobResult::Success,
+            "{job} (logs in {})",
+            work.join("logs.txt").display()
+        );
+    }
 }

@@ -56,6 +56,9 @@ pub struct Report {
     pub logs: BTreeMap<String, String>,
     /// The order jobs started in, one batch of concurrent jobs per entry.
     pub batches: Vec<Vec<String>>,
+    /// Each job row's seconds in its `run` steps but the one that installs
+    /// kiln.
+    pub seconds: BTreeMap<String, f64>,
 }
 
 struct State {
@@ -63,6 +66,7 @@ struct State {
     outputs: BTreeMap<String, BTreeMap<String, String>>,
     artifacts: BTreeMap<String, (String, Vec<u8>)>,
     logs: BTreeMap<String, String>,
+    seconds: BTreeMap<String, f64>,
 }
 
 fn s<'a>(y: &'a Yaml, key: &str) -> &'a Yaml {
@@ -95,6 +99,7 @@ impl Run {
             outputs: BTreeMap::new(),
             artifacts: BTreeMap::new(),
             logs: BTreeMap::new(),
+            seconds: BTreeMap::new(),
         });
         let mut batches = Vec::new();
         loop {
@@ -131,6 +136,7 @@ impl Run {
             results: st.results,
             logs: st.logs,
             batches,
+            seconds: st.seconds,
         }
     }
 
@@ -200,6 +206,7 @@ impl Run {
         let mut log = String::new();
         let mut step_outputs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         let mut ok = true;
+        let mut seconds = 0.0;
         for (i, step) in s(job, "steps").as_vec().expect("steps").iter().enumerate() {
             if let Some(cond) = s(step, "if").as_str() {
                 let inner = strip_expr(cond);
@@ -251,7 +258,11 @@ impl Run {
                             cmd.env(k.as_str().unwrap(), v);
                         }
                     }
+                    let started = std::time::Instant::now();
                     let out = cmd.output().unwrap();
+                    if s(step, "name").as_str() != Some("install kiln") {
+                        seconds += started.elapsed().as_secs_f64();
+                    }
                     log.push_str(&format!(
                         "$ {text}\n{}{}",
                         String::from_utf8_lossy(&out.stdout),
@@ -283,6 +294,7 @@ impl Run {
             }
             st.outputs.insert(id.to_string(), mine);
         }
+        st.seconds.insert(label.clone(), seconds);
         st.logs.insert(label, log);
         ok
     }
