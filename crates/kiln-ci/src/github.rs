@@ -44,6 +44,11 @@ pub struct Spec {
     pub pull_request: bool,
     /// The year whose time-zone offsets the schedule is written for.
     pub year: i32,
+    /// Registries every job logs in to before it runs kiln: the user is
+    /// the secret `KILN_REGISTRY_USER` or the actor, the
+    /// password the secret `KILN_REGISTRY_PASSWORD` or the job's token
+    /// (enough for ghcr.io with `packages: write`).
+    pub login: Vec<String>,
 }
 
 /// The workflow, and what a person should be told about it.
@@ -232,6 +237,30 @@ fn install(w: &mut String, spec: &Spec) {
     let _ = writeln!(w, "      - uses: actions/checkout@v4");
     let _ = writeln!(w, "      - name: install kiln");
     let _ = writeln!(w, "        run: {}", q(&spec.install));
+    for registry in &spec.login {
+        let _ = writeln!(w, "      - name: {}", q(&format!("log in to {registry}")));
+        let _ = writeln!(w, "        env:");
+        let _ = writeln!(
+            w,
+            "          KILN_REGISTRY_USER: ${{{{ secrets.KILN_REGISTRY_USER || github.actor }}}}"
+        );
+        let _ = writeln!(
+            w,
+            "          KILN_REGISTRY_PASSWORD: ${{{{ secrets.KILN_REGISTRY_PASSWORD || github.token }}}}"
+        );
+        // for kiln as the runner's user (plan, index) and as root (bake)
+        let login = format!(
+            "kiln login {} -u \"$KILN_REGISTRY_USER\" --password-stdin",
+            shell_word(registry)
+        );
+        let _ = writeln!(
+            w,
+            "        run: {}",
+            q(&format!(
+                "echo \"$KILN_REGISTRY_PASSWORD\" | {login} && echo \"$KILN_REGISTRY_PASSWORD\" | sudo {login}"
+            ))
+        );
+    }
 }
 
 fn plan_job(w: &mut String, spec: &Spec, f: &str) {
@@ -519,6 +548,7 @@ mod tests {
             install: "cargo install --locked kiln-cli".into(),
             pull_request: false,
             year: 2026,
+            login: vec![],
         }
     }
 

@@ -406,6 +406,12 @@ pub struct CiGithubArgs {
     /// Open a pull request with the new kiln.lock instead of pushing it
     #[arg(long)]
     pub pull_request: bool,
+    /// Log every job in to REGISTRY before it runs kiln (repeatable): as
+    /// the secret KILN_REGISTRY_USER (default: the actor) with the
+    /// secret KILN_REGISTRY_PASSWORD (default: the job's token, which
+    /// ghcr.io takes)
+    #[arg(long, value_name = "REGISTRY")]
+    pub login: Vec<String>,
     /// The shell command that installs kiln on a runner
     #[arg(
         long,

@@ -23,6 +23,8 @@ fn the_bundled_example_workflow_passes_actionlint() {
         &[
             "ci",
             "github",
+            "--login",
+            "ghcr.io",
             "-f",
             f.to_str().unwrap(),
             "-o",

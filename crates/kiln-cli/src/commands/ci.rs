@@ -89,6 +89,7 @@ pub fn github(args: CiGithubArgs, printer: &Printer) -> anyhow::Result<Exit> {
         install: args.install.clone(),
         pull_request: args.pull_request,
         year: chrono::Utc::now().year(),
+        login: args.login.clone(),
     };
     let made = github::workflow(&spec).map_err(|e| Failure::failed(e.to_string()))?;
     for (image, id) in &made.renamed {
