@@ -263,6 +263,15 @@ fn install(w: &mut String, spec: &Spec) {
     }
 }
 
+/// Every fragment the jobs before it uploaded, into `kiln-fragments/`.
+fn download(w: &mut String) {
+    let _ = writeln!(w, "      - uses: actions/download-artifact@v4");
+    let _ = writeln!(w, "        with:");
+    let _ = writeln!(w, "          pattern: kiln-fragment-*");
+    let _ = writeln!(w, "          path: kiln-fragments");
+    let _ = writeln!(w, "          merge-multiple: true");
+}
+
 fn plan_job(w: &mut String, spec: &Spec, f: &str) {
     let _ = writeln!(w, "  plan:");
     let _ = writeln!(w, "    runs-on: ubuntu-24.04");
@@ -360,11 +369,7 @@ fn image_job(w: &mut String, spec: &Spec, img: &Image, f: &str, emulated: &mut V
         (false, true) => format!(" --platform {}", shell_word(&img.platforms[0])),
         _ => String::new(),
     };
-    let _ = writeln!(w, "      - uses: actions/download-artifact@v4");
-    let _ = writeln!(w, "        with:");
-    let _ = writeln!(w, "          pattern: kiln-fragment-*");
-    let _ = writeln!(w, "          path: kiln-fragments");
-    let _ = writeln!(w, "          merge-multiple: true");
+    download(w);
     let slug = if img.platforms.len() > 1 {
         format!("{}-${{{{ matrix.slug }}}}", img.name)
     } else {
@@ -433,11 +438,7 @@ fn index_job(w: &mut String, spec: &Spec, img: &Image, f: &str) {
     let _ = writeln!(w, "    runs-on: ubuntu-24.04");
     let _ = writeln!(w, "    steps:");
     install(w, spec);
-    let _ = writeln!(w, "      - uses: actions/download-artifact@v4");
-    let _ = writeln!(w, "        with:");
-    let _ = writeln!(w, "          pattern: kiln-fragment-*");
-    let _ = writeln!(w, "          path: kiln-fragments");
-    let _ = writeln!(w, "          merge-multiple: true");
+    download(w);
     let _ = writeln!(
         w,
         "      - name: {}",
@@ -470,11 +471,7 @@ fn lock_job(w: &mut String, spec: &Spec, f: &str) {
     let _ = writeln!(w, "    runs-on: ubuntu-24.04");
     let _ = writeln!(w, "    steps:");
     install(w, spec);
-    let _ = writeln!(w, "      - uses: actions/download-artifact@v4");
-    let _ = writeln!(w, "        with:");
-    let _ = writeln!(w, "          pattern: kiln-fragment-*");
-    let _ = writeln!(w, "          path: kiln-fragments");
-    let _ = writeln!(w, "          merge-multiple: true");
+    download(w);
     let _ = writeln!(w, "      - name: kiln lock merge");
     let _ = writeln!(
         w,

@@ -120,6 +120,24 @@ platforms = ["linux/amd64"]
     repo
 }
 
+/// `kiln ci github -f factory -o WF` in `repo`, with `env`, as a job
+/// graph the local run can run (its install step does nothing).
+fn generate(repo: &Path, wf: &Path, env: &[(&str, &str)]) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.current_dir(repo)
+        .args(["ci", "github", "-f", "factory", "--install", "true", "-o"])
+        .arg(wf);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `repo` committed, and a bare clone of it beside it: the `origin` the
 /// jobs check out and the lock job pushes to.
 fn origin_of(repo: &Path) -> PathBuf {
@@ -204,18 +222,10 @@ fn the_generated_job_graph_run_locally_bakes_what_one_machine_bakes() {
     );
     let epoch = "1700000000";
     let wf = repo.join(".github/workflows/kiln.yml");
-    let generated = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .current_dir(&repo)
-        .args(["ci", "github", "-f", "factory", "--install", "true", "-o"])
-        .arg(&wf)
-        .env("KILN_CI_REGISTRY", &ci_reg)
-        .env("KILN_CI_CACHE", &ci_cache)
-        .output()
-        .unwrap();
-    assert!(
-        generated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&generated.stderr)
+    generate(
+        &repo,
+        &wf,
+        &[("KILN_CI_REGISTRY", &ci_reg), ("KILN_CI_CACHE", &ci_cache)],
     );
     let origin = origin_of(&repo);
 
@@ -444,18 +454,13 @@ fn bench_the_example_job_graph() {
     .unwrap();
     let cache = format!("{}/kiln-example-cache", reg.addr);
     let wf = repo.join(".github/workflows/kiln.yml");
-    let generated = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .current_dir(&repo)
-        .args(["ci", "github", "-f", "factory", "--install", "true", "-o"])
-        .arg(&wf)
-        .env("KILN_EXAMPLE_REGISTRY", &reg.addr)
-        .env("KILN_CI_CACHE", &cache)
-        .output()
-        .unwrap();
-    assert!(
-        generated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&generated.stderr)
+    generate(
+        &repo,
+        &wf,
+        &[
+            ("KILN_EXAMPLE_REGISTRY", &reg.addr),
+            ("KILN_CI_CACHE", &cache),
+        ],
     );
     let origin = origin_of(&repo);
     let workflow = fs::read_to_string(&wf).unwrap();
