@@ -74,26 +74,14 @@ fn parts<'a>(
     out
 }
 
-/// Assembles `name`'s index from the fragments of its platforms, pushes it
-/// to each registry it publishes to (unless the lock already holds it),
-/// and returns its lock entry. `locked` is its entry in the lock.
-pub fn index(
-    factory: &Factory,
-    locked: Option<&Locked>,
-    fragments: &[(PathBuf, Lock)],
+/// Each platform's fragment entry, in the image's platform order: one for
+/// every platform, all of one version and made from the same inputs.
+fn ordered<'a>(
     name: &str,
-    client: &Client,
-    log: &dyn Fn(&str),
-) -> Result<Assembled, AssembleError> {
-    let image = factory
-        .images
-        .get(name)
-        .ok_or_else(|| AssembleError::Unknown(name.into()))?;
-    if image.platforms.len() < 2 {
-        return Err(AssembleError::OnePlatform(name.into()));
-    }
+    wanted: &[String],
+    fragments: &'a [(PathBuf, Lock)],
+) -> Result<Vec<(&'a Path, &'a Locked)>, AssembleError> {
     let parts = parts(name, fragments);
-    let wanted: Vec<String> = image.platforms.iter().map(|p| p.to_string()).collect();
     let missing: Vec<String> = wanted
         .iter()
         .filter(|p| !parts.contains_key(*p))
@@ -116,13 +104,12 @@ pub fn index(
     }
     let ordered: Vec<(&Path, &Locked)> = wanted.iter().map(|p| parts[p]).collect();
     let (first_path, first) = ordered[0];
-    for (what, differs) in [
-        (
-            "the version",
-            (|a: &Locked, b: &Locked| a.version != b.version) as fn(&Locked, &Locked) -> bool,
-        ),
+    type Differs = fn(&Locked, &Locked) -> bool;
+    let checks: [(&'static str, Differs); 2] = [
+        ("the version", |a, b| a.version != b.version),
         ("the inputs", |a, b| a.inputs != b.inputs),
-    ] {
+    ];
+    for (what, differs) in checks {
         if let Some((path, _)) = ordered.iter().find(|(_, e)| differs(first, e)) {
             return Err(AssembleError::Disagree {
                 image: name.into(),
@@ -131,6 +118,30 @@ pub fn index(
             });
         }
     }
+    Ok(ordered)
+}
+
+/// Assembles `name`'s index from the fragments of its platforms, pushes it
+/// to each registry it publishes to (unless the lock already holds it),
+/// and returns its lock entry. `locked` is its entry in the lock.
+pub fn index(
+    factory: &Factory,
+    locked: Option<&Locked>,
+    fragments: &[(PathBuf, Lock)],
+    name: &str,
+    client: &Client,
+    log: &dyn Fn(&str),
+) -> Result<Assembled, AssembleError> {
+    let image = factory
+        .images
+        .get(name)
+        .ok_or_else(|| AssembleError::Unknown(name.into()))?;
+    if image.platforms.len() < 2 {
+        return Err(AssembleError::OnePlatform(name.into()));
+    }
+    let wanted: Vec<String> = image.platforms.iter().map(|p| p.to_string()).collect();
+    let ordered = ordered(name, &wanted, fragments)?;
+    let first = ordered[0].1;
     let repos: Vec<&String> = image
         .publish
         .iter()
@@ -146,20 +157,14 @@ pub fn index(
         .iter()
         .map(|(_, e)| describe(client, first_repo, &e.digest))
         .collect::<Result<Vec<_>, _>>()?;
-    let platforms: BTreeMap<String, String> = ordered
-        .iter()
-        .map(|(_, e)| e.platforms.iter().next().expect("one platform"))
-        .map(|(p, d)| (p.clone(), d.clone()))
-        .collect();
     let (bytes, desc) = Index::of_platforms(manifests);
     let unchanged = locked.is_some_and(|l| l.digest == desc.digest);
-    let version = first.version.clone();
+    let version = &first.version;
     let mut published = Vec::new();
     for repo in &repos {
-        let at = |tag: &str| reference(repo, tag);
         if !unchanged {
-            for tag in std::iter::once(&version).chain(&image.tags) {
-                let r = at(tag)?;
+            for tag in std::iter::once(version).chain(&image.tags) {
+                let r = reference(repo, tag)?;
                 client
                     .put_manifest(&r, tag, &bytes, &desc.media_type)
                     .map_err(|source| AssembleError::Registry {
@@ -178,28 +183,42 @@ pub fn index(
             inputs: first.inputs.clone(),
             ..l.clone()
         },
-        None => Locked {
-            version: version.clone(),
-            digest: desc.digest.clone(),
-            platforms,
-            files: BTreeMap::new(),
-            tags: std::iter::once(version)
-                .chain(image.tags.iter().cloned())
-                .collect(),
-            published,
-            baked_at: ordered
-                .iter()
-                .map(|(_, e)| e.baked_at.clone())
-                .max()
-                .unwrap_or_default(),
-            inputs: first.inputs.clone(),
-            attachments: ordered
-                .iter()
-                .flat_map(|(_, e)| e.attachments.clone())
-                .collect(),
-        },
+        None => whole(image, &ordered, desc.digest, published),
     };
     Ok(Assembled { entry, unchanged })
+}
+
+/// The whole image's lock entry from its platforms' entries.
+fn whole(
+    image: &kiln_definition::Image,
+    ordered: &[(&Path, &Locked)],
+    digest: String,
+    published: Vec<String>,
+) -> Locked {
+    let first = ordered[0].1;
+    Locked {
+        version: first.version.clone(),
+        digest,
+        platforms: ordered
+            .iter()
+            .flat_map(|(_, e)| e.platforms.clone())
+            .collect(),
+        files: BTreeMap::new(),
+        tags: std::iter::once(first.version.clone())
+            .chain(image.tags.iter().cloned())
+            .collect(),
+        published,
+        baked_at: ordered
+            .iter()
+            .map(|(_, e)| e.baked_at.clone())
+            .max()
+            .unwrap_or_default(),
+        inputs: first.inputs.clone(),
+        attachments: ordered
+            .iter()
+            .flat_map(|(_, e)| e.attachments.clone())
+            .collect(),
+    }
 }
 
 fn reference(repo: &str, tag: &str) -> Result<Reference, AssembleError> {

@@ -149,54 +149,7 @@ pub fn bake(
     if args.json {
         printer.data(&serde_json::to_string_pretty(&summary)?);
     } else {
-        let width = name_width(summary.images.iter().map(|i| i.name.as_str()));
-        for i in &summary.images {
-            let what = match &i.outcome {
-                Outcome::Built if args.no_publish => "built (not published)".to_string(),
-                Outcome::Built => "built".to_string(),
-                Outcome::Reused => "up to date".to_string(),
-                Outcome::Unchanged => "unchanged (rebuilt the same; nothing published)".to_string(),
-                Outcome::WouldBuild => format!("would build: {}", plan::describe(&i.reasons)),
-                Outcome::Skipped { because } => format!("skipped: {because}"),
-                Outcome::Failed { error } => {
-                    format!("FAILED: {}", error.lines().next().unwrap_or(""))
-                }
-                Outcome::TestFailed { test, exit_code } => {
-                    format!("TEST FAILED ({exit_code}): {test}")
-                }
-                Outcome::PublishFailed { error } => format!("PUBLISH FAILED: {error}"),
-                Outcome::Cancelled => "cancelled".to_string(),
-            };
-            let mut line = format!(
-                "{:width$}  {:<14} {:<72} {what}",
-                i.name,
-                i.version.as_deref().unwrap_or("-"),
-                i.digest.as_deref().unwrap_or("-")
-            );
-            if i.started.is_some() && i.outcome != Outcome::Unchanged {
-                line.push_str(&format!(
-                    " in {:.1}s, {} tests passed, published to {}",
-                    i.seconds,
-                    i.tests_passed,
-                    i.published.len()
-                ));
-            }
-            printer.data(&line);
-        }
-        let count =
-            |f: fn(&Outcome) -> bool| summary.images.iter().filter(|i| f(&i.outcome)).count();
-        printer.error(&format!(
-            "bake: {} built, {} unchanged, {} up to date, {} skipped, {} failed; {} bytes downloaded",
-            count(|o| matches!(o, Outcome::Built)),
-            count(|o| matches!(o, Outcome::Unchanged)),
-            count(|o| matches!(o, Outcome::Reused)),
-            count(|o| matches!(o, Outcome::Skipped { .. })),
-            count(|o| matches!(
-                o,
-                Outcome::Failed { .. } | Outcome::TestFailed { .. } | Outcome::PublishFailed { .. }
-            )),
-            client.downloaded(),
-        ));
+        print_summary(&summary, args.no_publish, client.downloaded(), printer);
     }
     if let [name] = &args.factory.images[..] {
         super::ci::hand_on(&args.runner, name, &factory, &locks, &summary, printer)?;
@@ -209,6 +162,57 @@ pub fn bake(
     } else {
         Exit::Failure
     })
+}
+
+/// The bake's table of images and its one-line count (stderr).
+fn print_summary(summary: &bake::Summary, no_publish: bool, downloaded: u64, printer: &Printer) {
+    let width = name_width(summary.images.iter().map(|i| i.name.as_str()));
+    for i in &summary.images {
+        let what = match &i.outcome {
+            Outcome::Built if no_publish => "built (not published)".to_string(),
+            Outcome::Built => "built".to_string(),
+            Outcome::Reused => "up to date".to_string(),
+            Outcome::Unchanged => "unchanged (rebuilt the same; nothing published)".to_string(),
+            Outcome::WouldBuild => format!("would build: {}", plan::describe(&i.reasons)),
+            Outcome::Skipped { because } => format!("skipped: {because}"),
+            Outcome::Failed { error } => {
+                format!("FAILED: {}", error.lines().next().unwrap_or(""))
+            }
+            Outcome::TestFailed { test, exit_code } => {
+                format!("TEST FAILED ({exit_code}): {test}")
+            }
+            Outcome::PublishFailed { error } => format!("PUBLISH FAILED: {error}"),
+            Outcome::Cancelled => "cancelled".to_string(),
+        };
+        let mut line = format!(
+            "{:width$}  {:<14} {:<72} {what}",
+            i.name,
+            i.version.as_deref().unwrap_or("-"),
+            i.digest.as_deref().unwrap_or("-")
+        );
+        if i.started.is_some() && i.outcome != Outcome::Unchanged {
+            line.push_str(&format!(
+                " in {:.1}s, {} tests passed, published to {}",
+                i.seconds,
+                i.tests_passed,
+                i.published.len()
+            ));
+        }
+        printer.data(&line);
+    }
+    let count = |f: fn(&Outcome) -> bool| summary.images.iter().filter(|i| f(&i.outcome)).count();
+    printer.error(&format!(
+        "bake: {} built, {} unchanged, {} up to date, {} skipped, {} failed; {} bytes downloaded",
+        count(|o| matches!(o, Outcome::Built)),
+        count(|o| matches!(o, Outcome::Unchanged)),
+        count(|o| matches!(o, Outcome::Reused)),
+        count(|o| matches!(o, Outcome::Skipped { .. })),
+        count(|o| matches!(
+            o,
+            Outcome::Failed { .. } | Outcome::TestFailed { .. } | Outcome::PublishFailed { .. }
+        )),
+        downloaded,
+    ));
 }
 
 /// Rolls out the services with `auto = true` whose image this bake
