@@ -241,6 +241,43 @@ fn the_generated_job_graph_run_locally_bakes_what_one_machine_bakes() {
         ],
     ));
     let one_lock = fs::read_to_string(repo.join("factory/kiln.lock")).unwrap();
+    // the same on a machine with an empty store: every step from the
+    // cache, and the store whole after it (its layers fetched)
+    let again = dir.path().join("again-store");
+    let rebaked = ok(kiln_env(
+        &again,
+        &[
+            "bake",
+            "--force",
+            "-f",
+            repo.join("factory").to_str().unwrap(),
+        ],
+        &[
+            ("KILN_CI_REGISTRY", &one_reg),
+            ("KILN_CI_CACHE", &one_cache),
+            ("SOURCE_DATE_EPOCH", epoch),
+        ],
+    ));
+    assert!(rebaked.stderr.contains("4 unchanged"), "{}", rebaked.stderr);
+    let log = &rebaked.stderr;
+    assert_eq!(
+        log.matches("(0 steps run,").count(),
+        log.matches(" steps run,").count(),
+        "{log}"
+    );
+    assert_eq!(log.matches(" steps run,").count(), 4, "{log}");
+    ok(kiln(&again, &["fsck"]));
+    let locked: toml::Value = toml::from_str(&one_lock).unwrap();
+    let app = format!(
+        "app:{}",
+        locked["image"]["app"]["version"].as_str().unwrap()
+    );
+    let both = ok(kiln(&again, &["run", &app, "--", "cat", "/both.txt"]));
+    assert!(both.stdout.contains("hello"), "{}", both.stdout);
+    assert_eq!(
+        fs::read_to_string(repo.join("factory/kiln.lock")).unwrap(),
+        one_lock
+    );
     assert!(baked.stderr.contains("4 built"), "{}", baked.stderr);
 
     // the job graph

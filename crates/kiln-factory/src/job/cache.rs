@@ -4,7 +4,7 @@
 //! that cannot be reached is a warning: the bake builds what it must.
 
 use std::collections::BTreeSet;
-use std::ops::ControlFlow::Continue;
+use std::ops::ControlFlow::{Break, Continue};
 use std::sync::Arc;
 
 use kiln_definition::Factory;
@@ -13,7 +13,7 @@ use kiln_store::Store;
 
 use super::{Flow, Job};
 use crate::bake::Log;
-use crate::baked::BakeOptions;
+use crate::baked::{BakeOptions, Outcome};
 use crate::plan::Plan;
 use crate::transfer::RegistryRemote;
 
@@ -68,6 +68,11 @@ pub(super) fn write(job: &mut Job<'_>) -> Flow {
         .iter()
         .chain(&job.bake.opts.cache_to)
         .collect();
+    if let Err(e) = keep_whole(job) {
+        return Break(Outcome::Failed {
+            error: e.to_string(),
+        });
+    }
     let made = job.made();
     if repos.is_empty() || made.keys.is_empty() {
         return Continue(());
@@ -92,4 +97,31 @@ pub(super) fn write(job: &mut Job<'_>) -> Flow {
         }
     }
     Continue(())
+}
+
+/// Outside a runner job, every image the store names has its layers here:
+/// a layer taken from a registry cache, or of a base pulled while the
+/// cache was in use, is fetched now, so `kiln run`, `kiln save` and `kiln
+/// fsck` never meet a blob that is elsewhere. (A runner's store ends with
+/// its job: it fetches only what it opens.)
+fn keep_whole(job: &Job<'_>) -> Result<(), kiln_store::Error> {
+    let store = job.bake.store;
+    if job.bake.opts.runner.is_some() || !store.has_remote() {
+        return Ok(());
+    }
+    for (name, _) in store.list()? {
+        // attachments and VM artifacts are not images: nothing to unpack
+        let Ok(images) = store.images_of(&name) else {
+            continue;
+        };
+        for img in images {
+            for layer in &img.manifest.layers {
+                let digest = kiln_store::parse_digest(&layer.digest)?;
+                if !store.has_blob(&digest) && store.can_read_blob(&digest) {
+                    store.fetch_blob(&digest)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
