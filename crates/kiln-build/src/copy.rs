@@ -374,15 +374,21 @@ impl Builder<'_, '_> {
                 }
             }
         }
-        let origin = match &from {
-            Some(s) => Origin::View(s.view(self.store)?),
-            None => Origin::Context(&self.ctx),
+        // what a stage holds is named by its key: its files are opened
+        // (and its layers fetched, when they are in a registry) only if the
+        // step runs
+        let from_context = match &from {
+            Some(_) => None,
+            None => Some(
+                Origin::Context(&self.ctx)
+                    .sources(&locals)
+                    .map_err(&fail)?,
+            ),
         };
-        let sources = origin.sources(&locals).map_err(&fail)?;
-        let content = match (&from, &origin) {
+        let content = match (&from, &from_context) {
             (Some(s), _) => s.key.clone(),
-            (None, Origin::Context(c)) => context_key(c, &sources).map_err(&fail)?,
-            _ => String::new(),
+            (None, Some(sources)) => context_key(&self.ctx, sources).map_err(&fail)?,
+            (None, None) => unreachable!("a COPY reads the context or a stage"),
         };
         let json = serde_json::to_string(&step.instruction).unwrap_or_default();
         let key = key_of(&[
@@ -395,6 +401,15 @@ impl Builder<'_, '_> {
         st.key = key.clone();
         let Some(_running) = self.begin(st, stage, step, text, &key)? else {
             return Ok(());
+        };
+        let (origin, sources) = match (&from, from_context) {
+            (_, Some(sources)) => (Origin::Context(&self.ctx), sources),
+            (Some(s), None) => {
+                let origin = Origin::View(s.view(self.store)?);
+                let sources = origin.sources(&locals).map_err(&fail)?;
+                (origin, sources)
+            }
+            (None, None) => unreachable!("a COPY reads the context or a stage"),
         };
         let view = st.view(self.store)?;
         let tree = self.store.temp_path("copy");
