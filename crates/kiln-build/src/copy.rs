@@ -379,11 +379,7 @@ impl Builder<'_, '_> {
         // step runs
         let from_context = match &from {
             Some(_) => None,
-            None => Some(
-                Origin::Context(&self.ctx)
-                    .sources(&locals)
-                    .map_err(&fail)?,
-            ),
+            None => Some(Origin::Context(&self.ctx).sources(&locals).map_err(&fail)?),
         };
         let content = match (&from, &from_context) {
             (Some(s), _) => s.key.clone(),
