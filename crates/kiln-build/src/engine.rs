@@ -312,8 +312,7 @@ impl Builder<'_, '_> {
                 layer: None,
                 created: Some(st.created.clone()),
             };
-            self.store.cache_put(key, &entry)?;
-            self.used(key);
+            self.remember(key, &entry)?;
             return Ok(false);
         }
         let temp = self.store.temp_path("layer");
@@ -348,9 +347,15 @@ impl Builder<'_, '_> {
             layer: Some(layer),
             created: Some(st.created.clone()),
         };
-        self.store.cache_put(key, &entry)?;
-        self.used(key);
+        self.remember(key, &entry)?;
         Ok(true)
+    }
+
+    /// Keeps a step's result in the step cache, as one of this build's.
+    fn remember(&self, key: &str, entry: &CacheEntry) -> Result<(), BuildError> {
+        self.store.cache_put(key, entry)?;
+        self.used(key);
+        Ok(())
     }
 
     /// Notes a step's cache key as one of this build's.
@@ -450,14 +455,13 @@ impl Builder<'_, '_> {
         self.progress()
             .step(&self.label(stage), step.line, text, exists);
         if exists {
-            self.store.cache_put(
+            self.remember(
                 &key,
                 &CacheEntry {
                     layer: None,
                     created: Some(st.created.clone()),
                 },
             )?;
-            self.used(&key);
             st.history(text.to_string(), true);
             return Ok(());
         }

@@ -697,16 +697,15 @@ impl Store {
             .unwrap_or_default()
     }
 
-    fn cache_path(&self, key: &str) -> PathBuf {
-        self.root
-            .join("cache")
-            .join(format!("{}.json", Self::cache_id(key)))
+    /// The file of the cache entry kept under `id` ([`Store::cache_id`]).
+    fn cache_file(&self, id: &str) -> PathBuf {
+        self.root.join("cache").join(format!("{id}.json"))
     }
 
-    /// What a step with cache key `key` produced before, if its blobs are still here.
+    /// What a step with cache key `key` produced before, if its blobs are
+    /// still here (or can be fetched).
     pub fn cache_get(&self, key: &str) -> Option<CacheEntry> {
-        let bytes = fs::read(self.cache_path(key)).ok()?;
-        let entry: CacheEntry = serde_json::from_slice(&bytes).ok()?;
+        let entry = self.cache_entry(&Self::cache_id(key))?;
         match &entry.layer {
             Some(l) => from_hex(l.digest.trim_start_matches("sha256:"))
                 .ok()
@@ -725,7 +724,7 @@ impl Store {
 
     /// The cache entry kept under `id` ([`Store::cache_id`]), as it is.
     pub fn cache_entry(&self, id: &str) -> Option<CacheEntry> {
-        let bytes = fs::read(self.root.join("cache").join(format!("{id}.json"))).ok()?;
+        let bytes = fs::read(self.cache_file(id)).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
@@ -735,23 +734,22 @@ impl Store {
         if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::Spec(format!("{id:?} is not a cache key digest")));
         }
-        let path = self.root.join("cache").join(format!("{id}.json"));
-        if path.exists() {
+        if self.cache_file(id).exists() {
             return Ok(());
         }
-        let bytes = serde_json::to_vec(entry).map_err(|e| Error::Json {
-            what: "writing cache entry".into(),
-            source: e,
-        })?;
-        atomic::write(&self.tmp_dir(), &path, &bytes)
+        self.write_cache_entry(id, entry)
     }
 
     pub fn cache_put(&self, key: &str, entry: &CacheEntry) -> Result<(), Error> {
+        self.write_cache_entry(&Self::cache_id(key), entry)
+    }
+
+    fn write_cache_entry(&self, id: &str, entry: &CacheEntry) -> Result<(), Error> {
         let bytes = serde_json::to_vec(entry).map_err(|e| Error::Json {
             what: "writing cache entry".into(),
             source: e,
         })?;
-        atomic::write(&self.tmp_dir(), &self.cache_path(key), &bytes)
+        atomic::write(&self.tmp_dir(), &self.cache_file(id), &bytes)
     }
 }
 
