@@ -383,8 +383,9 @@ impl Builder<'_, '_> {
         };
         let content = match (&from, &from_context) {
             (Some(s), _) => s.key.clone(),
-            (None, Some(sources)) => context_key(&self.ctx, sources).map_err(&fail)?,
-            (None, None) => unreachable!("a COPY reads the context or a stage"),
+            (None, sources) => {
+                context_key(&self.ctx, sources.as_deref().unwrap_or_default()).map_err(&fail)?
+            }
         };
         let json = serde_json::to_string(&step.instruction).unwrap_or_default();
         let key = key_of(&[
@@ -398,14 +399,13 @@ impl Builder<'_, '_> {
         let Some(_running) = self.begin(st, stage, step, text, &key)? else {
             return Ok(());
         };
-        let (origin, sources) = match (&from, from_context) {
-            (_, Some(sources)) => (Origin::Context(&self.ctx), sources),
-            (Some(s), None) => {
+        let (origin, sources) = match &from {
+            Some(s) => {
                 let origin = Origin::View(s.view(self.store)?);
                 let sources = origin.sources(&locals).map_err(&fail)?;
                 (origin, sources)
             }
-            (None, None) => unreachable!("a COPY reads the context or a stage"),
+            None => (Origin::Context(&self.ctx), from_context.unwrap_or_default()),
         };
         let view = st.view(self.store)?;
         let tree = self.store.temp_path("copy");
