@@ -251,19 +251,9 @@ fn describe(client: &Client, repo: &str, digest: &str) -> Result<Descriptor, Ass
     }
     let manifest: Manifest =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("not an image manifest: {e}")))?;
-    let mut config = Vec::new();
-    std::io::Read::read_to_end(
-        &mut client
-            .get_blob(&r, &manifest.config.digest)
-            .map_err(failed)?,
-        &mut config,
-    )
-    .map_err(|e| bad(format!("reading its config: {e}")))?;
-    if kiln_oci::digest::sha256(&config).to_string() != manifest.config.digest {
-        return Err(bad(
-            "its config does not have the digest its manifest names".into(),
-        ));
-    }
+    let config = client
+        .get_small_blob(&r, &manifest.config.digest)
+        .map_err(failed)?;
     let config: ImageConfig =
         serde_json::from_slice(&config).map_err(|e| bad(format!("its config: {e}")))?;
     Ok(Descriptor {

@@ -73,17 +73,7 @@ pub fn import(client: &Client, store: &Store, repo: &str) -> Result<Imported, Er
         let Some(first) = manifest.layers.first().filter(|l| l.media_type == ENTRIES) else {
             continue;
         };
-        let mut body = Vec::new();
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(client.get_blob(&r, &first.digest)?, 64 << 20),
-            &mut body,
-        )
-        .map_err(|e| Error::Transfer(format!("cache {repo}:{tag}: {e}")))?;
-        if kiln_oci::digest::sha256(&body).to_string() != first.digest {
-            return Err(Error::Transfer(format!(
-                "cache {repo}:{tag}: its entries do not have the digest its manifest names"
-            )));
-        }
+        let body = client.get_small_blob(&r, &first.digest)?;
         let entries: Entries = serde_json::from_slice(&body)
             .map_err(|e| Error::Transfer(format!("cache {repo}:{tag}: {e}")))?;
         for (id, entry) in &entries.entries {

@@ -387,6 +387,27 @@ impl Client {
         }))
     }
 
+    /// A small blob of `r`'s repository (a config, a document; at most
+    /// 64 MiB) read whole and checked against its digest.
+    pub fn get_small_blob(&self, r: &Reference, digest: &str) -> Result<Vec<u8>, Error> {
+        let mut bytes = Vec::new();
+        self.get_blob(r, digest)?
+            .take(64 << 20)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::Io {
+                what: format!("reading blob {digest} of {}", r.name()),
+                source: e,
+            })?;
+        let actual = kiln_oci::digest::sha256(&bytes).to_string();
+        if actual != digest {
+            return Err(Error::Protocol(format!(
+                "{}: blob {digest} came with digest {actual}",
+                r.name()
+            )));
+        }
+        Ok(bytes)
+    }
+
     pub fn has_blob(&self, r: &Reference, digest: &str) -> Result<bool, Error> {
         let url = format!("{}/blobs/{digest}", self.base(r));
         let scope = format!("repository:{}:pull,push", r.repository);
