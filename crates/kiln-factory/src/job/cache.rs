@@ -99,18 +99,19 @@ pub(super) fn write(job: &mut Job<'_>) -> Flow {
     Continue(())
 }
 
-/// Outside a runner job, every image the store names has its layers here:
-/// a layer taken from a registry cache, or of a base pulled while the
-/// cache was in use, is fetched now, so `kiln run`, `kiln save` and `kiln
-/// fsck` never meet a blob that is elsewhere. (A runner's store ends with
-/// its job: it fetches only what it opens.)
+/// Outside a runner job, the image and the bases it was built on have
+/// their layers here: a layer taken from a registry cache, or of a base
+/// pulled while the cache was in use, is fetched now, so `kiln run`, `kiln
+/// save` and `kiln fsck` never meet a blob that is elsewhere. (A runner's
+/// store ends with its job: it fetches only what it opens.)
 fn keep_whole(job: &Job<'_>) -> Result<(), kiln_store::Error> {
     let store = job.bake.store;
     if job.bake.opts.runner.is_some() || !store.has_remote() {
         return Ok(());
     }
-    for (name, _) in store.list()? {
-        // attachments and VM artifacts are not images: nothing to unpack
+    let bases = job.result.inputs.bases.values().cloned();
+    for name in std::iter::once(job.store_name()).chain(bases) {
+        // a VM image is kept apart, not named in the store
         let Ok(images) = store.images_of(&name) else {
             continue;
         };

@@ -175,6 +175,16 @@ impl Job<'_> {
         locks.write_for(self.name)
     }
 
+    /// The digest of the image `locked` holds that this build is the same
+    /// as when their digests are equal: a runner job's one platform's
+    /// image, or the whole image's.
+    pub fn locked_digest<'l>(&self, locked: &'l crate::lock::Locked) -> Option<&'l String> {
+        match self.bake.opts.platform() {
+            Some(p) if !locked.platforms.is_empty() => locked.platforms.get(&p.to_string()),
+            _ => Some(&locked.digest),
+        }
+    }
+
     /// The platforms it is built for here: a runner job's one platform, or
     /// its own.
     pub fn platforms(&self) -> Vec<kiln_dockerfile::Platform> {

@@ -45,8 +45,7 @@ fn already_tested(job: &Job<'_>) -> bool {
     let Some(locked) = job.bake.locks.lock().expect("locks").get(job.name).cloned() else {
         return false;
     };
-    let digest = &job.made().digest;
-    let same = locked.digest == *digest || locked.platforms.values().any(|d| d == digest);
+    let same = job.locked_digest(&locked) == Some(&job.made().digest);
     if !same || locked.inputs.definition != job.result.inputs.definition {
         return false;
     }

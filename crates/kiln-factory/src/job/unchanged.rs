@@ -27,12 +27,7 @@ pub(super) fn unchanged(job: &mut Job<'_>) -> Flow {
     };
     let store = job.bake.store;
     let (new, old) = (job.store_name(), format!("{}:{}", job.name, locked.version));
-    // a runner job's one platform is compared with that platform's image
-    let locked_digest = match job.bake.opts.platform() {
-        Some(p) if !locked.platforms.is_empty() => locked.platforms.get(&p.to_string()),
-        _ => Some(&locked.digest),
-    };
-    let same_digest = locked_digest == Some(&job.made().digest);
+    let same_digest = job.locked_digest(&locked) == Some(&job.made().digest);
     let fresh = job.result.reasons.iter().any(|r| r.wants_fresh_packages());
     let old_here = store
         .lookup(&old)
