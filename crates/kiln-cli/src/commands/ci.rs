@@ -14,6 +14,7 @@ use kiln_factory::plan::Locks;
 use kiln_factory::{assemble, fragment};
 use kiln_registry::Client;
 
+use super::factory::{factory_paths, open_factory};
 use crate::args::{CiGithubArgs, CiIndexArgs, LockMergeArgs, RunnerArgs};
 use crate::exit::{Exit, Failure};
 use crate::printer::Printer;
@@ -45,12 +46,8 @@ fn relative(root: &Path, path: &Path) -> String {
 }
 
 pub fn github(args: CiGithubArgs, printer: &Printer) -> anyhow::Result<Exit> {
-    let paths = if args.files.is_empty() {
-        vec![PathBuf::from(".")]
-    } else {
-        args.files.clone()
-    };
-    let (factory, g, _) = kiln_factory::open(&paths).map_err(|e| Failure::failed(e.to_string()))?;
+    let paths = factory_paths(&args.files);
+    let (factory, g, _) = open_factory(&paths)?;
     let root = repo_root(&paths[0]);
     let mut images = Vec::new();
     let mut schedules = Vec::new();
@@ -128,13 +125,7 @@ pub fn github(args: CiGithubArgs, printer: &Printer) -> anyhow::Result<Exit> {
 }
 
 pub fn lock_merge(args: LockMergeArgs, printer: &Printer) -> anyhow::Result<Exit> {
-    let paths = if args.files.is_empty() {
-        vec![PathBuf::from(".")]
-    } else {
-        args.files.clone()
-    };
-    let (factory, _, mut locks) =
-        kiln_factory::open(&paths).map_err(|e| Failure::failed(e.to_string()))?;
+    let (factory, _, mut locks) = open_factory(&args.files)?;
     let fragments = fragment::read(&args.fragments).map_err(|e| Failure::failed(e.to_string()))?;
     let merged = fragment::merge(&factory, &mut locks, &fragments);
     for u in &merged.unknown {
@@ -271,13 +262,7 @@ pub fn hand_on(
 }
 
 pub fn index(args: CiIndexArgs, client: &Client, printer: &Printer) -> anyhow::Result<Exit> {
-    let paths = if args.files.is_empty() {
-        vec![PathBuf::from(".")]
-    } else {
-        args.files.clone()
-    };
-    let (factory, _, locks) =
-        kiln_factory::open(&paths).map_err(|e| Failure::failed(e.to_string()))?;
+    let (factory, _, locks) = open_factory(&args.files)?;
     let fragments = fragment::read(&args.fragments).map_err(|e| Failure::failed(e.to_string()))?;
     let log = |l: &str| printer.error(l);
     let made = assemble::index(

@@ -18,15 +18,24 @@ use crate::args::{BakeArgs, FactoryFiles, HistoryArgs, PlanArgs};
 use crate::exit::{Exit, Failure};
 use crate::printer::{BakePrinter, Printer};
 
-/// The factory the -f options name (default: the current directory), its
-/// graph and its locks. Every problem is an input failure (exit 1).
-fn open(files: &FactoryFiles) -> anyhow::Result<(Factory, Graph, Locks)> {
-    let paths = if files.files.is_empty() {
+/// The factory files or directories the -f options name, or the current
+/// directory.
+pub(super) fn factory_paths(files: &[PathBuf]) -> Vec<PathBuf> {
+    if files.is_empty() {
         vec![PathBuf::from(".")]
     } else {
-        files.files.clone()
-    };
-    kiln_factory::open(&paths).map_err(|e| Failure::failed(e.to_string()))
+        files.to_vec()
+    }
+}
+
+/// The factory the -f options name (default: the current directory), its
+/// graph and its locks. Every problem is an input failure (exit 1).
+pub(super) fn open_factory(files: &[PathBuf]) -> anyhow::Result<(Factory, Graph, Locks)> {
+    kiln_factory::open(&factory_paths(files)).map_err(|e| Failure::failed(e.to_string()))
+}
+
+fn open(files: &FactoryFiles) -> anyhow::Result<(Factory, Graph, Locks)> {
+    open_factory(&files.files)
 }
 
 /// The store's bake history.

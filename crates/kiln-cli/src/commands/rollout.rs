@@ -17,13 +17,7 @@ use crate::exit::{Exit, Failure};
 use crate::printer::Printer;
 
 fn open(files: &[PathBuf]) -> anyhow::Result<(Factory, Locks)> {
-    let paths = if files.is_empty() {
-        vec![PathBuf::from(".")]
-    } else {
-        files.to_vec()
-    };
-    let (factory, _, locks) =
-        kiln_factory::open(&paths).map_err(|e| Failure::failed(e.to_string()))?;
+    let (factory, _, locks) = super::factory::open_factory(files)?;
     Ok((factory, locks))
 }
 

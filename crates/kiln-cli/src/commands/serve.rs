@@ -1,7 +1,6 @@
 //! `kiln serve`: the service of kiln-service, with its lines on stderr.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,11 +23,7 @@ pub fn run(
     client: &Client,
     printer: &Printer,
 ) -> anyhow::Result<Exit> {
-    let factories = if args.files.is_empty() {
-        vec![PathBuf::from(".")]
-    } else {
-        args.files.clone()
-    };
+    let factories = super::factory::factory_paths(&args.files);
     let mut hooks: Vec<Hook> = args
         .webhook
         .iter()
