@@ -69,12 +69,8 @@ struct State {
     seconds: BTreeMap<String, f64>,
 }
 
-fn s<'a>(y: &'a Yaml, key: &str) -> &'a Yaml {
-    &y[key]
-}
-
 fn needs_of(job: &Yaml) -> Vec<String> {
-    match s(job, "needs") {
+    match &job["needs"] {
         Yaml::Array(a) => a
             .iter()
             .filter_map(|n| n.as_str().map(String::from))
@@ -144,7 +140,7 @@ impl Run {
     fn job(&self, id: &str, job: &Yaml, state: &Mutex<State>) -> JobResult {
         let run_it = {
             let st = state.lock().unwrap();
-            match s(job, "if").as_str() {
+            match job["if"].as_str() {
                 Some(cond) => self.condition(cond, &st),
                 None => needs_of(job)
                     .iter()
@@ -154,8 +150,7 @@ impl Run {
         if !run_it {
             return JobResult::Skipped;
         }
-        let rows: Vec<BTreeMap<String, String>> = match s(&s(job, "strategy")["matrix"], "include")
-        {
+        let rows: Vec<BTreeMap<String, String>> = match &job["strategy"]["matrix"]["include"] {
             Yaml::Array(rows) => rows
                 .iter()
                 .map(|r| {
@@ -207,17 +202,17 @@ impl Run {
         let mut step_outputs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         let mut ok = true;
         let mut seconds = 0.0;
-        for (i, step) in s(job, "steps").as_vec().expect("steps").iter().enumerate() {
-            if let Some(cond) = s(step, "if").as_str() {
+        for (i, step) in job["steps"].as_vec().expect("steps").iter().enumerate() {
+            if let Some(cond) = step["if"].as_str() {
                 let inner = strip_expr(cond);
                 let value = self.value(inner, row, &step_outputs);
                 if value != "true" {
                     continue;
                 }
             }
-            let done = match s(step, "uses").as_str() {
+            let done = match step["uses"].as_str() {
                 Some(action) => {
-                    let with: BTreeMap<String, String> = s(step, "with")
+                    let with: BTreeMap<String, String> = step["with"]
                         .as_hash()
                         .into_iter()
                         .flatten()
@@ -235,7 +230,7 @@ impl Run {
                     self.action(action, &with, &work, state, &mut log)
                 }
                 None => {
-                    let script = s(step, "run").as_str().expect("a step runs or uses");
+                    let script = step["run"].as_str().expect("a step runs or uses");
                     let text = self.substitute(script, row, &step_outputs);
                     let output = root.join(format!("output-{i}"));
                     fs::write(&output, "").unwrap();
@@ -252,7 +247,7 @@ impl Run {
                     for (k, v) in &self.env {
                         cmd.env(k, v);
                     }
-                    if let Some(env) = s(step, "env").as_hash() {
+                    if let Some(env) = step["env"].as_hash() {
                         for (k, v) in env {
                             let v = self.substitute(v.as_str().unwrap_or(""), row, &step_outputs);
                             cmd.env(k.as_str().unwrap(), v);
@@ -260,7 +255,7 @@ impl Run {
                     }
                     let started = std::time::Instant::now();
                     let out = cmd.output().unwrap();
-                    if s(step, "name").as_str() != Some("install kiln") {
+                    if step["name"].as_str() != Some("install kiln") {
                         seconds += started.elapsed().as_secs_f64();
                     }
                     log.push_str(&format!(
@@ -268,7 +263,7 @@ impl Run {
                         String::from_utf8_lossy(&out.stdout),
                         String::from_utf8_lossy(&out.stderr)
                     ));
-                    if let Some(step_id) = s(step, "id").as_str() {
+                    if let Some(step_id) = step["id"].as_str() {
                         let said = fs::read_to_string(&output).unwrap();
                         let outs = said
                             .lines()
@@ -286,7 +281,7 @@ impl Run {
             }
         }
         let mut st = state.lock().unwrap();
-        if let Some(outs) = s(job, "outputs").as_hash() {
+        if let Some(outs) = job["outputs"].as_hash() {
             let mut mine = BTreeMap::new();
             for (k, v) in outs {
                 let v = self.substitute(v.as_str().unwrap(), row, &step_outputs);
