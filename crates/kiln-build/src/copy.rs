@@ -332,6 +332,47 @@ fn is_archive(path: &Path) -> bool {
 }
 
 impl Builder<'_, '_> {
+    /// What ADD's URLs add to the step's key: each one's `--checksum`,
+    /// known without downloading it, or the digest of what was downloaded
+    /// (which the step then copies).
+    fn url_content(
+        &self,
+        urls: &[&String],
+        checksum: Option<&str>,
+    ) -> Result<(String, Vec<crate::fetch::Fetched>), String> {
+        let mut fetched = Vec::new();
+        let mut key = String::new();
+        for url in urls {
+            match checksum {
+                Some(sum) => key.push_str(sum),
+                None => {
+                    let f = crate::fetch::fetch(self.store, url, None)?;
+                    key.push_str(&f.digest);
+                    fetched.push(f);
+                }
+            }
+        }
+        Ok((key, fetched))
+    }
+
+    /// What the step's local sources add to its key, and the context's
+    /// sources when it reads the context (their content is the key). A
+    /// stage is named by its key: its files are opened (and its layers
+    /// fetched, when they are in a registry) only if the step runs.
+    fn local_content(
+        &self,
+        from: Option<&State>,
+        locals: &[&String],
+    ) -> Result<(String, Vec<(PathBuf, PathBuf)>), String> {
+        match from {
+            Some(s) => Ok((s.key.clone(), Vec::new())),
+            None => {
+                let sources = Origin::Context(&self.ctx).sources(locals)?;
+                Ok((context_key(&self.ctx, &sources)?, sources))
+            }
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn copy_step(
         &self,
@@ -361,32 +402,10 @@ impl Builder<'_, '_> {
             kiln_dockerfile::Instruction::Add(a) => a.checksum.clone(),
             _ => None,
         };
-        // with --checksum the content is known without downloading it
-        let mut fetched = Vec::new();
-        let mut url_key = String::new();
-        for url in &urls {
-            match &checksum {
-                Some(sum) => url_key.push_str(sum),
-                None => {
-                    let f = crate::fetch::fetch(self.store, url, None).map_err(&fail)?;
-                    url_key.push_str(&f.digest);
-                    fetched.push(f);
-                }
-            }
-        }
-        // what a stage holds is named by its key: its files are opened
-        // (and its layers fetched, when they are in a registry) only if the
-        // step runs
-        let from_context = match &from {
-            Some(_) => None,
-            None => Some(Origin::Context(&self.ctx).sources(&locals).map_err(&fail)?),
-        };
-        let content = match (&from, &from_context) {
-            (Some(s), _) => s.key.clone(),
-            (None, sources) => {
-                context_key(&self.ctx, sources.as_deref().unwrap_or_default()).map_err(&fail)?
-            }
-        };
+        let (url_key, mut fetched) = self
+            .url_content(&urls, checksum.as_deref())
+            .map_err(&fail)?;
+        let (content, from_context) = self.local_content(from.as_ref(), &locals).map_err(&fail)?;
         let json = serde_json::to_string(&step.instruction).unwrap_or_default();
         let key = key_of(&[
             &st.key,
@@ -399,13 +418,13 @@ impl Builder<'_, '_> {
         let Some(_running) = self.begin(st, stage, step, text, &key)? else {
             return Ok(());
         };
-        let (origin, sources) = match &from {
-            Some(s) => {
+        let (origin, sources) = match (&from, from_context) {
+            (Some(s), _) => {
                 let origin = Origin::View(s.view(self.store)?);
                 let sources = origin.sources(&locals).map_err(&fail)?;
                 (origin, sources)
             }
-            None => (Origin::Context(&self.ctx), from_context.unwrap_or_default()),
+            (None, sources) => (Origin::Context(&self.ctx), sources),
         };
         let view = st.view(self.store)?;
         let tree = self.store.temp_path("copy");
