@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-KILN = REPO / "target/release/kiln"
+# KILN_BENCH_KILN: another kiln binary (an older build, for a before/after)
+KILN = Path(os.environ.get("KILN_BENCH_KILN", REPO / "target/release/kiln"))
 FLOOR = REPO / "target/release/examples/floor"
 WORK = Path(os.environ.get("KILN_BENCH_DIR", "/var/tmp/kiln-bench"))
 DOCKER = "/usr/bin/docker"  # Debian's client: classic `docker build` speaks BuildKit
@@ -36,11 +37,13 @@ TOOLS = ["kiln", "buildah", "buildkit"]
 APT_PROXY = 'Acquire::http::Proxy "http://127.0.0.1:3142";'
 APPS = ["a", "b", "c"]
 CHAIN = ["tools"] + [f"app-{a}" for a in APPS]
-WORKLOADS = ["chain", "bake", "large", "publish", "multistage", "floor", "cross", "vm"]
+WORKLOADS = ["chain", "bake", "large", "publish", "multistage", "aptbuild", "floor", "cross", "vm"]
 ARM64 = "linux/arm64"
 VM_PACKAGE = "curl"  # the package the VM workload adds to a server image
 VM_SSH_PORT = 2299
 VM_ROW = f"VM image: add {VM_PACKAGE}, to a boot-tested qcow2"
+APTBUILD_ROW = "apt-installed compiler in a builder stage, binary to scratch: cold"
+GAP_MARK = "kiln-bench-apt-step-done"
 
 
 class Failed(Exception):
@@ -347,6 +350,17 @@ def make_inputs():
           "FROM bench/gcc:1 AS build\nCOPY hello.c /src/\nRUN gcc -O2 -static -o /hello /src/hello.c\n"
           'FROM scratch\nCOPY --from=build /hello /hello\nENTRYPOINT ["/hello"]\n')
 
+    # Workload 7: the builder stage installs its compiler with apt (through
+    # the apt cache), compiles, and only the binary goes into scratch: no
+    # image contains the builder's layers. The echo marks the apt step's end
+    # for the step-gap measurement (see step_gap).
+    ab = WORK / "aptbuild"
+    write(ab / "hello.c", '#include <stdio.h>\nint main(void) { puts("hello from C"); return 0; }\n')
+    write(ab / "Dockerfile",
+          "FROM bench/base:1 AS build\nRUN apt-get update && apt-get install -y --no-install-recommends"
+          f" gcc libc6-dev && echo {GAP_MARK}\nCOPY hello.c /src/\nRUN gcc -O2 -static -o /hello /src/hello.c\n"
+          'FROM scratch\nCOPY --from=build /hello /hello\nENTRYPOINT ["/hello"]\n')
+
     # Workload 6: the same C program for arm64, compiled emulated (gcc of an
     # arm64 Debian, every instruction through QEMU) and cross (this
     # machine's aarch64-linux-gnu-gcc in a $BUILDPLATFORM stage).
@@ -567,6 +581,31 @@ def workload_multistage(run, tool, rep):
                 [tool.build("bench/hello:1", WORK / "multistage")])
 
 
+def workload_aptbuild(run, tool, rep):
+    run.measure(tool, APTBUILD_ROW, rep, [tool.build("bench/apthello:1", WORK / "aptbuild")])
+
+
+def step_gap(kiln):
+    """Seconds from the apt RUN's last line to the next step's first line
+    in a cold kiln build of the aptbuild workload: what kiln does with the
+    step's result before the next step may start."""
+    kiln.forget(["bench/apthello:1"])
+    p = subprocess.Popen(kiln.build("bench/apthello:1", WORK / "aptbuild"), env=kiln.env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done, gap = None, None
+    for line in p.stdout:
+        now = time.monotonic()
+        if GAP_MARK in line and "RUN" not in line:
+            done = now
+        elif done is not None and gap is None and "COPY hello.c" in line:
+            gap = now - done
+    if p.wait() != 0 or gap is None:
+        raise Failed("the step-gap build failed or printed no COPY step after the apt step")
+    with open(WORK / "gaps.tsv", "a") as f:
+        f.write(f"{gap:.3f}\n")
+    log(f"kiln      apt RUN exit → next step: {gap:.2f}s")
+
+
 def workload_cross(run, tool, rep):
     """The same arm64 program: every compiler instruction emulated, then
     cross-compiled natively in a $BUILDPLATFORM stage. buildah 1.28 (Debian
@@ -688,6 +727,7 @@ def main():
     try:
         import_bases(kiln, buildah, buildkit)
         run = Run()
+        (WORK / "gaps.tsv").write_text("")
         for rep in range(1, args.reps + 1):
             log(f"--- repetition {rep} of {args.reps}")
             # Each phase: every tool forgets, the disk settles, then each
@@ -714,6 +754,9 @@ def main():
                 workload_floor(run, rep)
             if "multistage" in only:
                 phase(tools, ["bench/hello:1"], args.settle, lambda t: workload_multistage(run, t, rep))
+            if "aptbuild" in only:
+                phase(tools, ["bench/apthello:1"], args.settle, lambda t: workload_aptbuild(run, t, rep))
+                step_gap(kiln)
             if "cross" in only:
                 phase(tools, ["bench/prog-emulated:1", "bench/prog-cross:1"], args.settle,
                       lambda t: workload_cross(run, t, rep))
@@ -818,6 +861,11 @@ def table(tsv):
                      f"cross-compiled (aarch64-linux-gnu-gcc in a $BUILDPLATFORM stage): emulated/cross {parts}. "
                      "buildah 1.28 runs only the emulated path: under --platform linux/arm64 it does not find the "
                      "local $BUILDPLATFORM base (\"image not known\").")
+    gaps = [float(x) for x in (WORK / "gaps.tsv").read_text().split()] if (WORK / "gaps.tsv").exists() else []
+    if gaps and rows.get(APTBUILD_ROW):
+        notes.append("Step gap in kiln's aptbuild build (from the apt RUN's last output line to the next step's "
+                     f"first line, one cold build per repetition): median {statistics.median(gaps):.2f}s "
+                     f"({min(gaps):.2f}–{max(gaps):.2f}).")
     if rows.get(VM_ROW):
         k, p = med(VM_ROW, "kiln"), med(VM_ROW, "packer-style")
         ratio = f"{k / p:.2f}" if k and p else "–"
