@@ -22,6 +22,12 @@ pub struct Context {
     /// Paths (relative to the root) a build never sees besides
     /// `.dockerignore`'s: the factory's own lock files.
     hidden: Vec<PathBuf>,
+    /// What earlier builds hashed of this context ([`Context::known_from`]):
+    /// a file whose metadata vouches for its digest is not read again.
+    known: StatCache,
+    /// Where that is kept, and what this build hashed, saved for the next.
+    cache_file: Option<PathBuf>,
+    seen: std::sync::Mutex<StatCache>,
 }
 
 impl Context {
@@ -46,6 +52,9 @@ impl Context {
                     root: root.to_path_buf(),
                     matcher: Some(m),
                     hidden: Vec::new(),
+                    known: StatCache::default(),
+                    cache_file: None,
+                    seen: Default::default(),
                 });
             }
         }
@@ -53,6 +62,9 @@ impl Context {
             root: root.to_path_buf(),
             matcher: None,
             hidden: Vec::new(),
+            known: StatCache::default(),
+            cache_file: None,
+            seen: Default::default(),
         })
     }
 
@@ -65,6 +77,25 @@ impl Context {
             }
         }
         self
+    }
+
+    /// Reuses the digests kept in `cache_file` by earlier builds, with the
+    /// rule the plan uses (see `statcache`), and keeps this build's there
+    /// ([`Context::save_known`]).
+    pub fn known_from(mut self, cache_file: PathBuf) -> Self {
+        self.known = StatCache::load(&cache_file);
+        self.cache_file = Some(cache_file);
+        self
+    }
+
+    /// Saves what this build hashed for the next one (best effort).
+    pub fn save_known(&self) {
+        if let Some(path) = &self.cache_file {
+            self.seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .save(path);
+        }
     }
 
     pub fn excluded(&self, rel: &Path) -> bool {
@@ -137,9 +168,15 @@ impl Context {
 
     /// A digest of everything under the given context paths: names, types,
     /// modes, contents and link targets (not times), for the step cache.
+    /// Files the known digests vouch for are not read.
     pub fn hash(&self, paths: &[PathBuf]) -> Result<String, String> {
+        let (entries, fresh) = self.entries_known(paths, &self.known)?;
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .absorb(fresh);
         let mut h = Hasher::default();
-        for (path, mode, content) in self.entries(paths)? {
+        for (path, mode, content) in entries {
             h.update(format!("{}\0{:o}\0", path.display(), mode).as_bytes());
             h.update(content.as_bytes());
         }
@@ -148,13 +185,8 @@ impl Context {
 
     /// Every entry under the given context paths as (path, mode, content):
     /// content is a file's digest, a link's target, empty for directories.
-    /// Files are read and hashed on every core.
-    pub fn entries(&self, paths: &[PathBuf]) -> Result<Vec<Entry>, String> {
-        Ok(self.entries_known(paths, &StatCache::default())?.0)
-    }
-
-    /// [`Context::entries`], reading only the files whose digests `known`
-    /// cannot vouch for; with the cache of what was read and reused.
+    /// Only the files whose digests `known` cannot vouch for are read, on
+    /// every core; with the cache of what was read and reused.
     pub fn entries_known(
         &self,
         paths: &[PathBuf],

@@ -575,7 +575,7 @@ impl Builder<'_, '_> {
         for (dir, meta) in &made {
             meta.apply(dir)?;
         }
-        let committed = self.commit_layer(st, &tree, &key)?;
+        let committed = self.commit_layer(st, stage, step, &tree, &key)?;
         st.history(format!("{text} # kiln"), !committed);
         Ok(())
     }

@@ -9,7 +9,11 @@ use kiln_dockerfile::instructions::{CommandLine, Healthcheck as HcStep};
 use kiln_dockerfile::{Base, BuildGraph, Instruction, Platform, Stage, Step};
 use kiln_oci::image::{Descriptor, Empty, Healthcheck, Manifest, MEDIA_CONFIG, MEDIA_MANIFEST};
 use kiln_oci::layer::{write_layer, LayerOptions};
-use kiln_store::{CacheEntry, CachedLayer, Store};
+use kiln_oci::Digest;
+use kiln_store::{chain_id, CacheEntry, CachedLayer, Pending, Store};
+
+use crate::compress::Compressor;
+use crate::state::Blob;
 
 use crate::context::Context;
 use crate::job::{Inflight, KeyGuard};
@@ -37,6 +41,50 @@ pub(crate) struct Builder<'a, 'p> {
     /// The cache keys of every step this build ran or reused, in order
     /// (what a registry cache of the build holds).
     pub keys: Mutex<Vec<String>>,
+    /// Writes the blobs of the image's layers in the background.
+    pub compressor: &'a Compressor,
+    /// By stage index: whether the image contains the stage's layers (the
+    /// target and the stages it is built on).
+    pub in_image: Vec<bool>,
+    /// The image's last layer-making step: its blob is written at once.
+    pub last_layer_step: Option<&'a Step>,
+}
+
+/// When a layer's blob is written (see [`Builder::commit_layer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WhenBlob {
+    Now,
+    Soon,
+    IfNeeded,
+}
+
+/// Which stages' layers the image of `graph` contains (its target and the
+/// stages it is built on, by index), and the last step among them that can
+/// make a layer.
+pub(crate) fn image_stages(graph: &BuildGraph) -> (Vec<bool>, Option<&Step>) {
+    let mut in_image = vec![false; graph.stages.len()];
+    let mut last = None;
+    let mut at = Some(graph.target);
+    while let Some(i) = at {
+        let stage = &graph.stages[i];
+        in_image[i] = true;
+        if last.is_none() {
+            last = stage.steps.iter().rev().find(|s| {
+                matches!(
+                    s.instruction,
+                    Instruction::Run(_)
+                        | Instruction::Copy(_)
+                        | Instruction::Add(_)
+                        | Instruction::Workdir { .. }
+                )
+            });
+        }
+        at = match stage.base {
+            Base::Stage { index } => Some(index),
+            _ => None,
+        };
+    }
+    (in_image, last)
 }
 
 /// The stages a stage needs built first: its base stage and what it copies
@@ -298,16 +346,27 @@ impl Builder<'_, '_> {
         State::from_base(&base)
     }
 
-    /// Writes the layer in `dir` (an overlay diff dir) into the store,
-    /// makes `dir` its snapshot and records it in the cache under `key`.
-    pub fn commit_layer(&self, st: &mut State, dir: &Path, key: &str) -> Result<bool, BuildError> {
+    /// Makes `dir` (an overlay diff dir, or a tree COPY built) the
+    /// snapshot of the step's layer and records it in the cache under
+    /// `key`. Its blob is written as [`Builder::when_blob`] says: at once
+    /// (the image's last layer: nothing else would run meanwhile), in the
+    /// background while later steps run (the image's other layers), or only
+    /// when an image needs it (layers of stages no image contains).
+    pub fn commit_layer(
+        &self,
+        st: &mut State,
+        stage: &Stage,
+        step: &Step,
+        dir: &Path,
+        key: &str,
+    ) -> Result<bool, BuildError> {
         let empty = std::fs::read_dir(dir)
             .map_err(|e| BuildError::io(format!("reading {}", dir.display()), e))?
             .next()
             .is_none();
+        st.created = self.created.clone();
         if empty {
             let _ = std::fs::remove_dir_all(dir);
-            st.created = self.created.clone();
             let entry = CacheEntry {
                 layer: None,
                 created: Some(st.created.clone()),
@@ -315,40 +374,87 @@ impl Builder<'_, '_> {
             self.remember(key, &entry)?;
             return Ok(false);
         }
-        let temp = self.store.temp_path("layer");
-        let _cleanup = kiln_store::RemoveOnDrop(temp.clone());
-        let file = std::fs::File::create(&temp)
-            .map_err(|e| BuildError::io(format!("creating {}", temp.display()), e))?;
         let lopts = LayerOptions {
             compression: self.opts.compression,
             source_date_epoch: self.opts.source_date_epoch,
         };
-        let info = write_layer(dir, std::io::BufWriter::new(file), &lopts)?;
-        self.store.commit_blob(&temp, &info.digest)?;
         let media = self.opts.compression.media_type().to_string();
-        st.push_layer(
-            info.digest.clone(),
-            info.diff_id.clone(),
-            media.clone(),
-            info.size,
-        );
-        // what follows stands on this layer's content, not just this step
-        st.key = key_of(&[key, info.diff_id.as_ref()]);
-        let chain = st.parent_chain().expect("a layer was just pushed").clone();
-        self.store.commit_snapshot(dir, &chain)?;
-        let layer = CachedLayer {
-            digest: info.digest.to_string(),
-            diff_id: info.diff_id.to_string(),
-            size: info.size,
-            media_type: media,
+        let when = self.when_blob(stage, step);
+        let layer = if when == WhenBlob::Now {
+            let temp = self.store.temp_path("layer");
+            let _cleanup = kiln_store::RemoveOnDrop(temp.clone());
+            let file = std::fs::File::create(&temp)
+                .map_err(|e| BuildError::io(format!("creating {}", temp.display()), e))?;
+            let info = write_layer(dir, std::io::BufWriter::new(file), &lopts)?;
+            self.store.commit_blob(&temp, &info.digest)?;
+            CachedLayer {
+                digest: Some(info.digest.to_string()),
+                diff_id: info.diff_id.to_string(),
+                size: info.size,
+                media_type: media,
+                pending: None,
+            }
+        } else {
+            let diff_id = kiln_oci::layer::diff_id(dir, &lopts)?;
+            CachedLayer {
+                digest: None,
+                diff_id: diff_id.to_string(),
+                size: 0,
+                media_type: media,
+                pending: Some(Pending {
+                    chain: chain_id(st.parent_chain(), &diff_id).to_string(),
+                    source_date_epoch: self.opts.source_date_epoch,
+                }),
+            }
         };
-        st.created = self.created.clone();
+        let chain = self.take_layer(st, key, &layer)?;
+        self.store.commit_snapshot(dir, &chain)?;
         let entry = CacheEntry {
-            layer: Some(layer),
+            layer: Some(layer.clone()),
             created: Some(st.created.clone()),
         };
         self.remember(key, &entry)?;
+        if when == WhenBlob::Soon {
+            self.compressor.queue(key, &layer);
+        }
         Ok(true)
+    }
+
+    /// When the blob of a layer `step` of `stage` makes is written.
+    fn when_blob(&self, stage: &Stage, step: &Step) -> WhenBlob {
+        if self
+            .last_layer_step
+            .is_some_and(|last| std::ptr::eq(last, step))
+        {
+            WhenBlob::Now
+        } else if self.in_image.get(stage.index).copied().unwrap_or(false) {
+            WhenBlob::Soon
+        } else {
+            WhenBlob::IfNeeded
+        }
+    }
+
+    /// Puts the layer of step `key` on top of `st`; what follows stands on
+    /// its content, not just on the step. Returns its chain ID.
+    fn take_layer(
+        &self,
+        st: &mut State,
+        key: &str,
+        layer: &CachedLayer,
+    ) -> Result<Digest, BuildError> {
+        let diff_id = kiln_store::parse_digest(&layer.diff_id)?;
+        let blob = match layer.blob() {
+            Some(digest) => Blob::Written {
+                digest,
+                size: layer.size,
+            },
+            None => Blob::Pending {
+                key: key.to_string(),
+                layer: layer.clone(),
+            },
+        };
+        st.key = key_of(&[key, diff_id.as_ref()]);
+        Ok(st.push_layer(blob, diff_id, layer.media_type.clone()))
     }
 
     /// Keeps a step's result in the step cache, as one of this build's.
@@ -421,10 +527,7 @@ impl Builder<'_, '_> {
         let Some(l) = entry.layer else {
             return Ok(Some(false));
         };
-        let digest = kiln_store::parse_digest(&l.digest)?;
-        let diff_id = kiln_store::parse_digest(&l.diff_id)?;
-        st.key = key_of(&[key, diff_id.as_ref()]);
-        st.push_layer(digest, diff_id, l.media_type, l.size);
+        self.take_layer(st, key, &l)?;
         Ok(Some(true))
     }
 
@@ -482,7 +585,7 @@ impl Builder<'_, '_> {
             self.opts.source_date_epoch,
             (ids.uid, ids.gid),
         )?;
-        let made = self.commit_layer(st, &tree, &key)?;
+        let made = self.commit_layer(st, stage, step, &tree, &key)?;
         st.history(text.to_string(), !made);
         Ok(())
     }
@@ -493,17 +596,7 @@ impl Builder<'_, '_> {
         let config = serde_json::to_vec(&image_config)
             .map_err(|e| BuildError::Context(format!("writing the image config: {e}")))?;
         let config_digest = self.store.put_blob(&config)?;
-        let layers = st
-            .layers
-            .iter()
-            .map(|l| Descriptor {
-                media_type: l.media_type.clone(),
-                digest: l.digest.to_string(),
-                size: l.size,
-                annotations: Default::default(),
-                platform: None,
-            })
-            .collect();
+        let layers = self.compressor.descriptors(&st.layers)?;
         let manifest = Manifest {
             schema_version: 2,
             media_type: Some(MEDIA_MANIFEST.into()),

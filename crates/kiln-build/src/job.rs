@@ -10,6 +10,7 @@ use kiln_dockerfile::{evaluate, Base, BaseConfig, BaseImages, BuildGraph, Option
 use kiln_oci::image::{rfc3339, Descriptor, MEDIA_MANIFEST};
 use kiln_store::Store;
 
+use crate::compress::Compressor;
 use crate::context::Context;
 use crate::engine::Builder;
 use crate::source::ImageSource;
@@ -133,15 +134,18 @@ pub fn build(
         job.prefetch(&graph);
         graphs.push((*t, graph));
     }
+    let (compressor, tasks) = Compressor::new();
     let results: Vec<Result<PlatformBuild, BuildError>> = std::thread::scope(|scope| {
+        let compressor = &compressor;
+        scope.spawn(move || compressor.work(store, tasks));
         let handles: Vec<_> = graphs
             .iter()
             .map(|(t, graph)| {
                 let job = &job;
-                scope.spawn(move || job.build_for(*t, graph, multi))
+                scope.spawn(move || job.build_for(*t, graph, multi, compressor))
             })
             .collect();
-        handles
+        let results = handles
             .into_iter()
             .map(|h| {
                 h.join().unwrap_or_else(|_| {
@@ -150,7 +154,9 @@ pub fn build(
                     ))
                 })
             })
-            .collect()
+            .collect();
+        compressor.stop();
+        results
     });
     let built = results.into_iter().collect::<Result<Vec<_>, _>>()?;
     let manifest = |b: &PlatformBuild| Descriptor {
@@ -254,15 +260,18 @@ impl Job<'_, '_> {
         platform: Option<&Platform>,
         graph: &BuildGraph,
         multi: bool,
+        compressor: &Compressor,
     ) -> Result<PlatformBuild, BuildError> {
         let source = self.source;
         let ctx = Context::open(&self.opts.context, Some(&self.opts.dockerfile))
             .map_err(BuildError::Context)?
-            .hide(&self.opts.hidden);
+            .hide(&self.opts.hidden)
+            .known_from(known_digests(self.store, &self.opts.context));
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
+        let (in_image, last_layer_step) = crate::engine::image_stages(graph);
         let b = Builder {
             store: self.store,
             source,
@@ -283,6 +292,9 @@ impl Job<'_, '_> {
             steps_cached: AtomicUsize::new(0),
             bases: Mutex::new(Vec::new()),
             keys: Mutex::new(Vec::new()),
+            compressor,
+            in_image,
+            last_layer_step,
         };
         b.check_runnable()?;
         let states = b.stages()?;
@@ -290,6 +302,7 @@ impl Job<'_, '_> {
             .clone()
             .expect("the target is in the build order");
         let (digest, size) = b.write_image(&target)?;
+        b.ctx.save_known();
         let bases = b.bases.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let keys = std::mem::take(&mut *b.keys.lock().unwrap_or_else(|p| p.into_inner()));
         Ok(PlatformBuild {
@@ -302,4 +315,16 @@ impl Job<'_, '_> {
             bases,
         })
     }
+}
+
+/// Where the digests a build took of context `root`'s files are kept for
+/// the next build of it (`STORE/contexts/build-HASH.txt`, by the context's
+/// absolute path).
+fn known_digests(store: &Store, root: &std::path::Path) -> std::path::PathBuf {
+    let abs = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    let key = kiln_oci::digest::sha256(abs.as_os_str().as_encoded_bytes());
+    store
+        .root()
+        .join("contexts")
+        .join(format!("build-{}.txt", key.digest()))
 }

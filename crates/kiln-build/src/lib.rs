@@ -9,6 +9,7 @@
 //! and is skipped when the store already holds its result.
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
+mod compress;
 mod context;
 mod copy;
 mod engine;
@@ -26,6 +27,7 @@ mod view;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use compress::complete;
 pub use job::build;
 pub use kiln_oci::layer::Compression;
 pub use refresh::Refresh;

@@ -266,7 +266,7 @@ impl Builder<'_, '_> {
                 outcome.code
             )));
         }
-        let made = self.commit_layer(st, &dirs.upper(), &key)?;
+        let made = self.commit_layer(st, stage, step, &dirs.upper(), &key)?;
         st.history(format!("{text} # kiln"), !made);
         Ok(())
     }

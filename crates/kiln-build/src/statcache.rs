@@ -106,6 +106,17 @@ impl StatCache {
         }
     }
 
+    /// Adds what `other` knows. The earlier of the two moments stands for
+    /// both, which only makes the rule stricter for the later digests.
+    pub(crate) fn absorb(&mut self, other: StatCache) {
+        self.taken_ns = if self.entries.is_empty() {
+            other.taken_ns
+        } else {
+            self.taken_ns.min(other.taken_ns)
+        };
+        self.entries.extend(other.entries);
+    }
+
     /// Writes it to `path` (atomically; best effort: it only saves reads).
     pub fn save(&self, path: &Path) {
         let mut out = format!("{HEADER} {}\n", self.taken_ns);

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use kiln_oci::image::{History, ImageConfig};
 use kiln_oci::Digest;
-use kiln_store::{chain_id, parse_digest, Store};
+use kiln_store::{chain_id, parse_digest, CachedLayer, Store};
 
 use crate::view::View;
 use crate::BuildError;
@@ -12,11 +12,25 @@ use crate::BuildError;
 /// One layer of a stage, with the chain ID that names its snapshot.
 #[derive(Debug, Clone)]
 pub struct LayerRec {
-    pub digest: Digest,
+    pub blob: Blob,
     pub diff_id: Digest,
     pub media_type: String,
-    pub size: u64,
     pub chain: Digest,
+}
+
+/// A layer's blob: written, or not yet (see `compress`).
+#[derive(Debug, Clone)]
+pub enum Blob {
+    Written {
+        digest: Digest,
+        size: u64,
+    },
+    /// Only its snapshot so far: the cache key of the step that made it
+    /// and what its cache entry says.
+    Pending {
+        key: String,
+        layer: CachedLayer,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -66,10 +80,12 @@ impl State {
             let chain = chain_id(parent.as_ref(), &diff_id);
             parent = Some(chain.clone());
             layers.push(LayerRec {
-                digest,
+                blob: Blob::Written {
+                    digest,
+                    size: l.size,
+                },
                 diff_id,
                 media_type: l.media_type.clone(),
-                size: l.size,
                 chain,
             });
         }
@@ -98,7 +114,17 @@ impl State {
     pub fn snapshots(&self, store: &Store) -> Result<Vec<PathBuf>, BuildError> {
         let mut out = Vec::new();
         for l in &self.layers {
-            let dir = store.ensure_snapshot(&l.digest, &l.diff_id, &l.chain)?;
+            let dir = match &l.blob {
+                Blob::Written { digest, .. } => {
+                    store.ensure_snapshot(digest, &l.diff_id, &l.chain)?
+                }
+                Blob::Pending { .. } => store.snapshot(&l.chain).ok_or_else(|| {
+                    BuildError::Context(format!(
+                        "the snapshot of layer {} is gone and it has no blob: build again",
+                        l.diff_id
+                    ))
+                })?,
+            };
             out.push(dir);
         }
         out.reverse();
@@ -119,16 +145,17 @@ impl State {
         });
     }
 
-    pub fn push_layer(&mut self, digest: Digest, diff_id: Digest, media_type: String, size: u64) {
+    /// Adds a layer on top; returns its chain ID.
+    pub fn push_layer(&mut self, blob: Blob, diff_id: Digest, media_type: String) -> Digest {
         let chain = chain_id(self.parent_chain(), &diff_id);
         self.config.rootfs.diff_ids.push(diff_id.to_string());
         self.layers.push(LayerRec {
-            digest,
+            blob,
             diff_id,
             media_type,
-            size,
-            chain,
+            chain: chain.clone(),
         });
+        chain
     }
 
     pub fn env(&self) -> Vec<(String, String)> {

@@ -77,8 +77,11 @@ pub fn import(client: &Client, store: &Store, repo: &str) -> Result<Imported, Er
         let entries: Entries = serde_json::from_slice(&body)
             .map_err(|e| Error::Transfer(format!("cache {repo}:{tag}: {e}")))?;
         for (id, entry) in &entries.entries {
-            if let Some(l) = &entry.layer {
-                store.note_source(&kiln_store::parse_digest(&l.digest)?, &r.name())?;
+            match entry.layer.as_ref().map(|l| l.blob()) {
+                // a layer without a blob: not one this store could use
+                Some(None) => continue,
+                Some(Some(digest)) => store.note_source(&digest, &r.name())?,
+                None => {}
             }
             store.cache_adopt(id, entry)?;
         }
@@ -106,14 +109,21 @@ pub fn export(
     let mut layers: Vec<Descriptor> = Vec::new();
     for key in keys {
         let id = Store::cache_id(key);
-        let Some(entry) = store.cache_entry(&id) else {
+        if store.cache_entry(&id).is_none() {
             continue;
-        };
-        if let Some(l) = &entry.layer {
-            if !layers.iter().any(|d| d.digest == l.digest) {
+        }
+        // a layer kept only as a snapshot gets its blob now
+        let entry = kiln_build::complete(store, key)
+            .map_err(|e| Error::Transfer(format!("cache {repo}: {e}")))?;
+        if let Some((l, digest)) = entry
+            .layer
+            .as_ref()
+            .and_then(|l| l.digest.clone().map(|d| (l, d)))
+        {
+            if !layers.iter().any(|d| d.digest == digest) {
                 layers.push(Descriptor {
                     media_type: l.media_type.clone(),
-                    digest: l.digest.clone(),
+                    digest,
                     size: l.size,
                     annotations: Default::default(),
                     platform: None,

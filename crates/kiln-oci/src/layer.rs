@@ -37,6 +37,13 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// The compression a layer media type names, if it is one kiln writes.
+    pub fn of_media_type(media_type: &str) -> Option<Compression> {
+        [Compression::Gzip, Compression::Zstd, Compression::None]
+            .into_iter()
+            .find(|c| c.media_type().to_string() == media_type)
+    }
+
     pub fn media_type(self) -> oci_spec::image::MediaType {
         match self {
             Compression::Gzip => oci_spec::image::MediaType::ImageLayerGzip,
@@ -114,6 +121,14 @@ pub fn write_layer<W: Write>(root: &Path, out: W, opts: &LayerOptions) -> Result
             })
         }
     }
+}
+
+/// The diff ID the tree under `root` would have as a layer: its tar's
+/// sha256, with nothing compressed or written. A step's layer is named by
+/// it at once; its blob is written by [`write_layer`] only when an image
+/// needs it, and comes out with the same diff ID.
+pub fn diff_id(root: &Path, opts: &LayerOptions) -> Result<Digest, Error> {
+    Ok(write_tar(root, io::sink(), opts)?.1)
 }
 
 fn write_tar<W: Write>(root: &Path, out: W, opts: &LayerOptions) -> Result<(W, Digest), Error> {

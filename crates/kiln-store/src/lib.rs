@@ -29,7 +29,8 @@ pub use fsck::{FsckOptions, Problem};
 pub use prune::PruneReport;
 pub use refs::normalize_name;
 pub use store::{
-    chain_id, parse_digest, platforms_of, CacheEntry, CachedLayer, Image, Remote, Store, StoreLock,
+    chain_id, parse_digest, platforms_of, CacheEntry, CachedLayer, Image, Pending, Remote, Store,
+    StoreLock,
 };
 
 use std::path::PathBuf;

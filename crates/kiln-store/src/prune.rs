@@ -60,8 +60,9 @@ impl Store {
                 .ok()
                 .and_then(|b| serde_json::from_slice::<CacheEntry>(&b).ok())
                 .is_some_and(|c| {
+                    // a layer never written as a blob goes with its snapshot
                     c.layer
-                        .is_none_or(|l| blobs.contains(l.digest.trim_start_matches("sha256:")))
+                        .is_none_or(|l| l.blob().is_some_and(|d| blobs.contains(d.digest())))
                 });
             if !keep {
                 fs::remove_file(entry.path())

@@ -90,12 +90,37 @@ pub struct CacheEntry {
     pub created: Option<String>,
 }
 
+/// The layer a step made. Its blob is written only when an image needs
+/// it: until then the layer is its snapshot and diff ID (`pending`), and
+/// `digest` and `size` are unknown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CachedLayer {
-    pub digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     pub diff_id: String,
+    #[serde(default)]
     pub size: u64,
+    /// The media type its blob has, or will have.
     pub media_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
+}
+
+/// A layer kept only as its snapshot: what writing its blob needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// The chain ID naming its snapshot.
+    pub chain: String,
+    /// The clamp of its tar's timestamps its diff ID was computed with.
+    #[serde(default)]
+    pub source_date_epoch: Option<u64>,
+}
+
+impl CachedLayer {
+    /// The blob's digest, when it is written.
+    pub fn blob(&self) -> Option<Digest> {
+        self.digest.as_deref().and_then(|d| parse_digest(d).ok())
+    }
 }
 
 impl Store {
@@ -702,17 +727,20 @@ impl Store {
         self.root.join("cache").join(format!("{id}.json"))
     }
 
-    /// What a step with cache key `key` produced before, if its blobs are
-    /// still here (or can be fetched).
+    /// What a step with cache key `key` produced before, if its layer is
+    /// still here: its blob (here, or to be fetched), or, for a layer whose
+    /// blob was never written, its snapshot.
     pub fn cache_get(&self, key: &str) -> Option<CacheEntry> {
         let entry = self.cache_entry(&Self::cache_id(key))?;
-        match &entry.layer {
-            Some(l) => from_hex(l.digest.trim_start_matches("sha256:"))
-                .ok()
-                .filter(|d| self.can_read_blob(d))
-                .map(|_| entry),
-            None => Some(entry),
-        }
+        let Some(l) = &entry.layer else {
+            return Some(entry);
+        };
+        let usable = match (l.blob(), &l.pending) {
+            (Some(d), _) => self.can_read_blob(&d),
+            (None, Some(p)) => parse_digest(&p.chain).is_ok_and(|c| self.snapshot(&c).is_some()),
+            (None, None) => false,
+        };
+        usable.then_some(entry)
     }
 
     /// The name a step's cache key is kept under (the digest of the key).
