@@ -88,13 +88,17 @@ impl Context {
         self
     }
 
-    /// Saves what this build hashed for the next one (best effort).
+    /// Saves what this build hashed for the next one (best effort), when
+    /// it learned something: a rebuild with nothing changed writes nothing.
     pub fn save_known(&self) {
-        if let Some(path) = &self.cache_file {
-            self.seen
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .save(path);
+        let Some(path) = &self.cache_file else {
+            return;
+        };
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.teaches(&self.known) {
+            let mut all = std::mem::take(&mut *seen);
+            all.keep_from(StatCache::load(path));
+            all.save(path);
         }
     }
 

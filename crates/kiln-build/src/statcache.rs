@@ -117,6 +117,28 @@ impl StatCache {
         self.entries.extend(other.entries);
     }
 
+    /// Whether it vouches for a file `older` cannot: only then is it worth
+    /// keeping. (A digest taken within two seconds of a file's change is
+    /// never trusted later, so a build of just-written files learns nothing.)
+    pub(crate) fn teaches(&self, older: &StatCache) -> bool {
+        self.entries
+            .iter()
+            .any(|(p, (stat, _))| self.digest(p, stat).is_some() && older.digest(p, stat).is_none())
+    }
+
+    /// Keeps what `older` vouched for and this does not mention (files
+    /// another build of the context read), still trusted under this one's
+    /// later moment: a file whose metadata is as recorded has not changed.
+    pub(crate) fn keep_from(&mut self, older: StatCache) {
+        for (p, (stat, digest)) in older.entries {
+            let settled = stat.mtime_ns < older.taken_ns - RACY_NS
+                && stat.ctime_ns < older.taken_ns - RACY_NS;
+            if settled {
+                self.entries.entry(p).or_insert((stat, digest));
+            }
+        }
+    }
+
     /// Writes it to `path` (atomically; best effort: it only saves reads).
     pub fn save(&self, path: &Path) {
         let mut out = format!("{HEADER} {}\n", self.taken_ns);
@@ -178,5 +200,31 @@ mod tests {
         let loaded = StatCache::load(&path);
         assert_eq!(loaded.digest(Path::new("a"), &stat), Some("d1"));
         assert_eq!(StatCache::load(&dir.path().join("none")).entries.len(), 0);
+    }
+
+    #[test]
+    fn a_cache_is_worth_keeping_only_when_it_vouches_for_something_new() {
+        let stat = Stat {
+            size: 1,
+            mtime_ns: 10 * RACY_NS,
+            ctime_ns: 10 * RACY_NS,
+            ino: 1,
+            dev: 1,
+        };
+        let one = |p: &str, taken: i128| {
+            StatCache::of(taken, [(PathBuf::from(p), stat, "d".into())].into_iter())
+        };
+        let old = one("a", 20 * RACY_NS);
+        // the same file vouched for again teaches nothing
+        assert!(!one("a", 30 * RACY_NS).teaches(&old));
+        // a file hashed as it changed teaches nothing either
+        assert!(!one("b", 10 * RACY_NS).teaches(&old));
+        // a settled file the old cache did not know does
+        let mut new = one("b", 30 * RACY_NS);
+        assert!(new.teaches(&old));
+        // and the old cache's files are kept beside it
+        new.keep_from(old);
+        assert_eq!(new.digest(Path::new("a"), &stat), Some("d"));
+        assert_eq!(new.digest(Path::new("b"), &stat), Some("d"));
     }
 }

@@ -1106,3 +1106,63 @@ fn an_interrupted_build_leaves_nothing_in_the_stores_tmp() {
     assert!(!kiln(&store, &["images"]).stdout.contains("int:1"));
     assert_eq!(ok(kiln(&store, &["fsck"])).stdout, "");
 }
+
+#[test]
+fn copy_reuses_context_digests_and_still_sees_every_change() {
+    let (dir, store) = setup();
+    let ctx = app_context(
+        dir.path(),
+        "FROM busybox:test\nCOPY src/ /src/\nCMD [\"cat\", \"/src/a\"]\n",
+    );
+    let ctx = ctx.to_str().unwrap();
+    // files that settled before the build (the statcache rule trusts no
+    // digest taken within two seconds of a file's change)
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    ok(kiln(&store, &["build", "-t", "ctx:1", ctx]));
+    let kept: Vec<PathBuf> = fs::read_dir(store.join("contexts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("build-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "the build kept its context's digests");
+    let text = fs::read_to_string(&kept[0]).unwrap();
+    assert!(
+        text.contains(" src/a\n") && text.contains(" src/b\n"),
+        "{text}"
+    );
+    let written = fs::metadata(&kept[0]).unwrap().modified().unwrap();
+    let again = ok(kiln(&store, &["build", "-t", "ctx:1", ctx]));
+    assert!(
+        again.stderr.contains("(0 steps run, 1 cached)"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(
+        fs::metadata(&kept[0]).unwrap().modified().unwrap(),
+        written,
+        "nothing new learned, nothing written"
+    );
+    // the same size and modification time, other content: the change time
+    // still tells, and the COPY runs again
+    let a = Path::new(ctx).join("src/a");
+    let mtime = fs::metadata(&a).unwrap().modified().unwrap();
+    fs::write(&a, "A\n").unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&a)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let changed = ok(kiln(&store, &["build", "-t", "ctx:1", ctx]));
+    assert!(
+        changed.stderr.contains("(1 steps run, 0 cached)"),
+        "{}",
+        changed.stderr
+    );
+    assert_eq!(ok(kiln(&store, &["run", "ctx:1"])).stdout, "A\n");
+}
