@@ -128,11 +128,68 @@ pub fn write_layer<W: Write>(root: &Path, out: W, opts: &LayerOptions) -> Result
 /// it at once; its blob is written by [`write_layer`] only when an image
 /// needs it, and comes out with the same diff ID.
 pub fn diff_id(root: &Path, opts: &LayerOptions) -> Result<Digest, Error> {
-    Ok(write_tar(root, io::sink(), opts)?.1)
+    // the tar is made on this thread and hashed on another, in 1 MiB
+    // chunks: reading the files and hashing take about as long each
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    let hasher = std::thread::spawn(move || {
+        let mut h = HashWriter::new(io::sink());
+        for chunk in rx {
+            let _ = h.write_all(&chunk);
+        }
+        h.finish().1
+    });
+    let chunks = Chunks {
+        buf: Vec::with_capacity(CHUNK),
+        tx,
+    };
+    let written = tar_to(root, chunks, opts)
+        .and_then(|mut c| c.flush().map_err(|e| Error::io("writing the layer tar", e)));
+    // the sender is dropped either way, so the hasher ends
+    let digest = hasher.join().map_err(|_| {
+        Error::io(
+            "hashing the layer tar",
+            io::Error::other("the hasher panicked"),
+        )
+    })?;
+    written.map(|_| digest)
+}
+
+const CHUNK: usize = 1 << 20;
+
+/// Hands what is written on in chunks of [`CHUNK`] bytes.
+struct Chunks {
+    buf: Vec<u8>,
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+}
+
+impl Write for Chunks {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .send(full)
+            .map_err(|_| io::Error::other("the hasher stopped"))
+    }
 }
 
 fn write_tar<W: Write>(root: &Path, out: W, opts: &LayerOptions) -> Result<(W, Digest), Error> {
-    let mut builder = tar::Builder::new(HashWriter::new(out));
+    let (inner, diff_id, _) = tar_to(root, HashWriter::new(out), opts)?.finish();
+    Ok((inner, diff_id))
+}
+
+/// Writes the tree under `root` as a tar to `out`; returns `out`.
+fn tar_to<W: Write>(root: &Path, out: W, opts: &LayerOptions) -> Result<W, Error> {
+    let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
     let mut w = TarWriter {
         builder: &mut builder,
@@ -143,11 +200,9 @@ fn write_tar<W: Write>(root: &Path, out: W, opts: &LayerOptions) -> Result<(W, D
     builder
         .finish()
         .map_err(|e| Error::io("writing the layer tar", e))?;
-    let hw = builder
+    builder
         .into_inner()
-        .map_err(|e| Error::io("writing the layer tar", e))?;
-    let (inner, diff_id, _) = hw.finish();
-    Ok((inner, diff_id))
+        .map_err(|e| Error::io("writing the layer tar", e))
 }
 
 struct TarWriter<'a, W: Write> {

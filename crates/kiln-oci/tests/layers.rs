@@ -252,3 +252,30 @@ fn zstd_layers_round_trip() {
         tree::dump(dst.path()).unwrap()[1..]
     );
 }
+
+#[test]
+fn a_diff_id_alone_is_the_one_its_blob_has_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    sample(&root);
+    // more than a few of the hasher's 1 MiB chunks
+    let big: Vec<u8> = (0..5_300_000u32).map(|i| (i % 251) as u8).collect();
+    fs::write(root.join("big"), big).unwrap();
+    for epoch in [None, Some(1_000_000)] {
+        for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {
+            let opts = LayerOptions {
+                compression,
+                source_date_epoch: epoch,
+            };
+            let (_, info) = layer_bytes(&root, &opts);
+            assert_eq!(
+                kiln_oci::layer::diff_id(&root, &opts).unwrap(),
+                info.diff_id
+            );
+        }
+    }
+    // a tree that cannot be read is an error, not a digest
+    assert!(
+        kiln_oci::layer::diff_id(&dir.path().join("missing"), &LayerOptions::default()).is_err()
+    );
+}
