@@ -374,39 +374,8 @@ impl Builder<'_, '_> {
             self.remember(key, &entry)?;
             return Ok(false);
         }
-        let lopts = LayerOptions {
-            compression: self.opts.compression,
-            source_date_epoch: self.opts.source_date_epoch,
-        };
-        let media = self.opts.compression.media_type().to_string();
         let when = self.when_blob(stage, step);
-        let layer = if when == WhenBlob::Now {
-            let temp = self.store.temp_path("layer");
-            let _cleanup = kiln_store::RemoveOnDrop(temp.clone());
-            let file = std::fs::File::create(&temp)
-                .map_err(|e| BuildError::io(format!("creating {}", temp.display()), e))?;
-            let info = write_layer(dir, std::io::BufWriter::new(file), &lopts)?;
-            self.store.commit_blob(&temp, &info.digest)?;
-            CachedLayer {
-                digest: Some(info.digest.to_string()),
-                diff_id: info.diff_id.to_string(),
-                size: info.size,
-                media_type: media,
-                pending: None,
-            }
-        } else {
-            let diff_id = kiln_oci::layer::diff_id(dir, &lopts)?;
-            CachedLayer {
-                digest: None,
-                diff_id: diff_id.to_string(),
-                size: 0,
-                media_type: media,
-                pending: Some(Pending {
-                    chain: chain_id(st.parent_chain(), &diff_id).to_string(),
-                    source_date_epoch: self.opts.source_date_epoch,
-                }),
-            }
-        };
+        let layer = self.layer_of(st, dir, when)?;
         let chain = self.take_layer(st, key, &layer)?;
         self.store.commit_snapshot(dir, &chain)?;
         let entry = CacheEntry {
@@ -418,6 +387,43 @@ impl Builder<'_, '_> {
             self.compressor.queue(key, &layer);
         }
         Ok(true)
+    }
+
+    /// The layer of tree `dir` on top of `st`: with its blob when it is
+    /// to be written now, else only its diff ID and what writing the blob
+    /// later needs.
+    fn layer_of(&self, st: &State, dir: &Path, when: WhenBlob) -> Result<CachedLayer, BuildError> {
+        let lopts = LayerOptions {
+            compression: self.opts.compression,
+            source_date_epoch: self.opts.source_date_epoch,
+        };
+        let media_type = self.opts.compression.media_type().to_string();
+        if when != WhenBlob::Now {
+            let diff_id = kiln_oci::layer::diff_id(dir, &lopts)?;
+            return Ok(CachedLayer {
+                digest: None,
+                diff_id: diff_id.to_string(),
+                size: 0,
+                media_type,
+                pending: Some(Pending {
+                    chain: chain_id(st.parent_chain(), &diff_id).to_string(),
+                    source_date_epoch: self.opts.source_date_epoch,
+                }),
+            });
+        }
+        let temp = self.store.temp_path("layer");
+        let _cleanup = kiln_store::RemoveOnDrop(temp.clone());
+        let file = std::fs::File::create(&temp)
+            .map_err(|e| BuildError::io(format!("creating {}", temp.display()), e))?;
+        let info = write_layer(dir, std::io::BufWriter::new(file), &lopts)?;
+        self.store.commit_blob(&temp, &info.digest)?;
+        Ok(CachedLayer {
+            digest: Some(info.digest.to_string()),
+            diff_id: info.diff_id.to_string(),
+            size: info.size,
+            media_type,
+            pending: None,
+        })
     }
 
     /// When the blob of a layer `step` of `stage` makes is written.
