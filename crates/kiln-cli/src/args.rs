@@ -52,7 +52,11 @@ pub enum Command {
     /// Snapshots are compared by type, mode, owner, size and link target of
     /// each entry (no file is read); --full hashes every file too. A broken
     /// snapshot is harmless to remove: kiln unpacks it again from its layer
-    /// when next needed (--repair does that).
+    /// when next needed (--repair does that). With --full, a snapshot whose
+    /// layer has no blob yet (a builder stage's, kept only as a snapshot) is
+    /// made into its tar again and checked against the diff ID its step
+    /// recorded; --repair removes a broken one with its cache entry, so the
+    /// step runs again.
     ///
     /// Exit status: 0 the store is clean, 1 problems were found (after
     /// --repair: problems it could not repair remain).
@@ -684,7 +688,8 @@ pub struct InspectArgs {
 
 #[derive(Debug, Args)]
 pub struct FsckArgs {
-    /// Hash the content of every snapshot's files too (reads them all)
+    /// Hash the content of every snapshot's files too (reads them all),
+    /// and check the snapshots of layers with no blob yet against their diff IDs
     #[arg(long)]
     pub full: bool,
     /// Remove broken snapshots, to be unpacked again from their layers

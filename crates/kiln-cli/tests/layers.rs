@@ -228,3 +228,50 @@ RUN echo three > /three\n";
         .iter()
         .all(|d| blobs(&store).contains(d)));
 }
+
+#[test]
+fn fsck_full_checks_snapshots_with_no_blob_against_their_steps() {
+    let (dir, store) = setup();
+    let ctx = app_context(dir.path(), BUILDER);
+    let ctx = ctx.to_str().unwrap();
+    ok(kiln(&store, &["build", "-t", "small:1", ctx]));
+    ok(kiln(&store, &["fsck", "--full"]));
+    // the builder's first layer, kept only as its snapshot: damage it
+    let chain = fs::read_dir(store.join("cache"))
+        .unwrap()
+        .filter_map(|e| {
+            let v: serde_json::Value =
+                serde_json::from_str(&fs::read_to_string(e.unwrap().path()).unwrap()).unwrap();
+            v["layer"]["pending"]["chain"].as_str().map(str::to_string)
+        })
+        .find(|c| {
+            store
+                .join("snapshots")
+                .join(&c["sha256:".len()..])
+                .join("noise")
+                .exists()
+        })
+        .expect("the builder's RUN layer is pending");
+    let noise = store
+        .join("snapshots")
+        .join(&chain["sha256:".len()..])
+        .join("noise");
+    fs::write(&noise, "cut short").unwrap();
+    let f = kiln(&store, &["fsck", "--full"]);
+    assert_eq!(f.code, 1, "{}{}", f.stdout, f.stderr);
+    let said = format!("{}{}", f.stdout, f.stderr);
+    assert!(
+        said.contains(&format!("snapshot {chain} (a layer with no blob yet)")),
+        "{said}"
+    );
+    ok(kiln(&store, &["fsck", "--full", "--repair"]));
+    ok(kiln(&store, &["fsck", "--full"]));
+    // the step that made it runs again
+    let b = ok(kiln(
+        &store,
+        &["build", "--target", "build", "-t", "tool:1", ctx],
+    ));
+    assert!(b.stderr.contains("(2 steps run, 0 cached)"), "{}", b.stderr);
+    let r = ok(kiln(&store, &["run", "tool:1", "--", "wc", "-c", "/noise"]));
+    assert!(r.stdout.starts_with("400000"), "{}", r.stdout);
+}

@@ -28,6 +28,14 @@ pub enum Problem {
         reason: String,
         removed: bool,
     },
+    /// A snapshot of a layer whose blob was never written (`--full`) that
+    /// is not what its step made; `removed` when `--repair` took it and its
+    /// cache entry away (the step runs again when next needed).
+    BrokenPending {
+        chain: String,
+        reason: String,
+        removed: bool,
+    },
 }
 
 /// How thoroughly `fsck` looks, and whether it repairs.
@@ -39,6 +47,17 @@ pub struct FsckOptions {
     /// Remove broken snapshots: each is unpacked again from its layer the
     /// next time a build, run or VM image needs it.
     pub repair: bool,
+}
+
+impl Problem {
+    /// Whether `--repair` took care of it (a broken snapshot removed).
+    pub fn repaired(&self) -> bool {
+        matches!(
+            self,
+            Problem::BrokenSnapshot { removed: true, .. }
+                | Problem::BrokenPending { removed: true, .. }
+        )
+    }
 }
 
 impl std::fmt::Display for Problem {
@@ -64,6 +83,18 @@ impl std::fmt::Display for Problem {
                     )
                 } else {
                     write!(f, "run `kiln fsck --repair` to remove it (it is unpacked again from its layer when next needed)")
+                }
+            }
+            Problem::BrokenPending {
+                chain,
+                reason,
+                removed,
+            } => {
+                write!(f, "snapshot {chain} (a layer with no blob yet): {reason}; ")?;
+                if *removed {
+                    write!(f, "removed with its cache entry; the step that made it runs again when next needed")
+                } else {
+                    write!(f, "run `kiln fsck --full --repair` to remove it (the step that made it runs again when next needed)")
                 }
             }
         }
@@ -97,6 +128,54 @@ impl Store {
             }
         }
         problems.extend(self.check_snapshots(opts)?);
+        if opts.full {
+            problems.extend(self.check_pending(opts.repair)?);
+        }
+        Ok(problems)
+    }
+
+    /// Every snapshot of a layer whose blob was never written (a cache
+    /// entry's `pending` layer), against the diff ID its step recorded: the
+    /// tree is made into its tar again and hashed.
+    fn check_pending(&self, repair: bool) -> Result<Vec<Problem>, Error> {
+        let dir = self.root().join("cache");
+        let mut problems = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| Error::io("reading", &dir, e))? {
+            let path = entry.map_err(|e| Error::io("reading", &dir, e))?.path();
+            let Some(layer) = fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<crate::CacheEntry>(&b).ok())
+                .and_then(|c| c.layer)
+            else {
+                continue;
+            };
+            let (None, Some(pending)) = (&layer.digest, &layer.pending) else {
+                continue;
+            };
+            let Some(snapshot) = parse_digest(&pending.chain)
+                .ok()
+                .and_then(|c| self.snapshot(&c))
+            else {
+                continue; // gone: the entry is not used, prune removes it
+            };
+            let opts = kiln_oci::layer::LayerOptions {
+                compression: kiln_oci::layer::Compression::None,
+                source_date_epoch: pending.source_date_epoch,
+            };
+            let reason = match kiln_oci::layer::diff_id(&snapshot, &opts) {
+                Ok(d) if d.to_string() == layer.diff_id => continue,
+                Ok(d) => format!("its content hashes to {d}, its step made {}", layer.diff_id),
+                Err(e) => format!("it cannot be read: {e}"),
+            };
+            let removed =
+                repair && self.remove_snapshot(&snapshot).is_ok() && fs::remove_file(&path).is_ok();
+            problems.push(Problem::BrokenPending {
+                chain: pending.chain.clone(),
+                reason,
+                removed,
+            });
+        }
+        problems.sort_by_key(|p| p.to_string());
         Ok(problems)
     }
 

@@ -126,10 +126,7 @@ pub fn fsck(args: FsckArgs, store: &Store, printer: &Printer) -> anyhow::Result<
     for p in &problems {
         printer.data(&p.to_string());
     }
-    let repaired = |p: &kiln_store::Problem| {
-        matches!(p, kiln_store::Problem::BrokenSnapshot { removed: true, .. })
-    };
-    if problems.iter().all(repaired) && !problems.is_empty() {
+    if problems.iter().all(kiln_store::Problem::repaired) && !problems.is_empty() {
         printer.error(&format!(
             "{}: {} broken snapshot(s) removed; clean",
             store.root().display(),
