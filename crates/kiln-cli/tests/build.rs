@@ -1166,3 +1166,28 @@ fn copy_reuses_context_digests_and_still_sees_every_change() {
     );
     assert_eq!(ok(kiln(&store, &["run", "ctx:1"])).stdout, "A\n");
 }
+
+#[test]
+fn a_run_steps_root_is_a_volatile_overlay() {
+    // fsyncs in a step (dpkg's, one per unpacked file) do not wait for the
+    // disk, as buildah mounts its build containers
+    let (dir, store) = setup();
+    let ctx = app_context(
+        dir.path(),
+        "FROM busybox:test\nRUN grep ' / / ' /proc/self/mountinfo > /root-mount\n",
+    );
+    ok(kiln(
+        &store,
+        &["build", "-t", "volatile:1", ctx.to_str().unwrap()],
+    ));
+    let line = ok(kiln(
+        &store,
+        &["run", "volatile:1", "--", "cat", "/root-mount"],
+    ))
+    .stdout;
+    assert!(line.contains(" - overlay overlay "), "{line}");
+    assert!(
+        line.contains("fsync=volatile") || line.contains(",volatile"),
+        "{line}"
+    );
+}
