@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{mpsc, Condvar, Mutex};
 
 use kiln_oci::image::Descriptor;
-use kiln_oci::layer::{write_layer, Compression, LayerOptions};
+use kiln_oci::layer::{write_layer, Compression, LayerInfo, LayerOptions};
 use kiln_store::{parse_digest, CacheEntry, CachedLayer, Store};
 
 use crate::state::{Blob, LayerRec};
@@ -60,23 +60,20 @@ fn write_blob(store: &Store, key: &str, layer: &CachedLayer) -> Result<CachedLay
             layer.diff_id, layer.media_type
         ))
     })?;
-    let temp = store.temp_path("layer");
-    let _cleanup = kiln_store::RemoveOnDrop(temp.clone());
-    let file = std::fs::File::create(&temp)
-        .map_err(|e| BuildError::io(format!("creating {}", temp.display()), e))?;
     let opts = LayerOptions {
         compression,
         source_date_epoch: pending.source_date_epoch,
     };
-    let info = write_layer(&dir, std::io::BufWriter::new(file), &opts)?;
-    if info.diff_id.to_string() != layer.diff_id {
-        return Err(BuildError::Context(format!(
+    let info = blob_of(store, &dir, &opts, |info| {
+        if info.diff_id.to_string() == layer.diff_id {
+            return Ok(());
+        }
+        Err(BuildError::Context(format!(
             "snapshot {} changed since its step: its layer is {} now, {} then \
-             (`kiln fsck --repair`, then build again)",
+             (`kiln fsck --full --repair`, then build again)",
             pending.chain, info.diff_id, layer.diff_id
-        )));
-    }
-    store.commit_blob(&temp, &info.digest)?;
+        )))
+    })?;
     let done = CachedLayer {
         digest: Some(info.digest.to_string()),
         diff_id: layer.diff_id.clone(),
@@ -89,6 +86,24 @@ fn write_blob(store: &Store, key: &str, layer: &CachedLayer) -> Result<CachedLay
         store.cache_put(key, &entry)?;
     }
     Ok(done)
+}
+
+/// Writes the tree `dir` as a layer blob into the store, through a temp
+/// file committed only when whole and when `check` accepts what it is.
+pub(crate) fn blob_of(
+    store: &Store,
+    dir: &std::path::Path,
+    opts: &LayerOptions,
+    check: impl FnOnce(&LayerInfo) -> Result<(), BuildError>,
+) -> Result<LayerInfo, BuildError> {
+    let temp = store.temp_path("layer");
+    let _cleanup = kiln_store::RemoveOnDrop(temp.clone());
+    let file = std::fs::File::create(&temp)
+        .map_err(|e| BuildError::io(format!("creating {}", temp.display()), e))?;
+    let info = write_layer(dir, std::io::BufWriter::new(file), opts)?;
+    check(&info)?;
+    store.commit_blob(&temp, &info.digest)?;
+    Ok(info)
 }
 
 /// One layer to write: its step's cache key and what the entry says.

@@ -97,7 +97,7 @@ impl Context {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.teaches(&self.known) {
             let mut all = std::mem::take(&mut *seen);
-            all.keep_from(StatCache::load(path));
+            all.keep_from(&self.known);
             all.save(path);
         }
     }

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use kiln_dockerfile::instructions::{CommandLine, Healthcheck as HcStep};
 use kiln_dockerfile::{Base, BuildGraph, Instruction, Platform, Stage, Step};
 use kiln_oci::image::{Descriptor, Empty, Healthcheck, Manifest, MEDIA_CONFIG, MEDIA_MANIFEST};
-use kiln_oci::layer::{write_layer, LayerOptions};
+use kiln_oci::layer::LayerOptions;
 use kiln_oci::Digest;
 use kiln_store::{chain_id, CacheEntry, CachedLayer, Pending, Store};
 
@@ -411,12 +411,7 @@ impl Builder<'_, '_> {
                 }),
             });
         }
-        let temp = self.store.temp_path("layer");
-        let _cleanup = kiln_store::RemoveOnDrop(temp.clone());
-        let file = std::fs::File::create(&temp)
-            .map_err(|e| BuildError::io(format!("creating {}", temp.display()), e))?;
-        let info = write_layer(dir, std::io::BufWriter::new(file), &lopts)?;
-        self.store.commit_blob(&temp, &info.digest)?;
+        let info = crate::compress::blob_of(self.store, dir, &lopts, |_| Ok(()))?;
         Ok(CachedLayer {
             digest: Some(info.digest.to_string()),
             diff_id: info.diff_id.to_string(),

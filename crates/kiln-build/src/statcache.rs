@@ -129,12 +129,10 @@ impl StatCache {
     /// Keeps what `older` vouched for and this does not mention (files
     /// another build of the context read), still trusted under this one's
     /// later moment: a file whose metadata is as recorded has not changed.
-    pub(crate) fn keep_from(&mut self, older: StatCache) {
-        for (p, (stat, digest)) in older.entries {
-            let settled = stat.mtime_ns < older.taken_ns - RACY_NS
-                && stat.ctime_ns < older.taken_ns - RACY_NS;
-            if settled {
-                self.entries.entry(p).or_insert((stat, digest));
+    pub(crate) fn keep_from(&mut self, older: &StatCache) {
+        for (p, (stat, digest)) in &older.entries {
+            if older.digest(p, stat).is_some() && !self.entries.contains_key(p) {
+                self.entries.insert(p.clone(), (*stat, digest.clone()));
             }
         }
     }
@@ -223,7 +221,7 @@ mod tests {
         let mut new = one("b", 30 * RACY_NS);
         assert!(new.teaches(&old));
         // and the old cache's files are kept beside it
-        new.keep_from(old);
+        new.keep_from(&old);
         assert_eq!(new.digest(Path::new("a"), &stat), Some("d"));
         assert_eq!(new.digest(Path::new("b"), &stat), Some("d"));
     }
