@@ -138,15 +138,9 @@ impl Store {
     /// entry's `pending` layer), against the diff ID its step recorded: the
     /// tree is made into its tar again and hashed.
     fn check_pending(&self, repair: bool) -> Result<Vec<Problem>, Error> {
-        let dir = self.root().join("cache");
         let mut problems = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(|e| Error::io("reading", &dir, e))? {
-            let path = entry.map_err(|e| Error::io("reading", &dir, e))?.path();
-            let Some(layer) = fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<crate::CacheEntry>(&b).ok())
-                .and_then(|c| c.layer)
-            else {
+        for (path, entry) in self.cache_files()? {
+            let Some(layer) = entry.and_then(|c| c.layer) else {
                 continue;
             };
             let (None, Some(pending)) = (&layer.digest, &layer.pending) else {

@@ -18,6 +18,7 @@
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
 mod atomic;
+mod cache;
 mod fsck;
 mod prune;
 mod refs;
@@ -25,13 +26,11 @@ mod snapcheck;
 mod store;
 
 pub use atomic::{remove_temps_of, RemoveOnDrop};
+pub use cache::{CacheEntry, CachedLayer, Pending};
 pub use fsck::{FsckOptions, Problem};
 pub use prune::PruneReport;
 pub use refs::normalize_name;
-pub use store::{
-    chain_id, parse_digest, platforms_of, CacheEntry, CachedLayer, Image, Pending, Remote, Store,
-    StoreLock,
-};
+pub use store::{chain_id, parse_digest, platforms_of, Image, Remote, Store, StoreLock};
 
 use std::path::PathBuf;
 

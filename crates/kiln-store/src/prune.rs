@@ -8,7 +8,7 @@ use std::fs;
 use kiln_oci::image::{is_index_media, ImageConfig, Index, Manifest};
 
 use crate::store::{chain_id, parse_digest};
-use crate::{CacheEntry, Error, Store};
+use crate::{Error, Store};
 
 /// What `prune` removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,22 +51,14 @@ impl Store {
                 report.snapshots += 1;
             }
         }
-        let cache = self.root().join("cache");
-        for entry in fs::read_dir(&cache)
-            .map_err(|e| Error::io("reading", &cache, e))?
-            .flatten()
-        {
-            let keep = fs::read(entry.path())
-                .ok()
-                .and_then(|b| serde_json::from_slice::<CacheEntry>(&b).ok())
-                .is_some_and(|c| {
-                    // a layer never written as a blob goes with its snapshot
-                    c.layer
-                        .is_none_or(|l| l.blob().is_some_and(|d| blobs.contains(d.digest())))
-                });
+        for (path, entry) in self.cache_files()? {
+            // a layer never written as a blob goes with its snapshot
+            let keep = entry.is_some_and(|c| {
+                c.layer
+                    .is_none_or(|l| l.blob().is_some_and(|d| blobs.contains(d.digest())))
+            });
             if !keep {
-                fs::remove_file(entry.path())
-                    .map_err(|e| Error::io("removing", &entry.path(), e))?;
+                fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
                 report.cache_entries += 1;
             }
         }
