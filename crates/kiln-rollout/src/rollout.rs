@@ -35,6 +35,17 @@ pub enum RolloutError {
         live: String,
         why: String,
     },
+    #[error("{service} {version} did not come back healthy after the rollout was undone (it is in the pool again, and serves once it is up): {why}")]
+    NotBack {
+        service: String,
+        version: String,
+        why: String,
+    },
+    #[error("{rollout}; undoing it failed: {undo}")]
+    UndoFailed {
+        rollout: Box<RolloutError>,
+        undo: Box<RolloutError>,
+    },
     #[error(
         "{0} has no kept instance to roll back to (none was replaced, or its soak period is over)"
     )]
@@ -207,6 +218,8 @@ impl Rollout<'_> {
         let Some(blue) = rec.live.filter(|_| self.driver.exclusive_data()) else {
             return Ok(());
         };
+        // requests fail from here: blue takes no new ones, green none yet
+        let out_of_pool = Utc::now();
         self.drain(&blue)?;
         (self.say)(&format!(
             "shutting {} {} down to hand its data to {}",
@@ -222,7 +235,10 @@ impl Rollout<'_> {
             self.state.finish(p, "aborted", &e.to_string())?;
             return Err(e.into());
         }
-        self.state.step(self.name(), p, "blue-down", "", None)?;
+        // the step's detail: when blue left the pool, where the pause began
+        let detail = out_of_pool.to_rfc3339();
+        self.state
+            .step(self.name(), p, "blue-down", &detail, None)?;
         Ok(())
     }
 
@@ -262,6 +278,7 @@ impl Rollout<'_> {
     /// (a rollback's green, the kept standby, is stopped and kept), the
     /// live instance in it.
     fn abort(&self, p: &Progress, rec: &Record, why: &str) -> Result<Report, RolloutError> {
+        let mut back: Result<(), RolloutError> = Ok(());
         if let Some(live) = &rec.live {
             if live.digest != p.green.digest || live.slot != p.green.slot {
                 if !self.driver.running(live)? {
@@ -271,13 +288,16 @@ impl Rollout<'_> {
                     (self.say)(&format!("starting {} {} again", self.name(), live.version));
                     self.driver.resume(live)?;
                     let alive = || self.driver.running(live).unwrap_or(true);
-                    health::wait(&self.service.health, live.addr, &alive).map_err(|why| {
-                        RolloutError::Unsupported(format!(
-                            "{} {} did not come back healthy: {why}",
-                            self.name(),
-                            live.version
-                        ))
-                    })?;
+                    // slower than its health timeout, it still goes back
+                    // in the pool: nothing else can serve, and it serves
+                    // once it is up
+                    back = health::wait(&self.service.health, live.addr, &alive)
+                        .map(drop)
+                        .map_err(|why| RolloutError::NotBack {
+                            service: self.name().to_string(),
+                            version: live.version.clone(),
+                            why,
+                        });
                 }
                 self.front.set_addr(live.slot, live.addr)?;
                 self.front.set_state(live.slot, SlotState::Ready)?;
@@ -292,6 +312,7 @@ impl Rollout<'_> {
             }
         }
         self.state.finish(p, "aborted", why)?;
+        back?;
         match &rec.live {
             Some(live) => Ok(Report::AlreadyLive(live.clone())),
             None => Err(RolloutError::NothingToRollBackTo(self.name().to_string())),
@@ -319,15 +340,21 @@ impl Rollout<'_> {
         Ok(())
     }
 
-    /// How long the service had no instance: from blue's shutdown for the
-    /// data handover until now, if blue was shut down first.
+    /// How long the service had no instance: from blue leaving the pool to
+    /// be shut down for the data handover (the `blue-down` step's detail;
+    /// a step recorded without it counts from when it was recorded) until
+    /// now, if blue was shut down first.
     pub fn pause(&self, p: &Progress) -> Result<Option<Duration>, RolloutError> {
         let down = self
             .state
             .steps(p.id)?
             .into_iter()
             .find(|(step, ..)| step == "blue-down")
-            .and_then(|(_, at, _)| chrono::DateTime::parse_from_rfc3339(&at).ok());
+            .and_then(|(_, at, detail)| {
+                chrono::DateTime::parse_from_rfc3339(&detail)
+                    .or_else(|_| chrono::DateTime::parse_from_rfc3339(&at))
+                    .ok()
+            });
         Ok(down.map(|at| {
             (Utc::now() - at.with_timezone(&Utc))
                 .to_std()
@@ -407,12 +434,20 @@ impl Rollout<'_> {
                                 .live
                                 .as_ref()
                                 .map_or("nothing".to_string(), |l| l.version.clone());
-                            let _ = self.abort(&p, &rec, &why);
-                            return Err(RolloutError::Unhealthy {
+                            let unhealthy = RolloutError::Unhealthy {
                                 service: name,
                                 version: p.green.version.clone(),
                                 live,
-                                why,
+                                why: why.clone(),
+                            };
+                            // an undo that failed is said too: then the
+                            // live instance may not be serving
+                            return Err(match self.abort(&p, &rec, &why) {
+                                Ok(_) => unhealthy,
+                                Err(undo) => RolloutError::UndoFailed {
+                                    rollout: Box::new(unhealthy),
+                                    undo: Box::new(undo),
+                                },
                             });
                         }
                     }

@@ -78,6 +78,21 @@ impl Accel {
             Accel::Tcg => ["-accel", "tcg", "-cpu", "max"],
         }
     }
+
+    /// The guest's CPUs: two under KVM. Under software emulation each
+    /// virtual CPU is a host thread, and on a host with fewer than four
+    /// cores a busy moment starves one of them: it misses its timer while
+    /// the other waits for it, and the guest kernel can hang in RCU stall
+    /// reports. There one CPU boots as fast once the host is busy (and
+    /// about a third slower on an idle host).
+    fn cpus(self) -> &'static str {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        match self {
+            Accel::Kvm => "2",
+            Accel::Tcg if cores >= 4 => "2",
+            Accel::Tcg => "1",
+        }
+    }
 }
 
 /// Whether a firmware runs under KVM here (see [`Accel::detect`]).
@@ -146,7 +161,7 @@ fn qemu(
     forwards: &[(u16, u16)],
 ) -> Command {
     let mut cmd = machine(accel, "1024", vars);
-    cmd.args(["-smp", "2"])
+    cmd.args(["-smp", accel.cpus()])
         .arg("-drive")
         .arg(format!(
             "file={},format=raw,if=none,id=os,snapshot=on",
