@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use base64::Engine;
@@ -58,7 +58,10 @@ pub enum Mount {
 }
 
 pub struct Client {
-    agent: ureq::Agent,
+    /// Made when the first request is sent: a command that never reaches
+    /// a registry (a build from bases in the store) never reads the
+    /// system's CA certificates.
+    agent: OnceLock<ureq::Agent>,
     opts: ClientOptions,
     /// Bearer tokens by registry and scope.
     tokens: Mutex<HashMap<String, String>>,
@@ -97,12 +100,12 @@ fn status_err(method: &str, url: &str, code: u16, resp: ureq::Response) -> Error
 
 impl Client {
     pub fn new(opts: ClientOptions) -> Result<Self, Error> {
-        let agent = ureq::AgentBuilder::new()
-            .tls_config(std::sync::Arc::new(tls_config(&opts.ca_certs)?))
-            .timeout_connect(Duration::from_secs(15))
-            .timeout_read(Duration::from_secs(60))
-            .redirects(5)
-            .build();
+        let agent = OnceLock::new();
+        // CA files named by the user are read now, so a bad one is said
+        // before anything else is done
+        if !opts.ca_certs.is_empty() {
+            let _ = agent.set(make_agent(&opts)?);
+        }
         Ok(Client {
             agent,
             opts,
@@ -111,6 +114,15 @@ impl Client {
             schemes: Mutex::new(HashMap::new()),
             downloaded: Default::default(),
         })
+    }
+
+    /// The HTTP agent, made on first use.
+    fn agent(&self) -> Result<&ureq::Agent, Error> {
+        if let Some(a) = self.agent.get() {
+            return Ok(a);
+        }
+        let made = make_agent(&self.opts)?;
+        Ok(self.agent.get_or_init(|| made))
     }
 
     /// Bytes of blobs this client (and its siblings) has read.
@@ -149,14 +161,17 @@ impl Client {
         {
             return s;
         }
-        let tls = match self
-            .agent
-            .get(&format!("https://{host}/v2/"))
-            .timeout(Duration::from_secs(5))
-            .call()
-        {
-            Ok(_) | Err(ureq::Error::Status(..)) => "https",
-            Err(_) => "http",
+        let tls = match self.agent() {
+            Ok(a) => match a
+                .get(&format!("https://{host}/v2/"))
+                .timeout(Duration::from_secs(5))
+                .call()
+            {
+                Ok(_) | Err(ureq::Error::Status(..)) => "https",
+                Err(_) => "http",
+            },
+            // no agent: the request that follows says why
+            Err(_) => "https",
         };
         self.schemes
             .lock()
@@ -223,7 +238,7 @@ impl Client {
         if let Some(t) = tokens.get(&key) {
             return Ok(format!("Bearer {t}"));
         }
-        let mut req = self.agent.get(realm).query("scope", &scope);
+        let mut req = self.agent()?.get(realm).query("scope", &scope);
         if let Some(service) = params.get("service") {
             req = req.query("service", service);
         }
@@ -293,7 +308,7 @@ impl Client {
         let mut attempt = 0;
         let mut challenged = false;
         loop {
-            let mut req = self.agent.request(method, url);
+            let mut req = self.agent()?.request(method, url);
             for (k, v) in headers {
                 req = req.set(k, v);
             }
@@ -669,14 +684,34 @@ fn transport(e: &ureq::Error) -> String {
     }
 }
 
+/// An HTTP agent with `opts`' TLS roots and timeouts.
+fn make_agent(opts: &ClientOptions) -> Result<ureq::Agent, Error> {
+    Ok(ureq::AgentBuilder::new()
+        .tls_config(std::sync::Arc::new(tls_config(&opts.ca_certs)?))
+        .timeout_connect(Duration::from_secs(15))
+        .timeout_read(Duration::from_secs(60))
+        .redirects(5)
+        .build())
+}
+
+/// The system's CA certificates, read once per process (siblings share
+/// them).
+fn system_roots() -> &'static rustls::RootCertStore {
+    static ROOTS: OnceLock<rustls::RootCertStore> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        if let Ok(native) = rustls_native_certs::load_native_certs() {
+            for cert in native {
+                let _ = roots.add(cert);
+            }
+        }
+        roots
+    })
+}
+
 /// TLS that verifies servers against the system roots plus `extra` CA files.
 fn tls_config(extra: &[std::path::PathBuf]) -> Result<rustls::ClientConfig, Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    if let Ok(native) = rustls_native_certs::load_native_certs() {
-        for cert in native {
-            let _ = roots.add(cert);
-        }
-    }
+    let mut roots = system_roots().clone();
     for path in extra {
         use rustls_pki_types::pem::PemObject;
         let certs =
