@@ -384,3 +384,23 @@ fn runner_jobs_and_registry_caches_refuse_what_they_cannot_do() {
     assert!(stderr.contains("kiln.toml:3:"), "{stderr}");
     assert!(stderr.contains("without a tag or digest"), "{stderr}");
 }
+
+#[test]
+fn a_ca_certificate_file_without_a_certificate_is_refused_before_any_request() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "ca.crt", "not a certificate\n");
+    // port 9 (discard) on loopback: were it reached, the error would say so
+    let (code, _, stderr) = output(kiln(dir.path()).args([
+        "--store",
+        "store",
+        "--ca-cert",
+        "ca.crt",
+        "pull",
+        "127.0.0.1:9/nothing/here:1",
+    ]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("reading CA certificate ca.crt: no PEM certificate in it"),
+        "{stderr}"
+    );
+}
