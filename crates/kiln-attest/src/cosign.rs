@@ -18,7 +18,6 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use sha2::{Digest as _, Sha256};
 
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const DSSE: &str = "application/vnd.dsse.envelope.v1+json";
@@ -145,8 +144,9 @@ impl Layer {
     }
 }
 
+/// `sha256:HEX` of `b`, as manifests name blobs.
 pub fn digest_of(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(b)))
+    kiln_oci::digest::sha256(b).to_string()
 }
 
 /// An attachment manifest and the blobs it names besides its layers'.
