@@ -311,4 +311,41 @@ fn package_updates_are_a_reason_and_a_bake_installs_them() {
     assert_eq!(strict.code, 1, "{}", strict.stderr);
     assert!(strict.stderr.contains("--strict"), "{}", strict.stderr);
     assert_eq!(fs::read(fdir.join("kiln.lock")).unwrap(), lock_text);
+
+    // checks kept for an hour; the repository back, but its security suite
+    // gone: the warning names that source, and the check is kept anyway
+    let toml = fs::read_to_string(fdir.join("kiln.toml")).unwrap();
+    w(
+        "kiln.toml",
+        &toml.replace("probe_interval = \"0\"", "probe_interval = \"1h\""),
+    );
+    fs::remove_dir_all(repo.join("dists/bookworm-security")).unwrap();
+    let port: u16 = a.rsplit(':').next().unwrap().parse().unwrap();
+    let _files = HttpFiles::serve_on(&repo, port);
+    let gone = format!("warning: image app: package source http://{a}/dists/bookworm-security/");
+    let plan = ok(kiln_env(&store, &["plan", "-f", f], &env));
+    assert!(plan.stderr.contains(&gone), "{}", plan.stderr);
+    assert!(plan.stdout.contains("nothing to bake"), "{}", plan.stdout);
+    // a new Packages index under the same Release file is not read: the
+    // kept check stands while the sources' Release files are as they were
+    // (and the missing source fails as it did), as it does for a check
+    // that read every source
+    let release = repo.join("dists/bookworm/Release");
+    let same = fs::read(&release).unwrap();
+    deb(&pool("bookworm"), "kiln-hello", "3.0");
+    index(&repo, "bookworm");
+    let newer = fs::read(&release).unwrap();
+    fs::write(&release, &same).unwrap();
+    let plan = ok(kiln_env(&store, &["plan", "-f", f], &env));
+    assert!(plan.stderr.contains(&gone), "{}", plan.stderr);
+    assert!(plan.stdout.contains("nothing to bake"), "{}", plan.stdout);
+    // a new Release file: checked again
+    fs::write(&release, &newer).unwrap();
+    let plan = ok(kiln_env(&store, &["plan", "-f", f], &env));
+    assert!(plan.stderr.contains(&gone), "{}", plan.stderr);
+    assert!(
+        plan.stdout.contains("kiln-hello 2.0 → 3.0"),
+        "{}",
+        plan.stdout
+    );
 }

@@ -4,7 +4,11 @@
 //! (`probes/DIGEST.json`) and reused for the image's `probe_interval`;
 //! after that the sources' state (their `Release` files) is fetched, and
 //! when it is as it was the kept result stands, so only a changed source
-//! costs a full check. Nothing is kept when a source could not be read.
+//! costs a full check. A check that could not read some source is kept
+//! too (the state records how each source failed), but it always has the
+//! state fetched, and once `probe_interval` is over the check runs again,
+//! so an unreachable source is tried again at that pace rather than
+//! costing a full check on every plan.
 
 use chrono::{DateTime, Utc};
 use kiln_attest::sbom::Snapshots;
@@ -74,25 +78,27 @@ impl Probing<'_> {
             .and_then(|b| serde_json::from_slice(&b).ok());
         let fresh =
             |k: &Kept| (self.now - k.checked_at).num_seconds() < image.probe_interval as i64;
-        if let Some(k) = kept.as_ref().filter(|k| fresh(k)) {
+        let whole = |k: &Kept| k.report.unreachable.is_empty();
+        if let Some(k) = kept.as_ref().filter(|k| whole(k) && fresh(k)) {
             return Ok(k.report.clone());
         }
         let state = kiln_packages::source_state(&files, &self.fetcher)?;
         let state = kiln_oci::digest::sha256(&state).to_string();
-        let report = match kept {
-            Some(k) if k.state == state => k.report,
-            _ => kiln_packages::check(&files, &self.fetcher)?,
+        let (report, checked_at) = match kept {
+            // a whole check stands from now on; one that missed a source
+            // keeps its time, so it is made again once the interval is over
+            Some(k) if k.state == state && whole(&k) => (k.report, self.now),
+            Some(k) if k.state == state && fresh(&k) => (k.report, k.checked_at),
+            _ => (kiln_packages::check(&files, &self.fetcher)?, self.now),
         };
-        if report.unreachable.is_empty() {
-            keep(
-                &path,
-                &Kept {
-                    checked_at: self.now,
-                    state,
-                    report: report.clone(),
-                },
-            );
-        }
+        keep(
+            &path,
+            &Kept {
+                checked_at,
+                state,
+                report: report.clone(),
+            },
+        );
         Ok(report)
     }
 

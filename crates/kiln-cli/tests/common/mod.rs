@@ -351,6 +351,11 @@ impl HttpFiles {
             .local_addr()
             .unwrap()
             .port();
+        HttpFiles::serve_on(dir, port)
+    }
+
+    /// Serves `dir` on loopback port `port` (one an earlier server left).
+    pub fn serve_on(dir: &Path, port: u16) -> HttpFiles {
         let child = Command::new("python3")
             .args(["-m", "http.server", "--bind", "127.0.0.1"])
             .arg(port.to_string())
