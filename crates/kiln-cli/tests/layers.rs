@@ -23,16 +23,8 @@ fn blobs(store: &Path) -> BTreeSet<String> {
 
 /// The manifest, config and layer digests (hex) of image `name`.
 fn named_blobs(store: &Path, name: &str) -> BTreeSet<String> {
-    let v: serde_json::Value =
-        serde_json::from_str(&ok(kiln(store, &["inspect", name])).stdout).unwrap();
-    let m = &v["manifest"];
-    m["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .chain([&m["config"], &v])
-        .map(|d| d["digest"].as_str().unwrap()["sha256:".len()..].to_string())
-        .collect()
+    let b = image_blobs(store, name);
+    b.layers.into_iter().chain([b.config, b.manifest]).collect()
 }
 
 /// How many cache entries have a layer with no blob yet.

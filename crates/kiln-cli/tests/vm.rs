@@ -125,16 +125,10 @@ fn a_debian_image_becomes_a_disk_that_boots_converts_and_reproduces() {
     // the same image and definition give the same raw bytes, made from
     // the image's snapshots alone: its compressed layers are set aside
     // meanwhile
-    let inspected: serde_json::Value =
-        serde_json::from_str(&ok(kiln(&store, &["inspect", "debian-vm:1"])).stdout).unwrap();
-    let layers: Vec<PathBuf> = inspected["manifest"]["layers"]
-        .as_array()
-        .unwrap()
+    let layers: Vec<PathBuf> = image_blobs(&store, "debian-vm:1")
+        .layers
         .iter()
-        .map(|l| {
-            let hex = &l["digest"].as_str().unwrap()["sha256:".len()..];
-            store.join("oci/blobs/sha256").join(hex)
-        })
+        .map(|hex| store.join("oci/blobs/sha256").join(hex))
         .collect();
     for l in &layers {
         fs::rename(l, l.with_extension("aside")).unwrap();

@@ -376,3 +376,24 @@ impl Drop for HttpFiles {
         let _ = self.child.wait();
     }
 }
+
+/// The blobs of an image in the store, as hex digests (the files are
+/// `STORE/oci/blobs/sha256/HEX`), from `kiln inspect`.
+pub struct ImageBlobs {
+    /// in the manifest's order
+    pub layers: Vec<String>,
+    pub config: String,
+    pub manifest: String,
+}
+
+pub fn image_blobs(store: &Path, name: &str) -> ImageBlobs {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(kiln(store, &["inspect", name])).stdout).unwrap();
+    let hex = |d: &serde_json::Value| d["digest"].as_str().unwrap()["sha256:".len()..].to_string();
+    let m = &v["manifest"];
+    ImageBlobs {
+        layers: m["layers"].as_array().unwrap().iter().map(hex).collect(),
+        config: hex(&m["config"]),
+        manifest: hex(&v),
+    }
+}
