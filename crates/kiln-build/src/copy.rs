@@ -432,12 +432,72 @@ impl Builder<'_, '_> {
         let _cleanup = kiln_store::RemoveOnDrop(tree.clone());
         fs::create_dir(&tree)
             .map_err(|e| BuildError::io(format!("creating {}", tree.display()), e))?;
+        // sources as written, not what their wildcards matched: `COPY *.txt
+        // /testdir` with two matches writes the file /testdir (the last one
+        // wins), as BuildKit and buildah do
+        let many = locals.len() + urls.len() + files.inline.len() > 1;
+        let place = Placement::of(st, &view, files, many, &fail)?;
+        let writer = Writer {
+            copier: Copier {
+                origin: &origin,
+                owner: place.owner.clone(),
+                chmod: place.chmod,
+                epoch: self.opts.source_date_epoch,
+            },
+            place: &place,
+            view: &view,
+            tree: &tree,
+        };
+        // directories made here, set again once everything is in them
+        let mut made = Vec::new();
+        writer.sources(&sources, add, &fail, &mut made)?;
+        if fetched.is_empty() {
+            for url in &urls {
+                fetched.push(
+                    crate::fetch::fetch(self.store, url, checksum.as_deref()).map_err(&fail)?,
+                );
+            }
+        }
+        writer.extras(&fetched, &files.inline, &mut made)?;
+        // in order, so a later decision for a directory wins; setting a
+        // directory's metadata does not touch its parent's
+        for (dir, meta) in &made {
+            meta.apply(dir)?;
+        }
+        let committed = self.commit_layer(st, stage, step, &tree, &key)?;
+        st.history(format!("{text} # kiln"), !committed);
+        Ok(())
+    }
+}
+
+/// Where a COPY or ADD writes, as the image sees it, and what it gives
+/// what it writes.
+struct Placement {
+    /// the destination, resolved through the image's symlinks
+    dest: PathBuf,
+    /// whether sources go into `dest` (rather than becoming it)
+    dest_is_dir: bool,
+    owner: Option<Ids>,
+    chmod: Option<u32>,
+    /// the owner of directories the step makes and of what it writes
+    /// that has no owner of its own (--chown's user, or root)
+    new_dirs: (u32, u32),
+}
+
+impl Placement {
+    fn of(
+        st: &State,
+        view: &View,
+        files: &Files,
+        many: bool,
+        fail: &dyn Fn(String) -> BuildError,
+    ) -> Result<Placement, BuildError> {
         let owner = files
             .chown
             .as_deref()
-            .map(|c| crate::users::resolve(&view, c))
+            .map(|c| crate::users::resolve(view, c))
             .transpose()
-            .map_err(&fail)?;
+            .map_err(fail)?;
         let chmod = files
             .chmod
             .as_deref()
@@ -457,126 +517,139 @@ impl Builder<'_, '_> {
         };
         // the destination as the image sees it: through its symlinks
         let dest = view.resolve_dest(&clean(&dest_raw).unwrap_or_default());
-        // sources as written, not what their wildcards matched: `COPY *.txt
-        // /testdir` with two matches writes the file /testdir (the last one
-        // wins), as BuildKit and buildah do
-        let many = locals.len() + urls.len() + files.inline.len() > 1;
         let dest_is_dir = files.dest.ends_with('/')
             || files.dest == "."
             || many
             || view.resolve(&dest, true).is_some_and(|(_, b)| b.is_dir());
         // new directories belong to --chown's user too (Docker's documented rule)
         let new_dirs = owner.as_ref().map_or((0, 0), |i| (i.uid, i.gid));
-        let copier = Copier {
-            origin: &origin,
+        Ok(Placement {
+            dest,
+            dest_is_dir,
             owner,
             chmod,
-            epoch: self.opts.source_date_epoch,
-        };
-        // directories made here, set again once everything is in them
-        let mut made = Vec::new();
-        let epoch = self.opts.source_date_epoch;
-        let parents = |rel: &Path| make_parents(&view, &tree, rel, epoch, new_dirs);
-        for (named, src) in &sources {
+            new_dirs,
+        })
+    }
+
+    /// Where an entry called `name` lands.
+    fn target(&self, name: &Path) -> PathBuf {
+        if self.dest_is_dir {
+            self.dest.join(name)
+        } else {
+            self.dest.clone()
+        }
+    }
+}
+
+/// Writes a COPY or ADD's entries into the step's tree.
+struct Writer<'a> {
+    copier: Copier<'a>,
+    place: &'a Placement,
+    view: &'a View,
+    tree: &'a Path,
+}
+
+impl Writer<'_> {
+    /// The missing parents of `rel`, made in the tree.
+    fn parents(&self, rel: &Path) -> Result<Vec<(PathBuf, DirMeta)>, BuildError> {
+        let epoch = self.copier.epoch;
+        make_parents(self.view, self.tree, rel, epoch, self.place.new_dirs)
+    }
+
+    /// The local sources (context or stage): archives unpacked (ADD),
+    /// directories copied by their contents, files as themselves.
+    fn sources(
+        &self,
+        sources: &[(PathBuf, PathBuf)],
+        add: bool,
+        fail: &dyn Fn(String) -> BuildError,
+        made: &mut Vec<(PathBuf, DirMeta)>,
+    ) -> Result<(), BuildError> {
+        let (origin, dest) = (self.copier.origin, &self.place.dest);
+        for (named, src) in sources {
             let backing = origin
                 .backing(src)
                 .ok_or_else(|| fail(format!("{} disappeared while copying", src.display())))?;
             let is_dir = fs::symlink_metadata(&backing).is_ok_and(|m| m.is_dir());
             if add && !is_dir && is_archive(&backing) {
-                made.extend(parents(&dest.join("x"))?);
+                made.extend(self.parents(&dest.join("x"))?);
                 let f = fs::File::open(&backing)
                     .map_err(|e| BuildError::io(format!("opening {}", backing.display()), e))?;
-                kiln_oci::unpack::unpack(f, &tree.join(&dest), kiln_oci::unpack::Target::Flat)
+                kiln_oci::unpack::unpack(f, &self.tree.join(dest), kiln_oci::unpack::Target::Flat)
                     .map_err(|e| fail(format!("unpacking {}: {e}", src.display())))?;
                 continue;
             }
-            let target = if is_dir || !dest_is_dir {
-                dest.clone()
-            } else {
-                dest.join(named.file_name().unwrap_or_default())
-            };
-            let parents_of = if is_dir {
-                target.join("x")
-            } else {
-                target.clone()
-            };
-            made.extend(parents(&parents_of)?);
-            if is_dir {
-                fs::create_dir_all(tree.join(&target))
-                    .map_err(|e| BuildError::io("creating the destination", e))?;
-                for name in origin.list(src) {
-                    copier.copy(&src.join(&name), &tree.join(&target).join(&name))?;
+            if !is_dir {
+                let target = self
+                    .place
+                    .target(Path::new(named.file_name().unwrap_or_default()));
+                made.extend(self.parents(&target)?);
+                self.copier.copy(src, &self.tree.join(&target))?;
+                continue;
+            }
+            made.extend(self.parents(&dest.join("x"))?);
+            let into = self.tree.join(dest);
+            fs::create_dir_all(&into).map_err(|e| BuildError::io("creating the destination", e))?;
+            for name in origin.list(src) {
+                self.copier.copy(&src.join(&name), &into.join(&name))?;
+            }
+            // a directory that was there keeps its own metadata; a new
+            // one is 0755, owned by --chown's user (or root), whatever
+            // the source directory's mode or --chmod (which apply to
+            // what is copied into it): BuildKit and buildah agree
+            let meta = match DirMeta::in_view(self.view, dest) {
+                Some(m) => m,
+                None => {
+                    let source = self.copier.dir_meta(&fs::metadata(&backing).map_err(|e| {
+                        BuildError::io(format!("reading {}", backing.display()), e)
+                    })?);
+                    DirMeta::new_dir(self.place.new_dirs, source.mtime)
                 }
-                // a directory that was there keeps its own metadata; a new
-                // one is 0755, owned by --chown's user (or root), whatever
-                // the source directory's mode or --chmod (which apply to
-                // what is copied into it): BuildKit and buildah agree
-                let meta = match DirMeta::in_view(&view, &target) {
-                    Some(m) => m,
-                    None => {
-                        let source = copier.dir_meta(&fs::metadata(&backing).map_err(|e| {
-                            BuildError::io(format!("reading {}", backing.display()), e)
-                        })?);
-                        DirMeta::new_dir(new_dirs, source.mtime)
-                    }
-                };
-                made.push((tree.join(&target), meta));
-            } else {
-                copier.copy(src, &tree.join(&target))?;
-            }
-        }
-        if fetched.is_empty() {
-            for url in &urls {
-                fetched.push(
-                    crate::fetch::fetch(self.store, url, checksum.as_deref()).map_err(&fail)?,
-                );
-            }
-        }
-        for f in &fetched {
-            // like Docker: a remote file is not unpacked and gets mode 0600
-            let target = if dest_is_dir {
-                dest.join(&f.name)
-            } else {
-                dest.clone()
             };
-            made.extend(parents(&target)?);
-            let path = tree.join(&target);
-            fs::copy(&f.path, &path)
-                .map_err(|e| BuildError::io(format!("writing {}", path.display()), e))?;
-            set_meta(
-                &path,
-                chmod.unwrap_or(0o600),
-                new_dirs.0,
-                new_dirs.1,
-                self.opts.source_date_epoch.unwrap_or(0),
-            )?;
+            made.push((into, meta));
         }
-        for f in &files.inline {
-            let target = if dest_is_dir {
-                dest.join(&f.name)
-            } else {
-                dest.clone()
-            };
-            made.extend(parents(&target)?);
-            let path = tree.join(&target);
-            fs::write(&path, &f.content)
-                .map_err(|e| BuildError::io(format!("writing {}", path.display()), e))?;
-            let (uid, gid) = copier.owner.as_ref().map_or((0, 0), |i| (i.uid, i.gid));
-            set_meta(
-                &path,
-                chmod.unwrap_or(0o644),
-                uid,
-                gid,
-                self.opts.source_date_epoch.unwrap_or(0),
-            )?;
-        }
-        // in order, so a later decision for a directory wins; setting a
-        // directory's metadata does not touch its parent's
-        for (dir, meta) in &made {
-            meta.apply(dir)?;
-        }
-        let committed = self.commit_layer(st, stage, step, &tree, &key)?;
-        st.history(format!("{text} # kiln"), !committed);
         Ok(())
     }
+
+    /// ADD's downloaded files (like Docker: not unpacked, mode 0600 and
+    /// owned by root unless --chmod says otherwise) and heredoc files.
+    fn extras(
+        &self,
+        fetched: &[crate::fetch::Fetched],
+        inline: &[kiln_dockerfile::instructions::InlineFile],
+        made: &mut Vec<(PathBuf, DirMeta)>,
+    ) -> Result<(), BuildError> {
+        let epoch = self.copier.epoch.unwrap_or(0);
+        let chmod = self.place.chmod;
+        let (uid, gid) = self.place.new_dirs; // --chown's user, or root
+        let downloads = fetched
+            .iter()
+            .map(|f| (&f.name, Content::File(&f.path), chmod.unwrap_or(0o600)));
+        let heredocs = inline.iter().map(|f| {
+            (
+                &f.name,
+                Content::Bytes(f.content.as_bytes()),
+                chmod.unwrap_or(0o644),
+            )
+        });
+        for (name, content, mode) in downloads.chain(heredocs) {
+            let target = self.place.target(Path::new(name));
+            made.extend(self.parents(&target)?);
+            let path = self.tree.join(&target);
+            let written = match content {
+                Content::File(from) => fs::copy(from, &path).map(|_| ()),
+                Content::Bytes(bytes) => fs::write(&path, bytes),
+            };
+            written.map_err(|e| BuildError::io(format!("writing {}", path.display()), e))?;
+            set_meta(&path, mode, uid, gid, epoch)?;
+        }
+        Ok(())
+    }
+}
+
+/// What an extra entry of ADD or COPY holds.
+enum Content<'a> {
+    File(&'a Path),
+    Bytes(&'a [u8]),
 }
