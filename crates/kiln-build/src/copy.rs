@@ -224,6 +224,13 @@ struct Copier<'a> {
 }
 
 impl Copier<'_> {
+    /// The owner of what the step makes rather than copies (directories,
+    /// downloads, heredoc files): --chown's user, or root (Docker's
+    /// documented rule).
+    fn new_owner(&self) -> (u32, u32) {
+        self.owner.as_ref().map_or((0, 0), |i| (i.uid, i.gid))
+    }
+
     /// The owner and mtime a copy of an entry with this metadata gets.
     fn owner_and_time(&self, meta: &fs::Metadata) -> (u32, u32, u64) {
         let (uid, gid) = match &self.owner {
@@ -436,12 +443,12 @@ impl Builder<'_, '_> {
         // /testdir` with two matches writes the file /testdir (the last one
         // wins), as BuildKit and buildah do
         let many = locals.len() + urls.len() + files.inline.len() > 1;
-        let place = Placement::of(st, &view, files, many, &fail)?;
+        let place = Placement::of(st, &view, files, many);
         let writer = Writer {
             copier: Copier {
                 origin: &origin,
-                owner: place.owner.clone(),
-                chmod: place.chmod,
+                owner: owner_of(&view, files).map_err(&fail)?,
+                chmod: mode_of(files).map_err(&fail)?,
                 epoch: self.opts.source_date_epoch,
             },
             place: &place,
@@ -470,42 +477,37 @@ impl Builder<'_, '_> {
     }
 }
 
-/// Where a COPY or ADD writes, as the image sees it, and what it gives
-/// what it writes.
+/// --chown's user, resolved in the image.
+fn owner_of(view: &View, files: &Files) -> Result<Option<Ids>, String> {
+    files
+        .chown
+        .as_deref()
+        .map(|c| crate::users::resolve(view, c))
+        .transpose()
+}
+
+/// --chmod's mode.
+fn mode_of(files: &Files) -> Result<Option<u32>, String> {
+    files
+        .chmod
+        .as_deref()
+        .map(|m| {
+            u32::from_str_radix(m, 8)
+                .map_err(|_| format!("invalid --chmod={m}: kiln supports octal modes"))
+        })
+        .transpose()
+}
+
+/// Where a COPY or ADD writes, as the image sees it.
 struct Placement {
     /// the destination, resolved through the image's symlinks
     dest: PathBuf,
     /// whether sources go into `dest` (rather than becoming it)
     dest_is_dir: bool,
-    owner: Option<Ids>,
-    chmod: Option<u32>,
-    /// the owner of directories the step makes and of what it writes
-    /// that has no owner of its own (--chown's user, or root)
-    new_dirs: (u32, u32),
 }
 
 impl Placement {
-    fn of(
-        st: &State,
-        view: &View,
-        files: &Files,
-        many: bool,
-        fail: &dyn Fn(String) -> BuildError,
-    ) -> Result<Placement, BuildError> {
-        let owner = files
-            .chown
-            .as_deref()
-            .map(|c| crate::users::resolve(view, c))
-            .transpose()
-            .map_err(fail)?;
-        let chmod = files
-            .chmod
-            .as_deref()
-            .map(|m| {
-                u32::from_str_radix(m, 8)
-                    .map_err(|_| fail(format!("invalid --chmod={m}: kiln supports octal modes")))
-            })
-            .transpose()?;
+    fn of(st: &State, view: &View, files: &Files, many: bool) -> Placement {
         let dest_raw = if files.dest.starts_with('/') {
             files.dest.clone()
         } else {
@@ -521,15 +523,7 @@ impl Placement {
             || files.dest == "."
             || many
             || view.resolve(&dest, true).is_some_and(|(_, b)| b.is_dir());
-        // new directories belong to --chown's user too (Docker's documented rule)
-        let new_dirs = owner.as_ref().map_or((0, 0), |i| (i.uid, i.gid));
-        Ok(Placement {
-            dest,
-            dest_is_dir,
-            owner,
-            chmod,
-            new_dirs,
-        })
+        Placement { dest, dest_is_dir }
     }
 
     /// Where an entry called `name` lands.
@@ -554,7 +548,7 @@ impl Writer<'_> {
     /// The missing parents of `rel`, made in the tree.
     fn parents(&self, rel: &Path) -> Result<Vec<(PathBuf, DirMeta)>, BuildError> {
         let epoch = self.copier.epoch;
-        make_parents(self.view, self.tree, rel, epoch, self.place.new_dirs)
+        make_parents(self.view, self.tree, rel, epoch, self.copier.new_owner())
     }
 
     /// The local sources (context or stage): archives unpacked (ADD),
@@ -604,7 +598,7 @@ impl Writer<'_> {
                     let source = self.copier.dir_meta(&fs::metadata(&backing).map_err(|e| {
                         BuildError::io(format!("reading {}", backing.display()), e)
                     })?);
-                    DirMeta::new_dir(self.place.new_dirs, source.mtime)
+                    DirMeta::new_dir(self.copier.new_owner(), source.mtime)
                 }
             };
             made.push((into, meta));
@@ -621,8 +615,8 @@ impl Writer<'_> {
         made: &mut Vec<(PathBuf, DirMeta)>,
     ) -> Result<(), BuildError> {
         let epoch = self.copier.epoch.unwrap_or(0);
-        let chmod = self.place.chmod;
-        let (uid, gid) = self.place.new_dirs; // --chown's user, or root
+        let chmod = self.copier.chmod;
+        let (uid, gid) = self.copier.new_owner();
         let downloads = fetched
             .iter()
             .map(|f| (&f.name, Content::File(&f.path), chmod.unwrap_or(0o600)));
